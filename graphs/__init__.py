@@ -1,0 +1,1 @@
+"""LangGraph graphs and scripted workflow files (filled by the executor and workflow work)."""

@@ -1,0 +1,44 @@
+"""The exceptions anymoda raises on purpose.
+
+Every error caused by something from outside (a file, a URL, a plan, a request) is an
+``InvalidInputError`` whose message names the offending thing, so that the CLI, the HTTP server and
+the planner's repair loop can show it to a person or an LLM as it is.
+"""
+
+from __future__ import annotations
+
+
+class AnymodaError(Exception):
+    """Base class of every deliberate anymoda error."""
+
+
+class InvalidInputError(AnymodaError, ValueError):
+    """Input from outside was rejected; the message says what and why."""
+
+
+class ArtifactNotFoundError(AnymodaError, LookupError):
+    """No artifact with that id is visible to the caller."""
+
+
+class ToolNotFoundError(AnymodaError, LookupError):
+    """No tool of that name is registered."""
+
+
+class ToolUnavailableError(AnymodaError):
+    """The tool is registered but cannot run on this machine (missing runtime or weights)."""
+
+
+class ModelNotAvailableError(ToolUnavailableError):
+    """The model's weights are found nowhere we may look; the message says how to get them."""
+
+
+class MemoryBudgetError(AnymodaError):
+    """A model cannot be loaded without exceeding the model pool's memory budget."""
+
+
+class ToolExecutionError(AnymodaError):
+    """A tool failed while running on valid input."""
+
+
+class ConfigError(AnymodaError, ValueError):
+    """A setting in the config file or the environment is invalid."""
