@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +189,8 @@ class Tool:
         self._pool = pool
         self._device_preference = device or self.settings.device
         self._source: ModelSource | None = None
+        # Set by whoever runs the tool (CLI progress bar, executor event stream): (done, total, message).
+        self.progress_callback: Callable[[float, float | None, str], None] | None = None
 
     # -------------------------------------------------------------- for subclasses
 
@@ -205,6 +207,11 @@ class Tool:
 
     def run(self, model: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def report_progress(self, done: float, total: float | None = None, message: str = "") -> None:
+        """Long-running tools call this; it reaches the progress bar or event stream, if any."""
+        if self.progress_callback is not None:
+            self.progress_callback(done, total, message)
 
     # -------------------------------------------------------------- public
 

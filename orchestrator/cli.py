@@ -1,0 +1,322 @@
+"""The ``anymoda`` command line.
+
+    anymoda tools [--json]                       what is registered, and whether it can run here
+    anymoda tool NAME --INPUT VALUE ... [-o OUT]  run one tool on files, artifact ids or literals
+    anymoda demo [--out DIR]                      the offline default experts end to end on generated inputs
+    anymoda artifacts list|show|export ...        what the store holds, with lineage
+    anymoda render ARTIFACT -o OUT.png            a picture of boxes, masks, audio or a time series
+    anymoda config                                the settings in force
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .artifacts import Artifact, ArtifactKind, is_artifact_id
+from .codecs import EXTENSION_KINDS
+from .config import current_settings
+from .errors import AnymodaError, InvalidInputError
+from .registry import ToolRegistry
+from .store import ArtifactStore
+
+CLI_SESSION = "cli"
+console = Console(stderr=True)
+out = Console()
+
+
+def _store() -> ArtifactStore:
+    settings = current_settings()
+    return ArtifactStore(settings.store_dir, settings.limits)
+
+
+# ---------------------------------------------------------------------------------------- tools
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    registry = ToolRegistry.default()
+    if args.json:
+        out.print_json(json.dumps(registry.cards()))
+        return 0
+    table = Table(title=f"{len(registry)} tools", show_lines=False)
+    for column in ("name", "task", "inputs -> outputs", "model", "runs here?"):
+        table.add_column(column, overflow="fold")
+    for tool_class in registry:
+        tool = tool_class()
+        availability = tool.available()
+        signature = (
+            ", ".join(f"{n}:{s.kind.value}" for n, s in tool_class.inputs.items())
+            + " -> "
+            + ", ".join(f"{n}:{s.kind.value}" for n, s in tool_class.outputs.items())
+        )
+        status = f"[green]yes[/] ({availability.source.origin})" if availability.ok else f"[red]no[/]: {availability.reason}"
+        table.add_row(tool_class.name, tool_class.task, signature, tool.model_id, status)
+    out.print(table)
+    for error in registry.plugin_errors:
+        console.print(f"[yellow]warning:[/] {error}")
+    return 0
+
+
+def _tool_parser(tool_class: type) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"anymoda tool {tool_class.name}",
+        description=f"{tool_class.description} [task: {tool_class.task}; default model: {tool_class.default_model}]",
+    )
+    group = parser.add_argument_group("inputs (a file, an artifact id, or for text/json a literal)")
+    for name, spec in tool_class.inputs.items():
+        group.add_argument(f"--{name}", metavar=spec.kind.value.upper(), required=spec.required, help=spec.description)
+    params = parser.add_argument_group("params")
+    for name, spec in tool_class.params.items():
+        bounds = []
+        if spec.minimum is not None:
+            bounds.append(f">= {spec.minimum}")
+        if spec.maximum is not None:
+            bounds.append(f"<= {spec.maximum}")
+        if spec.choices:
+            bounds.append("one of " + ", ".join(map(str, spec.choices)))
+        extra = f" ({'; '.join(bounds)})" if bounds else ""
+        params.add_argument(f"--{name.replace('_', '-')}", dest=f"param__{name}", metavar=spec.type.__name__.upper(),
+                            help=f"{spec.description}{extra}; default {spec.default!r}")
+    parser.add_argument("--model", help="hub id or local path of the model to use instead of the default")
+    parser.add_argument("-o", "--output", help="save the output here: a file (its extension picks the output) or a directory")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def _input_argument(store: ArtifactStore, name: str, kind: ArtifactKind, value: str) -> Any:
+    if is_artifact_id(value):
+        return value
+    path = Path(value).expanduser()
+    if path.exists():
+        return store.ingest_file(path, kind, session=CLI_SESSION).id
+    if kind is ArtifactKind.TEXT:
+        return value
+    if kind is ArtifactKind.JSON:
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"--{name}: not a file, artifact id or valid JSON ({exc.msg})") from None
+    raise InvalidInputError(f"--{name}: {value!r} is neither an existing file nor an artifact id")
+
+
+def _save_outputs(store: ArtifactStore, outputs: dict[str, Artifact], destination: str) -> list[Path]:
+    target = Path(destination).expanduser()
+    wanted = EXTENSION_KINDS.get(target.suffix.lower())
+    if target.suffix and not target.is_dir():
+        matching = [a for a in outputs.values() if a.kind is wanted] or (
+            [a for a in outputs.values() if a.kind is ArtifactKind.TEXT] if target.suffix.lower() in (".txt", ".md") else []
+        )
+        if not matching:
+            kinds = ", ".join(f"{n} ({a.kind.value})" for n, a in outputs.items())
+            raise InvalidInputError(f"-o {destination}: no output fits a {target.suffix} file; outputs: {kinds}")
+        return [store.export(matching[0].id, target, session=CLI_SESSION)]
+    target.mkdir(parents=True, exist_ok=True)
+    return [store.export(a.id, target, session=CLI_SESSION) for a in outputs.values()]
+
+
+def _records_table(title: str, records: list[dict[str, Any]], limit: int = 50) -> Table:
+    """A list of JSON objects as a table; nested values are summarised, not dumped."""
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for record in records[:limit]:
+        cells = []
+        for column in columns:
+            cell = record.get(column, "")
+            if isinstance(cell, (list, dict)):
+                cell = f"[{len(cell)} items]" if isinstance(cell, list) else json.dumps(cell)[:60]
+            cells.append(escape(str(cell)))
+        table.add_row(*cells)
+    if len(records) > limit:
+        table.caption = f"{len(records) - limit} more not shown (see `anymoda artifacts export`)"
+    return table
+
+
+def print_outputs(run: Any, outputs: dict[str, Artifact], values: dict[str, Any]) -> None:
+    for name, artifact in outputs.items():
+        value = values[name]
+        header = f"[bold]{name}[/] [dim]{artifact.id}[/]"
+        if artifact.kind is ArtifactKind.TEXT:
+            out.print(header)
+            out.print(value, markup=False, highlight=False)
+        elif artifact.kind is ArtifactKind.DETECTIONS:
+            table = Table(title=escape(f"{name}: {len(value)} detection(s) [{artifact.id}]"))
+            for column in ("label", "score", "box (x0, y0, x1, y1)"):
+                table.add_column(column)
+            for box, label, score in zip(value.boxes, value.labels, value.scores):
+                table.add_row(escape(label), f"{score:.3f}", ", ".join(f"{v:.0f}" for v in box))
+            out.print(table)
+        elif artifact.kind is ArtifactKind.JSON:
+            if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+                out.print(_records_table(escape(f"{name} [{artifact.id}]"), value))
+            else:
+                out.print(header)
+                text = json.dumps(value, ensure_ascii=False)
+                out.print(text if len(text) < 2000 else text[:2000] + " ...", markup=False, highlight=False)
+        else:
+            out.print(f"{header} {artifact.describe()}")
+
+
+def cmd_tool(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        console.print("usage: anymoda tool NAME [--INPUT VALUE ...] [-o OUT]   (anymoda tools lists the names)")
+        return 2
+    registry = ToolRegistry.default()
+    tool_class = registry.get(argv[0])
+    args = _tool_parser(tool_class).parse_args(argv[1:])
+    store = _store()
+    arguments: dict[str, Any] = {}
+    for name, spec in tool_class.inputs.items():
+        value = getattr(args, name)
+        if value is not None:
+            arguments[name] = _input_argument(store, name, spec.kind, value)
+    for name in tool_class.params:
+        value = getattr(args, f"param__{name}")
+        if value is not None:
+            arguments[name] = value
+    tool = tool_class(model=args.model)
+    from .invoke import run_tool
+
+    with console.status(f"running {tool.name} ({tool.model_id}) ..."):
+        run = run_tool(tool, arguments, store=store, session=CLI_SESSION)
+    if args.json:
+        out.print_json(json.dumps({"tool": run.tool, "model": run.model, "seconds": run.seconds,
+                                   "outputs": {n: a.to_dict() for n, a in run.outputs.items()}}))
+    else:
+        print_outputs(run, run.outputs, run.values)
+        console.print(f"[dim]{run.tool} with {run.model} in {run.seconds:.2f} s[/]")
+    if args.output:
+        for path in _save_outputs(store, run.outputs, args.output):
+            console.print(f"saved {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- artifacts
+
+
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    store = _store()
+    if args.action == "list":
+        table = Table(title="artifacts")
+        for column in ("id", "kind", "size", "task/tool", "session", "summary"):
+            table.add_column(column, overflow="fold")
+        for artifact in store.list(session=args.session, kind=args.kind, limit=args.limit):
+            table.add_row(artifact.id, artifact.kind.value, f"{artifact.size:,}", artifact.metadata.get("tool", "input"),
+                          artifact.session or "-", str(artifact.metadata.get("name") or artifact.metadata.get("preview") or ""))
+        out.print(table)
+    elif args.action == "show":
+        artifact = store.get(args.id)
+        out.print_json(json.dumps(artifact.to_dict()))
+        for ancestor in store.ancestors(artifact.id):
+            out.print(f"  derived from {ancestor.describe()}")
+    elif args.action == "export":
+        console.print(f"saved {store.export(args.id, args.destination)}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from . import render
+
+    store = _store()
+    artifact = store.get(args.id)
+    value = store.load(artifact.id)
+    if artifact.kind in (ArtifactKind.DETECTIONS, ArtifactKind.MASKS):
+        image_parent = next((a for a in store.ancestors(artifact.id) if a.kind is ArtifactKind.IMAGE), None)
+        if image_parent is None:
+            raise InvalidInputError(f"{artifact.id} has no image among its ancestors to draw on")
+        image = store.load(image_parent.id)
+        picture = render.draw_detections(image, value) if artifact.kind is ArtifactKind.DETECTIONS else render.overlay_masks(image, value)
+    elif artifact.kind is ArtifactKind.AUDIO:
+        picture = render.spectrogram(value, title=artifact.id)
+    elif artifact.kind is ArtifactKind.TIME_SERIES:
+        picture = render.plot_time_series(value, title=artifact.id)
+    elif artifact.kind is ArtifactKind.IMAGE:
+        picture = value
+    else:
+        raise InvalidInputError(f"{artifact.kind.value} artifacts are read, not rendered; use `anymoda artifacts show`")
+    picture.save(args.output)
+    console.print(f"saved {args.output}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = current_settings()
+    out.print_json(json.dumps({
+        "home": str(settings.home), "device": settings.device, "memory_budget": settings.memory_budget,
+        "offline": settings.offline, "models": settings.models, "limits": settings.limits.__dict__,
+        "torch_threads": settings.torch_threads,
+    }))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out))
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anymoda", description="Any-to-any multimodal orchestrator.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")
+    tools.add_argument("--json", action="store_true", help="print full tool cards with JSON schemas")
+    tools.set_defaults(handler=cmd_tools)
+    commands.add_parser("tool", help="run one tool: anymoda tool NAME --INPUT VALUE ... (NAME --help for its options)",
+                        add_help=False)
+    demo = commands.add_parser("demo", help="run the offline default experts end to end on generated inputs")
+    demo.add_argument("--out", default="anymoda-demo", help="folder for the inputs and outputs (default ./anymoda-demo)")
+    demo.set_defaults(handler=cmd_demo)
+    artifacts = commands.add_parser("artifacts", help="list, show or export stored artifacts")
+    actions = artifacts.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list")
+    listing.add_argument("--session")
+    listing.add_argument("--kind")
+    listing.add_argument("--limit", type=int, default=50)
+    show = actions.add_parser("show")
+    show.add_argument("id")
+    export = actions.add_parser("export")
+    export.add_argument("id")
+    export.add_argument("destination")
+    artifacts.set_defaults(handler=cmd_artifacts)
+    render = commands.add_parser("render", help="draw detections/masks over their image, a spectrogram or a series plot")
+    render.add_argument("id")
+    render.add_argument("-o", "--output", required=True, help="PNG file to write")
+    render.set_defaults(handler=cmd_render)
+    config = commands.add_parser("config", help="print the settings in force")
+    config.set_defaults(handler=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        if argv and argv[0] == "tool":
+            return cmd_tool(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except AnymodaError as exc:
+        if debug:
+            raise
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Pictures of results people look at rather than read: boxes, masks, spectrograms, series."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .media import AudioClip, Detections, Masks, TimeSeries
+
+_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+            (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40)]
+
+
+def _colour(label: str) -> tuple[int, int, int]:
+    return _PALETTE[sum(label.encode("utf-8")) % len(_PALETTE)]
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        import matplotlib
+
+        path = f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans.ttf"
+        return ImageFont.truetype(path, size)
+    except Exception:
+        return ImageFont.load_default()
+
+
+def draw_detections(image: Image.Image, detections: Detections, *, min_score: float = 0.0) -> Image.Image:
+    """Boxes with 'label score' tags drawn over a copy of ``image`` (OCR polygons drawn as polygons)."""
+    canvas = image.convert("RGB")
+    if detections.image_size and detections.image_size != canvas.size:
+        sx, sy = canvas.size[0] / detections.image_size[0], canvas.size[1] / detections.image_size[1]
+    else:
+        sx = sy = 1.0
+    draw = ImageDraw.Draw(canvas)
+    font = _font(max(12, canvas.size[1] // 40))
+    width = max(2, canvas.size[0] // 300)
+    for i, (box, label, score) in enumerate(zip(detections.boxes, detections.labels, detections.scores)):
+        if score < min_score:
+            continue
+        colour = _colour(label)
+        polygon = detections.extra[i].get("polygon") if detections.extra else None
+        if polygon:
+            draw.polygon([(x * sx, y * sy) for x, y in polygon], outline=colour, width=width)
+        else:
+            draw.rectangle([box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy], outline=colour, width=width)
+        tag = f"{label} {score:.2f}"
+        text_height = draw.textbbox((0, 0), tag, font=font)[3]
+        left, top = box[0] * sx, max(0.0, box[1] * sy - text_height - 2)  # above the box unless at the top edge
+        bbox = draw.textbbox((left, top), tag, font=font)
+        draw.rectangle(bbox, fill=colour)
+        draw.text((left, top), tag, fill=(255, 255, 255), font=font)
+    return canvas
+
+
+def overlay_masks(image: Image.Image, masks: Masks, *, alpha: float = 0.5) -> Image.Image:
+    """Each instance tinted in its own colour over a copy of ``image``."""
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    label_map = masks.label_map
+    if label_map.shape != base.shape[:2]:
+        label_map = np.asarray(Image.fromarray(label_map).resize(image.size, Image.NEAREST))
+    for index, label in enumerate(masks.labels):
+        selected = label_map == index + 1
+        base[selected] = (1 - alpha) * base[selected] + alpha * np.asarray(_PALETTE[index % len(_PALETTE)], np.float32)
+    return Image.fromarray(base.clip(0, 255).astype(np.uint8))
+
+
+def _figure_to_image(figure: Any) -> Image.Image:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def spectrogram(audio: AudioClip, *, title: str | None = None) -> Image.Image:
+    """A log-magnitude spectrogram (dB) with time and frequency axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = audio.mono().samples
+    n_fft = 1024 if audio.sample_rate >= 16_000 else 512
+    hop = n_fft // 4
+    if samples.shape[0] < n_fft:
+        samples = np.pad(samples, (0, n_fft - samples.shape[0]))
+    frames = np.lib.stride_tricks.sliding_window_view(samples, n_fft)[::hop] * np.hanning(n_fft)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    db = 10 * np.log10(np.maximum(power, 1e-10))
+    figure, axis = plt.subplots(figsize=(8, 3))
+    extent = (0, audio.duration_s, 0, audio.sample_rate / 2000)
+    mesh = axis.imshow(db.T, origin="lower", aspect="auto", extent=extent, vmin=db.max() - 80, vmax=db.max(), cmap="magma")
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("frequency (kHz)")
+    axis.set_title(title or f"{audio.duration_s:.2f} s at {audio.sample_rate} Hz")
+    figure.colorbar(mesh, ax=axis, label="dB")
+    return _figure_to_image(figure)
+
+
+def plot_time_series(series: TimeSeries, *, title: str | None = None) -> Image.Image:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = series.timestamps if series.timestamps is not None else np.arange(series.length)
+    values = series.values.reshape(series.length, -1)
+    names = series.channel_names or [f"channel {i}" for i in range(values.shape[1])]
+    figure, axis = plt.subplots(figsize=(8, 3))
+    for column, name in enumerate(names):
+        axis.plot(x, values[:, column], label=name, linewidth=1)
+    if values.shape[1] > 1:
+        axis.legend()
+    axis.set_xlabel("time" if series.timestamps is not None else "index")
+    axis.set_title(title or f"{series.length} points, {series.channels} channel(s)")
+    axis.grid(alpha=0.3)
+    return _figure_to_image(figure)

