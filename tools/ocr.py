@@ -12,21 +12,30 @@ from orchestrator.resolve import HubLocation, ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool, packaged_file
 
 
-def reading_order(lines: list[tuple[list[list[float]], str, float]]) -> list[tuple[list[list[float]], str, float]]:
-    """Top-to-bottom, then left-to-right; boxes whose vertical centres are within half a line are one row."""
+Line = tuple[list[list[float]], str, float]  # (4-point polygon, text, score) as RapidOCR returns it
+
+
+def reading_rows(lines: list[Line]) -> list[list[Line]]:
+    """Group text lines into rows, top to bottom, each row left to right.
+
+    Lines whose vertical centres lie within half the median line height belong to one row, so a
+    receipt's "TOTAL ... 42.50" reads as one row even though the detector boxes it in two pieces.
+    """
     if not lines:
         return []
+
+    def centre(line: Line) -> float:
+        return float(np.mean([p[1] for p in line[0]]))
+
     heights = [max(p[1] for p in box) - min(p[1] for p in box) for box, _, _ in lines]
     tolerance = max(1.0, float(np.median(heights)) / 2)
-    ordered = sorted(lines, key=lambda line: np.mean([p[1] for p in line[0]]))
-    rows: list[list[tuple]] = []
-    for line in ordered:
-        centre = np.mean([p[1] for p in line[0]])
-        if rows and abs(centre - np.mean([np.mean([p[1] for p in item[0]]) for item in rows[-1]])) <= tolerance:
+    rows: list[list[Line]] = []
+    for line in sorted(lines, key=centre):
+        if rows and abs(centre(line) - np.mean([centre(item) for item in rows[-1]])) <= tolerance:
             rows[-1].append(line)
         else:
             rows.append([line])
-    return [line for row in rows for line in sorted(row, key=lambda item: min(p[0] for p in item[0]))]
+    return [sorted(row, key=lambda item: min(p[0] for p in item[0])) for row in rows]
 
 
 class OpticalCharacterRecognition(Tool):
@@ -38,7 +47,7 @@ class OpticalCharacterRecognition(Tool):
     )
     inputs = {"image": Input(ArtifactKind.IMAGE, "the image to read")}
     outputs = {
-        "text": Output(ArtifactKind.TEXT, "the text, one line per detected text line, in reading order"),
+        "text": Output(ArtifactKind.TEXT, "the text in reading order, one line per row of text"),
         "regions": Output(ArtifactKind.DETECTIONS, "a box (and polygon) per text line, labelled with its text"),
     }
     params = {
@@ -71,9 +80,9 @@ class OpticalCharacterRecognition(Tool):
         bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])  # RapidOCR takes OpenCV's BGR order
         result, _ = engine(bgr, use_cls=params["rotated_text"], text_score=params["min_score"],
                            box_thresh=params["box_threshold"])
-        lines = reading_order([(box, text, float(score)) for box, text, score in (result or [])])
+        rows = reading_rows([(box, text, float(score)) for box, text, score in (result or [])])
         boxes, labels, scores, extra = [], [], [], []
-        for polygon, text, score in lines:
+        for polygon, text, score in (line for row in rows for line in row):
             xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
             boxes.append((max(0.0, min(xs)), max(0.0, min(ys)), max(xs), max(ys)))
             labels.append(text)
@@ -81,6 +90,6 @@ class OpticalCharacterRecognition(Tool):
             extra.append({"polygon": [[round(float(x), 1), round(float(y), 1)] for x, y in polygon]})
         regions = Detections(boxes, labels, scores, image_size=image.size, extra=extra)
         return {
-            "text": OutputValue("\n".join(labels), {"lines": len(labels)}),
+            "text": OutputValue("\n".join(" ".join(text for _, text, _ in row) for row in rows), {"lines": len(rows)}),
             "regions": regions,
         }

@@ -33,7 +33,9 @@ class _SentenceTransformerTool(Tool):
 
     def load(self, source: ModelSource, device: str) -> Any:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # a per-tensor loading bar is noise in the CLI's output
         return SentenceTransformer(str(source.path), device=device)
 
     @staticmethod
