@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -262,6 +263,7 @@ class Tool:
         """The loaded model, from the pool (loaded on first use, shared across tools of one family)."""
         source = self.resolve()
         device = self.device
+        _apply_torch_threads(self.settings)
         key = (self.family or self.name, str(source.path), device)
         size_hint = directory_size(source.path) if source.path.exists() else None
         with self.pool.use(key, lambda: self.load(source, device), size_hint=size_hint, exclusive=not self.thread_safe) as model:
@@ -314,6 +316,13 @@ class Tool:
                 "additionalProperties": False,
             },
         }
+
+
+def _apply_torch_threads(settings: Settings) -> None:
+    """Honour the torch_threads setting once torch is in use (importing torch just for this would cost seconds)."""
+    torch = sys.modules.get("torch")
+    if settings.torch_threads and torch is not None and torch.get_num_threads() != settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
 
 
 def input_schema(spec: Input) -> dict[str, Any]:
