@@ -263,10 +263,10 @@ class Tool:
         """The loaded model, from the pool (loaded on first use, shared across tools of one family)."""
         source = self.resolve()
         device = self.device
-        _apply_torch_threads(self.settings)
         key = (self.family or self.name, str(source.path), device)
         size_hint = directory_size(source.path) if source.path.exists() else None
         with self.pool.use(key, lambda: self.load(source, device), size_hint=size_hint, exclusive=not self.thread_safe) as model:
+            _apply_torch_threads(self.settings)  # after the load: that is when torch gets imported
             yield model
 
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
