@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .artifacts import Artifact, ArtifactKind, is_artifact_id
@@ -185,7 +186,14 @@ def cmd_tool(argv: list[str]) -> int:
     tool = tool_class(model=args.model)
     from .invoke import run_tool
 
-    with console.status(f"running {tool.name} ({tool.model_id}) ..."):
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        bar = progress.add_task(f"{tool.name} ({tool.model_id})", total=None)
+
+        def show_progress(done: float, total: float | None, message: str) -> None:
+            progress.update(bar, completed=done, total=total, description=f"{tool.name}: {message}" if message else tool.name)
+
+        tool.progress_callback = show_progress
         run = run_tool(tool, arguments, store=store, session=CLI_SESSION)
     if args.json:
         out.print_json(json.dumps({"tool": run.tool, "model": run.model, "seconds": run.seconds,
