@@ -94,13 +94,14 @@ class ModelPool:
         key: Hashable,
         loader: Callable[[], Any],
         *,
-        size_hint: int | None = None,
+        size_hint: int | Callable[[], int] | None = None,
         exclusive: bool = False,
     ) -> Iterator[Any]:
         """Yield the model for ``key``, loading it with ``loader`` on first use.
 
-        ``size_hint`` (bytes, e.g. the weights' size on disk) lets room be made before loading; the
-        measured size of a torch module replaces it afterwards. ``exclusive`` serialises callers of
+        ``size_hint`` (bytes, e.g. the weights' size on disk, or a function computing it, called only
+        when a load is needed) lets room be made before loading; the measured size of a torch module
+        replaces it afterwards. ``exclusive`` serialises callers of
         models that are not safe to call from several threads at once.
         """
         entry = self._checkout(key, loader, size_hint)
@@ -152,7 +153,7 @@ class ModelPool:
 
     # ------------------------------------------------------------------ internals
 
-    def _checkout(self, key: Hashable, loader: Callable[[], Any], size_hint: int | None) -> PoolEntry:
+    def _checkout(self, key: Hashable, loader: Callable[[], Any], size_hint: int | Callable[[], int] | None) -> PoolEntry:
         while True:
             with self._cond:
                 entry = self._entries.get(key)
@@ -181,8 +182,8 @@ class ModelPool:
                 self._cond.notify_all()
             pending.done.set()
 
-    def _load(self, key: Hashable, loader: Callable[[], Any], size_hint: int | None) -> PoolEntry:
-        hint = int(size_hint or 0)
+    def _load(self, key: Hashable, loader: Callable[[], Any], size_hint: int | Callable[[], int] | None) -> PoolEntry:
+        hint = int((size_hint() if callable(size_hint) else size_hint) or 0)
         if hint > self.budget_bytes:
             raise MemoryBudgetError(
                 f"model {key!r} needs about {hint / 2**20:,.0f} MiB, more than the whole budget of "

@@ -264,7 +264,10 @@ class Tool:
         source = self.resolve()
         device = self.device
         key = (self.family or self.name, str(source.path), device)
-        size_hint = directory_size(source.path) if source.path.exists() else None
+
+        def size_hint() -> int:  # walking the weights folder is only worth it when a load is due
+            return directory_size(source.path) if source.path.exists() else 0
+
         with self.pool.use(key, lambda: self.load(source, device), size_hint=size_hint, exclusive=not self.thread_safe) as model:
             _apply_torch_threads(self.settings)  # after the load: that is when torch gets imported
             yield model
