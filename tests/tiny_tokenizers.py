@@ -65,7 +65,7 @@ def bert_tokenizer(folder: Path, vocab_size: int = 200):
     return tokenizer
 
 
-def clip_tokenizer(folder: Path, vocab_size: int = 300):
+def clip_tokenizer(folder: Path, vocab_size: int = 300, model_max_length: int = 77):
     """CLIPTokenizer (Stable Diffusion, CLIP, OWL-ViT, CLAP-like) with vocab.json / merges.txt in ``folder``."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
@@ -79,6 +79,10 @@ def clip_tokenizer(folder: Path, vocab_size: int = 300):
     tokenizer.train_from_iterator(CORPUS, trainer)
     model = json.loads(tokenizer.to_str())["model"]
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    wrapped = CLIPTokenizer(vocab=model["vocab"], merges=merges)  # as dict/list: file arguments are ignored
+    # As in real CLIP, the special tokens take the last ids: OWL-ViT treats a query whose first id is 0
+    # as padding, so <|startoftext|> at 0 would silently blank every query.
+    ordinary = [t for t, _ in sorted(model["vocab"].items(), key=lambda item: item[1]) if t not in specials]
+    vocab = {token: i for i, token in enumerate(ordinary + specials)}
+    wrapped = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)  # as dict/list: file arguments are ignored
     wrapped.save_pretrained(folder)
     return wrapped
