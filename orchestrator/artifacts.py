@@ -48,7 +48,7 @@ def new_artifact_id(kind: ArtifactKind) -> str:
 
 
 def is_artifact_id(value: object) -> bool:
-    return isinstance(value, str) and _ID_PATTERN.match(value) is not None
+    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None  # '$' alone would allow a trailing newline
 
 
 def check_artifact_id(value: object) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import struct
 import warnings
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ DETECTIONS_MIME = "application/vnd.anymoda.detections+json"
 MASKS_MIME = "application/vnd.anymoda.masks+npz"
 TIME_SERIES_JSON_MIME = "application/vnd.anymoda.time-series+json"
 
-_IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff"}
+# MPO is Pillow's name for a JPEG with more pictures appended (depth, HDR gain map), as many phones write.
+_IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp",
+                  "BMP": "image/bmp", "TIFF": "image/tiff"}
 _AUDIO_FORMATS = {"WAV": "audio/wav", "FLAC": "audio/flac", "OGG": "audio/ogg", "MP3": "audio/mpeg"}
 
 # Extensions say what a file claims to be; the content decides what it is. A claim that disagrees
@@ -103,8 +106,8 @@ def sniff(data: bytes) -> tuple[ArtifactKind | None, str | None]:
     try:
         text = data[:4096].decode("utf-8")
     except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the 4096-byte boundary is still text.
-        if exc.start < len(data[:4096]) - 4:
+        # A multi-byte character cut at the 4096-byte boundary is still text; a bad byte anywhere else is not.
+        if len(data) <= 4096 or exc.reason != "unexpected end of data":
             return None, None
         text = data[: exc.start].decode("utf-8")
     stripped = text.lstrip()
@@ -115,7 +118,7 @@ def sniff(data: bytes) -> tuple[ArtifactKind | None, str | None]:
 
 def inspect(kind: ArtifactKind, data: bytes, limits: MediaLimits, mime: str | None = None) -> tuple[str, dict[str, Any]]:
     """Validate ``data`` as an artifact of ``kind``; return its mime type and index metadata."""
-    if not data:
+    if not data and kind is not ArtifactKind.TEXT:  # empty text is a real result: silence transcribed, a blank page read
         raise InvalidInputError(f"{kind.value} input is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise InvalidInputError(f"{kind.value} input is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes")
@@ -152,12 +155,15 @@ def _reject_constant(name: str) -> Any:
     raise InvalidInputError(f"JSON contains {name}, which is not valid JSON")
 
 
-def _parse_json(data: bytes, what: str) -> Any:
+def _parse_json(data: bytes, what: str, constants: bool = False) -> Any:
     text = _decode_utf8(data, what)
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        # constants=True lets NaN and Infinity through for a caller whose own check can say where they are.
+        return json.loads(text, parse_constant=float if constants else _reject_constant)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # json's parser recurses once per [ or {
+        raise InvalidInputError(f"{what} is nested too deeply to be read as JSON") from None
 
 
 def _inspect_text(data: bytes, limits: MediaLimits, mime: str | None) -> tuple[str, dict[str, Any]]:
@@ -193,7 +199,8 @@ def _open_image(data: bytes, limits: MediaLimits):
 
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated upload must fail, not decode to grey
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow warns above its own MAX_IMAGE_PIXELS; the configured limit, checked below, is the one that counts.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))  # reads the header only
         except Image.DecompressionBombError as exc:
@@ -219,7 +226,10 @@ def _open_image(data: bytes, limits: MediaLimits):
 
 def _inspect_image(data: bytes, limits: MediaLimits, mime: str | None) -> tuple[str, dict[str, Any]]:
     image = _open_image(data, limits)
-    meta = {"width": image.size[0], "height": image.size[1], "mode": image.mode, "format": image.format}
+    width, height = image.size
+    if image.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: stored on its side, decoded upright
+        width, height = height, width
+    meta = {"width": width, "height": height, "mode": image.mode, "format": image.format}
     return _IMAGE_FORMATS[image.format], meta
 
 
@@ -409,7 +419,7 @@ def _read_time_series(data: bytes, mime: str | None, limits: MediaLimits) -> Tim
         return TimeSeries(array)
     text = _decode_utf8(data, "time series input")
     if text.lstrip()[:1] in ("[", "{"):
-        series = _time_series_from_json(_parse_json(data, "time series input"))
+        series = _time_series_from_json(_parse_json(data, "time series input", constants=True))  # NaN: TimeSeries names its index
     else:
         series = _time_series_from_csv(text, limits)
     if series.values.size > limits.max_time_series_points:
@@ -461,6 +471,16 @@ def _encode_detections(value: Any) -> tuple[bytes, str]:
     return json.dumps(value.to_json(), allow_nan=False).encode("utf-8"), DETECTIONS_MIME
 
 
+def _npz_header(archive: Any, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an .npz member, read from its header without decompressing its data."""
+    member = name if name in archive.zip.namelist() else f"{name}.npy"
+    with archive.zip.open(member) as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+    return shape, dtype
+
+
 def _read_masks(data: bytes, limits: MediaLimits) -> Masks:
     if not data.startswith(b"PK"):
         raise InvalidInputError(f"masks must be an .npz archive with 'label_map' and 'labels'; found {describe_content(data)}")
@@ -468,9 +488,19 @@ def _read_masks(data: bytes, limits: MediaLimits) -> Masks:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             if "label_map" not in archive or "labels" not in archive:
                 raise InvalidInputError("masks archive needs the arrays 'label_map' and 'labels'")
+            # An .npz is compressed: a few kilobytes can expand to gigabytes, so sizes come from the headers.
+            for name in ("label_map", "labels", "scores"):
+                if name not in archive:
+                    continue
+                shape, dtype = _npz_header(archive, name)
+                count = math.prod(shape)
+                if name == "label_map" and count > limits.max_image_pixels:
+                    raise InvalidInputError(f"mask has {count:,} pixels, over the limit of {limits.max_image_pixels:,}")
+                if count * dtype.itemsize > limits.max_bytes:
+                    raise InvalidInputError(
+                        f"masks array {name!r} would expand to {count * dtype.itemsize:,} bytes, over the limit of {limits.max_bytes:,}"
+                    )
             label_map = archive["label_map"]
-            if label_map.size > limits.max_image_pixels:
-                raise InvalidInputError(f"mask has {label_map.size:,} pixels, over the limit of {limits.max_image_pixels:,}")
             labels = [str(x) for x in archive["labels"].tolist()]
             scores = archive["scores"].astype(float).tolist() if "scores" in archive else None
     except InvalidInputError:

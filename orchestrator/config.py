@@ -16,6 +16,7 @@ The config file is ``$ANYMODA_CONFIG`` if set, else ``<home>/config.toml`` (home
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -38,6 +39,8 @@ def parse_size(value: Any, what: str = "size") -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{what} must be a size like '4GiB', got {value!r}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):  # TOML has nan and inf
+            raise ConfigError(f"{what} must be a size like '4GiB', got {value!r}")
         if value < 0:
             raise ConfigError(f"{what} must not be negative, got {value!r}")
         return int(value)
@@ -95,7 +98,7 @@ class Settings:
         values: dict[str, Any] = {}
         home = Path(env.get("ANYMODA_HOME", "~/.anymoda")).expanduser()
         path = Path(config_file or env.get("ANYMODA_CONFIG") or home / "config.toml").expanduser()
-        if config_file is not None or "ANYMODA_CONFIG" in env:
+        if config_file is not None or env.get("ANYMODA_CONFIG"):  # set but empty means unset, as for the path above
             if not path.is_file():
                 raise ConfigError(f"config file {str(path)!r} does not exist")
         if path.is_file():
@@ -111,14 +114,17 @@ class Settings:
                 values[key] = env[f"ANYMODA_{key.upper()}"]
         if "offline" not in values and env.get("HF_HUB_OFFLINE"):
             values["offline"] = env["HF_HUB_OFFLINE"]
-        models = dict(values.get("models") or {})
-        for name, value in env.items():
-            if name.startswith("ANYMODA_MODEL_"):
-                models[name[len("ANYMODA_MODEL_"):].lower().replace("_", "-")] = value
+        # A [models] or [limits] that is not a table is left for from_dict to report.
+        models = values.get("models", {})
+        if isinstance(models, dict):
+            models = dict(models)
+            for name, value in env.items():
+                if name.startswith("ANYMODA_MODEL_"):
+                    models[name[len("ANYMODA_MODEL_"):].lower().replace("_", "-")] = value
         values["models"] = models
         for name, value in env.items():
-            if name.startswith("ANYMODA_LIMIT_"):
-                values.setdefault("limits", {})[name[len("ANYMODA_LIMIT_"):].lower()] = value
+            if name.startswith("ANYMODA_LIMIT_") and isinstance(values.setdefault("limits", {}), dict):
+                values["limits"][name[len("ANYMODA_LIMIT_"):].lower()] = value
         return cls.from_dict(values, source=str(path))
 
     @classmethod
@@ -138,6 +144,8 @@ class Settings:
             updates["device"] = device
         if "memory_budget" in values:
             updates["memory_budget"] = parse_size(values["memory_budget"], f"{source}: memory_budget")
+            if updates["memory_budget"] <= 0:  # the model pool could not load anything
+                raise ConfigError(f"{source}: memory_budget must be positive, got {values['memory_budget']!r}")
         if "offline" in values:
             updates["offline"] = _parse_bool(values["offline"], f"{source}: offline")
         if "torch_threads" in values and values["torch_threads"] not in (None, ""):
@@ -163,8 +171,8 @@ class Settings:
                     number = parse_size(value, key) if key == "max_bytes" else float(value)
                 except (TypeError, ValueError):
                     raise ConfigError(f"{source}: limits.{key} must be a number, got {value!r}") from None
-                if number <= 0:
-                    raise ConfigError(f"{source}: limits.{key} must be positive")
+                if not math.isfinite(number) or number <= 0:  # float() takes 'nan' and 'inf'
+                    raise ConfigError(f"{source}: limits.{key} must be a positive number, got {value!r}")
                 parsed[key] = number if key == "max_audio_seconds" else int(number)
             updates["limits"] = replace(settings.limits, **parsed)
         return replace(settings, **updates)

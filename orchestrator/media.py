@@ -6,12 +6,23 @@ JSON-able values for json); :mod:`orchestrator.codecs` turns them into bytes and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import InvalidInputError
+
+
+def _finite_number(value: Any) -> bool:
+    # bool is an int to Python, but true is no coordinate; strings are refused, not parsed.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (JSON allows any number of digits)
+        return False
 
 
 @dataclass
@@ -120,7 +131,7 @@ class Detections:
             )
         boxes = []
         for i, box in enumerate(self.boxes):
-            if len(box) != 4 or not all(np.isfinite(v) for v in box):
+            if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4 or not all(_finite_number(v) for v in box):
                 raise InvalidInputError(f"detection box {i} must be 4 finite numbers (x0, y0, x1, y1), got {box!r}")
             x0, y0, x1, y1 = (float(v) for v in box)
             if x1 < x0 or y1 < y0:
@@ -128,9 +139,15 @@ class Detections:
             boxes.append((x0, y0, x1, y1))
         self.boxes = boxes
         self.labels = [str(label) for label in self.labels]
+        for i, score in enumerate(self.scores):
+            if not _finite_number(score):
+                raise InvalidInputError(f"detection {i} has the score {score!r}, not a finite number")
         self.scores = [float(s) for s in self.scores]
         if self.image_size is not None:
-            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+            size = self.image_size
+            if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_finite_number(v) and v > 0 for v in size):
+                raise InvalidInputError(f"detections image_size must be [width, height] in pixels, got {size!r}")
+            self.image_size = (int(size[0]), int(size[1]))
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -152,12 +169,11 @@ class Detections:
         for i, item in enumerate(data["detections"]):
             if not isinstance(item, dict) or "box" not in item or "label" not in item:
                 raise InvalidInputError(f"detection {i} must be an object with 'box' and 'label'")
-            boxes.append(tuple(item["box"]))
+            boxes.append(item["box"])  # checked, and made a tuple, by __post_init__
             labels.append(item["label"])
             scores.append(item.get("score", 1.0))
             extra.append({k: v for k, v in item.items() if k not in ("box", "label", "score")})
-        size = data.get("image_size")
-        return cls(boxes, labels, scores, tuple(size) if size else None, extra if any(extra) else [])
+        return cls(boxes, labels, scores, data.get("image_size"), extra if any(extra) else [])
 
 
 @dataclass
@@ -172,8 +188,13 @@ class Masks:
         label_map = np.asarray(self.label_map)
         if label_map.ndim != 2:
             raise InvalidInputError(f"a mask label map must be 2-D (height, width), got shape {label_map.shape}")
+        # Stored as uint8: a float, NaN or negative value would be cut or wrapped into some other label.
+        if label_map.dtype.kind not in "biu":
+            raise InvalidInputError(f"a mask label map must hold integers (0 for background, i for labels[i - 1]), got {label_map.dtype}")
         if len(self.labels) > 255:
             raise InvalidInputError(f"at most 255 masks fit one label map, got {len(self.labels)}")
+        if label_map.size and int(label_map.min()) < 0:
+            raise InvalidInputError(f"mask label map uses value {int(label_map.min())}; 0 is background and labels start at 1")
         if label_map.size and int(label_map.max()) > len(self.labels):
             raise InvalidInputError(f"mask label map uses value {int(label_map.max())} but only {len(self.labels)} labels are given")
         self.label_map = label_map.astype(np.uint8, copy=False)

@@ -12,13 +12,17 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import MemoryBudgetError
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:,.1f} MiB" if count >= 2**20 else f"{count / 1024:,.1f} KiB"
 
 
 def measure_size(model: Any) -> int | None:
@@ -53,6 +57,7 @@ class PoolEntry:
     last_used: float
     uses: int = 0
     in_use: int = 0
+    holders: Counter[int] = field(default_factory=Counter)  # thread id -> uses in progress
     exclusive_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -114,6 +119,7 @@ class ModelPool:
         finally:
             with self._cond:
                 entry.in_use -= 1
+                entry.holders[threading.get_ident()] -= 1
                 entry.last_used = time.monotonic()
                 self._cond.notify_all()
 
@@ -159,6 +165,7 @@ class ModelPool:
                 entry = self._entries.get(key)
                 if entry is not None:
                     entry.in_use += 1
+                    entry.holders[threading.get_ident()] += 1
                     entry.uses += 1
                     self._entries.move_to_end(key)
                     return entry
@@ -186,8 +193,8 @@ class ModelPool:
         hint = int((size_hint() if callable(size_hint) else size_hint) or 0)
         if hint > self.budget_bytes:
             raise MemoryBudgetError(
-                f"model {key!r} needs about {hint / 2**20:,.0f} MiB, more than the whole budget of "
-                f"{self.budget_bytes / 2**20:,.0f} MiB (raise memory_budget in the config)"
+                f"model {key!r} needs about {_size(hint)}, more than the whole budget of "
+                f"{_size(self.budget_bytes)} (raise memory_budget in the config)"
             )
         evicted = False
         with self._cond:
@@ -204,14 +211,14 @@ class ModelPool:
             del model
             self._free_memory()
             raise MemoryBudgetError(
-                f"model {key!r} takes {size / 2**20:,.0f} MiB once loaded, more than the whole budget of "
-                f"{self.budget_bytes / 2**20:,.0f} MiB (raise memory_budget in the config)"
+                f"model {key!r} takes {_size(size)} once loaded, more than the whole budget of "
+                f"{_size(self.budget_bytes)} (raise memory_budget in the config)"
             )
         with self._cond:
             self._reserved.pop(key, None)
             evicted = self._make_room(size, key)
             now = time.monotonic()
-            entry = PoolEntry(key, model, size, seconds, now, now, uses=1, in_use=1)
+            entry = PoolEntry(key, model, size, seconds, now, now, uses=1, in_use=1, holders=Counter({threading.get_ident(): 1}))
             self._entries[key] = entry
             self.loads += 1
         if evicted:
@@ -235,12 +242,18 @@ class ModelPool:
                 self._drop(idle)
                 evicted = True
                 continue
-            busy = any(e.in_use for e in self._entries.values()) or any(k != key for k in self._reserved)
+            # Waiting helps only if another thread will release something; models this thread holds
+            # (a tool that calls another tool) will not be released while it waits here.
+            me = threading.get_ident()
+            others_busy = any(e.in_use > e.holders[me] for e in self._entries.values())
+            busy = others_busy or any(k != key for k in self._reserved)
             remaining = deadline - time.monotonic()
             if not busy or remaining <= 0:
+                mine = sum(e.size_bytes for e in self._entries.values() if e.holders[me])
                 raise MemoryBudgetError(
-                    f"cannot fit model {key!r} ({needed / 2**20:,.0f} MiB) in the budget of "
-                    f"{self.budget_bytes / 2**20:,.0f} MiB: {committed / 2**20:,.0f} MiB are held by models in use"
+                    f"cannot fit model {key!r} ({_size(needed)}) in the budget of {_size(self.budget_bytes)}: "
+                    f"{_size(committed)} are held by models in use"
+                    + (f", {_size(mine)} of them by this very call" if mine else "")
                 )
             self._cond.wait(timeout=min(remaining, 1.0))
 

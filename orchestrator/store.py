@@ -220,7 +220,13 @@ class ArtifactStore:
         digest = hashlib.sha256(data).hexdigest()
         final = self._blob_path(digest)
         if final.is_file() and final.stat().st_size == len(data):
-            return digest  # same content already stored; blobs are immutable
+            # Same content already stored (blobs are immutable). It may be an old unreferenced blob that
+            # collect_garbage is about to remove: a fresh mtime puts it back inside the grace period.
+            try:
+                os.utime(final)
+                return digest
+            except FileNotFoundError:
+                pass  # collected meanwhile: write it again
         final.parent.mkdir(exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix=f"{os.getpid()}-", suffix=".part")
         try:
@@ -271,7 +277,10 @@ class ArtifactStore:
 
     def read_bytes(self, artifact_id: str, *, session: str | None = None) -> bytes:
         artifact = self.get(artifact_id, session=session)
-        data = self._blob_path(artifact.sha256).read_bytes()
+        try:
+            data = self._blob_path(artifact.sha256).read_bytes()
+        except FileNotFoundError:
+            raise InvalidInputError(f"artifact {artifact_id!r} is missing on disk (no blob {artifact.sha256})") from None
         if hashlib.sha256(data).hexdigest() != artifact.sha256:
             raise InvalidInputError(f"artifact {artifact_id!r} is corrupted on disk (sha256 mismatch)")
         return data
@@ -323,7 +332,9 @@ class ArtifactStore:
             """,
             (artifact_id,),
         ).fetchall()
-        return [self.get(row[0]) for row in rows]
+        found = [self.get(row[0]) for row in rows]
+        # An artifact without a session may derive from a session's; that session's records stay hidden from others.
+        return [a for a in found if session is None or a.session in (None, session)]
 
     def collect_garbage(self, grace_seconds: float = 3600.0) -> int:
         """Remove blobs no row refers to (left by a crash between rename and insert); returns the count.
