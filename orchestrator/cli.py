@@ -57,9 +57,12 @@ def cmd_tools(args: argparse.Namespace) -> int:
             + " -> "
             + ", ".join(f"{n}:{s.kind.value}" for n, s in tool_class.outputs.items())
         )
-        status = f"[green]yes[/] ({availability.source.origin})" if availability.ok else f"[red]no[/]: {availability.reason}"
+        status = f"[green]yes[/] ({availability.summary})" if availability.ok else f"[red]no[/]: {availability.summary}"
         table.add_row(tool_class.name, tool_class.task, signature, tool.model_id, status)
     out.print(table)
+    if any(not tool_class().available() for tool_class in registry):
+        console.print("[dim]Tools marked 'weights not here' download their model on first use when the hub is reachable "
+                      "(offline mode is on); `anymoda tool NAME ...` says how to get it.[/]")
     for error in registry.plugin_errors:
         console.print(f"[yellow]warning:[/] {error}")
     return 0

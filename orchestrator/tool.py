@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from .artifacts import ArtifactKind
 from .config import Settings, current_settings
-from .errors import InvalidInputError, ToolUnavailableError
+from .errors import InvalidInputError, ModelNotAvailableError, ToolUnavailableError
 from .media import AudioClip, Detections, Masks, TimeSeries
 from .pool import ModelPool, default_pool
 from .resolve import HubLocation, ModelSource, PackagedLocator, directory_size, pick_device, resolve_model
@@ -127,6 +127,7 @@ class Availability:
     ok: bool
     reason: str
     source: ModelSource | None = None
+    summary: str = ""  # a few words for tables: "packaged", "hub download on first use", "weights not here", ...
 
     def __bool__(self) -> bool:
         return self.ok
@@ -252,11 +253,15 @@ class Tool:
         """Can this tool run here, and if not, why (nothing is downloaded or loaded)."""
         try:
             source = self.resolve(download=False)
+        except ModelNotAvailableError as exc:
+            return Availability(False, str(exc), summary="weights not here (offline)")
         except ToolUnavailableError as exc:
-            return Availability(False, str(exc))
+            missing = self.missing_runtime()
+            return Availability(False, str(exc), summary=f"needs {', '.join(missing)}" if missing else "unavailable")
         if source.origin == "hub":
-            return Availability(True, f"{self.model_id} will be downloaded from the Hugging Face hub on first use", source)
-        return Availability(True, f"{source.origin}: {source.path}", source)
+            return Availability(True, f"{self.model_id} will be downloaded from the Hugging Face hub on first use", source,
+                                summary="hub download on first use")
+        return Availability(True, f"{source.origin}: {source.path}", source, summary=source.origin)
 
     @contextmanager
     def loaded_model(self) -> Iterator[Any]:

@@ -4,20 +4,53 @@ They are registered through the ``anymoda.tools`` entry point (see pyproject.tom
 third-party package would register its own.
 """
 
+from .audio_analysis import AudioClassification, VoiceConversion
+from .captioning import ImageCaptioning
+from .depth import DepthEstimation
+from .detection import ObjectDetection, OpenVocabularyDetection
+from .document_qa import DocumentQuestionAnswering
 from .image_classification import ImageClassification
 from .ocr import OpticalCharacterRecognition
+from .segmentation import GroundedSegmentation, SegmentAnything, SemanticSegmentation
 from .sentence_embeddings import SentenceEmbedding, SentenceSimilarity
 from .speech import SpeechRecognition, VoiceActivityDetection
 from .speech_synthesis import TextToSpeech
+from .tabular import TabularClassification
+from .text import Chat, NamedEntityRecognition, QuestionAnswering, Summarization, TextGeneration, Translation
+from .time_series import TimeSeriesDescription
+from .visual_question_answering import VisualQuestionAnswering
 
 BUILTIN_TOOLS = [
+    # speech and audio
     SpeechRecognition,
     VoiceActivityDetection,
     TextToSpeech,
+    AudioClassification,
+    VoiceConversion,
+    # vision
     OpticalCharacterRecognition,
     ImageClassification,
+    ImageCaptioning,
+    VisualQuestionAnswering,
+    DocumentQuestionAnswering,
+    ObjectDetection,
+    OpenVocabularyDetection,
+    SegmentAnything,
+    SemanticSegmentation,
+    GroundedSegmentation,
+    DepthEstimation,
+    # text
     SentenceEmbedding,
     SentenceSimilarity,
+    Summarization,
+    Translation,
+    QuestionAnswering,
+    NamedEntityRecognition,
+    TextGeneration,
+    Chat,
+    TabularClassification,
+    # time series
+    TimeSeriesDescription,
 ]
 
 __all__ = ["BUILTIN_TOOLS", *(tool.__name__ for tool in BUILTIN_TOOLS)]
