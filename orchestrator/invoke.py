@@ -73,6 +73,7 @@ def run_tool(
     """Run ``tool`` on artifact ids / literals and store what it produces."""
     artifacts, params = resolve_inputs(tool, arguments, store, session=session, task=task)
     values = {name: store.load(artifact.id, session=session) for name, artifact in artifacts.items()}
+    tool.validate(values, params)
     started = time.perf_counter()
     try:
         with tool.loaded_model() as model:

@@ -210,6 +210,13 @@ class Tool:
     def run(self, model: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def validate(self, inputs: dict[str, Any], params: dict[str, Any]) -> None:
+        """Refuse bad input before the model loads (a blank prompt should not cost a multi-GB load).
+
+        Called with the decoded input values and checked params; raise InvalidInputError. Checks
+        that need the loaded model stay in ``run``.
+        """
+
     def report_progress(self, done: float, total: float | None = None, message: str = "") -> None:
         """Long-running tools call this; it reaches the progress bar or event stream, if any."""
         if self.progress_callback is not None:
@@ -297,6 +304,7 @@ class Tool:
                     raise InvalidInputError(f"tool {self.name!r} needs the input {name!r} ({spec.kind.value})")
                 continue
             check_value(spec.kind, inputs[name], f"tool {self.name!r}: input {name!r}")
+        self.validate(inputs, params)
         with self.loaded_model() as model:
             produced = self.run(model, inputs, params)
         return {name: value.value if isinstance(value, OutputValue) else value for name, value in produced.items()}

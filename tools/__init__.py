@@ -9,7 +9,9 @@ from .captioning import ImageCaptioning
 from .depth import DepthEstimation
 from .detection import ObjectDetection, OpenVocabularyDetection
 from .document_qa import DocumentQuestionAnswering
+from .audio_generation import TextToAudio
 from .image_classification import ImageClassification
+from .image_generation import ImageEditing, ImageToImage, TextToImage
 from .ocr import OpticalCharacterRecognition
 from .segmentation import GroundedSegmentation, SegmentAnything, SemanticSegmentation
 from .sentence_embeddings import SentenceEmbedding, SentenceSimilarity
@@ -18,6 +20,7 @@ from .speech_synthesis import TextToSpeech
 from .tabular import TabularClassification
 from .text import Chat, NamedEntityRecognition, QuestionAnswering, Summarization, TextGeneration, Translation
 from .time_series import TimeSeriesDescription
+from .video_generation import TextToVideo
 from .visual_question_answering import VisualQuestionAnswering
 
 BUILTIN_TOOLS = [
@@ -39,6 +42,12 @@ BUILTIN_TOOLS = [
     SemanticSegmentation,
     GroundedSegmentation,
     DepthEstimation,
+    # generation
+    TextToImage,
+    ImageToImage,
+    ImageEditing,
+    TextToVideo,
+    TextToAudio,
     # text
     SentenceEmbedding,
     SentenceSimilarity,
