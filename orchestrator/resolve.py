@@ -7,7 +7,6 @@ Offline with nothing found is an error that names the model and how to get it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

@@ -187,7 +187,6 @@ class SpeakerEncoder:
 
     @staticmethod
     def _network(state: dict[str, Any], blocks: int) -> Any:
-        import torch
         from torch import nn
 
         def wrap(attribute: str, module: nn.Module) -> nn.Module:

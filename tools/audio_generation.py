@@ -16,7 +16,7 @@ from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import ToolExecutionError, ToolUnavailableError
 from orchestrator.media import AudioClip
 from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.tool import Input, Output, OutputValue, Param
 
 from .image_generation import (
     LoadedPipeline,

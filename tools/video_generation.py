@@ -19,7 +19,7 @@ import numpy as np
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolExecutionError, ToolUnavailableError
 from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.tool import Input, Output, OutputValue, Param
 
 from .image_generation import (
     LoadedPipeline,
