@@ -84,6 +84,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
+    """Switch the index to write-ahead logging, which lets readers and one writer work at once.
+
+    The switch needs the database to itself and SQLite does not apply its busy timeout to it, so
+    processes opening a new store together would get 'database is locked'; the mode persists in
+    the file, so once any of them has switched it the others find it done.
+    """
+    for attempt in range(attempts):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 + 0.002 * attempt)
+
+
 class ArtifactStore:
     def __init__(self, root: str | os.PathLike[str], limits: MediaLimits | None = None):
         self.root = Path(root).expanduser().resolve()
@@ -103,7 +122,7 @@ class ArtifactStore:
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
             conn = sqlite3.connect(self.root / "index.sqlite", timeout=60.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn, self._local.pid = conn, os.getpid()

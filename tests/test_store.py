@@ -506,3 +506,24 @@ def test_collect_garbage_spares_an_old_blob_reused_while_it_runs(store: Artifact
     store._blobs = Blobs(store._blobs)
     assert store.collect_garbage(grace_seconds=3600) == 0
     assert store.read_bytes(reused[0]) == b"same content as a new upload"
+
+
+def _open_new_store_and_write(root: str, barrier) -> None:
+    barrier.wait()  # all processes open the brand-new store at the same moment
+    ArtifactStore(root).put_value("text", f"written by {os.getpid()}")
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path):
+    # Switching a new index to WAL needs the database to itself, and SQLite's busy timeout does not
+    # cover that: without retries, most of the processes racing to open it died with "database is locked".
+    context = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        root = tmp_path / f"store-{round_}"
+        barrier = context.Barrier(8)
+        processes = [context.Process(target=_open_new_store_and_write, args=(str(root), barrier)) for _ in range(8)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(60)
+        assert [p.exitcode for p in processes] == [0] * 8
+        assert ArtifactStore(root).count() == 8
