@@ -49,8 +49,9 @@ pytestmark = [pytest.mark.real_weights, requires_offline_extra]
 SENTENCE = "Please send the quarterly report to Anna by Friday."
 # Sentences chosen by trial on the packaged voice + Whisper tiny.en; Piper's voice varies from run to
 # run, so each was synthesised and transcribed many times. Alone, SENTENCE came back word for word in
-# 36 of 36 runs. In a long recording these four came back with no word wrong in 100 of 100 runs
-# (50 recordings, with and without word timestamps). Rejected: sentences with numbers ("nine",
+# 36 of 36 runs. In the long recording below these four passed the checks of both long-audio tests
+# in 200 of 200 runs (fresh speech each time), with no word wrong at all in 100 of them that were
+# counted. Rejected: sentences with numbers ("nine",
 # "twenty" are written "9", "20"), "Our neighbours ..." (always "neighbors"), "The doctor asked ..."
 # (once "Dr. asked"), "She bought ..." ("Cheebot 3"), and SENTENCE itself, which inside a long
 # recording was heard as "Police in the ..." or "Place in the ..." about once in 20.
@@ -258,7 +259,9 @@ def test_long_audio_is_transcribed_window_by_window(asr, long_recording):
     ends = [segment["end"] for segment in segments]
     assert starts == sorted(starts) and ends == sorted(ends), segments
     assert all(end >= start for start, end in zip(starts, ends)), segments
-    assert ends[-1] > 30 and any(start > 30 for start in starts), "nothing was transcribed in the second window"
+    # Past the first 30 s window. (Whisper's next window starts at its last timestamp, not at 30 s, so
+    # the last sentence may share a segment that starts before 30 s with the one before it.)
+    assert ends[-1] > 30, f"nothing transcribed past 30 s: {segments}"
     assert ends[-1] <= recording.duration_s + 0.5
     # Each sentence's segment lies where the sentence was spoken (an offset bug in the second window
     # would put the last sentence near 2 s).
