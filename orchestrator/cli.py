@@ -216,10 +216,10 @@ def cmd_tool(argv: list[str]) -> int:
 def cmd_artifacts(args: argparse.Namespace) -> int:
     store = _store()
     if args.action == "list":
-        table = Table(title="artifacts")
+        table = Table(title=f"artifacts (the latest {args.limit})")
         for column in ("id", "kind", "size", "task/tool", "session", "summary"):
             table.add_column(column, overflow="fold")
-        for artifact in store.list(session=args.session, kind=args.kind, limit=args.limit):
+        for artifact in store.list(session=args.session, kind=args.kind, limit=args.limit, newest=True):
             table.add_row(artifact.id, artifact.kind.value, f"{artifact.size:,}", artifact.metadata.get("tool", "input"),
                           artifact.session or "-", str(artifact.metadata.get("name") or artifact.metadata.get("preview") or ""))
         out.print(table)

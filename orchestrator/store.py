@@ -323,7 +323,10 @@ class ArtifactStore:
         shutil.copyfile(self._blob_path(artifact.sha256), destination)
         return destination
 
-    def list(self, *, session: str | None = None, kind: ArtifactKind | str | None = None, limit: int = 1000) -> list[Artifact]:
+    def list(
+        self, *, session: str | None = None, kind: ArtifactKind | str | None = None, limit: int = 1000, newest: bool = False
+    ) -> list[Artifact]:
+        """Artifacts in the order they were made; ``newest`` takes the last ``limit`` of them instead of the first."""
         query, args = "SELECT id FROM artifacts WHERE 1=1", []
         if session is not None:
             query += " AND session = ?"
@@ -331,9 +334,10 @@ class ArtifactStore:
         if kind is not None:
             query += " AND kind = ?"
             args.append(ArtifactKind.parse(kind).value)
-        query += " ORDER BY created_at, rowid LIMIT ?"
+        query += f" ORDER BY created_at {'DESC' if newest else 'ASC'}, rowid {'DESC' if newest else 'ASC'} LIMIT ?"
         args.append(int(limit))
-        return [self.get(row[0]) for row in self._db().execute(query, args).fetchall()]
+        found = [self.get(row[0]) for row in self._db().execute(query, args).fetchall()]
+        return found[::-1] if newest else found
 
     def count(self) -> int:
         return self._db().execute("SELECT COUNT(*) FROM artifacts").fetchone()[0]

@@ -527,3 +527,9 @@ def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path):
             process.join(60)
         assert [p.exitcode for p in processes] == [0] * 8
         assert ArtifactStore(root).count() == 8
+
+
+def test_list_gives_the_first_or_the_latest_artifacts_in_order(store: ArtifactStore):
+    ids = [store.put_value("text", f"note {i}").id for i in range(6)]
+    assert [a.id for a in store.list(limit=3)] == ids[:3]
+    assert [a.id for a in store.list(limit=3, newest=True)] == ids[3:]
