@@ -5,11 +5,11 @@ third-party package would register its own.
 """
 
 from .audio_analysis import AudioClassification, VoiceConversion
+from .audio_generation import TextToAudio
 from .captioning import ImageCaptioning
 from .depth import DepthEstimation
 from .detection import ObjectDetection, OpenVocabularyDetection
 from .document_qa import DocumentQuestionAnswering
-from .audio_generation import TextToAudio
 from .image_classification import ImageClassification
 from .image_generation import ImageEditing, ImageToImage, TextToImage
 from .ocr import OpticalCharacterRecognition
@@ -18,7 +18,14 @@ from .sentence_embeddings import SentenceEmbedding, SentenceSimilarity
 from .speech import SpeechRecognition, VoiceActivityDetection
 from .speech_synthesis import TextToSpeech
 from .tabular import TabularClassification
-from .text import Chat, NamedEntityRecognition, QuestionAnswering, Summarization, TextGeneration, Translation
+from .text import (
+    Chat,
+    NamedEntityRecognition,
+    QuestionAnswering,
+    Summarization,
+    TextGeneration,
+    Translation,
+)
 from .time_series import TimeSeriesDescription
 from .video_generation import TextToVideo
 from .visual_question_answering import VisualQuestionAnswering

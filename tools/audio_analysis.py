@@ -18,6 +18,8 @@ from orchestrator.media import AudioClip
 from orchestrator.resolve import HubLocation, ModelSource, resolve_model
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
 
+from .torch_runtime import seeded_torch
+
 AUDIOSET_CLASSES = 527  # the AudioSet ontology's label count
 AST_FRAME_SHIFT_S = 0.010  # AST's Kaldi filterbank: 25 ms windows every 10 ms
 DEFAULT_WINDOW_S = 30.0  # waveform classifiers (wav2vec2, HuBERT, Whisper encoders) take up to 30 s at once
@@ -345,7 +347,11 @@ class VoiceConversion(Tool):
 
     def load(self, source: ModelSource, device: str) -> Any:
         import torch
-        from transformers import AutoFeatureExtractor, SpeechT5ForSpeechToSpeech, SpeechT5HifiGan
+        from transformers import (
+            AutoFeatureExtractor,
+            SpeechT5ForSpeechToSpeech,
+            SpeechT5HifiGan,
+        )
 
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         model = SpeechT5ForSpeechToSpeech.from_pretrained(str(source.path), dtype=dtype).eval().to(device)
@@ -395,9 +401,7 @@ class VoiceConversion(Tool):
         speaker = torch.from_numpy(vector).unsqueeze(0).to(converter.device, converter.dtype)
         pieces = split_at_pauses(samples, SPEECHT5_RATE)
         outputs = []
-        devices = [torch.device(converter.device).index or 0] if converter.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices):  # seeded without disturbing anyone else's random state
-            torch.manual_seed(params["seed"])
+        with seeded_torch(params["seed"], converter.device):  # SpeechT5 keeps dropout on while generating
             for index, piece in enumerate(pieces):
                 batch = converter.extractor(audio=piece, sampling_rate=SPEECHT5_RATE, return_tensors="pt")
                 values = batch["input_values"].to(converter.device, converter.dtype)

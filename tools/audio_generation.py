@@ -24,12 +24,12 @@ from .image_generation import (
     call_defaults,
     check_prompt,
     diffusers_hub_location,
+    dtype_argument,
     pick_seed,
     prepare_pipeline,
     run_pipeline,
     seed_param,
     seeded_generator,
-    dtype_argument,
     torch_dtype,
 )
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,21 +11,7 @@ from orchestrator.pool import measure_size
 from orchestrator.resolve import HubLocation, ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
 
-# Sampling draws from torch's global generator (transformers' generate takes no generator argument),
-# so seeded runs are serialised and the global state is restored afterwards.
-_GLOBAL_RNG = threading.Lock()
-
-
-@contextmanager
-def seeded_torch(seed: int, device: str) -> Iterator[None]:
-    """Run a block with torch's global generators seeded, leaving them as they were afterwards."""
-    import torch
-
-    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-    with _GLOBAL_RNG, torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
+from .torch_runtime import seeded_torch, torch_dtype
 
 # What from_pretrained reads: configs, tokenizer files and PyTorch weights, not the TF / Flax / ONNX / Rust copies
 # many repositories also carry. Both weight formats are allowed because some checkpoints (e.g. ViLT's) have
@@ -38,12 +21,6 @@ TRANSFORMERS_FILES = ("*.json", "*.txt", "*.model", "*.safetensors", "pytorch_mo
 
 def transformers_hub_location(model_id: str) -> HubLocation:
     return HubLocation(model_id, allow_patterns=TRANSFORMERS_FILES)
-
-
-def torch_dtype(device: str):
-    import torch
-
-    return torch.float16 if device.startswith("cuda") else torch.float32
 
 
 def model_type(path: Any) -> str:
@@ -98,7 +75,11 @@ class ImageCaptioning(Tool):
         return transformers_hub_location(model_id)
 
     def load(self, source: ModelSource, device: str) -> _Captioner:
-        from transformers import AutoModelForCausalLM, AutoProcessor, BlipForConditionalGeneration
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoProcessor,
+            BlipForConditionalGeneration,
+        )
 
         family = model_type(source.path)
         dtype = torch_dtype(device)

@@ -11,7 +11,8 @@ from orchestrator.artifacts import ArtifactKind
 from orchestrator.resolve import ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
 
-from .detection import rgb, torch_dtype
+from .detection import rgb
+from .torch_runtime import torch_dtype
 
 COLORMAPS = ("inferno", "magma", "viridis", "plasma", "turbo", "Spectral_r", "gray")
 # Model types whose output is metric depth (metres, larger = farther); the others predict relative

@@ -18,15 +18,11 @@ from orchestrator.render import draw_detections
 from orchestrator.resolve import ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
 
+from .torch_runtime import torch_dtype
+
 MAX_LABELS = 64
 # Ranking more candidates than this before NMS only costs time: real scenes hold far fewer objects.
 _MAX_NMS_CANDIDATES = 1000
-
-
-def torch_dtype(device: str):
-    import torch
-
-    return torch.float16 if device.startswith("cuda") else torch.float32
 
 
 def rgb(image: Any) -> Any:
@@ -246,7 +242,11 @@ class ObjectDetection(Tool):
     uses_torch_device = True
 
     def load(self, source: ModelSource, device: str) -> Any:
-        from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection
+        from transformers import (
+            AutoConfig,
+            AutoImageProcessor,
+            AutoModelForObjectDetection,
+        )
 
         path = str(source.path)
         dtype = torch_dtype(device)
@@ -355,7 +355,11 @@ class OpenVocabularyDetection(Tool):
     uses_torch_device = True
 
     def load(self, source: ModelSource, device: str) -> OpenVocabularyDetector:
-        from transformers import AutoConfig, AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers import (
+            AutoConfig,
+            AutoModelForZeroShotObjectDetection,
+            AutoProcessor,
+        )
 
         path = str(source.path)
         config = AutoConfig.from_pretrained(path)

@@ -12,8 +12,9 @@ from orchestrator.pool import measure_size
 from orchestrator.resolve import HubLocation, ModelSource
 from orchestrator.tool import Availability, Input, Output, OutputValue, Param, Tool
 
-from .captioning import torch_dtype, transformers_hub_location
+from .captioning import transformers_hub_location
 from .ocr import OpticalCharacterRecognition
+from .torch_runtime import torch_dtype
 
 MAX_WINDOW_TOKENS = 384  # SQuAD fine-tuning length of the usual checkpoints (and the QA pipeline's max_seq_len)
 MAX_STRIDE_TOKENS = 128  # tokens shared by neighbouring windows (the QA pipeline's doc_stride)

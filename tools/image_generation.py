@@ -24,6 +24,8 @@ from orchestrator.errors import InvalidInputError, ToolUnavailableError
 from orchestrator.resolve import HubLocation, ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
 
+from .torch_runtime import torch_dtype
+
 MIN_SIDE = 64
 MAX_SIDE = 2048
 MAX_PROMPT_CHARS = 2000  # CLIP reads 77 tokens (~300 characters); far longer text is a mistake, not a prompt
@@ -54,12 +56,6 @@ def seeded_generator(seed: int):
     # A CPU generator: diffusers draws the initial noise on it and moves it to the device, so one seed
     # starts from the same noise on every device.
     return torch.Generator(device="cpu").manual_seed(seed)
-
-
-def torch_dtype(device: str):
-    import torch
-
-    return torch.float16 if device.startswith("cuda") else torch.float32
 
 
 def dtype_argument(device: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from orchestrator.media import Detections
 from orchestrator.resolve import HubLocation, ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool, packaged_file
 
-
 Line = tuple[list[list[float]], str, float]  # (4-point polygon, text, score) as RapidOCR returns it
 
 

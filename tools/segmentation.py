@@ -17,7 +17,8 @@ from orchestrator.render import draw_detections, overlay_masks
 from orchestrator.resolve import ModelSource
 from orchestrator.tool import Availability, Input, Output, OutputValue, Param, Tool
 
-from .detection import OpenVocabularyDetection, parse_labels, rgb, torch_dtype
+from .detection import OpenVocabularyDetection, parse_labels, rgb
+from .torch_runtime import torch_dtype
 
 MAX_POINTS = 64
 MAX_MASKS = 255  # one label map holds at most 255 instances

@@ -19,7 +19,8 @@ from orchestrator.errors import InvalidInputError
 from orchestrator.resolve import ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
 
-from .text import dtype_for, load_tokenizer, max_input_tokens, quiet_transformers
+from .text import load_tokenizer, max_input_tokens, quiet_transformers
+from .torch_runtime import torch_dtype
 
 MAX_ROWS = 500
 MAX_CELLS = 20_000
@@ -282,7 +283,7 @@ class TabularClassification(Tool):
 
         quiet_transformers()
         tokenizer = load_tokenizer(source, self.name)
-        model = AutoModelForSequenceClassification.from_pretrained(str(source.path), dtype=dtype_for(device)).eval().to(device)
+        model = AutoModelForSequenceClassification.from_pretrained(str(source.path), dtype=torch_dtype(device)).eval().to(device)
         label2id = dict(model.config.label2id or {})
         return _Classifier(model, tokenizer, device, _find_label(label2id, "entail"), _find_label(label2id, "contradict"))
 

@@ -9,18 +9,22 @@ the reference for BIO-tagged models.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.artifacts import ArtifactKind
-from orchestrator.errors import InvalidInputError, ToolExecutionError, ToolUnavailableError
+from orchestrator.errors import (
+    InvalidInputError,
+    ToolExecutionError,
+    ToolUnavailableError,
+)
 from orchestrator.resolve import ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+
+from .torch_runtime import seeded_torch, torch_dtype
 
 MAX_TEXT_CHARS = 200_000  # about 50k tokens: beyond that a call would run for many minutes on CPU
 MAX_HISTORY_MESSAGES = 200
@@ -46,17 +50,6 @@ class _Loaded:
     device: str
     dtype: Any
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def dtype_for(device: str, *, allow_bf16: bool = False):
-    import torch
-
-    if not device.startswith("cuda"):
-        return torch.float32
-    # bf16 keeps the fp32 range; LLM checkpoints are trained in it and some overflow in fp16.
-    if allow_bf16 and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
 
 
 def quiet_transformers() -> None:
@@ -164,21 +157,6 @@ def _token_counter(tokenizer: Any):
     return count
 
 
-@contextlib.contextmanager
-def _seeded(seed: int, device: str) -> Iterator[None]:
-    """Seed torch's generators for one generate() call and restore them afterwards.
-
-    generate() samples from the global generators (it takes no torch.Generator), so the tools seed those,
-    inside fork_rng so that other users of torch's RNG in this process see their own state unchanged.
-    """
-    import torch
-
-    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     ids: list[int] = []
     configured = getattr(model.generation_config, "eos_token_id", None)
@@ -227,7 +205,7 @@ class _Seq2SeqTool(Tool):
         tokenizer = load_tokenizer(source, self.name)
         # T5-family activations overflow fp16 (NaN or empty output); bf16 has the range they were trained in.
         model_type = AutoConfig.from_pretrained(str(source.path)).model_type
-        dtype = dtype_for(device, allow_bf16=model_type in ("t5", "mt5", "umt5", "longt5", "switch_transformers"))
+        dtype = torch_dtype(device, allow_bf16=model_type in ("t5", "mt5", "umt5", "longt5", "switch_transformers"))
         model = AutoModelForSeq2SeqLM.from_pretrained(str(source.path), dtype=dtype).eval().to(device)
         # The card's length limits live in generation_config; the tools pass max/min_new_tokens instead, and
         # leaving both set makes generate() warn on every call.
@@ -519,7 +497,7 @@ class QuestionAnswering(Tool):
             raise ToolUnavailableError(
                 f"tool {self.name!r} needs a fast tokenizer (for character offsets); {source.model_id} has none"
             )
-        dtype = dtype_for(device)
+        dtype = torch_dtype(device)
         model = AutoModelForQuestionAnswering.from_pretrained(str(source.path), dtype=dtype).eval().to(device)
         return _Loaded(model, tokenizer, device, dtype)
 
@@ -645,7 +623,7 @@ class NamedEntityRecognition(Tool):
 
         quiet_transformers()
         tokenizer = load_tokenizer(source, self.name)
-        dtype = dtype_for(device)
+        dtype = torch_dtype(device)
         model = AutoModelForTokenClassification.from_pretrained(str(source.path), dtype=dtype).eval().to(device)
         # The pipeline windows long texts by tokenizer.model_max_length; a missing limit (1e30) would feed the
         # model more positions than it has.
@@ -713,7 +691,7 @@ class _CausalLMTool(Tool):
 
         quiet_transformers()
         tokenizer = load_tokenizer(source, self.name)
-        dtype = dtype_for(device, allow_bf16=True)
+        dtype = torch_dtype(device, allow_bf16=True)
         model = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dtype).eval().to(device)
         model.generation_config.max_length = None  # max_new_tokens is always given
         return _Loaded(model, tokenizer, device, dtype, {"eos": _eos_ids(model, tokenizer)})
@@ -750,7 +728,7 @@ class _CausalLMTool(Tool):
                 generation["top_p"] = top_p
         sampling = generation.get("do_sample", bool(model.generation_config.do_sample))
         criteria = _progress_criteria(self, prompt_length, max_new, "generating")
-        with torch.inference_mode(), _seeded(params["seed"], loaded.device):
+        with torch.inference_mode(), seeded_torch(params["seed"], loaded.device):
             output = model.generate(**{k: v.to(loaded.device) for k, v in encoded.items()}, **generation,
                                     stopping_criteria=criteria)
         new_tokens = output[0, prompt_length:].tolist()

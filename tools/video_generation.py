@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 
 from orchestrator.artifacts import ArtifactKind
-from orchestrator.errors import InvalidInputError, ToolExecutionError, ToolUnavailableError
+from orchestrator.errors import (
+    InvalidInputError,
+    ToolExecutionError,
+    ToolUnavailableError,
+)
 from orchestrator.resolve import HubLocation, ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param
 
@@ -28,13 +32,13 @@ from .image_generation import (
     check_prompt,
     check_side,
     diffusers_hub_location,
+    dtype_argument,
     native_side,
     pick_seed,
     prepare_pipeline,
     run_pipeline,
     seed_param,
     seeded_generator,
-    dtype_argument,
 )
 
 MAX_FRAMES = 64
@@ -128,7 +132,11 @@ class TextToVideo(PromptedTool):
         return diffusers_hub_location(model_id)
 
     def load(self, source: ModelSource, device: str) -> LoadedPipeline:
-        from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, TextToVideoSDPipeline
+        from diffusers import (
+            DiffusionPipeline,
+            DPMSolverMultistepScheduler,
+            TextToVideoSDPipeline,
+        )
 
         pipe = DiffusionPipeline.from_pretrained(str(source.path), **dtype_argument(device))
         accepted = inspect.signature(pipe.__call__).parameters

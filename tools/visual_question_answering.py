@@ -12,7 +12,8 @@ from orchestrator.pool import measure_size
 from orchestrator.resolve import HubLocation, ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
 
-from .captioning import model_type, torch_dtype, transformers_hub_location
+from .captioning import model_type, transformers_hub_location
+from .torch_runtime import torch_dtype
 
 MAX_QUESTION_WORDS = 50
 
@@ -74,7 +75,11 @@ class VisualQuestionAnswering(Tool):
         return transformers_hub_location(model_id)
 
     def load(self, source: ModelSource, device: str) -> _Answerer:
-        from transformers import AutoProcessor, BlipForQuestionAnswering, ViltForQuestionAnswering
+        from transformers import (
+            AutoProcessor,
+            BlipForQuestionAnswering,
+            ViltForQuestionAnswering,
+        )
 
         family = model_type(source.path)
         dtype = torch_dtype(device)
