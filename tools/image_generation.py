@@ -241,6 +241,21 @@ _GUIDANCE_DOC = ("how strictly to follow the prompt (classifier-free guidance; e
                  "else the pipeline's default, 7.5 for Stable Diffusion 1/2, 5 for SDXL)")
 
 
+@dataclass
+class _Request:
+    """What both Stable Diffusion tools work out alike before they differ."""
+
+    prompt: str
+    negative: str | None
+    width: int | None
+    height: int | None
+    pipe: Any
+    defaults: dict[str, Any]
+    turbo: bool
+    steps: int
+    guidance: float
+
+
 class _StableDiffusionTool(PromptedTool):
     family = "stable-diffusion"  # text-to-image and image-to-image share the loaded weights
     requires = _SD_REQUIRES
@@ -256,6 +271,21 @@ class _StableDiffusionTool(PromptedTool):
 
         pipe = AutoPipelineForText2Image.from_pretrained(str(source.path), **dtype_argument(device))
         return prepare_pipeline(pipe, device)
+
+    def prepare(self, model: LoadedPipeline, pipeline_class: Any, inputs: dict[str, Any], params: dict[str, Any],
+                *, turbo_steps: int) -> _Request:
+        prompt = check_prompt(self.name, "prompt", inputs["prompt"])
+        negative = check_prompt(self.name, "negative_prompt", inputs.get("negative_prompt"), required=False)
+        width, height = check_side(self.name, "width", params["width"]), check_side(self.name, "height", params["height"])
+        pipe = model.variant(pipeline_class)
+        defaults = call_defaults(pipe)
+        turbo = is_turbo(self.model_id)
+        steps = params["steps"] or (turbo_steps if turbo else defaults.get("num_inference_steps", 50))
+        guidance = params["guidance_scale"]
+        if guidance is None:
+            guidance = 0.0 if turbo else defaults.get("guidance_scale", 7.5)
+        check_turbo_guidance(self, guidance)
+        return _Request(prompt, negative, width, height, pipe, defaults, turbo, steps, guidance)
 
 
 class TextToImage(_StableDiffusionTool):
@@ -280,28 +310,19 @@ class TextToImage(_StableDiffusionTool):
     def run(self, model: LoadedPipeline, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         from diffusers import AutoPipelineForText2Image
 
-        prompt = check_prompt(self.name, "prompt", inputs["prompt"])
-        negative = check_prompt(self.name, "negative_prompt", inputs.get("negative_prompt"), required=False)
-        width, height = check_side(self.name, "width", params["width"]), check_side(self.name, "height", params["height"])
-        pipe = model.variant(AutoPipelineForText2Image)
-        defaults = call_defaults(pipe)
-        turbo = is_turbo(self.model_id)
-        steps = params["steps"] or (1 if turbo else defaults.get("num_inference_steps", 50))
-        guidance = params["guidance_scale"]
-        if guidance is None:
-            guidance = 0.0 if turbo else defaults.get("guidance_scale", 7.5)
-        check_turbo_guidance(self, guidance)
-        side = 512 if turbo else native_side(pipe)  # sdxl-turbo was trained at 512 although SDXL is 1024
-        width, height = width or side, height or side
+        request = self.prepare(model, AutoPipelineForText2Image, inputs, params, turbo_steps=1)
+        pipe, guidance, negative = request.pipe, request.guidance, request.negative
+        side = 512 if request.turbo else native_side(pipe)  # sdxl-turbo was trained at 512 although SDXL is 1024
+        width, height = request.width or side, request.height or side
         seed = pick_seed(params["seed"])
         result = run_pipeline(
-            self, pipe, steps, prompt=prompt, negative_prompt=negative if guidance > 1.0 else None,
-            num_inference_steps=steps, guidance_scale=guidance, width=width, height=height,
+            self, pipe, request.steps, prompt=request.prompt, negative_prompt=negative if guidance > 1.0 else None,
+            num_inference_steps=request.steps, guidance_scale=guidance, width=width, height=height,
             generator=seeded_generator(seed), output_type="pil",
         )
         image = checked_images(self.name, result)[0]
         return {"image": OutputValue(image, {
-            "seed": seed, "steps": steps, "guidance_scale": guidance, "width": image.width, "height": image.height,
+            "seed": seed, "steps": request.steps, "guidance_scale": guidance, "width": image.width, "height": image.height,
             "negative_prompt": negative if guidance > 1.0 else None, "pipeline": type(pipe).__name__,
         })}
 
@@ -334,32 +355,23 @@ class ImageToImage(_StableDiffusionTool):
         from diffusers import AutoPipelineForImage2Image
         from PIL import Image
 
-        prompt = check_prompt(self.name, "prompt", inputs["prompt"])
-        negative = check_prompt(self.name, "negative_prompt", inputs.get("negative_prompt"), required=False)
-        width, height = check_side(self.name, "width", params["width"]), check_side(self.name, "height", params["height"])
-        pipe = model.variant(AutoPipelineForImage2Image)
-        defaults = call_defaults(pipe)
-        turbo = is_turbo(self.model_id)
         # SD-Turbo's model card: 2 steps at strength 0.5, no guidance.
-        steps = params["steps"] or (2 if turbo else defaults.get("num_inference_steps", 50))
+        request = self.prepare(model, AutoPipelineForImage2Image, inputs, params, turbo_steps=2)
+        pipe, steps, guidance, negative = request.pipe, request.steps, request.guidance, request.negative
         strength = params["strength"]
         if strength is None:
-            strength = 0.5 if turbo else defaults.get("strength", 0.8)
+            strength = 0.5 if request.turbo else request.defaults.get("strength", 0.8)
         if int(steps * strength) < 1:
             raise InvalidInputError(
                 f"tool {self.name!r}: params 'strength' x 'steps' must be at least 1 (that many denoising steps run); "
                 f"got strength {strength} x steps {steps}: raise one of them"
             )
-        guidance = params["guidance_scale"]
-        if guidance is None:
-            guidance = 0.0 if turbo else defaults.get("guidance_scale", 7.5)
-        check_turbo_guidance(self, guidance)
         source_image = inputs["image"]
-        width, height = fit_size(source_image.size, 512 if turbo else native_side(pipe), width, height)
+        width, height = fit_size(source_image.size, 512 if request.turbo else native_side(pipe), request.width, request.height)
         start = source_image.convert("RGB").resize((width, height), Image.LANCZOS)
         seed = pick_seed(params["seed"])
         result = run_pipeline(
-            self, pipe, int(steps * strength), prompt=prompt, image=start, strength=strength,
+            self, pipe, int(steps * strength), prompt=request.prompt, image=start, strength=strength,
             negative_prompt=negative if guidance > 1.0 else None, num_inference_steps=steps, guidance_scale=guidance,
             generator=seeded_generator(seed), output_type="pil",
         )
