@@ -1,0 +1,200 @@
+"""The planner: ask an LLM for a plan, validate it, feed problems back for a bounded number of repairs.
+
+No plan leaves :meth:`Planner.plan` unvalidated: it either returns a :class:`ValidatedPlan` or raises
+:class:`PlanningFailedError` carrying the last plan text and every problem found. Backends only turn
+chat messages (and the plan's JSON Schema, for backends that can constrain their output to it) into
+text; :class:`OpenAICompatibleBackend` speaks to vLLM, Ollama, llama.cpp's server or any other
+OpenAI-compatible endpoint through its structured-output mode.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .artifacts import Artifact
+from .errors import AnymodaError, InvalidInputError
+from .plan import Plan, ValidatedPlan, plan_json_schema, validate_plan
+from .registry import ToolRegistry
+from .store import ArtifactStore
+from .tool import Tool
+
+
+class PlannerBackendError(AnymodaError):
+    """The LLM behind the planner could not be reached or answered with an error."""
+
+
+class PlanningFailedError(AnymodaError):
+    """No valid plan after the allowed repairs; ``last_text`` and ``problems`` say what went wrong."""
+
+    def __init__(self, message: str, last_text: str, problems: list[str]):
+        self.last_text = last_text
+        self.problems = problems
+        super().__init__(message)
+
+
+class PlannerBackend(Protocol):
+    name: str
+
+    def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None) -> str:
+        """The assistant's reply to ``messages``; constrained to ``schema`` where the backend can."""
+
+
+@dataclass
+class OpenAICompatibleBackend:
+    """An OpenAI-compatible /chat/completions endpoint, asked for JSON that follows the plan schema."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    timeout: float = 300.0
+    structured: bool = True  # send response_format=json_schema (vLLM, Ollama >= 0.5, llama.cpp server, OpenAI)
+    name: str = "openai-compatible"
+
+    def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None) -> str:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
+        if schema is not None and self.structured:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "plan", "schema": schema}}
+        request = urllib.request.Request(
+            self.base_url.rstrip("/") + "/chat/completions",
+            data=json.dumps(body).encode("utf-8"),
+            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:500]
+            raise PlannerBackendError(f"planner endpoint {self.base_url} answered HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise PlannerBackendError(f"planner endpoint {self.base_url} is unreachable: {exc}") from None
+        except json.JSONDecodeError:
+            raise PlannerBackendError(f"planner endpoint {self.base_url} did not answer with JSON") from None
+        try:
+            content = payload["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise PlannerBackendError(f"planner endpoint {self.base_url} answered without choices[0].message.content") from None
+        if not isinstance(content, str):
+            raise PlannerBackendError(f"planner endpoint {self.base_url} answered with non-text content")
+        return content
+
+
+def tool_line(tool: type[Tool]) -> str:
+    """One compact line per tool: short prompts matter for small local models (prefill dominates on CPU)."""
+    inputs = ", ".join(f"{n}:{s.kind.value}{'' if s.required else '?'}" for n, s in tool.inputs.items())
+    outputs = ", ".join(f"{n}:{s.kind.value}" for n, s in tool.outputs.items())
+    params = ", ".join(
+        f"{n}={s.default!r}" + (f"[{s.minimum:g}..{s.maximum:g}]" if s.minimum is not None and s.maximum is not None else "")
+        for n, s in tool.params.items()
+    )
+    return f"- {tool.name} ({inputs}) -> ({outputs}){f' params: {params}' if params else ''}. {tool.description}"
+
+
+def artifact_line(artifact: Artifact) -> str:
+    return f"- {artifact.describe()}"
+
+
+_INSTRUCTIONS = """You plan how to answer a user's request with tools. Reply with JSON only:
+{"tasks": [{"id": "t1", "tool": "<tool name>", "args": {...}, "deps": []}, ...], "answer": "<text, only if no tool is needed>"}
+Rules:
+- Use only the tools listed, with their argument names. Inputs marked ? are optional.
+- An argument is a literal (text, number), an input artifact id listed below, or "<tN>" / "<tN.output>" for the output
+  of task tN. Never invent file names or ids.
+- An image, audio, video or time_series input needs an artifact id or a task output of that kind.
+- If the request needs no tool, reply {"tasks": [], "answer": "..."}.
+Example: to read a receipt aloud given image-0123456789abcdef:
+{"tasks": [{"id": "t1", "tool": "ocr", "args": {"image": "image-0123456789abcdef"}},
+           {"id": "t2", "tool": "text-to-speech", "args": {"text": "<t1.text>"}}]}"""
+
+
+def build_messages(request: str, tools: Sequence[type[Tool]], artifacts: Sequence[Artifact]) -> list[dict[str, str]]:
+    system = _INSTRUCTIONS + "\n\nTools:\n" + "\n".join(tool_line(tool) for tool in tools)
+    inputs = "\n".join(artifact_line(artifact) for artifact in artifacts) or "(none)"
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"Input artifacts:\n{inputs}\n\nRequest: {request}"},
+    ]
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+def extract_json(text: str) -> Any:
+    """The JSON object in an LLM reply: the whole reply, a fenced block, or the outermost braces."""
+    candidates = [text.strip()]
+    candidates += [block.strip() for block in _FENCE.findall(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    last_error = "no JSON object found"
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError as exc:
+            last_error = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    raise InvalidInputError(f"the reply is not valid JSON: {last_error}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    text: str
+    problems: tuple[str, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: ValidatedPlan
+    attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+
+    @property
+    def repairs(self) -> int:
+        return len(self.attempts) - 1
+
+
+class Planner:
+    def __init__(self, backend: PlannerBackend, registry: ToolRegistry, *, max_repairs: int = 2,
+                 store: ArtifactStore | None = None, constrain: bool = True):
+        if max_repairs < 0:
+            raise ValueError("max_repairs must not be negative")
+        self.backend = backend
+        self.registry = registry
+        self.max_repairs = max_repairs
+        self.store = store
+        self.schema = plan_json_schema(registry) if constrain else None
+
+    def plan(self, request: str, *, artifacts: Sequence[Artifact] = (), session: str | None = None) -> PlanResult:
+        if not request or not request.strip():
+            raise InvalidInputError("the request is empty")
+        messages = build_messages(request.strip(), list(self.registry), artifacts)
+        attempts: list[Attempt] = []
+        for _ in range(self.max_repairs + 1):
+            started = time.perf_counter()
+            text = self.backend.complete(messages, schema=self.schema)
+            problems: list[str]
+            try:
+                plan = Plan.from_json(extract_json(text))
+                validated = validate_plan(plan, self.registry, store=self.store, session=session)
+                attempts.append(Attempt(text, (), time.perf_counter() - started))
+                return PlanResult(validated, tuple(attempts))
+            except InvalidInputError as exc:
+                problems = [str(p) for p in getattr(exc, "problems", [])] or [str(exc)]
+            attempts.append(Attempt(text, tuple(problems), time.perf_counter() - started))
+            # The repair turn shows the model its own reply and exactly what was wrong with it.
+            messages = messages + [
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": "That plan is invalid:\n" + "\n".join(f"- {p}" for p in problems)
+                 + "\nReply with the corrected plan as JSON only."},
+            ]
+        raise PlanningFailedError(
+            f"no valid plan after {len(attempts)} attempt(s); the last one:\n{attempts[-1].text[:2000]}\n"
+            "problems:\n" + "\n".join(f"- {p}" for p in attempts[-1].problems),
+            attempts[-1].text, list(attempts[-1].problems),
+        )

@@ -1,0 +1,170 @@
+"""The planner's repair loop against a scripted OpenAI-compatible endpoint on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from orchestrator import AudioClip, InvalidInputError, ToolRegistry
+from orchestrator.planner import (
+    OpenAICompatibleBackend,
+    Planner,
+    PlannerBackendError,
+    PlanningFailedError,
+    build_messages,
+    extract_json,
+)
+
+
+class ScriptedEndpoint:
+    """A local /chat/completions server that answers with the next scripted reply and records requests."""
+
+    def __init__(self, replies: list[str | tuple[int, str]]):
+        self.replies = list(replies)
+        self.requests: list[dict] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server API
+                length = int(self.headers["Content-Length"])
+                endpoint.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                                          "body": json.loads(self.rfile.read(length))})
+                reply = endpoint.replies.pop(0)
+                status, content = reply if isinstance(reply, tuple) else (200, reply)
+                body = content.encode() if status != 200 else json.dumps(
+                    {"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def endpoint_factory():
+    made = []
+
+    def make(replies):
+        endpoint = ScriptedEndpoint(replies)
+        made.append(endpoint)
+        return endpoint
+
+    yield make
+    for endpoint in made:
+        endpoint.close()
+
+
+@pytest.fixture(scope="module")
+def registry() -> ToolRegistry:
+    return ToolRegistry.default()
+
+
+def planner_for(endpoint, registry, store, **kwargs) -> Planner:
+    backend = OpenAICompatibleBackend(endpoint.url, "scripted-model", api_key="secret", timeout=10)
+    return Planner(backend, registry, store=store, **kwargs)
+
+
+def test_each_kind_of_bad_plan_is_caught_and_repaired(endpoint_factory, registry, store):
+    photo = store.put_value("image", Image.new("RGB", (16, 16)), session="s", metadata={"name": "receipt.png"})
+    sound = store.put_value("audio", AudioClip(np.zeros(1600, np.float32), 16_000), session="s")
+    good = {"tasks": [{"id": "t1", "tool": "ocr", "args": {"image": photo.id}},
+                      {"id": "t2", "tool": "text-to-speech", "args": {"text": "<t1.text>"}}]}
+    endpoint = endpoint_factory([
+        "Sure! Here is the plan: {tasks: [ocr]}",                                                   # malformed JSON
+        json.dumps({"tasks": [{"id": "t1", "tool": "read-text", "args": {"image": photo.id}}]}),     # invented tool
+        json.dumps({"tasks": [{"id": "t1", "tool": "ocr", "args": {"image": sound.id}}]}),           # wrong kind
+        json.dumps({"tasks": [{"id": "t1", "tool": "ocr", "args": {"image": "image-00000000000000ff"}}]}),  # missing
+        "```json\n" + json.dumps(good) + "\n```",                                                    # fenced, valid
+    ])
+    result = planner_for(endpoint, registry, store, max_repairs=4).plan("Read this receipt aloud", artifacts=[photo], session="s")
+    assert result.plan.order == ("t1", "t2") and result.repairs == 4
+    problems = [attempt.problems for attempt in result.attempts]
+    assert "not valid JSON" in problems[0][0]
+    assert "no tool named 'read-text'" in problems[1][0]
+    assert f"needs image, but {sound.id} is audio" in problems[2][0]
+    assert "no input artifact 'image-00000000000000ff' in this session" in problems[3][0]
+    assert problems[4] == ()
+
+    first = endpoint.requests[0]
+    assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer secret"
+    assert first["body"]["response_format"]["type"] == "json_schema"  # constrained where the server can
+    assert first["body"]["temperature"] == 0
+    assert photo.id in first["body"]["messages"][1]["content"] and "receipt.png" in first["body"]["messages"][1]["content"]
+    # each repair turn shows the model its reply and the problems found in it
+    repair = endpoint.requests[2]["body"]["messages"]
+    assert repair[-2] == {"role": "assistant", "content": json.dumps({"tasks": [{"id": "t1", "tool": "read-text", "args": {"image": photo.id}}]})}
+    assert "no tool named 'read-text'" in repair[-1]["content"]
+
+
+def test_a_plan_that_stays_invalid_is_refused_with_the_last_plan_and_its_problems(endpoint_factory, registry, store):
+    cyclic = json.dumps({"tasks": [{"id": "a", "tool": "summarization", "args": {"text": "<b>"}},
+                                   {"id": "b", "tool": "summarization", "args": {"text": "<a>"}}]})
+    endpoint = endpoint_factory([cyclic, cyclic, cyclic])
+    with pytest.raises(PlanningFailedError) as caught:
+        planner_for(endpoint, registry, store, max_repairs=2).plan("Summarise it twice")
+    assert len(endpoint.requests) == 3
+    assert caught.value.last_text == cyclic and any("cycle" in p for p in caught.value.problems)
+    assert "no valid plan after 3 attempt(s)" in str(caught.value) and '"summarization"' in str(caught.value)
+
+
+def test_a_request_needing_no_tool_gets_a_direct_answer(endpoint_factory, registry, store):
+    endpoint = endpoint_factory([json.dumps({"tasks": [], "answer": "Paris."})])
+    result = planner_for(endpoint, registry, store).plan("What is the capital of France?")
+    assert result.plan.plan.answer == "Paris." and result.plan.order == ()
+
+
+def test_endpoint_failures_are_clear(endpoint_factory, registry, store):
+    endpoint = endpoint_factory([(500, "model overloaded")])
+    with pytest.raises(PlannerBackendError, match="answered HTTP 500: model overloaded"):
+        planner_for(endpoint, registry, store).plan("hello")
+    unreachable = OpenAICompatibleBackend("http://127.0.0.1:9/v1", "m", timeout=2)
+    with pytest.raises(PlannerBackendError, match="unreachable"):
+        Planner(unreachable, registry).plan("hello")
+    with pytest.raises(InvalidInputError, match="request is empty"):
+        planner_for(endpoint, registry, store).plan("   ")
+
+
+def test_unconstrained_backends_get_no_response_format(endpoint_factory, registry, store):
+    endpoint = endpoint_factory([json.dumps({"tasks": [], "answer": "hi"})])
+    Planner(OpenAICompatibleBackend(endpoint.url, "m", structured=False), registry).plan("say hi")
+    assert "response_format" not in endpoint.requests[0]["body"]
+
+
+def test_prompt_lists_every_tool_compactly_with_kinds(registry):
+    messages = build_messages("caption this", list(registry), [])
+    system = messages[0]["content"]
+    assert system.count("\n- ") >= len(registry)
+    assert "- speech-recognition (audio:audio) -> (text:text, segments:json)" in system
+    assert "beam_size=5[1..10]" in system
+    assert "Input artifacts:\n(none)" in messages[1]["content"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"tasks": []}', {"tasks": []}),
+    ('Here you go:\n```json\n{"tasks": [], "answer": "x"}\n```\nDone.', {"tasks": [], "answer": "x"}),
+    ('The plan is {"tasks": []} as requested.', {"tasks": []}),
+])
+def test_json_is_found_in_chatty_replies(text, expected):
+    assert extract_json(text) == expected
+
+
+def test_no_json_is_a_clear_error():
+    with pytest.raises(InvalidInputError, match="not valid JSON"):
+        extract_json("I cannot help with that.")
