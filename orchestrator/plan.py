@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .artifacts import ArtifactKind, is_artifact_id
+from .artifacts import ArtifactKind, is_artifact_id, kind_of_id
 from .errors import ArtifactNotFoundError, InvalidInputError, ToolNotFoundError
 from .registry import ToolRegistry
 from .store import ArtifactStore
@@ -238,8 +238,11 @@ def _resolve_reference(
 
 def _check_artifact(artifact_id: str, kind: ArtifactKind, store: ArtifactStore | None, session: str | None,
                     task_id: str, argument: str, problems: list[Problem]) -> None:
+    if kind_of_id(artifact_id) is not kind:  # ids carry their kind, so this holds even without a store
+        problems.append(Problem(task_id, argument, f"needs {kind.value}, but {artifact_id} is {kind_of_id(artifact_id).value}"))
+        return
     if store is None:
-        return  # planning without a store (e.g. a benchmark over virtual inputs): ids are checked by kind only
+        return  # planning over virtual inputs (the benchmark): existence cannot be checked
     try:
         artifact = store.get(artifact_id, session=session)
     except ArtifactNotFoundError:

@@ -142,3 +142,10 @@ def test_plan_json_schema_accepts_valid_plans_and_refuses_invented_tools(registr
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
     assert Plan.from_json(good).to_json() == {**good, "tasks": [{**good["tasks"][0], "deps": []}, good["tasks"][1]]}
+
+
+def test_artifact_kinds_are_checked_from_the_id_even_without_a_store(registry):
+    wrong = plan({"id": "t1", "tool": "image-classification", "args": {"image": "audio-0123456789abcdef"}})
+    with pytest.raises(PlanError, match="needs image, but audio-0123456789abcdef is audio"):
+        validate_plan(wrong, registry)
+    validate_plan(plan({"id": "t1", "tool": "image-classification", "args": {"image": "image-0123456789abcdef"}}), registry)
