@@ -21,6 +21,7 @@ from orchestrator.errors import (
     ToolExecutionError,
     ToolUnavailableError,
 )
+from orchestrator.packaged_llm import QWEN_CODER_05B, packaged_llm_locator
 from orchestrator.resolve import ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
 
@@ -685,6 +686,10 @@ class _CausalLMTool(Tool):
     uses_torch_device = True
     family = "causal-lm"  # text generation and chat share one loaded model
     thread_safe = False  # generate() samples from torch's global generator, seeded per call
+
+    def packaged_weights(self):
+        # The offline extra ships Qwen2.5-Coder-0.5B-Instruct as GGUF; it is converted once to a cached checkpoint.
+        return {QWEN_CODER_05B: packaged_llm_locator(self.settings, self.report_progress)}
 
     def load(self, source: ModelSource, device: str) -> Any:
         from transformers import AutoModelForCausalLM
