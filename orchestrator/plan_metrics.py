@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,42 +197,47 @@ def infer_structure(graph: Graph) -> str:
     return "chain" if path else "dag"
 
 
-def load_cases(path: str | Path) -> list[Case]:
-    """Read a JSONL case file; a malformed line is refused with its line number and field."""
-    path = Path(path)
-    cases: list[Case] = []
-    ids: dict[str, int] = {}
+def _json_lines(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(line number, 'file:line', parsed value) for every non-blank line of a JSONL file."""
     with path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                data = json.loads(line)
+                yield lineno, where, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(data, dict):
-                raise InvalidInputError(f"{where}: a case must be a JSON object")
-            case_id = data.get("id", str(lineno))  # a line number still identifies a case with no id
-            if not isinstance(case_id, str) or not case_id:
-                raise InvalidInputError(f"{where}: field 'id' must be a non-empty string")
-            if case_id in ids:
-                raise InvalidInputError(f"{where}: field 'id': {case_id!r} was already used on line {ids[case_id]}")
-            ids[case_id] = lineno
-            request = data.get("request")
-            if not isinstance(request, str) or not request.strip():
-                raise InvalidInputError(f"{where}: field 'request' is missing or not text")
-            if "gold" not in data:
-                raise InvalidInputError(f"{where}: field 'gold' is missing")
-            gold = _graph_from_json(data["gold"], f"{where}: field 'gold'", allow_none_task=False)
-            files = data.get("files", [])
-            if not isinstance(files, list) or not all(
-                    isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("kind"), str) for f in files):
-                raise InvalidInputError(f"{where}: field 'files' must be a list of {{\"name\", \"kind\"}} objects")
-            structure = data.get("structure") or infer_structure(gold)
-            if structure not in STRUCTURES:
-                raise InvalidInputError(f"{where}: field 'structure' is {structure!r}; expected one of {', '.join(STRUCTURES)}")
-            cases.append(Case(case_id, request, structure, tuple(dict(f) for f in files), gold))
+
+
+def load_cases(path: str | Path) -> list[Case]:
+    """Read a JSONL case file; a malformed line is refused with its line number and field."""
+    path = Path(path)
+    cases: list[Case] = []
+    ids: dict[str, int] = {}
+    for lineno, where, data in _json_lines(path):
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"{where}: a case must be a JSON object")
+        case_id = data.get("id", str(lineno))  # a line number still identifies a case with no id
+        if not isinstance(case_id, str) or not case_id:
+            raise InvalidInputError(f"{where}: field 'id' must be a non-empty string")
+        if case_id in ids:
+            raise InvalidInputError(f"{where}: field 'id': {case_id!r} was already used on line {ids[case_id]}")
+        ids[case_id] = lineno
+        request = data.get("request")
+        if not isinstance(request, str) or not request.strip():
+            raise InvalidInputError(f"{where}: field 'request' is missing or not text")
+        if "gold" not in data:
+            raise InvalidInputError(f"{where}: field 'gold' is missing")
+        gold = _graph_from_json(data["gold"], f"{where}: field 'gold'", allow_none_task=False)
+        files = data.get("files", [])
+        if not isinstance(files, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("kind"), str) for f in files):
+            raise InvalidInputError(f"{where}: field 'files' must be a list of {{\"name\", \"kind\"}} objects")
+        structure = data.get("structure") or infer_structure(gold)
+        if structure not in STRUCTURES:
+            raise InvalidInputError(f"{where}: field 'structure' is {structure!r}; expected one of {', '.join(STRUCTURES)}")
+        cases.append(Case(case_id, request, structure, tuple(dict(f) for f in files), gold))
     return cases
 
 
@@ -372,28 +377,20 @@ def load_predictions(path: str | Path) -> dict[str, Prediction]:
     """Read saved predictions; a line without ``parsed`` counts as parsed and valid (plain gold format)."""
     path = Path(path)
     predictions: dict[str, Prediction] = {}
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-                raise InvalidInputError(f"{where}: field 'id' is missing")
-            if data["id"] in predictions:
-                raise InvalidInputError(f"{where}: field 'id': {data['id']!r} appears twice")
-            parsed = data.get("parsed", True)
-            valid = data.get("valid", True)
-            seconds = data.get("seconds", 0.0)
-            if not isinstance(parsed, bool) or not isinstance(valid, bool):
-                raise InvalidInputError(f"{where}: fields 'parsed' and 'valid' must be true or false")
-            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-                raise InvalidInputError(f"{where}: field 'seconds' must be a number")
-            graph = prediction_graph(data, f"{where}: prediction") if parsed else None
-            predictions[data["id"]] = Prediction(data["id"], graph, parsed, valid, float(seconds))
+    for _lineno, where, data in _json_lines(path):
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise InvalidInputError(f"{where}: field 'id' is missing")
+        if data["id"] in predictions:
+            raise InvalidInputError(f"{where}: field 'id': {data['id']!r} appears twice")
+        parsed = data.get("parsed", True)
+        valid = data.get("valid", True)
+        seconds = data.get("seconds", 0.0)
+        if not isinstance(parsed, bool) or not isinstance(valid, bool):
+            raise InvalidInputError(f"{where}: fields 'parsed' and 'valid' must be true or false")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+            raise InvalidInputError(f"{where}: field 'seconds' must be a number")
+        graph = prediction_graph(data, f"{where}: prediction") if parsed else None
+        predictions[data["id"]] = Prediction(data["id"], graph, parsed, valid, float(seconds))
     return predictions
 
 
