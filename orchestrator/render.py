@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,14 +19,12 @@ def _colour(label: str) -> tuple[int, int, int]:
     return _PALETTE[sum(label.encode("utf-8")) % len(_PALETTE)]
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        import matplotlib
+def dejavu_font(size: int, *, mono: bool = False) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (or Sans Mono) at ``size`` px: matplotlib, a dependency, ships it on every platform."""
+    import matplotlib
 
-        path = f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans.ttf"
-        return ImageFont.truetype(path, size)
-    except Exception:
-        return ImageFont.load_default()
+    name = "DejaVuSansMono.ttf" if mono else "DejaVuSans.ttf"
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
 
 
 def draw_detections(image: Image.Image, detections: Detections, *, min_score: float = 0.0) -> Image.Image:
@@ -36,7 +35,7 @@ def draw_detections(image: Image.Image, detections: Detections, *, min_score: fl
     else:
         sx = sy = 1.0
     draw = ImageDraw.Draw(canvas)
-    font = _font(max(12, canvas.size[1] // 40))
+    font = dejavu_font(max(12, canvas.size[1] // 40))
     width = max(2, canvas.size[0] // 300)
     for i, (box, label, score) in enumerate(zip(detections.boxes, detections.labels, detections.scores)):
         if score < min_score:

@@ -72,9 +72,9 @@ def resolve_model(
         cached = _from_hub(hub, local_only=True)
         if cached is not None:
             return ModelSource(model_id, cached, "hub-cache")
-        if not download:
-            return ModelSource(model_id, Path(), "hub") if not offline else _missing(model_id, tool, locator, offline, install_hint, None)
-        if not offline:
+        if not download and not offline:
+            return ModelSource(model_id, Path(), "hub")  # available, once downloaded on first use
+        if download and not offline:
             try:
                 fetched = _from_hub(hub, local_only=False)
             except Exception as exc:  # network, auth, missing repo: all end the same way for the user
@@ -86,7 +86,6 @@ def resolve_model(
 
 def _from_hub(hub: HubLocation, *, local_only: bool) -> Path | None:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         root = Path(
@@ -94,11 +93,7 @@ def _from_hub(hub: HubLocation, *, local_only: bool) -> Path | None:
                 hub.repo_id, allow_patterns=list(hub.allow_patterns) if hub.allow_patterns else None, local_files_only=local_only
             )
         )
-    except LocalEntryNotFoundError:
-        if local_only:
-            return None
-        raise
-    except Exception:
+    except Exception:  # LocalEntryNotFoundError, or a corrupt cache entry: either way not usable locally
         if local_only:
             return None
         raise

@@ -5,7 +5,9 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from .render import dejavu_font
 
 RECEIPT_LINES = [
     ("CORNER BAKERY", "center"),
@@ -23,16 +25,9 @@ RECEIPT_LINES = [
 ]
 
 
-def _font(size: int, mono: bool = True) -> ImageFont.ImageFont:
-    import matplotlib
-
-    name = "DejaVuSansMono.ttf" if mono else "DejaVuSans.ttf"
-    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
-
-
 def receipt_image(lines: list[tuple[str, str | None]] = RECEIPT_LINES, *, width: int = 560) -> Image.Image:
     """A shop receipt, dark text on off-white, like a phone photo of one cropped to the paper."""
-    font = _font(26)
+    font = dejavu_font(26, mono=True)
     line_height = 40
     image = Image.new("RGB", (width, 60 + line_height * len(lines)), (250, 248, 240))
     draw = ImageDraw.Draw(image)

@@ -36,7 +36,14 @@ from .config import Settings, current_settings
 from .errors import InvalidInputError, ModelNotAvailableError, ToolUnavailableError
 from .media import AudioClip, Detections, Masks, TimeSeries
 from .pool import ModelPool, default_pool
-from .resolve import HubLocation, ModelSource, PackagedLocator, directory_size, pick_device, resolve_model
+from .resolve import (
+    HubLocation,
+    ModelSource,
+    PackagedLocator,
+    directory_size,
+    pick_device,
+    resolve_model,
+)
 
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 

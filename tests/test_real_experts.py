@@ -26,12 +26,8 @@ from orchestrator.errors import InvalidInputError
 from orchestrator.invoke import run_tool
 from orchestrator.media import AudioClip, Detections
 from orchestrator.pool import ModelPool
-from orchestrator.sample_inputs import (
-    RECEIPT_LINES,
-    _font,
-    eagle_photo_path,
-    receipt_image,
-)
+from orchestrator.render import dejavu_font
+from orchestrator.sample_inputs import RECEIPT_LINES, eagle_photo_path, receipt_image
 from orchestrator.store import ArtifactStore
 from tools import (
     ImageClassification,
@@ -366,8 +362,8 @@ def test_ocr_reads_the_receipt(receipt_read, receipt):
 def test_ocr_reads_other_words_at_another_size(ocr):
     image = Image.new("RGB", (800, 320), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    lines = [("INVOICE 2026-118", (50, 50), _font(60, mono=False), (0, 0, 0)),
-             ("Due: 30 days", (60, 190), _font(46, mono=False), (30, 30, 110))]
+    lines = [("INVOICE 2026-118", (50, 50), dejavu_font(60), (0, 0, 0)),
+             ("Due: 30 days", (60, 190), dejavu_font(46), (30, 30, 110))]
     for text, origin, font, colour in lines:
         draw.text(origin, text, font=font, fill=colour)
 
