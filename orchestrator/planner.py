@@ -18,9 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .artifacts import Artifact
+from .artifacts import Artifact, ArtifactKind
 from .errors import AnymodaError, InvalidInputError
 from .plan import Plan, ValidatedPlan, plan_json_schema, validate_plan
+from .plan_syntax import CompactSyntax, PlanInput, plan_inputs
+from .planner_retrieval import DemoSelector, Embedder, default_embedder, load_demos, shortlist_tools
 from .registry import ToolRegistry
 from .store import ArtifactStore
 from .tool import Tool
@@ -43,7 +45,11 @@ class PlannerBackend(Protocol):
     name: str
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None) -> str:
-        """The assistant's reply to ``messages``; constrained to ``schema`` where the backend can."""
+        """The assistant's reply to ``messages``; constrained to ``schema`` where the backend can.
+
+        Backends with ``accepts_grammar = True`` also take ``grammar=``: a callback from the text
+        written so far to the Lark grammar of what may follow (see :mod:`orchestrator.plan_syntax`).
+        """
 
 
 @dataclass
@@ -153,37 +159,112 @@ class Attempt:
 class PlanResult:
     plan: ValidatedPlan
     attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+    syntax: str = "json"
 
     @property
     def repairs(self) -> int:
         return len(self.attempts) - 1
 
 
+SYNTAXES = ("auto", "compact", "json")
+
+
 class Planner:
+    """Request + input artifacts -> a validated plan.
+
+    ``syntax``: ``compact`` (one call per line, decoded under a per-line grammar) for backends that
+    take grammars (:class:`~orchestrator.local_llm.LocalLLMBackend`), ``json`` (the plan JSON Schema,
+    for structured-output endpoints) otherwise; ``auto`` picks by the backend. ``demos``: a
+    :class:`DemoSelector` (the shipped demo pool by default, None for none), ``num_demos`` of which
+    are shown. Registries larger than ``shortlist_size`` are shortlisted per request.
+    ``prefer_available`` plans only with tools that can run here, when any can.
+    """
+
     def __init__(self, backend: PlannerBackend, registry: ToolRegistry, *, max_repairs: int = 2,
-                 store: ArtifactStore | None = None, constrain: bool = True):
+                 store: ArtifactStore | None = None, constrain: bool = True, syntax: str = "auto",
+                 demos: DemoSelector | None | str = "default", num_demos: int = 3, shortlist_size: int = 40,
+                 embedder: Embedder | None = None, prefer_available: bool = False):
         if max_repairs < 0:
             raise ValueError("max_repairs must not be negative")
+        if syntax not in SYNTAXES:
+            raise ValueError(f"syntax must be one of {', '.join(SYNTAXES)}, got {syntax!r}")
         self.backend = backend
         self.registry = registry
         self.max_repairs = max_repairs
         self.store = store
+        self.constrain = constrain
+        takes_grammar = bool(getattr(backend, "accepts_grammar", False))
+        self.syntax = ("compact" if takes_grammar else "json") if syntax == "auto" else syntax
+        self.compact = CompactSyntax()
         self.schema = plan_json_schema(registry) if constrain else None
+        self._embedder = embedder
+        self.demos = DemoSelector(load_demos(), embedder) if demos == "default" else demos
+        self.num_demos = num_demos
+        self.shortlist_size = shortlist_size
+        self.prefer_available = prefer_available
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = self.demos.embedder if isinstance(self.demos, DemoSelector) else default_embedder()
+        return self._embedder
+
+    def tools_for(self, request: str, kinds: Sequence[ArtifactKind]) -> list[type[Tool]]:
+        tools = list(self.registry)
+        if self.prefer_available:
+            runnable = [tool for tool in tools if tool().available().ok]
+            tools = runnable or tools
+        return shortlist_tools(request, tools, kinds, self.embedder, self.shortlist_size)
+
+    def system_message(self, tools: Sequence[type[Tool]]) -> dict[str, str]:
+        if self.syntax == "compact":
+            text = self.compact.instructions() + "\n\nTools:\n" + "\n".join(self.compact.tool_line(t) for t in tools)
+        else:
+            text = _INSTRUCTIONS + "\n\nTools:\n" + "\n".join(tool_line(tool) for tool in tools)
+        return {"role": "system", "content": text}
+
+    def messages(self, request: str, tools: Sequence[type[Tool]], artifacts: Sequence[Artifact]) -> list[dict[str, str]]:
+        """The whole prompt: system (tools; the same for every request, so a backend can cache it),
+        the demos closest to the request as earlier turns, then the request with its inputs."""
+        inputs = plan_inputs(artifacts)
+        messages = [self.system_message(tools)]
+        if self.demos is not None and self.num_demos > 0:
+            names = {tool.name for tool in tools}
+            for demo in self.demos.select(request, [i.kind for i in inputs], names, self.num_demos):
+                messages += self._demo_turns(demo)
+        if self.syntax == "json":
+            messages.append(build_messages(request, tools, artifacts)[1])
+        else:
+            messages.append({"role": "user", "content": _compact_request(request, inputs)})
+        return messages
+
+    def _demo_turns(self, demo) -> list[dict[str, str]]:
+        inputs = demo.inputs()
+        if self.syntax == "compact":
+            return [{"role": "user", "content": _compact_request(demo.request, inputs)},
+                    {"role": "assistant", "content": demo.plan}]
+        listed = "\n".join(f"- {i.artifact_id} ({i.kind.value}) name={i.handle}" for i in inputs) or "(none)"
+        plan = self.compact.parse(demo.plan, inputs)
+        return [{"role": "user", "content": f"Input artifacts:\n{listed}\n\nRequest: {demo.request}"},
+                {"role": "assistant", "content": json.dumps(plan.to_json(), ensure_ascii=False)}]
 
     def plan(self, request: str, *, artifacts: Sequence[Artifact] = (), session: str | None = None) -> PlanResult:
         if not request or not request.strip():
             raise InvalidInputError("the request is empty")
-        messages = build_messages(request.strip(), list(self.registry), artifacts)
+        request = request.strip()
+        inputs = plan_inputs(artifacts)
+        tools = self.tools_for(request, [a.kind for a in artifacts])
+        messages = self.messages(request, tools, artifacts)
         attempts: list[Attempt] = []
         for _ in range(self.max_repairs + 1):
             started = time.perf_counter()
-            text = self.backend.complete(messages, schema=self.schema)
+            text = self._complete(messages, tools, inputs)
             problems: list[str]
             try:
-                plan = Plan.from_json(extract_json(text))
+                plan = self._parse(text, inputs)
                 validated = validate_plan(plan, self.registry, store=self.store, session=session)
                 attempts.append(Attempt(text, (), time.perf_counter() - started))
-                return PlanResult(validated, tuple(attempts))
+                return PlanResult(validated, tuple(attempts), self.syntax)
             except InvalidInputError as exc:
                 problems = [str(p) for p in getattr(exc, "problems", [])] or [str(exc)]
             attempts.append(Attempt(text, tuple(problems), time.perf_counter() - started))
@@ -191,10 +272,32 @@ class Planner:
             messages = messages + [
                 {"role": "assistant", "content": text},
                 {"role": "user", "content": "That plan is invalid:\n" + "\n".join(f"- {p}" for p in problems)
-                 + "\nReply with the corrected plan as JSON only."},
+                 + ("\nReply with the corrected plan as JSON only." if self.syntax == "json"
+                    else "\nReply with the corrected plan only.")},
             ]
         raise PlanningFailedError(
             f"no valid plan after {len(attempts)} attempt(s); the last one:\n{attempts[-1].text[:2000]}\n"
             "problems:\n" + "\n".join(f"- {p}" for p in attempts[-1].problems),
             attempts[-1].text, list(attempts[-1].problems),
         )
+
+    def _complete(self, messages: list[dict[str, str]], tools: Sequence[type[Tool]], inputs: Sequence[PlanInput]) -> str:
+        if self.syntax == "compact" and self.constrain and getattr(self.backend, "accepts_grammar", False):
+            return self.backend.complete(
+                messages, schema=None, grammar=lambda written: self.compact.segment_grammar(tools, inputs, written))
+        return self.backend.complete(messages, schema=self.schema if self.syntax == "json" else None)
+
+    def _parse(self, text: str, inputs: Sequence[PlanInput]) -> Plan:
+        if self.syntax == "compact":
+            return self.compact.parse(text, inputs)
+        return Plan.from_json(extract_json(text))
+
+    def warm_up(self) -> None:
+        """Let a caching backend prefill the system prompt (the same for every request) ahead of time."""
+        warm = getattr(self.backend, "warm_up", None)
+        if warm is not None and len(self.registry) <= self.shortlist_size:
+            warm([self.system_message(list(self.registry))])
+
+
+def _compact_request(request: str, inputs: Sequence[PlanInput]) -> str:
+    return f"Inputs: {', '.join(i.prompt_line() for i in inputs) or 'none'}\nRequest: {request}"

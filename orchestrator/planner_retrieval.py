@@ -1,0 +1,158 @@
+"""What the planner shows an LLM besides the request: worked examples and, for big registries, a tool shortlist.
+
+Both are chosen by meaning: texts are embedded with the packaged all-MiniLM-L6-v2 (through the
+``sentence-embedding`` tool, so the model is shared with it in the pool), or, where that model is
+not installed, with a lexical embedding (hashed word and word-pair counts) that needs nothing.
+
+* Demos: a pool of worked requests with their plans (``data/planner_demos.jsonl``, written for this
+  project, none taken from an evaluation set). The ``k`` closest to the request are shown, most
+  similar last (nearest the request), keeping only demos whose tools all exist in the registry and
+  preferring demos whose inputs have the kinds the request brings.
+* Shortlist: when the registry has more tools than fit a small model's prompt, the tools closest in
+  meaning to the request, plus every tool that accepts a kind of attached input, in registry order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import ArtifactKind
+from .errors import InvalidInputError
+from .plan_syntax import CompactSyntax, PlanInput
+from .tool import Tool
+
+Embedder = Callable[[Sequence[str]], np.ndarray]  # texts -> unit vectors, one row each
+
+DEMOS_FILE = Path(__file__).with_name("data") / "planner_demos.jsonl"
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def lexical_embedder(dimensions: int = 2048) -> Embedder:
+    """Hashed counts of words and word pairs, unit length: similarity by shared wording."""
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        matrix = np.zeros((len(texts), dimensions), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = _WORD.findall(text.lower())
+            for feature in words + [a + " " + b for a, b in zip(words, words[1:])]:
+                bucket = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "little")
+                matrix[row, bucket % dimensions] += 1.0
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        return matrix / np.maximum(norms, 1e-9)
+
+    return embed
+
+
+def minilm_embedder() -> Embedder | None:
+    """The packaged MiniLM through the sentence-embedding tool; None where it cannot run here."""
+    from tools.sentence_embeddings import SentenceEmbedding
+
+    tool = SentenceEmbedding()
+    if not tool.available().ok:
+        return None
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        with tool.loaded_model() as model:
+            return np.asarray(tool.embed(model, list(texts)), dtype=np.float32)
+
+    return embed
+
+
+def default_embedder() -> Embedder:
+    return minilm_embedder() or lexical_embedder()
+
+
+@dataclass(frozen=True)
+class Demo:
+    request: str
+    files: tuple[tuple[str, ArtifactKind], ...]
+    plan: str  # in the compact syntax, with the files' names as input handles
+    tools: tuple[str, ...]
+
+    def inputs(self) -> list[PlanInput]:
+        return [PlanInput(name, f"{kind.value}-{index:016x}", kind) for index, (name, kind) in enumerate(self.files)]
+
+
+_PLAN_TOOL = re.compile(r"^t\d+\s*=\s*([A-Za-z0-9_-]+)\(", re.MULTILINE)
+
+
+def load_demos(path: str | Path = DEMOS_FILE) -> list[Demo]:
+    """Read a demo file (JSONL: request, files [{name, kind}], plan); a bad line is refused with its number."""
+    path = Path(path)
+    demos = []
+    syntax = CompactSyntax()
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                data = json.loads(line)
+                request, plan = data["request"], data["plan"]
+                files = tuple((f["name"], ArtifactKind.parse(f["kind"])) for f in data.get("files", []))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise InvalidInputError(f"{where}: a demo needs request, plan and files [{{name, kind}}] ({exc})") from None
+            if not isinstance(request, str) or not isinstance(plan, str):
+                raise InvalidInputError(f"{where}: request and plan must be text")
+            demo = Demo(request, files, plan, tuple(_PLAN_TOOL.findall(plan)))
+            try:
+                syntax.parse(plan, demo.inputs())
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{where}: the demo's plan does not parse: {exc}") from None
+            demos.append(demo)
+    return demos
+
+
+class DemoSelector:
+    """Picks the demos closest to a request; demo embeddings are computed once, on first use."""
+
+    def __init__(self, demos: Sequence[Demo], embedder: Embedder | None = None):
+        self.demos = list(demos)
+        self._embedder = embedder
+        self._vectors: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = default_embedder()
+        return self._embedder
+
+    def select(self, request: str, input_kinds: Sequence[ArtifactKind], known_tools: set[str], k: int) -> list[Demo]:
+        usable = [i for i, d in enumerate(self.demos) if set(d.tools) <= known_tools]
+        if k <= 0 or not usable:
+            return []
+        with self._lock:
+            if self._vectors is None:
+                self._vectors = self.embedder([d.request for d in self.demos])
+        query = self.embedder([request])[0]
+        wanted = set(input_kinds)
+        scores = {}
+        for index in usable:
+            kinds = {kind for _, kind in self.demos[index].files}
+            # The same kinds of input make a demo far more useful: it shows how to name them.
+            scores[index] = float(self._vectors[index] @ query) + 0.15 * (kinds == wanted)
+        best = sorted(usable, key=lambda i: -scores[i])[:k]
+        return [self.demos[i] for i in reversed(best)]
+
+
+def shortlist_tools(request: str, tools: Sequence[type[Tool]], input_kinds: Sequence[ArtifactKind],
+                    embedder: Embedder, size: int) -> list[type[Tool]]:
+    """The ``size`` tools closest in meaning to the request, plus those that take an attached kind."""
+    if len(tools) <= size:
+        return list(tools)
+    texts = [f"{tool.name}: {tool.description}" for tool in tools]
+    vectors = embedder(texts + [request])
+    similarity = vectors[:-1] @ vectors[-1]
+    chosen = {int(i) for i in np.argsort(-similarity)[:size]}
+    kinds = set(input_kinds)
+    chosen |= {i for i, tool in enumerate(tools) if kinds & {spec.kind for spec in tool.inputs.values()}}
+    return [tool for i, tool in enumerate(tools) if i in chosen]
