@@ -6,6 +6,7 @@
     anymoda artifacts list|show|export ...        what the store holds, with lineage
     anymoda render ARTIFACT -o OUT.png            a picture of boxes, masks, audio or a time series
     anymoda config                                the settings in force
+    anymoda bench planner --cases FILE.jsonl      score the planner against a naive baseline on a case file
 """
 
 from __future__ import annotations
@@ -281,6 +282,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out))
 
 
+def cmd_bench_planner(args: argparse.Namespace) -> int:
+    from .bench_planner import planner_from_spec, run_benchmark
+    from .plan_metrics import format_comparison, load_cases, save_predictions, score
+
+    cases = load_cases(args.cases)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InvalidInputError("--limit must be at least 1")
+        cases = cases[: args.limit]
+    if not cases:
+        raise InvalidInputError(f"{args.cases} holds no cases")
+    registry = ToolRegistry.default()
+    backends: dict = {}
+    specs = [args.planner] + ([] if args.baseline == "none" else [args.baseline])
+    planners = [planner_from_spec(spec, registry, backends) for spec in specs]
+    scores = {}
+    for index, named in enumerate(planners):
+        label = ("baseline " if index else "") + named.label
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            bar = progress.add_task(f"{label}: loading", total=len(cases))
+            named.planner.warm_up()
+
+            def advance(position: int, result, bar=bar, label=label) -> None:
+                mark = "valid" if result.valid else ("parsed" if result.parsed else "unparsed")
+                progress.update(bar, completed=position + 1,
+                                description=f"{label}: case {result.case.id} {mark} {result.seconds:.1f} s")
+
+            results = run_benchmark(named.planner, cases, registry, advance)
+        scores[label] = score(results)
+        if args.save_predictions:
+            target = Path(args.save_predictions)
+            if index:
+                target = target.with_name(f"{target.stem}.baseline{target.suffix or '.jsonl'}")
+            save_predictions(target, results)
+            console.print(f"predictions of {label} -> {target}")
+    print(format_comparison(scores), flush=True)  # plain: a table that must not be re-wrapped
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
@@ -314,6 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=cmd_render)
     config = commands.add_parser("config", help="print the settings in force")
     config.set_defaults(handler=cmd_config)
+    bench = commands.add_parser("bench", help="benchmarks that run inside the product")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    planner = benches.add_parser("planner", help="plan every case of a JSONL file and score it TaskBench-style")
+    planner.add_argument("--cases", required=True, help="JSONL cases: request, files [{name, kind}], gold {nodes, links}")
+    planner.add_argument("--planner", default="local",
+                         help="local[:MODEL] (default), naive[:MODEL] or openai:BASE_URL#MODEL")
+    planner.add_argument("--baseline", default="naive",
+                         help="planner run beside it for comparison (default naive: same LLM, plain prompt, "
+                              "no constraint, no repair); 'none' to skip")
+    planner.add_argument("--limit", type=int, help="only the first N cases")
+    planner.add_argument("--save-predictions", metavar="FILE",
+                         help="one JSON line per case in the gold format (the baseline's beside it, *.baseline.jsonl)")
+    planner.set_defaults(handler=cmd_bench_planner)
     return parser
 
 

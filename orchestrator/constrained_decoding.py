@@ -38,6 +38,7 @@ class GrammarError(AnymodaError):
 @dataclass(frozen=True)
 class Generation:
     text: str
+    token_ids: tuple[int, ...]
     tokens: int  # generated tokens, forced ones included
     forced_tokens: int  # tokens the grammar forced (no choice, fed without a decision)
     drafted_tokens: int  # tokens accepted from prompt-lookup drafts
@@ -51,6 +52,8 @@ class GrammarDecoder:
     """One model + tokenizer; :meth:`generate` is serialised, since the cache is shared state."""
 
     def __init__(self, model, tokenizer, *, draft_tokens: int = 6, draft_ngram: int = 2):
+        from .chat_tokens import end_of_turn_ids
+
         import torch
 
         self.torch = torch
@@ -59,7 +62,9 @@ class GrammarDecoder:
         self.draft_tokens = draft_tokens
         self.draft_ngram = draft_ngram
         self.vocab_size = int(model.config.get_text_config().vocab_size)
-        self.stop_ids = _stop_ids(model, tokenizer)
+        self.stop_ids = end_of_turn_ids(model, tokenizer)  # the first one is what grammars end with
+        if not self.stop_ids:
+            raise GrammarError("the model has no end-of-sequence token; constrained decoding needs one to stop")
         self._lock = threading.Lock()
         self._cache = None
         self._cached_ids: list[int] = []
@@ -139,7 +144,7 @@ class GrammarDecoder:
             stats["drafted"] += accepted
             logits = outputs[accepted]
         return Generation(
-            text=self._decode(generated), tokens=len(generated), forced_tokens=stats["forced"],
+            text=self._decode(generated), token_ids=tuple(generated), tokens=len(generated), forced_tokens=stats["forced"],
             drafted_tokens=stats["drafted"], forward_passes=stats["passes"], prefill_tokens=prefilled,
             seconds=time.perf_counter() - started, stopped_by=stopped_by,
         )
@@ -218,14 +223,3 @@ class GrammarDecoder:
 
 def _only(allowed: np.ndarray, stop_ids: Sequence[int]) -> bool:
     return allowed.size > 0 and all(int(token) in stop_ids for token in allowed)
-
-
-def _stop_ids(model, tokenizer) -> list[int]:
-    configured = model.generation_config.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured]
-    ids = [i for i in ids if i is not None]
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    if not ids:
-        raise GrammarError("the model has no end-of-sequence token; constrained decoding needs one to stop")
-    return ids

@@ -90,6 +90,9 @@ class LocalLLMBackend:
         generation = self.decoder.generate(self.prompt_ids(messages), segments=segments,
                                            max_new_tokens=self.max_new_tokens)
         self.last_generation = generation
+        if grammar is not None and generation.stopped_by == "length" and "\n" in generation.text:
+            # Cut off mid-line: every whole line was valid under its grammar, the partial one is not.
+            return generation.text.rsplit("\n", 1)[0]
         return generation.text
 
     def warm_up(self, messages: list[dict[str, str]]) -> None:

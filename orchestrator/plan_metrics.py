@@ -359,6 +359,32 @@ def format_report(result: Score) -> str:
     return "\n".join(lines)
 
 
+def format_comparison(scores: dict[str, Score]) -> str:
+    """Several planners' scores side by side, one metric per line, then one line per structure and planner."""
+    labels = list(scores)
+    width = max(12, *(len(label) for label in labels))
+    rows = [
+        ("parse %", lambda s: s.parse_pct), ("valid %", lambda s: s.valid_pct),
+        ("node F1", lambda s: s.node_f1), ("edge F1", lambda s: s.edge_f1),
+        ("exact-graph %", lambda s: s.exact_pct), ("mean seconds per plan", lambda s: s.mean_seconds),
+    ]
+    first = next(iter(scores.values()))
+    lines = [f"{'cases: ' + str(first.cases):<24}" + "".join(f"{label:>{width + 2}}" for label in labels)]
+    for name, value in rows:
+        digits = 2 if name.startswith("mean") else 1
+        lines.append(f"{name + ':':<24}" + "".join(f"{value(scores[label]):>{width + 2}.{digits}f}" for label in labels))
+    lines.append("by structure:")
+    for structure in STRUCTURES:
+        for label in labels:
+            part = scores[label].by_structure.get(structure)
+            if part is None:
+                continue
+            lines.append(f"  {structure} ({part.cases}) {label}: parse {part.parse_pct:.1f}%, valid {part.valid_pct:.1f}%, "
+                         f"node F1 {part.node_f1:.1f}, edge F1 {part.edge_f1:.1f}, exact {part.exact_pct:.1f}%, "
+                         f"{part.mean_seconds:.2f} s")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- saved predictions
 
 

@@ -38,10 +38,16 @@ _ANSWER = re.compile(r"^answer\s*\((?P<text>.*)\)\s*$")
 _TASK_REF = re.compile(r"^t(?P<index>\d+)(?:\.(?P<output>[a-z][a-z0-9_]*))?$")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
 # Literal texts: JSON strings without control characters (a model left free writes raw newlines,
-# which end the line) and bounded in tokens so that a looping model cannot run to the limit.
-_STRING_LEXEME = r'/"([^"\\\x00-\x1f]|\\["\\\/nt])+"/'
-STRING_MAX_TOKENS = 160
-ANSWER_MAX_TOKENS = 200
+# which end the line), bounded in length so that a looping model cannot run to the token limit.
+# (llguidance's max_tokens on a rule cuts a lexeme short, leaving an unterminated string.)
+TEXT_MAX_CHARS = 300
+ANSWER_MAX_CHARS = 800
+
+
+def _string_lexeme(max_chars: int) -> str:
+    return r'/"([^"\\\x00-\x1f]|\\["\\\/nt]){1,%d}"/' % max_chars
+
+
 _SMALL_INT_RANGE = 64  # int params with at most this many values are offered as a closed list
 
 
@@ -172,47 +178,61 @@ class CompactSyntax:
 
     # ------------------------------------------------------------------ the grammar, one line at a time
 
-    def segment_grammar(self, tools: Sequence[type[Tool]], inputs: Sequence[PlanInput], written: str) -> str | None:
+    def segment_grammar(self, tools: Sequence[type[Tool]], inputs: Sequence[PlanInput], written: str, *,
+                        max_tasks: int = MAX_TASKS) -> str | None:
         """Lark grammar (llguidance dialect) of what may follow ``written``; None when the plan must end.
 
         ``written`` is what the model produced so far, whole lines only. The next line may call any
-        tool whose required inputs can be filled from the inputs and the outputs of earlier lines.
+        of ``tools`` whose required inputs can be filled from the inputs and the outputs of earlier
+        lines. Two things real plans never do are left out, because small models loop on them: a
+        tool taking the same input (file or task output) as an earlier call of that tool, and a
+        tool taking its own earlier output.
         """
         by_name = {tool.name: tool for tool in tools}
         earlier: list[type[Tool]] = []
+        consumed: dict[str, set[tuple[str, str]]] = {}  # tool -> (argument, input handle or task output)
         for line in (ln for ln in written.splitlines() if ln.strip()):
             match = _LINE.match(line.strip())
             if not match or match["tool"] not in by_name:
                 return None  # an answer(...) line, or text this grammar never produced: nothing may follow
             earlier.append(by_name[match["tool"]])
+            for name, value in _parse_values(match["args"], "written plan"):
+                if isinstance(value, _Bare):
+                    reference = _TASK_REF.match(value.text)
+                    source = f"t{reference['index']}" if reference else value.text
+                    consumed.setdefault(match["tool"], set()).add((name or "", source))
         index = len(earlier) + 1
-        if index > MAX_TASKS:
+        if index > min(max_tasks, MAX_TASKS):
             return None
         rules: list[str] = []
         calls = []
         for tool in tools:
-            body = self._call_rule(tool, inputs, earlier)
+            body = self._call_rule(tool, inputs, earlier, consumed.get(tool.name, set()))
             if body is not None:
                 name = _rule_name("call", tool.name)
                 rules.append(f"{name}: {body}")
                 calls.append(name)
+        if not calls:
+            return None
         # A line ends with a newline (another line follows) or with the end of the reply: forcing a
         # newline after the last call would push the model into writing one more line.
         line = f'{_lark_literal(f"t{index} = ")} ({" | ".join(calls)}) "\\n"?'
         if index == 1:
-            start = f'start: line | answer\nanswer: "answer(" answer_text ")"\nanswer_text[max_tokens={ANSWER_MAX_TOKENS}]: {_STRING_LEXEME}'
+            start = f'start: line | answer\nanswer: "answer(" {_string_lexeme(ANSWER_MAX_CHARS)} ")"'
         else:
             start = "start: line?"  # an empty next line ends the plan
-        string = f"text_literal[max_tokens={STRING_MAX_TOKENS}]: {_STRING_LEXEME}"
+        string = f"text_literal: {_string_lexeme(TEXT_MAX_CHARS)}"
         return "\n".join([start, f"line: {line}", string, r'number: /-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?/'] + rules) + "\n"
 
-    def _call_rule(self, tool: type[Tool], inputs: Sequence[PlanInput], earlier: Sequence[type[Tool]]) -> str | None:
+    def _call_rule(self, tool: type[Tool], inputs: Sequence[PlanInput], earlier: Sequence[type[Tool]],
+                   consumed: set[tuple[str, str]]) -> str | None:
         required, optional = [], []
         for name, spec in tool.inputs.items():
-            options = self._value_options(spec.kind, inputs, earlier)
+            options = [option for value, option in self._value_options(spec.kind, inputs, earlier, tool)
+                       if value is None or (name, value) not in consumed]
             if not options:
                 if spec.required:
-                    return None  # cannot be called here: nothing of that kind to give it
+                    return None  # cannot be called here: nothing (new) of that kind to give it
                 continue
             (required if spec.required else optional).append((name, f'({" | ".join(options)})'))
         if required:
@@ -230,15 +250,20 @@ class CompactSyntax:
         return " ".join([_lark_literal(f"{tool.name}(")] + pieces + ['")"'])
 
     @staticmethod
-    def _value_options(kind: ArtifactKind, inputs: Sequence[PlanInput], earlier: Sequence[type[Tool]]) -> list[str]:
-        options = [_lark_literal(i.handle) for i in inputs if i.kind is kind]
+    def _value_options(kind: ArtifactKind, inputs: Sequence[PlanInput], earlier: Sequence[type[Tool]],
+                       caller: type[Tool]) -> list[tuple[str | None, str]]:
+        """(what it consumes, grammar alternative) for every value an input of ``kind`` may take."""
+        options = [(i.handle, _lark_literal(i.handle)) for i in inputs if i.kind is kind]
         for position, tool in enumerate(earlier, 1):
+            if tool is caller:
+                continue  # a tool on its own output: a loop, not a plan
             matching = [name for name, spec in tool.outputs.items() if spec.kind is kind]
+            task = f"t{position}"
             if len(matching) == 1:  # the bare task id is unambiguous; naming the output is also fine
-                options.append(_lark_literal(f"t{position}"))
-            options += [_lark_literal(f"t{position}.{name}") for name in matching]
+                options.append((task, _lark_literal(task)))
+            options += [(task, _lark_literal(f"{task}.{name}")) for name in matching]
         if kind is ArtifactKind.TEXT:
-            options.append("text_literal")
+            options.append((None, "text_literal"))
         return options
 
     @staticmethod
@@ -257,8 +282,12 @@ class CompactSyntax:
 
 def first_sentence(text: str) -> str:
     """The description's first sentence: what a planner needs to pick a tool, in a fraction of the tokens."""
-    match = re.search(r"(?<=[a-z0-9)\]'\"])[.;](\s|$)", text)
-    return text[: match.start() + 1] if match else text
+    for match in re.finditer(r"[.;](?=\s|$)", text):
+        before = text[: match.start()].rsplit(None, 1)[-1].lstrip("(").lower() if text[: match.start()].strip() else ""
+        if before in ("e.g", "i.e", "etc", "vs", "approx"):
+            continue  # an abbreviation, not the end of the sentence
+        return text[: match.end()]
+    return text
 
 
 def _strip_fence(text: str) -> str:

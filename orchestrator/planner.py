@@ -182,8 +182,8 @@ class Planner:
 
     def __init__(self, backend: PlannerBackend, registry: ToolRegistry, *, max_repairs: int = 2,
                  store: ArtifactStore | None = None, constrain: bool = True, syntax: str = "auto",
-                 demos: DemoSelector | None | str = "default", num_demos: int = 3, shortlist_size: int = 40,
-                 embedder: Embedder | None = None, prefer_available: bool = False):
+                 demos: DemoSelector | None | str = "default", num_demos: int = 4, shortlist_size: int = 40,
+                 embedder: Embedder | None = None, prefer_available: bool = False, max_tasks: int = 8):
         if max_repairs < 0:
             raise ValueError("max_repairs must not be negative")
         if syntax not in SYNTAXES:
@@ -202,6 +202,7 @@ class Planner:
         self.num_demos = num_demos
         self.shortlist_size = shortlist_size
         self.prefer_available = prefer_available
+        self.max_tasks = max_tasks
 
     @property
     def embedder(self) -> Embedder:
@@ -261,7 +262,7 @@ class Planner:
             text = self._complete(messages, tools, inputs)
             problems: list[str]
             try:
-                plan = self._parse(text, inputs)
+                plan = self.parse(text, artifacts)
                 validated = validate_plan(plan, self.registry, store=self.store, session=session)
                 attempts.append(Attempt(text, (), time.perf_counter() - started))
                 return PlanResult(validated, tuple(attempts), self.syntax)
@@ -284,12 +285,14 @@ class Planner:
     def _complete(self, messages: list[dict[str, str]], tools: Sequence[type[Tool]], inputs: Sequence[PlanInput]) -> str:
         if self.syntax == "compact" and self.constrain and getattr(self.backend, "accepts_grammar", False):
             return self.backend.complete(
-                messages, schema=None, grammar=lambda written: self.compact.segment_grammar(tools, inputs, written))
+                messages, schema=None,
+                grammar=lambda written: self.compact.segment_grammar(tools, inputs, written, max_tasks=self.max_tasks))
         return self.backend.complete(messages, schema=self.schema if self.syntax == "json" else None)
 
-    def _parse(self, text: str, inputs: Sequence[PlanInput]) -> Plan:
+    def parse(self, text: str, artifacts: Sequence[Artifact] = ()) -> Plan:
+        """A reply in this planner's syntax as a plan (not validated); InvalidInputError if it does not parse."""
         if self.syntax == "compact":
-            return self.compact.parse(text, inputs)
+            return self.compact.parse(text, plan_inputs(artifacts))
         return Plan.from_json(extract_json(text))
 
     def warm_up(self) -> None:

@@ -31,7 +31,9 @@ from .tool import Tool
 
 Embedder = Callable[[Sequence[str]], np.ndarray]  # texts -> unit vectors, one row each
 
-DEMOS_FILE = Path(__file__).with_name("data") / "planner_demos.jsonl"
+DATA = Path(__file__).with_name("data")
+# Hand-written demos, then those composed by scripts/make_planner_demos.py from per-tool phrasings.
+DEMO_FILES = (DATA / "planner_demos.jsonl", DATA / "planner_demos_generated.jsonl")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -84,9 +86,16 @@ class Demo:
 _PLAN_TOOL = re.compile(r"^t\d+\s*=\s*([A-Za-z0-9_-]+)\(", re.MULTILINE)
 
 
-def load_demos(path: str | Path = DEMOS_FILE) -> list[Demo]:
-    """Read a demo file (JSONL: request, files [{name, kind}], plan); a bad line is refused with its number."""
-    path = Path(path)
+def load_demos(*paths: str | Path) -> list[Demo]:
+    """Read demo files (JSONL: request, files [{name, kind}], plan); a bad line is refused with its number."""
+    demos: list[Demo] = []
+    for path in paths or DEMO_FILES:
+        if Path(path).is_file() or paths:
+            demos += _load_demo_file(Path(path))
+    return demos
+
+
+def _load_demo_file(path: Path) -> list[Demo]:
     demos = []
     syntax = CompactSyntax()
     with path.open(encoding="utf-8") as handle:
@@ -139,7 +148,7 @@ class DemoSelector:
         for index in usable:
             kinds = {kind for _, kind in self.demos[index].files}
             # The same kinds of input make a demo far more useful: it shows how to name them.
-            scores[index] = float(self._vectors[index] @ query) + 0.15 * (kinds == wanted)
+            scores[index] = float(self._vectors[index] @ query) + 0.05 * (kinds == wanted)
         best = sorted(usable, key=lambda i: -scores[i])[:k]
         return [self.demos[i] for i in reversed(best)]
 

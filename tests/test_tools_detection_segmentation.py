@@ -261,6 +261,11 @@ def test_object_detection_runs_a_detr_checkpoint_without_timm(models, settings, 
     assert detections.scores == sorted(detections.scores, reverse=True) and min(detections.scores) >= 0.05
     assert overlay.size == picture.size and run.outputs["overlay"].kind is ArtifactKind.IMAGE
     assert run.outputs["detections"].metadata["count"] == len(detections)
+    counts = run.outputs["detections"].metadata["counts"]
+    summary = run.values["summary"]  # the counts in words, for chained text tools (read aloud, compare)
+    assert run.outputs["summary"].kind is ArtifactKind.TEXT
+    assert sum(int(part.split()[0]) for part in summary.rstrip(".").split(", ")) == len(detections)
+    assert all(f"{n} {label}" in summary for label, n in counts.items())
 
     assert len(tool(image=picture, threshold=1.0)["detections"]) == 0  # the threshold really filters
     only = tool(image=picture, threshold=0.01, classes="Dog, car")["detections"]

@@ -322,6 +322,7 @@ def test_named_entities_are_spans_of_the_text(models, settings, store, pool):
         assert 0 <= entity["start"] < entity["end"] <= len(text)
         assert text[entity["start"]:entity["end"]] == entity["text"]
     assert run.outputs["entities"].metadata["count"] == len(entities)
+    assert run.values["text"].splitlines() == [f"{e['text']} ({e['label']})" for e in entities]
     strict = tool(text=text, min_score=0.99)["entities"]
     assert all(e["score"] >= 0.99 for e in strict) and len(strict) <= len(entities)
     with pytest.raises(InvalidInputError, match="aggregation"):

@@ -16,6 +16,7 @@ from .ocr import OpticalCharacterRecognition
 from .segmentation import GroundedSegmentation, SegmentAnything, SemanticSegmentation
 from .sentence_embeddings import SentenceEmbedding, SentenceSimilarity
 from .speech import SpeechRecognition, VoiceActivityDetection
+from .speech_enhancement import SpeechEnhancement
 from .speech_synthesis import TextToSpeech
 from .tabular import TabularClassification
 from .text import (
@@ -37,6 +38,7 @@ BUILTIN_TOOLS = [
     TextToSpeech,
     AudioClassification,
     VoiceConversion,
+    SpeechEnhancement,
     # vision
     OpticalCharacterRecognition,
     ImageClassification,

@@ -104,7 +104,16 @@ def detection_outputs(image: Any, detections: Detections, metadata: dict[str, An
     return {
         "detections": OutputValue(detections, {**metadata, "count": len(detections), "counts": counts}),
         "overlay": OutputValue(draw_detections(image, detections), {"count": len(detections)}),
+        "summary": OutputValue(count_summary(counts), {"count": len(detections)}),
     }
+
+
+def count_summary(counts: dict[str, int]) -> str:
+    """'2 dog, 1 person.': what was found, most frequent first, for a chained text tool to read."""
+    if not counts:
+        return "No objects found."
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{n} {label}" for label, n in ordered) + "."
 
 
 # ------------------------------------------------------------------------------------------ DETR with a timm ResNet
@@ -229,6 +238,7 @@ class ObjectDetection(Tool):
     outputs = {
         "detections": Output(ArtifactKind.DETECTIONS, "one box per object found, with its class name and score"),
         "overlay": Output(ArtifactKind.IMAGE, "the image with the boxes and labels drawn on it"),
+        "summary": Output(ArtifactKind.TEXT, "what was found, in words: counts per label, e.g. '2 dog, 1 person.'"),
     }
     params = {
         "threshold": Param(float, 0.5, "lowest confidence kept (DETR's model card uses 0.9 for few, sure boxes)",
@@ -340,6 +350,7 @@ class OpenVocabularyDetection(Tool):
     outputs = {
         "detections": Output(ArtifactKind.DETECTIONS, "one box per object found, labelled with the name it matched"),
         "overlay": Output(ArtifactKind.IMAGE, "the image with the boxes and labels drawn on it"),
+        "summary": Output(ArtifactKind.TEXT, "what was found, in words: counts per label, e.g. '2 dog, 1 person.'"),
     }
     params = {
         "threshold": Param(float, None, "lowest box confidence kept; empty: the model family's usual value "

@@ -21,6 +21,7 @@ from orchestrator.errors import (
     ToolExecutionError,
     ToolUnavailableError,
 )
+from orchestrator.chat_tokens import end_of_turn_ids
 from orchestrator.packaged_llm import QWEN_CODER_05B, packaged_llm_locator
 from orchestrator.resolve import ModelSource
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool
@@ -30,9 +31,6 @@ from .torch_runtime import seeded_torch, torch_dtype
 MAX_TEXT_CHARS = 200_000  # about 50k tokens: beyond that a call would run for many minutes on CPU
 MAX_HISTORY_MESSAGES = 200
 UNBOUNDED_TOKENIZER_LENGTH = 1_000_000  # tokenizers without a known limit report ~1e30
-# End-of-turn tokens of common chat templates; some checkpoints list only <|endoftext|> as eos in their
-# generation config, so without these a chat reply runs on into an invented next turn.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 # Translation models are trained on sentence pairs: a few sentences per call keeps them from dropping or
 # repeating text, which they do on inputs near their 512-token window.
 TRANSLATION_CHUNK_TOKENS = 200
@@ -159,19 +157,7 @@ def _token_counter(tokenizer: Any):
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    for value in configured if isinstance(configured, list) else [configured]:
-        if isinstance(value, int):
-            ids.append(value)
-    if tokenizer.eos_token_id is not None:
-        ids.append(int(tokenizer.eos_token_id))
-    vocab = tokenizer.get_vocab()
-    special = set(tokenizer.all_special_tokens) | {str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values()}
-    for token in END_OF_TURN_TOKENS:
-        if token in vocab and token in special:
-            ids.append(int(vocab[token]))
-    return sorted(set(ids))
+    return sorted(end_of_turn_ids(model, tokenizer))
 
 
 def _progress_criteria(tool: Tool, prompt_length: int, total: int, label: str):
@@ -609,7 +595,8 @@ class NamedEntityRecognition(Tool):
     )
     inputs = {"text": Input(ArtifactKind.TEXT, "the text to tag")}
     outputs = {"entities": Output(ArtifactKind.JSON, "list of {label, text, start, end, score} in text order; "
-                                                     "start/end are character offsets into the text")}
+                                                     "start/end are character offsets into the text"),
+               "text": Output(ArtifactKind.TEXT, "the entities in words, one per line: 'Paris (LOC)'")}
     params = {
         "aggregation": Param(str, "simple", "how sub-word predictions merge into entities (the token-classification "
                                             "pipeline's aggregation_strategy)", choices=("simple", "first", "average", "max")),
@@ -663,7 +650,8 @@ class NamedEntityRecognition(Tool):
         metadata: dict[str, Any] = {"count": len(entities), "by_label": counts, "aggregation": params["aggregation"]}
         if note:
             metadata["note"] = note
-        return {"entities": OutputValue(entities, metadata)}
+        listing = "\n".join(f"{e['text']} ({e['label']})" for e in entities) or "No named entities found."
+        return {"entities": OutputValue(entities, metadata), "text": OutputValue(listing, {"count": len(entities)})}
 
 
 # ----------------------------------------------------------------------------------------- LLM generation
