@@ -73,11 +73,13 @@ class GrammarDecoder:
     # ------------------------------------------------------------------ public
 
     def generate(self, prompt_ids: Sequence[int], *, segments: SegmentGrammar | None = None,
-                 max_new_tokens: int = 256) -> Generation:
+                 max_new_tokens: int = 256, stop_bias: Callable[[str], float] | None = None) -> Generation:
+        """Greedy continuation of ``prompt_ids``; ``stop_bias(text so far)`` is added to the end-of-turn logit
+        at the first decision of each segment (a length prior: positive favours ending the output there)."""
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         with self._lock, self.torch.inference_mode():
-            return self._generate(list(prompt_ids), segments, max_new_tokens)
+            return self._generate(list(prompt_ids), segments, max_new_tokens, stop_bias)
 
     def prefill(self, prompt_ids: Sequence[int]) -> None:
         """Put a prompt prefix in the cache now (e.g. the planner's system prompt, at start-up)."""
@@ -86,7 +88,8 @@ class GrammarDecoder:
 
     # ------------------------------------------------------------------ the loop
 
-    def _generate(self, prompt: list[int], segments: SegmentGrammar | None, max_new_tokens: int) -> Generation:
+    def _generate(self, prompt: list[int], segments: SegmentGrammar | None, max_new_tokens: int,
+                  stop_bias: Callable[[str], float] | None) -> Generation:
         started = time.perf_counter()
         stats = {"forced": 0, "drafted": 0, "passes": 0}
         logits, prefilled = self._prefill(prompt)
@@ -115,6 +118,10 @@ class GrammarDecoder:
                         stopped_by = "grammar"
                         break
                     matcher = self._matcher(grammar, written)
+                    bias = stop_bias(written) if stop_bias is not None else 0.0
+                    if bias:
+                        logits = logits.clone()
+                        logits[self.stop_ids[0]] += bias
                     continue
                 token = self._pick(logits, allowed)
             else:

@@ -82,13 +82,14 @@ class LocalLLMBackend:
         return self.decoder.tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
-                 grammar: Callable[[str], str | None] | None = None) -> str:
+                 grammar: Callable[[str], str | None] | None = None,
+                 stop_bias: Callable[[str], float] | None = None) -> str:
         segments = grammar
         if segments is None and schema is not None:
             lark = "start: %json " + json.dumps(schema)
             segments = lambda written: None if written else lark  # noqa: E731  one segment: the whole JSON
         generation = self.decoder.generate(self.prompt_ids(messages), segments=segments,
-                                           max_new_tokens=self.max_new_tokens)
+                                           max_new_tokens=self.max_new_tokens, stop_bias=stop_bias)
         self.last_generation = generation
         if grammar is not None and generation.stopped_by == "length" and "\n" in generation.text:
             # Cut off mid-line: every whole line was valid under its grammar, the partial one is not.

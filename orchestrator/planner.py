@@ -22,7 +22,7 @@ from .artifacts import Artifact, ArtifactKind
 from .errors import AnymodaError, InvalidInputError
 from .plan import Plan, ValidatedPlan, plan_json_schema, validate_plan
 from .plan_syntax import CompactSyntax, PlanInput, plan_inputs
-from .planner_retrieval import DemoSelector, Embedder, default_embedder, load_demos, shortlist_tools
+from .planner_retrieval import DemoSelector, Embedder, ToolHinter, default_embedder, load_demos, shortlist_tools
 from .registry import ToolRegistry
 from .store import ArtifactStore
 from .tool import Tool
@@ -183,7 +183,8 @@ class Planner:
     def __init__(self, backend: PlannerBackend, registry: ToolRegistry, *, max_repairs: int = 2,
                  store: ArtifactStore | None = None, constrain: bool = True, syntax: str = "auto",
                  demos: DemoSelector | None | str = "default", num_demos: int = 4, shortlist_size: int = 40,
-                 embedder: Embedder | None = None, prefer_available: bool = False, max_tasks: int = 8):
+                 embedder: Embedder | None = None, prefer_available: bool = False, max_tasks: int = 8,
+                 hints: bool = True, stop_bias: float = 6.0):
         if max_repairs < 0:
             raise ValueError("max_repairs must not be negative")
         if syntax not in SYNTAXES:
@@ -203,12 +204,24 @@ class Planner:
         self.shortlist_size = shortlist_size
         self.prefer_available = prefer_available
         self.max_tasks = max_tasks
+        self.hints = hints
+        self.stop_bias = stop_bias
+        self._hinters: dict[tuple[str, ...], ToolHinter] = {}
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = self.demos.embedder if isinstance(self.demos, DemoSelector) else default_embedder()
         return self._embedder
+
+    def hint(self, request: str, tools: Sequence[type[Tool]]) -> list[str]:
+        """The tools the request's clauses ask for, in order (empty when hints are off)."""
+        if not self.hints:
+            return []
+        key = tuple(tool.name for tool in tools)
+        if key not in self._hinters:
+            self._hinters[key] = ToolHinter(tools, self.embedder)
+        return self._hinters[key].hint(request)
 
     def tools_for(self, request: str, kinds: Sequence[ArtifactKind]) -> list[type[Tool]]:
         tools = list(self.registry)
@@ -224,7 +237,8 @@ class Planner:
             text = _INSTRUCTIONS + "\n\nTools:\n" + "\n".join(tool_line(tool) for tool in tools)
         return {"role": "system", "content": text}
 
-    def messages(self, request: str, tools: Sequence[type[Tool]], artifacts: Sequence[Artifact]) -> list[dict[str, str]]:
+    def messages(self, request: str, tools: Sequence[type[Tool]], artifacts: Sequence[Artifact],
+                 hint: Sequence[str] | None = None) -> list[dict[str, str]]:
         """The whole prompt: system (tools; the same for every request, so a backend can cache it),
         the demos closest to the request as earlier turns, then the request with its inputs."""
         inputs = plan_inputs(artifacts)
@@ -232,18 +246,21 @@ class Planner:
         if self.demos is not None and self.num_demos > 0:
             names = {tool.name for tool in tools}
             for demo in self.demos.select(request, [i.kind for i in inputs], names, self.num_demos):
-                messages += self._demo_turns(demo)
+                messages += self._demo_turns(demo, tools)
         if self.syntax == "json":
             messages.append(build_messages(request, tools, artifacts)[1])
         else:
-            messages.append({"role": "user", "content": _compact_request(request, inputs)})
+            if hint is None:
+                hint = self.hint(request, tools)
+            messages.append({"role": "user", "content": _compact_request(request, inputs, hint)})
         return messages
 
-    def _demo_turns(self, demo) -> list[dict[str, str]]:
+    def _demo_turns(self, demo, tools: Sequence[type[Tool]]) -> list[dict[str, str]]:
         inputs = demo.inputs()
         if self.syntax == "compact":
-            return [{"role": "user", "content": _compact_request(demo.request, inputs)},
-                    {"role": "assistant", "content": demo.plan}]
+            # Demos carry hints made the same way, right or wrong, so the model learns to weigh them, not copy them.
+            return [{"role": "user", "content": _compact_request(demo.request, inputs, self.hint(demo.request, tools))},
+                    {"role": "assistant", "content": demo.plan + "\n"}]
         listed = "\n".join(f"- {i.artifact_id} ({i.kind.value}) name={i.handle}" for i in inputs) or "(none)"
         plan = self.compact.parse(demo.plan, inputs)
         return [{"role": "user", "content": f"Input artifacts:\n{listed}\n\nRequest: {demo.request}"},
@@ -255,11 +272,12 @@ class Planner:
         request = request.strip()
         inputs = plan_inputs(artifacts)
         tools = self.tools_for(request, [a.kind for a in artifacts])
-        messages = self.messages(request, tools, artifacts)
+        hint = self.hint(request, tools) if self.syntax == "compact" else []
+        messages = self.messages(request, tools, artifacts, hint)
         attempts: list[Attempt] = []
         for _ in range(self.max_repairs + 1):
             started = time.perf_counter()
-            text = self._complete(messages, tools, inputs)
+            text = self._complete(messages, tools, inputs, hint)
             problems: list[str]
             try:
                 plan = self.parse(text, artifacts)
@@ -282,11 +300,19 @@ class Planner:
             attempts[-1].text, list(attempts[-1].problems),
         )
 
-    def _complete(self, messages: list[dict[str, str]], tools: Sequence[type[Tool]], inputs: Sequence[PlanInput]) -> str:
+    def _complete(self, messages: list[dict[str, str]], tools: Sequence[type[Tool]], inputs: Sequence[PlanInput],
+                  hint: Sequence[str] = ()) -> str:
         if self.syntax == "compact" and self.constrain and getattr(self.backend, "accepts_grammar", False):
-            return self.backend.complete(
-                messages, schema=None,
-                grammar=lambda written: self.compact.segment_grammar(tools, inputs, written, max_tasks=self.max_tasks))
+            def grammar(written: str) -> str | None:
+                return self.compact.segment_grammar(tools, inputs, written, max_tasks=self.max_tasks)
+
+            def stop_bias(written: str) -> float:
+                # Small models append steps nobody asked for; once the plan is as long as the hint,
+                # ending it is favoured (by exp(stop_bias) in odds), never forced.
+                lines = sum(1 for line in written.splitlines() if line.strip())
+                return self.stop_bias if hint and lines >= len(hint) else 0.0
+
+            return self.backend.complete(messages, schema=None, grammar=grammar, stop_bias=stop_bias)
         return self.backend.complete(messages, schema=self.schema if self.syntax == "json" else None)
 
     def parse(self, text: str, artifacts: Sequence[Artifact] = ()) -> Plan:
@@ -302,5 +328,6 @@ class Planner:
             warm([self.system_message(list(self.registry))])
 
 
-def _compact_request(request: str, inputs: Sequence[PlanInput]) -> str:
-    return f"Inputs: {', '.join(i.prompt_line() for i in inputs) or 'none'}\nRequest: {request}"
+def _compact_request(request: str, inputs: Sequence[PlanInput], hint: Sequence[str] = ()) -> str:
+    text = f"Inputs: {', '.join(i.prompt_line() for i in inputs) or 'none'}\nRequest: {request}"
+    return text + (f"\nLikely tools, in order: {', '.join(hint)}" if hint else "")

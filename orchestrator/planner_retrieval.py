@@ -165,3 +165,64 @@ def shortlist_tools(request: str, tools: Sequence[type[Tool]], input_kinds: Sequ
     kinds = set(input_kinds)
     chosen |= {i for i, tool in enumerate(tools) if kinds & {spec.kind for spec in tool.inputs.values()}}
     return [tool for i, tool in enumerate(tools) if i in chosen]
+
+
+PHRASES_FILE = DATA / "tool_phrases.json"
+NO_TOOL = "_none"
+# Clause boundaries of a request: sentences, and "then" / "after that" / ", and <verb>" joins.
+_ACTION = (r"generate|create|convert|classify|translate|summari[sz]e|detect|segment|estimate|answer|extract|edit|modify|"
+           r"compare|identify|transcribe|read|make|turn|enhance|describe|tell|find|produce|provide|perform|apply|change|"
+           r"remove|reduce|improve|analy[sz]e|get|give|draw|determine|predict|recogni[sz]e|tag|check|understand")
+_CLAUSES = re.compile(
+    r"(?:[.;!?]\s+|,\s*(?:and\s+)?(?:then\s+)?|\s+and\s+then\s+|\s+then\s+|\s+after\s+that,?\s+|\s+finally,?\s+"
+    rf"|\s+and\s+(?=(?:{_ACTION})\b))", re.IGNORECASE)
+
+
+def request_clauses(request: str) -> list[str]:
+    """The request cut where one step ends and the next begins (quoted text is kept whole)."""
+    quoted: list[str] = []
+
+    def hide(match: re.Match) -> str:
+        quoted.append(match.group(0))
+        return f"QUOTE{len(quoted) - 1}"
+
+    masked = re.sub(r"'[^']{3,}'|\"[^\"]{3,}\"", hide, request)
+    clauses = [c.strip() for c in _CLAUSES.split(masked) if c and len(c.split()) >= 2]
+    return [re.sub(r"QUOTE(\d+)", lambda m: quoted[int(m.group(1))], c) for c in clauses]
+
+
+class ToolHinter:
+    """Which tools a request's clauses ask for, in order: each clause is matched by meaning to short
+    phrasings of every tool (``data/tool_phrases.json``, plus each tool's first sentence of description).
+
+    Small planners choose tools poorly from a long list but follow a hint well; the hint is only a
+    hint (the grammar still offers every tool), so a wrong one costs a wrong choice, never a bad plan.
+    """
+
+    def __init__(self, tools: Sequence[type[Tool]], embedder: Embedder, *, threshold: float = 0.45,
+                 phrases_file: Path = PHRASES_FILE):
+        from .plan_syntax import first_sentence
+
+        phrases = json.loads(phrases_file.read_text(encoding="utf-8"))
+        names = {tool.name for tool in tools}
+        bank = [(NO_TOOL, text) for text in phrases.get(NO_TOOL, [])]
+        for tool in tools:
+            bank += [(tool.name, text) for text in phrases.get(tool.name, [])]
+            bank.append((tool.name, first_sentence(tool.description)))
+        self.labels = [label for label, _ in bank if label == NO_TOOL or label in names]
+        self.embedder = embedder
+        self.threshold = threshold
+        self._vectors = embedder([text for label, text in bank if label == NO_TOOL or label in names])
+
+    def hint(self, request: str) -> list[str]:
+        clauses = request_clauses(request)
+        if not clauses:
+            return []
+        similarity = self.embedder(clauses) @ self._vectors.T
+        tools: list[str] = []
+        for row in similarity:
+            best = int(row.argmax())
+            label = self.labels[best]
+            if row[best] >= self.threshold and label != NO_TOOL and (not tools or tools[-1] != label):
+                tools.append(label)
+        return tools

@@ -98,8 +98,9 @@ def test_first_line_grammar_offers_only_tools_whose_inputs_exist(registry, match
     tools = list(registry)
     image_only = plan_inputs([artifact(IMAGE_ID, "photo.jpg")])
     grammar = syntax.segment_grammar(tools, image_only, "")
-    assert matcher_factory(grammar, "t1 = image-captioning(image=photo.jpg)")
+    assert matcher_factory(grammar, "t1 = image-captioning(image=photo.jpg)\n")
     assert matcher_factory(grammar, 't1 = text-to-speech(text="hello there")\n')
+    assert not matcher_factory(grammar, "t1 = ocr(image=photo.jpg)")  # a line is complete with its newline
     assert matcher_factory(grammar, 'answer("hi")')
     assert not matcher_factory(grammar, "t1 = speech-recognition(audio=photo.jpg)", complete=False)  # no audio here
     assert not matcher_factory(grammar, "t1 = image-captioning(image=other.jpg)", complete=False)  # invented file
@@ -115,14 +116,14 @@ def test_later_lines_reference_earlier_outputs_of_the_right_kind(registry, match
     inputs = plan_inputs([artifact(IMAGE_ID, "photo.jpg")])
     written = "t1 = image-captioning(image=photo.jpg)\nt2 = depth-estimation(image=photo.jpg)\n"
     grammar = syntax.segment_grammar(tools, inputs, written)
-    assert matcher_factory(grammar, "t3 = text-to-speech(text=t1)")
-    assert matcher_factory(grammar, "t3 = text-to-speech(text=t1.caption)")
-    assert matcher_factory(grammar, "t3 = image-captioning(image=t2.visualization)")
+    assert matcher_factory(grammar, "t3 = text-to-speech(text=t1)\n")
+    assert matcher_factory(grammar, "t3 = text-to-speech(text=t1.caption)\n")
+    assert matcher_factory(grammar, "t3 = image-captioning(image=t2.visualization)\n")
     assert matcher_factory(grammar, "")  # the plan may end here
     assert not matcher_factory(grammar, "t3 = text-to-speech(text=t2", complete=False)  # t2 makes images
     assert not matcher_factory(grammar, "t3 = image-captioning(image=t1", complete=False)  # t1 makes text
     # depth-estimation has two image outputs: the bare id would be ambiguous, so it is not offered.
-    assert not matcher_factory(grammar, "t3 = image-captioning(image=t2)")
+    assert not matcher_factory(grammar, "t3 = image-captioning(image=t2)\n")
     assert not matcher_factory(grammar, "t3 = text-to-speech(text=t3)", complete=False)  # not earlier
     assert not matcher_factory(grammar, 'answer("x")', complete=False)  # only a whole plan may be an answer
     assert syntax.segment_grammar(tools, inputs, 'answer("hi")') is None
@@ -170,9 +171,9 @@ def test_bad_demo_file_is_refused_with_its_line(tmp_path):
 
 def test_grammar_bounds_small_integer_params_and_choices(registry, matcher_factory):
     grammar = CompactSyntax().segment_grammar(list(registry), plan_inputs([artifact(IMAGE_ID, "p.jpg")]), "")
-    assert matcher_factory(grammar, "t1 = image-classification(image=p.jpg, top_k=5)")
+    assert matcher_factory(grammar, "t1 = image-classification(image=p.jpg, top_k=5)\n")
     assert not matcher_factory(grammar, "t1 = image-classification(image=p.jpg, top_k=500)", complete=False)
-    assert matcher_factory(grammar, 't1 = depth-estimation(image=p.jpg, colormap="magma")')
+    assert matcher_factory(grammar, 't1 = depth-estimation(image=p.jpg, colormap="magma")\n')
     assert not matcher_factory(grammar, 't1 = depth-estimation(image=p.jpg, colormap="pink")', complete=False)
 
 
@@ -182,8 +183,8 @@ def test_grammar_leaves_out_repeats_and_self_feeding(registry, matcher_factory):
     written = "t1 = image-captioning(image=photo.jpg)\nt2 = summarization(text=t1)\n"
     grammar = syntax.segment_grammar(list(registry), inputs, written)
     assert not matcher_factory(grammar, "t3 = image-captioning(image=photo.jpg", complete=False)  # same input again
-    assert matcher_factory(grammar, "t3 = image-captioning(image=other.jpg)")
+    assert matcher_factory(grammar, "t3 = image-captioning(image=other.jpg)\n")
     assert not matcher_factory(grammar, "t3 = summarization(text=t2", complete=False)  # its own output
-    assert matcher_factory(grammar, 't3 = summarization(text="a literal may repeat")')
-    assert matcher_factory(grammar, "t3 = text-to-speech(text=t2)")
+    assert matcher_factory(grammar, 't3 = summarization(text="a literal may repeat")\n')
+    assert matcher_factory(grammar, "t3 = text-to-speech(text=t2)\n")
     assert syntax.segment_grammar(list(registry), inputs, written, max_tasks=2) is None

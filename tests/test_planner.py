@@ -78,6 +78,7 @@ def registry() -> ToolRegistry:
 
 def planner_for(endpoint, registry, store, **kwargs) -> Planner:
     backend = OpenAICompatibleBackend(endpoint.url, "scripted-model", api_key="secret", timeout=10)
+    kwargs.setdefault("demos", None)  # the repair loop is under test here; demo turns have a test of their own
     return Planner(backend, registry, store=store, **kwargs)
 
 
@@ -168,3 +169,17 @@ def test_json_is_found_in_chatty_replies(text, expected):
 def test_no_json_is_a_clear_error():
     with pytest.raises(InvalidInputError, match="not valid JSON"):
         extract_json("I cannot help with that.")
+
+
+def test_json_planner_shows_demos_as_earlier_turns_in_json(endpoint_factory, registry, store):
+    from orchestrator.planner_retrieval import DemoSelector, lexical_embedder, load_demos
+
+    endpoint = endpoint_factory(['{"tasks": [{"id": "t1", "tool": "text-to-speech", "args": {"text": "hi"}}]}'])
+    planner = planner_for(endpoint, registry, store, demos=DemoSelector(load_demos(), lexical_embedder()), num_demos=2)
+    planner.plan("Read 'hi' out loud")
+    messages = endpoint.requests[0]["body"]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    for demo_reply in (messages[2]["content"], messages[4]["content"]):
+        plan = json.loads(demo_reply)  # demos are rendered in the syntax the planner asks for
+        assert plan["tasks"] and all(task["tool"] in registry for task in plan["tasks"])
+    assert messages[-1]["content"].endswith("Request: Read 'hi' out loud")

@@ -1,0 +1,77 @@
+"""Demo selection, tool shortlists and clause-to-tool hints for the planner prompt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from orchestrator import ToolRegistry
+from orchestrator.artifacts import ArtifactKind
+from orchestrator.planner_retrieval import (
+    DemoSelector,
+    ToolHinter,
+    lexical_embedder,
+    load_demos,
+    request_clauses,
+    shortlist_tools,
+)
+
+
+@pytest.fixture(scope="module")
+def registry() -> ToolRegistry:
+    return ToolRegistry.default()
+
+
+def test_request_clauses_split_steps_but_keep_quotes_whole():
+    clauses = request_clauses("I have an image 'a.jpg'. Please segment it, then caption it and read 'one, two. three' aloud")
+    assert clauses == ["I have an image 'a.jpg'", "Please segment it", "caption it", "read 'one, two. three' aloud"]
+    assert request_clauses("Transcribe x.wav after that summarize it") == ["Transcribe x.wav", "summarize it"]
+    assert request_clauses("ok") == []
+
+
+def test_lexical_embedder_is_unit_length_and_ranks_shared_words():
+    embed = lexical_embedder()
+    vectors = embed(["transcribe the audio", "transcribe this audio file", "draw a red car", ""])
+    assert np.allclose(np.linalg.norm(vectors[:3], axis=1), 1.0) and not vectors[3].any()
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_hinter_maps_clauses_to_tools_in_order_and_skips_openers(registry, tmp_path):
+    phrases = {"_none": ["I have a recording"], "speech-recognition": ["transcribe the recording"],
+               "summarization": ["summarize the text"], "text-to-speech": ["read the text aloud"]}
+    path = tmp_path / "phrases.json"
+    path.write_text(json.dumps(phrases), encoding="utf-8")
+    hinter = ToolHinter(list(registry), lexical_embedder(), threshold=0.3, phrases_file=path)
+    assert hinter.hint("I have a recording x.wav. Transcribe the recording, then summarize the text, "
+                       "and read the text aloud") == ["speech-recognition", "summarization", "text-to-speech"]
+    assert hinter.hint("hello") == []
+
+
+def test_shipped_phrases_name_only_registered_tools(registry):
+    from orchestrator.planner_retrieval import PHRASES_FILE
+
+    phrases = json.loads(PHRASES_FILE.read_text(encoding="utf-8"))
+    assert set(k for k in phrases if not k.startswith("_")) <= set(registry.names())
+
+
+def test_demo_selection_prefers_similar_requests_and_known_tools(registry):
+    selector = DemoSelector(load_demos(), lexical_embedder())
+    names = set(registry.names())
+    chosen = selector.select("Transcribe the recording memo.wav and summarize the transcript",
+                             [ArtifactKind.AUDIO], names, 3)
+    assert len(chosen) == 3 and "speech-recognition" in chosen[-1].tools  # the closest comes last
+    only_ocr = selector.select("read the text in the picture", [ArtifactKind.IMAGE], {"ocr"}, 5)
+    assert only_ocr and all(set(d.tools) <= {"ocr"} for d in only_ocr)  # demos with unknown tools are never shown
+    assert selector.select("anything", [], names, 0) == []
+
+
+def test_shortlist_keeps_close_tools_and_those_taking_the_attached_kind(registry):
+    tools = list(registry)
+    picked = shortlist_tools("translate this sentence into German", tools, [ArtifactKind.TIME_SERIES],
+                             lexical_embedder(), size=5)
+    names = [tool.name for tool in picked]
+    assert "translation" in names and "time-series-description" in names
+    assert len(picked) <= 6 and names == [t.name for t in tools if t.name in names]  # registry order kept
+    assert shortlist_tools("x", tools, [], lexical_embedder(), size=100) == tools
