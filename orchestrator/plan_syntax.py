@@ -214,9 +214,10 @@ class CompactSyntax:
                 calls.append(name)
         if not calls:
             return None
-        # Every line ends with a newline, the last one too (demos are shown that way): the choice
-        # between another line and the end of the plan is then one decision, at the start of a line.
-        line = f'{_lark_literal(f"t{index} = ")} ({" | ".join(calls)}) "\\n"'
+        # A line ends with a newline (another line follows) or with the end of the reply, as in the
+        # demos. (Forcing a newline after the last line too was measured: the model then reads the
+        # newline as "more follows" and runs on to the task limit.)
+        line = f'{_lark_literal(f"t{index} = ")} ({" | ".join(calls)}) "\\n"?'
         if index == 1:
             start = f'start: line | answer\nanswer: "answer(" {_string_lexeme(ANSWER_MAX_CHARS)} ")"'
         else:

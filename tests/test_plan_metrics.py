@@ -252,3 +252,14 @@ def test_dev_gold_scored_against_itself_is_perfect(tmp_path):
     path = tmp_path / "gold.jsonl"
     save_predictions(path, results)
     assert score(match_predictions(cases, load_predictions(path))) == score(results)
+
+
+def test_shipped_sample_cases_load_and_gold_scores_100():
+    from pathlib import Path
+
+    from orchestrator.plan_metrics import CaseResult, load_cases, score
+
+    cases = load_cases(Path(__file__).resolve().parents[1] / "benchmarks" / "planner_cases_sample.jsonl")
+    assert {case.structure for case in cases} == {"single", "chain", "dag"}
+    perfect = score([CaseResult(case, case.gold, True, True, 0.0) for case in cases])
+    assert (perfect.node_f1, perfect.edge_f1, perfect.exact_pct) == (100.0, 100.0, 100.0)

@@ -100,7 +100,7 @@ def test_first_line_grammar_offers_only_tools_whose_inputs_exist(registry, match
     grammar = syntax.segment_grammar(tools, image_only, "")
     assert matcher_factory(grammar, "t1 = image-captioning(image=photo.jpg)\n")
     assert matcher_factory(grammar, 't1 = text-to-speech(text="hello there")\n')
-    assert not matcher_factory(grammar, "t1 = ocr(image=photo.jpg)")  # a line is complete with its newline
+    assert matcher_factory(grammar, "t1 = ocr(image=photo.jpg)")  # the last line needs no newline
     assert matcher_factory(grammar, 'answer("hi")')
     assert not matcher_factory(grammar, "t1 = speech-recognition(audio=photo.jpg)", complete=False)  # no audio here
     assert not matcher_factory(grammar, "t1 = image-captioning(image=other.jpg)", complete=False)  # invented file

@@ -183,3 +183,52 @@ def test_json_planner_shows_demos_as_earlier_turns_in_json(endpoint_factory, reg
         plan = json.loads(demo_reply)  # demos are rendered in the syntax the planner asks for
         assert plan["tasks"] and all(task["tool"] in registry for task in plan["tasks"])
     assert messages[-1]["content"].endswith("Request: Read 'hi' out loud")
+
+
+def test_prefer_available_plans_only_with_tools_that_run_here(registry):
+    from orchestrator.tool import Availability
+
+    class Here(registry.get("text-to-speech")):
+        name = "speak-here"
+
+        def available(self):
+            return Availability(True, "ready")
+
+    class Elsewhere(registry.get("text-to-speech")):
+        name = "speak-elsewhere"
+
+        def available(self):
+            return Availability(False, "weights not downloaded", summary="weights not here (offline)")
+
+    small = ToolRegistry([Here, Elsewhere])
+
+    class Unused:
+        name = "unused"
+
+        def complete(self, messages, *, schema=None):
+            raise AssertionError("not called")
+
+    everything = Planner(Unused(), small, demos=None, hints=False)
+    assert [t.name for t in everything.tools_for("say hi", [])] == ["speak-elsewhere", "speak-here"]
+    preferring = Planner(Unused(), small, demos=None, hints=False, prefer_available=True)
+    assert [t.name for t in preferring.tools_for("say hi", [])] == ["speak-here"]
+    assert "speak-elsewhere" not in preferring.system_message(preferring.tools_for("say hi", []))["content"]
+
+
+def test_unasked_trailing_tasks_are_dropped_but_used_or_hinted_ones_kept(registry):
+    from orchestrator.plan import Plan, PlanTask
+    from orchestrator.planner import drop_unasked_tail
+
+    def plan(*tools_args):
+        return Plan(tuple(PlanTask(f"t{i}", tool, args) for i, (tool, args) in enumerate(tools_args, 1)))
+
+    extra = plan(("image-classification", {"image": "image-0123456789abcdef"}),
+                 ("image-captioning", {"image": "image-0123456789abcdef"}))
+    kept, dropped = drop_unasked_tail(extra, ["image-classification"])
+    assert [t.tool for t in kept.tasks] == ["image-classification"] and [t.tool for t in dropped] == ["image-captioning"]
+    repeated = plan(("translation", {"text": "hola"}), ("translation", {"text": "<t1>"}))
+    assert [t.tool for t in drop_unasked_tail(repeated, ["translation"])[0].tasks] == ["translation"]
+    chain = plan(("ocr", {"image": "image-0123456789abcdef"}), ("text-to-speech", {"text": "<t1>"}))
+    assert [t.tool for t in drop_unasked_tail(chain, ["ocr"])[1]] == ["text-to-speech"]  # asked for by no clause
+    assert drop_unasked_tail(chain, ["ocr", "text-to-speech"])[1] == ()  # as long as the hint: kept
+    assert drop_unasked_tail(chain, [])[1] == ()  # no hint: nothing to judge by, nothing dropped
