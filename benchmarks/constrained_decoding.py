@@ -76,7 +76,8 @@ def run_xgrammar(tokenizer, schema, ids):
     compiler = xgrammar.GrammarCompiler(info)
     setup = time.perf_counter() - started
     started = time.perf_counter()
-    compiled = compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
+    # The reference plan is written with compact separators; xgrammar's default without whitespace is ", " / ": ".
+    compiled = compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
     matcher = xgrammar.GrammarMatcher(compiled)
     compile_s = time.perf_counter() - started
     bitmask = xgrammar.allocate_token_bitmask(1, info.vocab_size)
@@ -92,7 +93,6 @@ def run_xgrammar(tokenizer, schema, ids):
 def run_outlines_core(tokenizer, schema, ids):
     from outlines_core import Guide, Index, Vocabulary
     from outlines_core.json_schema import build_regex_from_schema
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
 
     started = time.perf_counter()
     byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
@@ -122,6 +122,19 @@ def run_outlines_core(tokenizer, schema, ids):
             break
         guide.advance(token)
     return setup, compile_s, masks, ok
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table, by which byte-level BPE vocabularies spell raw bytes."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    table, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + extra)
+            extra += 1
+    return table
 
 
 def compact_grammar() -> str:

@@ -59,7 +59,8 @@ def planner_from_spec(spec: str, registry: ToolRegistry, backends: dict[str, Loc
         backend = backends.setdefault(model, LocalLLMBackend(model, max_new_tokens=512))
         if kind == "local":
             return NamedPlanner(spec, Planner(backend, registry))
-        return NamedPlanner(spec, Planner(backend, registry, syntax="json", constrain=False, max_repairs=0, demos=None))
+        return NamedPlanner(spec, Planner(backend, registry, syntax="json", constrain=False, max_repairs=0, demos=None,
+                                          prune=False))
     if kind == "openai":
         url, _, model = rest.partition("#")
         if not url or not model:

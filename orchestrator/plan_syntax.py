@@ -48,6 +48,9 @@ def _string_lexeme(max_chars: int) -> str:
     return r'/"([^"\\\x00-\x1f]|\\["\\\/nt]){1,%d}"/' % max_chars
 
 
+# Sampling controls are not the planner's to set: a seed an LLM makes up is noise (tools draw and record
+# one themselves), and temperatures change results in ways no request asks for.
+PLANNER_HIDDEN_PARAMS = frozenset({"seed", "temperature", "top_p", "sampling"})
 _SMALL_INT_RANGE = 64  # int params with at most this many values are offered as a closed list
 
 
@@ -245,6 +248,8 @@ class CompactSyntax:
         else:
             return None
         for name, param in tool.params.items():
+            if name in PLANNER_HIDDEN_PARAMS:
+                continue
             value = self._param_value(param)
             if value is not None:
                 pieces.append(f'({_lark_literal(", " + name + "=")} {value})?')

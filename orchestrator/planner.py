@@ -286,7 +286,7 @@ class Planner:
                 plan = self.parse(text, artifacts)
                 validated = validate_plan(plan, self.registry, store=self.store, session=session)
                 dropped: tuple[PlanTask, ...] = ()
-                if self.prune and hint:
+                if self.prune:
                     kept, dropped = drop_unasked_tail(plan, hint)
                     if dropped:
                         validated = validate_plan(kept, self.registry, store=self.store, session=session)
@@ -337,7 +337,8 @@ class Planner:
 
 
 def drop_unasked_tail(plan: Plan, hint: Sequence[str]) -> tuple[Plan, tuple[PlanTask, ...]]:
-    """Drop trailing tasks beyond the hint's length that no clause of the request asked for.
+    """Drop trailing repeats of an earlier call, and trailing tasks beyond the hint's length that no
+    clause of the request asked for.
 
     Small planners append steps nobody requested (a caption after a classification, the same tool
     twice). A trailing task is dropped while the plan is longer than the hint, no remaining task uses
@@ -347,6 +348,8 @@ def drop_unasked_tail(plan: Plan, hint: Sequence[str]) -> tuple[Plan, tuple[Plan
     """
     kept = list(plan.tasks)
     dropped: list[PlanTask] = []
+    while len(kept) > 1 and any(t.tool == kept[-1].tool and t.args == kept[-1].args for t in kept[:-1]):
+        dropped.insert(0, kept.pop())  # the same call twice: never useful, whatever the request says
     while hint and len(kept) > len(hint) and len(kept) > 1:
         last = kept[-1]
         used = any(reference[0] == last.id for task in kept[:-1] for value in task.args.values()

@@ -188,3 +188,10 @@ def test_grammar_leaves_out_repeats_and_self_feeding(registry, matcher_factory):
     assert matcher_factory(grammar, 't3 = summarization(text="a literal may repeat")\n')
     assert matcher_factory(grammar, "t3 = text-to-speech(text=t2)\n")
     assert syntax.segment_grammar(list(registry), inputs, written, max_tasks=2) is None
+
+
+def test_sampling_controls_are_not_offered_to_the_planner(registry, matcher_factory):
+    grammar = CompactSyntax().segment_grammar(list(registry), plan_inputs([artifact(IMAGE_ID, "p.jpg")]), "")
+    assert not matcher_factory(grammar, "t1 = image-captioning(image=p.jpg, seed=7", complete=False)
+    assert not matcher_factory(grammar, 't1 = chat(message="hi", temperature=0.5', complete=False)
+    assert matcher_factory(grammar, "t1 = image-captioning(image=p.jpg, num_beams=2)\n")

@@ -232,3 +232,5 @@ def test_unasked_trailing_tasks_are_dropped_but_used_or_hinted_ones_kept(registr
     assert [t.tool for t in drop_unasked_tail(chain, ["ocr"])[1]] == ["text-to-speech"]  # asked for by no clause
     assert drop_unasked_tail(chain, ["ocr", "text-to-speech"])[1] == ()  # as long as the hint: kept
     assert drop_unasked_tail(chain, [])[1] == ()  # no hint: nothing to judge by, nothing dropped
+    twice = plan(("text-to-speech", {"text": "bye"}), ("text-to-speech", {"text": "bye"}))
+    assert [t.id for t in drop_unasked_tail(twice, [])[1]] == ["t2"]  # an exact repeat goes even without a hint
