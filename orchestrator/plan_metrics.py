@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError, ToolNotFoundError
+from .jsonl import read_json_lines
 from .plan import Plan, parse_reference
 from .registry import ToolRegistry
 
@@ -197,25 +198,12 @@ def infer_structure(graph: Graph) -> str:
     return "chain" if path else "dag"
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, str, Any]]:
-    """(line number, 'file:line', parsed value) for every non-blank line of a JSONL file."""
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield lineno, where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-
-
 def load_cases(path: str | Path) -> list[Case]:
     """Read a JSONL case file; a malformed line is refused with its line number and field."""
     path = Path(path)
     cases: list[Case] = []
     ids: dict[str, int] = {}
-    for lineno, where, data in _json_lines(path):
+    for lineno, where, data in read_json_lines(path):
         if not isinstance(data, dict):
             raise InvalidInputError(f"{where}: a case must be a JSON object")
         case_id = data.get("id", str(lineno))  # a line number still identifies a case with no id
@@ -403,7 +391,7 @@ def load_predictions(path: str | Path) -> dict[str, Prediction]:
     """Read saved predictions; a line without ``parsed`` counts as parsed and valid (plain gold format)."""
     path = Path(path)
     predictions: dict[str, Prediction] = {}
-    for _lineno, where, data in _json_lines(path):
+    for _lineno, where, data in read_json_lines(path):
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise InvalidInputError(f"{where}: field 'id' is missing")
         if data["id"] in predictions:

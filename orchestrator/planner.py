@@ -121,12 +121,17 @@ Example: to read a receipt aloud given image-0123456789abcdef:
 
 
 def build_messages(request: str, tools: Sequence[type[Tool]], artifacts: Sequence[Artifact]) -> list[dict[str, str]]:
-    system = _INSTRUCTIONS + "\n\nTools:\n" + "\n".join(tool_line(tool) for tool in tools)
+    """The plain JSON-plan prompt: tools in the system message, then the inputs and the request."""
+    return [json_system_message(tools), json_request_message(request, artifacts)]
+
+
+def json_system_message(tools: Sequence[type[Tool]]) -> dict[str, str]:
+    return {"role": "system", "content": _INSTRUCTIONS + "\n\nTools:\n" + "\n".join(tool_line(tool) for tool in tools)}
+
+
+def json_request_message(request: str, artifacts: Sequence[Artifact]) -> dict[str, str]:
     inputs = "\n".join(artifact_line(artifact) for artifact in artifacts) or "(none)"
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": f"Input artifacts:\n{inputs}\n\nRequest: {request}"},
-    ]
+    return {"role": "user", "content": f"Input artifacts:\n{inputs}\n\nRequest: {request}"}
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
@@ -234,10 +239,9 @@ class Planner:
         return shortlist_tools(request, tools, kinds, self.embedder, self.shortlist_size)
 
     def system_message(self, tools: Sequence[type[Tool]]) -> dict[str, str]:
-        if self.syntax == "compact":
-            text = self.compact.instructions() + "\n\nTools:\n" + "\n".join(self.compact.tool_line(t) for t in tools)
-        else:
-            text = _INSTRUCTIONS + "\n\nTools:\n" + "\n".join(tool_line(tool) for tool in tools)
+        if self.syntax == "json":
+            return json_system_message(tools)
+        text = self.compact.instructions() + "\n\nTools:\n" + "\n".join(self.compact.tool_line(t) for t in tools)
         return {"role": "system", "content": text}
 
     def messages(self, request: str, tools: Sequence[type[Tool]], artifacts: Sequence[Artifact],
@@ -251,7 +255,7 @@ class Planner:
             for demo in self.demos.select(request, [i.kind for i in inputs], names, self.num_demos):
                 messages += self._demo_turns(demo, tools)
         if self.syntax == "json":
-            messages.append(build_messages(request, tools, artifacts)[1])
+            messages.append(json_request_message(request, artifacts))
         else:
             if hint is None:
                 hint = self.hint(request, tools)

@@ -26,6 +26,7 @@ import numpy as np
 
 from .artifacts import ArtifactKind
 from .errors import InvalidInputError
+from .jsonl import read_json_lines
 from .plan_syntax import CompactSyntax, PlanInput
 from .tool import Tool
 
@@ -98,25 +99,20 @@ def load_demos(*paths: str | Path) -> list[Demo]:
 def _load_demo_file(path: Path) -> list[Demo]:
     demos = []
     syntax = CompactSyntax()
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                data = json.loads(line)
-                request, plan = data["request"], data["plan"]
-                files = tuple((f["name"], ArtifactKind.parse(f["kind"])) for f in data.get("files", []))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise InvalidInputError(f"{where}: a demo needs request, plan and files [{{name, kind}}] ({exc})") from None
-            if not isinstance(request, str) or not isinstance(plan, str):
-                raise InvalidInputError(f"{where}: request and plan must be text")
-            demo = Demo(request, files, plan, tuple(_PLAN_TOOL.findall(plan)))
-            try:
-                syntax.parse(plan, demo.inputs())
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"{where}: the demo's plan does not parse: {exc}") from None
-            demos.append(demo)
+    for _lineno, where, data in read_json_lines(path):
+        try:
+            request, plan = data["request"], data["plan"]
+            files = tuple((f["name"], ArtifactKind.parse(f["kind"])) for f in data.get("files", []))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InvalidInputError(f"{where}: a demo needs request, plan and files [{{name, kind}}] ({exc})") from None
+        if not isinstance(request, str) or not isinstance(plan, str):
+            raise InvalidInputError(f"{where}: request and plan must be text")
+        demo = Demo(request, files, plan, tuple(_PLAN_TOOL.findall(plan)))
+        try:
+            syntax.parse(plan, demo.inputs())
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{where}: the demo's plan does not parse: {exc}") from None
+        demos.append(demo)
     return demos
 
 

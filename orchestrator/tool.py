@@ -341,6 +341,29 @@ class Tool:
         }
 
 
+class WeightlessTool(Tool):
+    """A tool computed by code alone: its "model" is the method named by ``default_model``.
+
+    Nothing is downloaded; the method's "weights" are the tool's own module, so it resolves, pools
+    and reports like any other tool. Subclasses implement :meth:`build_method` instead of ``load``.
+    """
+
+    def packaged_weights(self) -> dict[str, PackagedLocator]:
+        module_file = Path(sys.modules[type(self).__module__].__file__)
+        return {self.default_model: lambda: module_file}
+
+    def hub_location(self, model_id: str) -> HubLocation | None:
+        return None
+
+    def load(self, source: ModelSource, device: str) -> Any:
+        if source.model_id != self.default_model:
+            raise InvalidInputError(f"tool {self.name!r} has one method, {self.default_model!r}; got model {source.model_id!r}")
+        return self.build_method()
+
+    def build_method(self) -> Any:
+        raise NotImplementedError
+
+
 def _apply_torch_threads(settings: Settings) -> None:
     """Honour the torch_threads setting once torch is in use (importing torch just for this would cost seconds)."""
     torch = sys.modules.get("torch")

@@ -9,7 +9,6 @@ and traffic rumble well; it does not separate overlapping voices or remove sudde
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +16,7 @@ import numpy as np
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
 from orchestrator.media import AudioClip
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.tool import Input, Output, OutputValue, Param, WeightlessTool
 
 METHOD = "anymoda/spectral-gating"
 MIN_SECONDS = 0.25
@@ -59,7 +57,7 @@ class _SpectralGate:
         return np.clip(cleaned, -1.0, 1.0).astype(np.float32), report
 
 
-class SpeechEnhancement(Tool):
+class SpeechEnhancement(WeightlessTool):
     name = "speech-enhancement"
     task = "audio-to-audio"
     description = (
@@ -79,16 +77,7 @@ class SpeechEnhancement(Tool):
     }
     default_model = METHOD
 
-    def packaged_weights(self):
-        # Nothing to download: the method is this module's code, so resolution finds it installed.
-        return {METHOD: lambda: Path(__file__)}
-
-    def hub_location(self, model_id: str) -> HubLocation | None:
-        return None
-
-    def load(self, source: ModelSource, device: str) -> Any:
-        if source.model_id != METHOD:
-            raise InvalidInputError(f"tool {self.name!r} has one method, {METHOD!r}; got model {source.model_id!r}")
+    def build_method(self) -> Any:
         return _SpectralGate()
 
     def validate(self, inputs: dict[str, Any], params: dict[str, Any]) -> None:
@@ -99,7 +88,6 @@ class SpeechEnhancement(Tool):
 
     def run(self, gate: _SpectralGate, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         clip: AudioClip = inputs["audio"]
-        self.validate(inputs, params)
         channels = clip.samples if clip.samples.ndim == 2 else clip.samples[:, None]
         cleaned, reports = [], []
         for index in range(channels.shape[1]):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,8 +34,7 @@ import numpy as np
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
 from orchestrator.media import TimeSeries
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.tool import Input, Output, OutputValue, Param, WeightlessTool
 
 METHOD = "statistical"
 MIN_POINTS = 8
@@ -526,7 +524,7 @@ def plot(series: TimeSeries, names: list[str], decompositions: list[Decompositio
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
-class TimeSeriesDescription(Tool):
+class TimeSeriesDescription(WeightlessTool):
     name = "time-series-description"
     task = "time-series-description"
     description = (
@@ -548,16 +546,7 @@ class TimeSeriesDescription(Tool):
     }
     default_model = METHOD
 
-    def packaged_weights(self):
-        # Nothing to download: the "weights" are this module's code, so resolution finds it installed.
-        return {METHOD: lambda: Path(__file__)}
-
-    def hub_location(self, model_id: str) -> HubLocation | None:
-        return None
-
-    def load(self, source: ModelSource, device: str) -> Any:
-        if source.model_id != METHOD:
-            raise InvalidInputError(f"tool {self.name!r} has one method, {METHOD!r}; got model {source.model_id!r}")
+    def build_method(self) -> Any:
         return _Method()
 
     def run(self, method: _Method, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
