@@ -73,13 +73,15 @@ class GrammarDecoder:
     # ------------------------------------------------------------------ public
 
     def generate(self, prompt_ids: Sequence[int], *, segments: SegmentGrammar | None = None,
-                 max_new_tokens: int = 256, stop_bias: Callable[[str], float] | None = None) -> Generation:
+                 max_new_tokens: int = 256, stop_bias: Callable[[str], float] | None = None,
+                 on_text: Callable[[str], None] | None = None) -> Generation:
         """Greedy continuation of ``prompt_ids``; ``stop_bias(text so far)`` is added to the end-of-turn logit
-        at the first decision of each segment (a length prior: positive favours ending the output there)."""
+        at the first decision of each segment (a length prior: positive favours ending the output there).
+        ``on_text`` receives each new piece of text as it is decided (for streaming answers)."""
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         with self._lock, self.torch.inference_mode():
-            return self._generate(list(prompt_ids), segments, max_new_tokens, stop_bias)
+            return self._generate(list(prompt_ids), segments, max_new_tokens, stop_bias, on_text)
 
     def prefill(self, prompt_ids: Sequence[int]) -> None:
         """Put a prompt prefix in the cache now (e.g. the planner's system prompt, at start-up)."""
@@ -89,8 +91,20 @@ class GrammarDecoder:
     # ------------------------------------------------------------------ the loop
 
     def _generate(self, prompt: list[int], segments: SegmentGrammar | None, max_new_tokens: int,
-                  stop_bias: Callable[[str], float] | None) -> Generation:
+                  stop_bias: Callable[[str], float] | None, on_text: Callable[[str], None] | None = None) -> Generation:
         started = time.perf_counter()
+        streamed = ""
+
+        def stream() -> None:
+            nonlocal streamed
+            if on_text is None:
+                return
+            text = self._decode(generated)
+            # A multi-byte character can span tokens: hold back a trailing replacement character.
+            if text.startswith(streamed) and not text.endswith("\ufffd") and len(text) > len(streamed):
+                on_text(text[len(streamed):])
+                streamed = text
+
         stats = {"forced": 0, "drafted": 0, "passes": 0}
         logits, prefilled = self._prefill(prompt)
         stats["passes"] += 1
@@ -107,6 +121,7 @@ class GrammarDecoder:
                         raise GrammarError(f"the grammar refused its own forced tokens: {matcher.get_error()[:300]}")
                     logits = self._forward(forced, keep=1)[-1]
                     generated += forced
+                    stream()
                     stats["forced"] += len(forced)
                     stats["passes"] += 1
                     continue
@@ -146,6 +161,7 @@ class GrammarDecoder:
                     break
                 generated.append(proposed)
                 accepted += 1
+            stream()
             if accepted < len(draft):  # forget what the model saw of the rejected part of the draft
                 self._truncate(len(self._cached_ids) - (len(draft) - accepted))
             stats["drafted"] += accepted

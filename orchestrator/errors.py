@@ -42,3 +42,7 @@ class ToolExecutionError(AnymodaError):
 
 class ConfigError(AnymodaError, ValueError):
     """A setting in the config file or the environment is invalid."""
+
+
+class TransientError(AnymodaError):
+    """A failure worth retrying (a dropped connection, a busy resource); the executor retries with backoff."""

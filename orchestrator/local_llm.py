@@ -43,6 +43,7 @@ class LocalLLMBackend:
     settings: Settings | None = None
     name: str = "local"
     accepts_grammar: bool = True
+    streams: bool = True  # complete() takes on_text= and calls it with each new piece of text
     last_generation: Generation | None = field(default=None, init=False)
     _decoder: GrammarDecoder | None = field(default=None, init=False, repr=False)
     _load_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -84,13 +85,15 @@ class LocalLLMBackend:
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
                  grammar: Callable[[str], str | None] | None = None,
-                 stop_bias: Callable[[str], float] | None = None) -> str:
+                 stop_bias: Callable[[str], float] | None = None, on_text: Callable[[str], None] | None = None,
+                 max_new_tokens: int | None = None) -> str:
         segments = grammar
         if segments is None and schema is not None:
             lark = "start: %json " + json.dumps(schema)
             segments = lambda written: None if written else lark  # noqa: E731  one segment: the whole JSON
         generation = self.decoder.generate(self.prompt_ids(messages), segments=segments,
-                                           max_new_tokens=self.max_new_tokens, stop_bias=stop_bias)
+                                           max_new_tokens=max_new_tokens or self.max_new_tokens, stop_bias=stop_bias,
+                                           on_text=on_text)
         self.last_generation = generation
         if grammar is not None and generation.stopped_by == "length" and "\n" in generation.text:
             # Cut off mid-line: every whole line was valid under its grammar, the partial one is not.

@@ -184,13 +184,14 @@ class Planner:
     for structured-output endpoints) otherwise; ``auto`` picks by the backend. ``demos``: a
     :class:`DemoSelector` (the shipped demo pool by default, None for none), ``num_demos`` of which
     are shown. Registries larger than ``shortlist_size`` are shortlisted per request.
-    ``prefer_available`` plans only with tools that can run here, when any can.
+    ``prefer_available`` plans only with tools that can run here, when any can (``"local"``: only
+    with tools whose weights are already here, for machines without the hub).
     """
 
     def __init__(self, backend: PlannerBackend, registry: ToolRegistry, *, max_repairs: int = 2,
                  store: ArtifactStore | None = None, constrain: bool = True, syntax: str = "auto",
                  demos: DemoSelector | None | str = "default", num_demos: int = 4, shortlist_size: int = 40,
-                 embedder: Embedder | None = None, prefer_available: bool = False, max_tasks: int = 8,
+                 embedder: Embedder | None = None, prefer_available: bool | str = False, max_tasks: int = 8,
                  hints: bool = True, stop_bias: float = 2.0, prune: bool = True):
         if max_repairs < 0:
             raise ValueError("max_repairs must not be negative")
@@ -234,7 +235,7 @@ class Planner:
     def tools_for(self, request: str, kinds: Sequence[ArtifactKind]) -> list[type[Tool]]:
         tools = list(self.registry)
         if self.prefer_available:
-            runnable = [tool for tool in tools if tool().available().ok]
+            runnable = [tool for tool in tools if runs_here(tool, local_only=self.prefer_available == "local")]
             tools = runnable or tools
         return shortlist_tools(request, tools, kinds, self.embedder, self.shortlist_size)
 
@@ -245,9 +246,10 @@ class Planner:
         return {"role": "system", "content": text}
 
     def messages(self, request: str, tools: Sequence[type[Tool]], artifacts: Sequence[Artifact],
-                 hint: Sequence[str] | None = None) -> list[dict[str, str]]:
+                 hint: Sequence[str] | None = None, context: str = "") -> list[dict[str, str]]:
         """The whole prompt: system (tools; the same for every request, so a backend can cache it),
-        the demos closest to the request as earlier turns, then the request with its inputs."""
+        the demos closest to the request as earlier turns, then the request with its inputs (after
+        ``context``, what a conversation said before, when there is any)."""
         inputs = plan_inputs(artifacts)
         messages = [self.system_message(tools)]
         if self.demos is not None and self.num_demos > 0:
@@ -260,6 +262,10 @@ class Planner:
             if hint is None:
                 hint = self.hint(request, tools)
             messages.append({"role": "user", "content": _compact_request(request, inputs, hint)})
+        if context.strip():
+            last = messages[-1]
+            messages[-1] = {**last, "content": f"Earlier in this conversation (for reference only):\n{context.strip()}\n\n"
+                                               + last["content"]}
         return messages
 
     def _demo_turns(self, demo, tools: Sequence[type[Tool]]) -> list[dict[str, str]]:
@@ -273,14 +279,15 @@ class Planner:
         return [{"role": "user", "content": f"Input artifacts:\n{listed}\n\nRequest: {demo.request}"},
                 {"role": "assistant", "content": json.dumps(plan.to_json(), ensure_ascii=False)}]
 
-    def plan(self, request: str, *, artifacts: Sequence[Artifact] = (), session: str | None = None) -> PlanResult:
+    def plan(self, request: str, *, artifacts: Sequence[Artifact] = (), session: str | None = None,
+             context: str = "") -> PlanResult:
         if not request or not request.strip():
             raise InvalidInputError("the request is empty")
         request = request.strip()
         inputs = plan_inputs(artifacts)
         tools = self.tools_for(request, [a.kind for a in artifacts])
         hint = self.hint(request, tools) if self.syntax == "compact" else []
-        messages = self.messages(request, tools, artifacts, hint)
+        messages = self.messages(request, tools, artifacts, hint, context)
         attempts: list[Attempt] = []
         for _ in range(self.max_repairs + 1):
             started = time.perf_counter()
@@ -338,6 +345,12 @@ class Planner:
         warm = getattr(self.backend, "warm_up", None)
         if warm is not None and len(self.registry) <= self.shortlist_size:
             warm([self.system_message(list(self.registry))])
+
+
+def runs_here(tool: type[Tool], *, local_only: bool = False) -> bool:
+    """The tool can run now; ``local_only``: without downloading anything first."""
+    availability = tool().available()
+    return availability.ok and not (local_only and availability.source is not None and availability.source.origin == "hub")
 
 
 def drop_unasked_tail(plan: Plan, hint: Sequence[str]) -> tuple[Plan, tuple[PlanTask, ...]]:

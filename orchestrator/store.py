@@ -84,7 +84,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
+def enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
     """Switch the index to write-ahead logging, which lets readers and one writer work at once.
 
     The switch needs the database to itself and SQLite does not apply its busy timeout to it, so
@@ -122,7 +122,7 @@ class ArtifactStore:
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
             conn = sqlite3.connect(self.root / "index.sqlite", timeout=60.0, isolation_level=None)
-            _enable_wal(conn)
+            enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn, self._local.pid = conn, os.getpid()

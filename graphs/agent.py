@@ -1,0 +1,194 @@
+"""The agent graph: plan -> validate -> execute (<-> approve) -> respond, as a LangGraph ``StateGraph``.
+
+State is small and JSON-able (ids, the plan, task results, the answer): artifacts are referred to by
+id only, so checkpoints never hold bytes. Each node is a plain function of the state; the parts they
+use (planner, store, executor, composer) come in through :class:`AgentParts`, passed explicitly.
+
+Durability: the checkpointer saves the state after every node (SQLite by default, keyed by the run's
+thread id). A crash inside ``execute`` resumes that node; the run journal tells it which tasks had
+already finished, so they are not run again. ``approve`` pauses the run with ``interrupt()`` until a
+person answers (``Command(resume=...)``), however much later and from whichever process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+from orchestrator.artifacts import Artifact
+from orchestrator.compose import Composer
+from orchestrator.errors import AnymodaError, InvalidInputError
+from orchestrator.events import Event
+from orchestrator.executor import PlanExecutor, TaskResult
+from orchestrator.journal import RunJournal
+from orchestrator.plan import Plan, ValidatedPlan, validate_plan
+from orchestrator.planner import Planner
+from orchestrator.registry import ToolRegistry
+from orchestrator.store import ArtifactStore
+
+
+class AgentState(TypedDict, total=False):
+    run: str
+    session: str
+    request: str
+    inputs: list[str]  # artifact ids attached to this request
+    context: list[str]  # earlier artifacts of the session the planner may use
+    history: str  # what the conversation said before (recent turns and a summary of older ones)
+    plan: dict[str, Any]  # Plan.to_json()
+    planner: dict[str, Any]  # how the plan came about: syntax, attempts, seconds, hint, dropped tasks
+    approvals: dict[str, bool]  # task id -> a person's decision
+    pending_approval: list[str]
+    results: dict[str, dict[str, Any]]  # task id -> TaskResult.to_json()
+    answer: dict[str, Any]  # Answer.to_json()
+    error: str
+
+
+@dataclass
+class AgentParts:
+    registry: ToolRegistry
+    store: ArtifactStore
+    journal: RunJournal
+    planner: Planner | None
+    executor: PlanExecutor
+    composer: Composer
+    cancel_events: dict[str, threading.Event] = field(default_factory=dict)
+
+
+def _emit(event: Event) -> None:
+    get_stream_writer()(event)
+
+
+def _validated(parts: AgentParts, state: AgentState) -> ValidatedPlan:
+    return validate_plan(Plan.from_json(state["plan"]), parts.registry, store=parts.store, session=state["session"])
+
+
+def build_agent_graph(parts: AgentParts) -> StateGraph:
+    """The uncompiled graph; compile it with a checkpointer (see :class:`orchestrator.agent.Orchestrator`)."""
+
+    def plan(state: AgentState) -> dict[str, Any]:
+        if state.get("plan") is not None:
+            return {}  # the caller gave the plan (a pipeline, a resumed run)
+        if parts.planner is None:
+            return {"error": "no planner is configured and no plan was given"}
+        artifacts = [parts.store.get(a, session=state["session"]) for a in state.get("inputs", [])]
+        artifacts += earlier_artifacts(parts.store, state["session"], state.get("context", []))
+        try:
+            result = parts.planner.plan(state["request"], artifacts=artifacts, session=state["session"],
+                                        context=state.get("history", ""))
+        except AnymodaError as exc:
+            return {"error": f"planning failed: {exc}"}
+        info = {"syntax": result.syntax, "attempts": len(result.attempts), "hint": list(result.hint),
+                "seconds": round(sum(a.seconds for a in result.attempts), 3),
+                "dropped": [t.id for t in result.dropped], "text": result.attempts[-1].text}
+        return {"plan": result.plan.plan.to_json(), "planner": info}
+
+    def validate(state: AgentState) -> dict[str, Any]:
+        if state.get("error"):
+            return {}
+        try:
+            validated = _validated(parts, state)
+        except InvalidInputError as exc:
+            return {"error": str(exc)}
+        parts.journal.update_run(state["run"], status="running", plan=state["plan"])
+        _emit(Event("plan_ready", state["run"], data={
+            "plan": state["plan"], "order": list(validated.order), "planner": state.get("planner", {})}))
+        return {}
+
+    def execute(state: AgentState) -> dict[str, Any]:
+        if state.get("error"):
+            return {}
+        validated = _validated(parts, state)
+        executor = PlanExecutor(parts.executor.runner, parts.journal, parts.store, policy=parts.executor.policy, emit=_emit)
+        cancel = parts.cancel_events.setdefault(state["run"], threading.Event())
+        results = executor.execute(state["run"], state["session"], validated, approvals=state.get("approvals", {}),
+                                   cancel=cancel)
+        pending = [t for t, r in results.items() if r.status == "awaiting_approval"]
+        if pending:
+            parts.journal.update_run(state["run"], status="awaiting_approval")
+        return {"results": {t: r.to_json() for t, r in results.items()}, "pending_approval": pending}
+
+    def approve(state: AgentState) -> dict[str, Any]:
+        pending = state.get("pending_approval", [])
+        tasks = {t["id"]: t for t in state["plan"]["tasks"]}
+        decision = interrupt({"run": state["run"], "tasks": [
+            {"id": t, "tool": tasks[t]["tool"], "args": tasks[t]["args"]} for t in pending]})
+        approvals = dict(state.get("approvals", {}))
+        approvals.update(normalise_decision(decision, pending))
+        parts.journal.update_run(state["run"], status="running")
+        return {"approvals": approvals, "pending_approval": []}
+
+    def respond(state: AgentState) -> dict[str, Any]:
+        run, session = state["run"], state["session"]
+        if state.get("error"):
+            parts.journal.update_run(run, status="failed", error=state["error"])
+            return {}
+        validated = _validated(parts, state)
+        results = {t: TaskResult.from_json(r) for t, r in state.get("results", {}).items()}
+        cancelled = any(r.status == "cancelled" for r in results.values())
+        answer = parts.composer.compose(
+            state["request"], validated, results, parts.store, session,
+            inputs=[*state.get("inputs", []), *state.get("context", [])], history=state.get("history", ""),
+            on_token=lambda piece: _emit(Event("answer_token", run, data={"text": piece})))
+        _emit(Event("answer", run, data=answer.to_json()))
+        parts.journal.update_run(run, status="cancelled" if cancelled else "done", answer=answer.text,
+                                 answer_artifacts=list(answer.artifacts))
+        return {"answer": answer.to_json()}
+
+    def after_execute(state: AgentState) -> str:
+        return "approve" if state.get("pending_approval") else "respond"
+
+    graph = StateGraph(AgentState)
+    graph.add_node("plan", plan)
+    graph.add_node("validate", validate)
+    graph.add_node("execute", execute)
+    graph.add_node("approve", approve)
+    graph.add_node("respond", respond)
+    graph.add_edge(START, "plan")
+    graph.add_edge("plan", "validate")
+    graph.add_edge("validate", "execute")
+    graph.add_conditional_edges("execute", after_execute, ["approve", "respond"])
+    graph.add_edge("approve", "execute")
+    graph.add_edge("respond", END)
+    return graph
+
+
+def earlier_artifacts(store: ArtifactStore, session: str, ids: list[str]) -> list[Artifact]:
+    """Earlier turns' artifacts, named for the planner: ``earlier_image`` is the newest image, then
+    ``earlier_image_2``...; a name the user gave the file is kept when it has one."""
+    counts: dict[str, int] = {}
+    named = []
+    for artifact_id in ids:
+        artifact = store.get(artifact_id, session=session)
+        counts[artifact.kind.value] = counts.get(artifact.kind.value, 0) + 1
+        if "name" not in artifact.metadata:
+            n = counts[artifact.kind.value]
+            name = f"earlier_{artifact.kind.value}" + (f"_{n}" if n > 1 else "")
+            artifact = dataclasses.replace(artifact, metadata={**artifact.metadata, "name": name})
+        named.append(artifact)
+    return named
+
+
+def normalise_decision(decision: Any, pending: list[str]) -> dict[str, bool]:
+    """A person's answer to an approval request: yes/no for all, or a yes/no per task id."""
+    if isinstance(decision, bool):
+        return {t: decision for t in pending}
+    if isinstance(decision, str) and decision.strip().lower() in ("yes", "y", "approve", "no", "n", "deny"):
+        return {t: decision.strip().lower() in ("yes", "y", "approve") for t in pending}
+    if isinstance(decision, dict) and all(isinstance(v, bool) for v in decision.values()):
+        unknown = set(decision) - set(pending)
+        if unknown:
+            raise InvalidInputError(f"approval names task(s) {', '.join(sorted(unknown))} that are not awaiting approval; "
+                                    f"awaiting: {', '.join(pending)}")
+        return {t: bool(decision.get(t, False)) for t in pending}
+    raise InvalidInputError("an approval is true/false (or 'yes'/'no') for all waiting tasks, or a map of task id to true/false")
+
+
+Decision = bool | str | dict[str, bool]
+ApprovalCallback = Callable[[list[dict[str, Any]]], Decision]

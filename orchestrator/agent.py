@@ -1,0 +1,389 @@
+"""The one obvious entry point: :class:`Orchestrator` runs requests, :class:`Session` keeps a conversation.
+
+    orch = Orchestrator()
+    result = orch.run("Read the receipt and tell me the total out loud", files=["receipt.png"])
+    print(result.answer, [a.id for a in result.artifacts])
+
+    chat = orch.session("thread-1")
+    chat.send("Describe this photo", files=["beach.jpg"])
+    chat.send("Now read that out loud")          # "that" is the previous turn's output
+
+    for event in orch.stream("Transcribe this", files=["talk.wav"]):   # plan, tasks, answer tokens
+        print(event.type, event.task, event.data)
+
+Every run has an id (``run-<16 hex>``); it is the LangGraph thread id of its checkpoints and the key
+of its journal entry, so ``orch.resume(run_id)`` continues a run that crashed, was cancelled or waits
+for an approval, from this process or another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .artifacts import Artifact, ArtifactKind, is_artifact_id
+from .compose import Composer
+from .config import Settings, current_settings
+from .errors import AnymodaError, InvalidInputError
+from .events import Event
+from .executor import ExecutionPolicy, PlanExecutor, TaskResult
+from .journal import RunJournal, RunRecord, check_run_id, check_session_id, new_run_id
+from .plan import Plan
+from .registry import ToolRegistry
+from .runner import LocalTaskRunner, TaskRunner
+from .store import ArtifactStore
+
+DEFAULT_SESSION = "default"
+RECENT_TURNS = 4  # turns shown verbatim to the planner and composer; older ones are summarised
+MAX_CONTEXT_ARTIFACTS = 6
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    session: str
+    status: str  # done | failed | cancelled | awaiting_approval | running
+    answer: str
+    artifacts: tuple[Artifact, ...]
+    plan: dict[str, Any] | None
+    tasks: dict[str, TaskResult]
+    error: str | None = None
+    pending_approval: tuple[dict[str, Any], ...] = ()
+    failures: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done" and not self.failures
+
+    def first(self, kind: ArtifactKind | str) -> Artifact | None:
+        kind = ArtifactKind.parse(kind)
+        return next((a for a in self.artifacts if a.kind is kind), None)
+
+
+class Orchestrator:
+    """Plans, runs and answers requests; see the module docstring.
+
+    Every part can be passed in (``planner``, ``composer``, ``runner``, ``store``, ...); what is not
+    is built from ``settings``: the local planner LLM (the packaged Qwen2.5-Coder-0.5B unless
+    configured), the same model composing answers, a thread-pool runner, and the store, journal and
+    checkpoints under the settings' home. ``planner=None`` runs only plans given explicitly.
+    """
+
+    def __init__(self, *, settings: Settings | None = None, registry: ToolRegistry | None = None,
+                 store: ArtifactStore | None = None, planner: Any = "default", composer: Composer | None | str = "default",
+                 runner: TaskRunner | None = None, policy: ExecutionPolicy | None = None,
+                 journal: RunJournal | None = None, checkpointer: Any = None, approve_before: Iterable[str] = ()):
+        self.settings = settings or current_settings()
+        self.registry = registry or ToolRegistry.default()
+        self.store = store or ArtifactStore(self.settings.store_dir, self.settings.limits)
+        self.journal = journal or RunJournal(self.settings.home / "runs.sqlite")
+        unknown = [name for name in approve_before if name not in self.registry]
+        if unknown:
+            raise InvalidInputError(f"approve_before names unknown tool(s): {', '.join(unknown)}")
+        policy = policy or ExecutionPolicy()
+        if approve_before:
+            policy = dataclasses.replace(policy, approve_before=policy.approve_before | frozenset(approve_before))
+        self.policy = policy
+        self.runner = runner or LocalTaskRunner(self.registry, self.store, settings=self.settings)
+        self._planner_spec = planner
+        self._planner = None if planner == "default" else planner
+        self._composer_spec = composer
+        self._composer = None if composer == "default" else (composer or Composer(None))
+        self._checkpointer = checkpointer
+        self._graph = None
+        self._cancel_events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ parts, built on first use
+
+    @property
+    def planner(self):
+        with self._lock:
+            if self._planner is None and self._planner_spec == "default":
+                from .local_llm import LocalLLMBackend
+                from .planner import Planner
+
+                self._planner = Planner(LocalLLMBackend(settings=self.settings), self.registry, store=self.store,
+                                        prefer_available="local" if self.settings.offline else True)
+            return self._planner
+
+    @property
+    def composer(self) -> Composer:
+        if self._composer is None:
+            planner = self.planner
+            self._composer = Composer(planner.backend if planner is not None else None)
+        return self._composer
+
+    @property
+    def graph(self):
+        with self._lock:
+            if self._graph is not None:
+                return self._graph
+        from graphs.agent import AgentParts, build_agent_graph
+
+        parts = AgentParts(self.registry, self.store, self.journal, self.planner,
+                           PlanExecutor(self.runner, self.journal, self.store, policy=self.policy), self.composer,
+                           self._cancel_events)
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            path = self.settings.home / "checkpoints.sqlite"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, check_same_thread=False, timeout=60.0)
+            connection.execute("PRAGMA journal_mode=WAL")
+            checkpointer = SqliteSaver(connection)
+        with self._lock:
+            if self._graph is None:
+                self._graph = build_agent_graph(parts).compile(checkpointer=checkpointer)
+            return self._graph
+
+    # ------------------------------------------------------------------ inputs
+
+    def ingest(self, files: Iterable[str | os.PathLike[str] | Artifact], session: str) -> list[Artifact]:
+        """Files (paths), stored artifacts or their ids, as artifacts of ``session``."""
+        artifacts = []
+        for item in files:
+            if isinstance(item, Artifact):
+                artifacts.append(self.store.get(item.id, session=session))
+            elif isinstance(item, str) and is_artifact_id(item):
+                artifacts.append(self.store.get(item, session=session))
+            else:
+                artifacts.append(self.store.ingest_file(item, session=session))
+        return artifacts
+
+    # ------------------------------------------------------------------ running
+
+    def stream(self, request: str, *, files: Iterable[Any] = (), session: str = DEFAULT_SESSION,
+               plan: Plan | dict[str, Any] | None = None, run_id: str | None = None) -> Iterator[Event]:
+        """Start a run and yield its events until it finishes or waits for an approval."""
+        session = check_session_id(session)
+        if not isinstance(request, str) or (not request.strip() and plan is None):
+            raise InvalidInputError("the request is empty")
+        inputs = self.ingest(files, session)
+        run_id = run_id or new_run_id()
+        history, context = self.session_context(session, request)
+        state: dict[str, Any] = {"run": run_id, "session": session, "request": request.strip(),
+                                 "inputs": [a.id for a in inputs], "context": [a for a in context if a not in
+                                                                              {i.id for i in inputs}],
+                                 "history": history, "approvals": {}}
+        if plan is not None:
+            state["plan"] = (plan if isinstance(plan, Plan) else Plan.from_json(plan)).to_json()
+        self.journal.create_run(run_id, session, state["request"], state["inputs"])
+        yield Event("run_started", run_id, data={"session": session, "request": state["request"],
+                                                  "inputs": state["inputs"], "context": state["context"]})
+        yield from self._drive(run_id, state)
+
+    def run(self, request: str, *, files: Iterable[Any] = (), session: str = DEFAULT_SESSION,
+            plan: Plan | dict[str, Any] | None = None, approve: Any = None) -> RunResult:
+        """Run to the end. ``approve`` answers approval requests: a bool, or a callable taking the
+        waiting tasks and returning a decision; None leaves the run waiting (resume it later)."""
+        events = self.stream(request, files=files, session=session, plan=plan)
+        return self._finish(events, approve)
+
+    def resume(self, run_id: str, *, approve: Any = None) -> RunResult:
+        """Continue a run that crashed, was cancelled, or waits for an approval (``approve``: the decision)."""
+        return self._finish(self.resume_stream(run_id, approve=approve), approve)
+
+    def resume_stream(self, run_id: str, *, approve: Any = None) -> Iterator[Event]:
+        record = self.journal.get_run(check_run_id(run_id))
+        config = self._config(run_id)
+        snapshot = self.graph.get_state(config)
+        if snapshot.values and not snapshot.next:
+            yield from self._final_events(run_id)
+            return
+        if snapshot.interrupts:
+            if approve is None:
+                yield Event("run_interrupted", run_id, data={"waiting": snapshot.interrupts[0].value["tasks"]})
+                return
+            from graphs.agent import normalise_decision
+            from langgraph.types import Command
+
+            waiting = snapshot.interrupts[0].value["tasks"]
+            decision = approve(waiting) if callable(approve) else approve
+            normalise_decision(decision, [t["id"] for t in waiting])  # refuse a malformed answer before resuming
+            yield from self._drive(run_id, Command(resume=decision))
+            return
+        self._cancel_events.pop(run_id, None)
+        if not snapshot.values:  # the process died before the graph's first checkpoint
+            history, context = self.session_context(record.session, record.request)
+            start = {"run": run_id, "session": record.session, "request": record.request, "inputs": list(record.inputs),
+                     "context": context, "history": history, "approvals": {}}
+            yield from self._drive(run_id, start)
+            return
+        self.journal.update_run(run_id, status="running")
+        yield from self._drive(run_id, None)
+
+    def cancel(self, run_id: str) -> None:
+        """Stop a running run: running tasks are abandoned, nothing new starts; resume() continues it."""
+        self._cancel_events.setdefault(check_run_id(run_id), threading.Event()).set()
+
+    def result(self, run_id: str) -> RunResult:
+        """What a run has produced so far (finished or not)."""
+        record = self.journal.get_run(check_run_id(run_id))
+        values = self.graph.get_state(self._config(run_id)).values or {}
+        snapshot = self.graph.get_state(self._config(run_id))
+        answer = values.get("answer") or {}
+        tasks = {t: TaskResult.from_json(r) for t, r in (values.get("results") or {}).items()}
+        if not tasks:  # interrupted inside execute: the journal knows more than the last checkpoint
+            tasks = {t.task: TaskResult(t.tool, t.status, t.outputs, t.error, t.attempts, t.seconds or 0.0, t.model)
+                     for t in record.tasks}
+        pending = tuple(snapshot.interrupts[0].value["tasks"]) if snapshot.interrupts else ()
+        status = "awaiting_approval" if pending else record.status
+        artifacts = tuple(self.store.get(a, session=record.session) for a in answer.get("artifacts", [])
+                          if self.store.exists(a, session=record.session))
+        return RunResult(run_id, record.session, status, answer.get("text", ""), artifacts, record.plan, tasks,
+                         values.get("error") or record.error, pending, tuple(answer.get("failures", [])))
+
+    # ------------------------------------------------------------------ async
+
+    async def astream(self, request: str, **kwargs: Any) -> AsyncIterator[Event]:
+        """:meth:`stream` for asyncio callers: the run works in a thread, the event loop stays free."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        def work() -> None:
+            try:
+                for event in self.stream(request, **kwargs):
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
+                loop.call_soon_threadsafe(events.put_nowait, exc)
+            loop.call_soon_threadsafe(events.put_nowait, done)
+
+        worker = loop.run_in_executor(None, work)
+        while (item := await events.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        await worker
+
+    async def arun(self, request: str, **kwargs: Any) -> RunResult:
+        run_id = None
+        async for event in self.astream(request, **kwargs):
+            run_id = run_id or event.run
+        return await asyncio.get_running_loop().run_in_executor(None, self.result, run_id)
+
+    # ------------------------------------------------------------------ sessions
+
+    def session(self, thread_id: str = DEFAULT_SESSION) -> Session:
+        return Session(self, check_session_id(thread_id))
+
+    def session_context(self, session: str, request: str) -> tuple[str, list[str]]:
+        """What earlier turns of ``session`` tell a new one: conversation text, and artifact ids to offer.
+
+        The newest turns are shown as they were, older ones as one line each (a summary kept in the
+        journal); the artifacts offered are the newest of each kind from earlier turns, plus any
+        artifact the request names by id, so nothing made in a session is out of reach.
+        """
+        runs = [r for r in self.journal.runs(session=session, limit=1000) if r.status in ("done", "cancelled")]
+        if not runs:
+            return "", self._named_in(request, session)
+        older, recent = runs[:-RECENT_TURNS], runs[-RECENT_TURNS:]
+        lines = [summary_line(r) for r in older]
+        summary = "\n".join(lines[-40:])
+        if len(lines) > 40:
+            summary = f"({len(lines) - 40} earlier turns not shown; their artifacts remain in the session)\n" + summary
+        if older:
+            self.journal.set_summary(session, summary, older[-1].id)
+        recent_text = "\n".join(
+            f"User: {r.request}\nAssistant: {(r.answer or '').strip()[:400]}"
+            + (f" [made: {', '.join(r.answer_artifacts)}]" if r.answer_artifacts else "") for r in recent)
+        history = (f"Summary of earlier turns:\n{summary}\n" if summary else "") + recent_text
+        offered: list[str] = []
+        kinds_seen: set[str] = set()
+        for r in reversed(runs):
+            for artifact_id in [*r.answer_artifacts, *r.inputs]:
+                if not self.store.exists(artifact_id, session=session):
+                    continue
+                kind = artifact_id.rsplit("-", 1)[0]
+                if kind not in kinds_seen and kind != "json":
+                    kinds_seen.add(kind)
+                    offered.append(artifact_id)
+        named = self._named_in(request, session)
+        return history, list(dict.fromkeys(named + offered))[:MAX_CONTEXT_ARTIFACTS + len(named)]
+
+    def _named_in(self, request: str, session: str) -> list[str]:
+        ids = re.findall(r"\b(?:text|image|audio|video|time_series|detections|masks|json)-[0-9a-f]{16}\b", request)
+        return [a for a in dict.fromkeys(ids) if self.store.exists(a, session=session)]
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _config(run_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
+
+    def _drive(self, run_id: str, graph_input: Any) -> Iterator[Event]:
+        try:
+            for mode, payload in self.graph.stream(graph_input, self._config(run_id), stream_mode=["custom", "updates"]):
+                if mode == "custom" and isinstance(payload, Event):
+                    yield payload
+                elif mode == "updates" and "__interrupt__" in payload:
+                    waiting = payload["__interrupt__"][0].value["tasks"]
+                    yield Event("approval_needed", run_id, data={"tasks": waiting})
+                    yield Event("run_interrupted", run_id, data={"waiting": waiting})
+                    return
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, AnymodaError) else f"{type(exc).__name__}: {exc}"
+            self.journal.update_run(run_id, status="failed", error=message)
+            yield Event("run_failed", run_id, data={"error": message})
+            return
+        yield from self._final_events(run_id)
+
+    def _final_events(self, run_id: str) -> Iterator[Event]:
+        result = self.result(run_id)
+        if result.error:
+            yield Event("run_failed", run_id, data={"error": result.error})
+        else:
+            yield Event("run_finished", run_id, data={"status": result.status, "answer": result.answer,
+                                                       "artifacts": [a.id for a in result.artifacts],
+                                                       "failures": list(result.failures)})
+
+    def _finish(self, events: Iterator[Event], approve: Any) -> RunResult:
+        run_id = None
+        for event in events:
+            run_id = run_id or event.run
+            if event.type == "run_interrupted" and approve is not None:
+                return self._finish(self.resume_stream(run_id, approve=approve), approve)
+        if run_id is None:
+            raise AnymodaError("the run produced no events")
+        return self.result(run_id)
+
+
+def summary_line(record: RunRecord) -> str:
+    """One earlier turn in a line: what was asked, what came back, and every artifact it made."""
+    answer = " ".join((record.answer or "").split())
+    made = f" made {', '.join(record.answer_artifacts)}" if record.answer_artifacts else ""
+    return f"- asked {record.request[:120]!r}; answered {answer[:160]!r}{made}"
+
+
+class Session:
+    """A conversation: every turn is a run of the same session, so earlier outputs stay referable."""
+
+    def __init__(self, orchestrator: Orchestrator, thread_id: str):
+        self.orchestrator = orchestrator
+        self.id = thread_id
+
+    def send(self, message: str, files: Iterable[Any] = (), *, approve: Any = None) -> RunResult:
+        return self.orchestrator.run(message, files=files, session=self.id, approve=approve)
+
+    def stream(self, message: str, files: Iterable[Any] = ()) -> Iterator[Event]:
+        return self.orchestrator.stream(message, files=files, session=self.id)
+
+    def history(self) -> list[RunRecord]:
+        return self.orchestrator.journal.runs(session=self.id, limit=10_000)
+
+    def artifacts(self, kind: ArtifactKind | str | None = None) -> list[Artifact]:
+        """Everything this session holds (inputs and outputs of every turn), oldest first."""
+        return self.orchestrator.store.list(session=self.id, kind=kind, limit=100_000)
+
+    def attach(self, files: Sequence[str | os.PathLike[str]]) -> list[Artifact]:
+        return self.orchestrator.ingest([Path(f) for f in files], self.id)

@@ -1,0 +1,241 @@
+"""Dependency-driven execution of a validated plan.
+
+A task starts the moment the tasks it takes outputs from have finished, not when a whole level of
+the graph has: LangGraph's own fan-out (``Send``) runs in supersteps, which wait for the slowest
+sibling before anything downstream starts, so on a graph whose branches differ in length the short
+branch's successors idle (``benchmarks/executor_overhead.py`` measures both). The scheduler runs in
+the graph's execute node and hands tasks to a :class:`~orchestrator.runner.TaskRunner`.
+
+Failure isolation: a task that fails (after its retries, for transient errors) fails only the tasks
+downstream of it, which are reported as skipped with the reason; everything else completes.
+Per-task timeouts and cancellation stop waiting for a task (a Python thread cannot be killed, so a
+timed-out local task finishes in the background and its late result is ignored). Each finished task
+is written to the :class:`~orchestrator.journal.RunJournal` at once, which is what makes a resumed
+run skip the work already done.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .events import Event, EventSink, ignore_events
+from .journal import RunJournal
+from .plan import ValidatedPlan
+from .runner import TaskOutcome, TaskRunner, TaskSpec
+from .store import ArtifactStore
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Transient failures are retried: ``attempts`` tries in all, waiting backoff_s, x factor each time."""
+
+    attempts: int = 3
+    backoff_s: float = 0.5
+    factor: float = 2.0
+    max_backoff_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.backoff_s < 0 or self.factor < 1 or self.max_backoff_s < 0:
+            raise ValueError("retry policy: attempts >= 1, backoff_s >= 0, factor >= 1, max_backoff_s >= 0")
+
+    def delay(self, failed_attempt: int) -> float:
+        return min(self.backoff_s * self.factor ** (failed_attempt - 1), self.max_backoff_s)
+
+
+@dataclass(frozen=True)
+class ExecutionPolicy:
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_s: float | None = 3600.0  # per attempt; None waits forever
+    approve_before: frozenset[str] = frozenset()  # tool names that wait for a person's yes before running
+
+    def __post_init__(self) -> None:
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive (or None)")
+
+
+@dataclass
+class TaskResult:
+    """A task's outcome as run state: JSON-able, artifact ids only."""
+
+    tool: str
+    status: str  # done | failed | skipped | cancelled | awaiting_approval
+    outputs: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    attempts: int = 0
+    seconds: float = 0.0
+    model: str | None = None
+    resumed: bool = False  # finished in an earlier attempt at this run, not re-run
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskResult:
+        return cls(**data)
+
+
+def resolve_arguments(validated: ValidatedPlan, task_id: str, results: dict[str, TaskResult]) -> dict[str, Any]:
+    """The task's arguments with every reference replaced by the artifact id it points at."""
+    task = next(t for t in validated.plan.tasks if t.id == task_id)
+    arguments = dict(task.args)
+    for (referring, argument), reference in validated.references.items():
+        if referring == task_id:
+            arguments[argument] = results[reference.task].outputs[reference.output]
+    return arguments
+
+
+def finished_in_journal(journal: RunJournal, run_id: str, validated: ValidatedPlan, store: ArtifactStore,
+                        session: str) -> dict[str, TaskResult]:
+    """Tasks an earlier attempt at this run finished, whose outputs are all still in the store."""
+    tools = {t.id: t.tool for t in validated.plan.tasks}
+    found: dict[str, TaskResult] = {}
+    for record in journal.tasks(run_id):
+        if record.status != "done" or tools.get(record.task) != record.tool:
+            continue
+        if all(store.exists(artifact_id, session=session) for artifact_id in record.outputs.values()):
+            found[record.task] = TaskResult(record.tool, "done", dict(record.outputs), None, record.attempts,
+                                            record.seconds or 0.0, record.model, resumed=True)
+    return found
+
+
+class PlanExecutor:
+    """Runs one validated plan to the end (or to the approvals it waits for); see the module docstring."""
+
+    def __init__(self, runner: TaskRunner, journal: RunJournal, store: ArtifactStore, *,
+                 policy: ExecutionPolicy | None = None, emit: EventSink = ignore_events):
+        self.runner = runner
+        self.journal = journal
+        self.store = store
+        self.policy = policy or ExecutionPolicy()
+        self.emit = emit
+
+    def execute(self, run_id: str, session: str, validated: ValidatedPlan, *, approvals: dict[str, bool] | None = None,
+                cancel: threading.Event | None = None) -> dict[str, TaskResult]:
+        approvals = approvals or {}
+        cancel = cancel or threading.Event()
+        tasks = {t.id: t for t in validated.plan.tasks}
+        results = finished_in_journal(self.journal, run_id, validated, self.store, session)
+        self.journal.forget_unfinished_tasks(run_id)
+        for task_id, result in results.items():
+            self.emit(Event("task_finished", run_id, task_id, {"tool": result.tool, "outputs": result.outputs,
+                                                                "seconds": result.seconds, "resumed": True}))
+        inbox: queue.Queue[tuple] = queue.Queue()
+        running: dict[str, tuple[int, float | None, Future[TaskOutcome]]] = {}  # task -> (attempt, deadline, future)
+        retry_at: dict[str, tuple[int, float]] = {}  # task -> (next attempt, when)
+        attempts: dict[str, int] = {}
+
+        def finish(task_id: str, result: TaskResult, event: str, **data: Any) -> None:
+            results[task_id] = result
+            self.journal.task_finished(run_id, task_id, result.tool, result.status, attempts=result.attempts,
+                                       outputs=result.outputs, model=result.model, error=result.error)
+            self.emit(Event(event, run_id, task_id, {"tool": result.tool, "outputs": result.outputs,
+                                                     "error": result.error, "seconds": result.seconds,
+                                                     "attempts": result.attempts, **data}))
+
+        def start(task_id: str, attempt: int) -> None:
+            task = tasks[task_id]
+            arguments = resolve_arguments(validated, task_id, results)
+            spec = TaskSpec(run_id, task_id, task.tool, arguments, session, attempt=attempt)
+            attempts[task_id] = attempt
+            self.journal.task_started(run_id, task_id, task.tool, arguments, attempt)
+            self.emit(Event("task_started", run_id, task_id, {"tool": task.tool, "arguments": arguments,
+                                                               "attempt": attempt}))
+
+            def progress(done: float, total: float | None, message: str, task_id: str = task_id) -> None:
+                inbox.put(("progress", task_id, attempt, (done, total, message)))
+
+            future = self.runner.submit(spec, progress)
+            deadline = time.monotonic() + self.policy.timeout_s if self.policy.timeout_s else None
+            running[task_id] = (attempt, deadline, future)
+            future.add_done_callback(lambda f, task_id=task_id, attempt=attempt: inbox.put(("done", task_id, attempt, f)))
+
+        while True:
+            if cancel.is_set():
+                for task_id, (attempt, _, future) in list(running.items()):
+                    future.cancel()
+                    finish(task_id, TaskResult(tasks[task_id].tool, "cancelled", error="the run was cancelled",
+                                               attempts=attempt), "task_cancelled")
+                running.clear()
+                for task_id in tasks:
+                    if task_id not in results:
+                        finish(task_id, TaskResult(tasks[task_id].tool, "cancelled", error="the run was cancelled"),
+                               "task_cancelled")
+                return results
+
+            now = time.monotonic()
+            for task_id, (attempt, when) in list(retry_at.items()):
+                if when <= now:
+                    del retry_at[task_id]
+                    start(task_id, attempt)
+            for task_id in validated.order:
+                if task_id in results or task_id in running or task_id in retry_at:
+                    continue
+                dependencies = validated.dependencies[task_id]
+                blocked = [d for d in dependencies if d in results and results[d].status not in ("done", "awaiting_approval")]
+                if blocked:
+                    cause = blocked[0]
+                    finish(task_id, TaskResult(tasks[task_id].tool, "skipped",
+                                               error=f"not run: {cause} ({results[cause].tool}) {results[cause].status}"),
+                           "task_skipped", because=cause)
+                    continue
+                if not all(d in results and results[d].status == "done" for d in dependencies):
+                    continue
+                tool = tasks[task_id].tool
+                if tool in self.policy.approve_before:
+                    decision = approvals.get(task_id)
+                    if decision is None:
+                        results[task_id] = TaskResult(tool, "awaiting_approval")
+                        self.journal.task_finished(run_id, task_id, tool, "awaiting_approval")
+                        continue
+                    if decision is False:
+                        finish(task_id, TaskResult(tool, "skipped", error="not run: a person declined it"), "task_skipped")
+                        continue
+                start(task_id, 1)
+
+            if not running and not retry_at:
+                return results
+
+            deadlines = [d for _, d, _ in running.values() if d is not None] + [w for _, w in retry_at.values()]
+            wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            try:
+                kind, task_id, attempt, payload = inbox.get(timeout=min(wait, 0.5) if wait is not None else 0.5)
+            except queue.Empty:
+                kind = None
+            if kind == "progress":
+                if task_id in running and running[task_id][0] == attempt:
+                    done, total, message = payload
+                    self.emit(Event("task_progress", run_id, task_id, {"done": done, "total": total, "message": message}))
+            elif kind == "done" and task_id in running and running[task_id][0] == attempt:
+                del running[task_id]
+                self._settle(run_id, task_id, tasks[task_id].tool, attempt, payload, finish, retry_at)
+            now = time.monotonic()
+            for task_id, (attempt, deadline, future) in list(running.items()):
+                if deadline is not None and now >= deadline:
+                    del running[task_id]
+                    future.cancel()
+                    finish(task_id, TaskResult(tasks[task_id].tool, "failed", attempts=attempt,
+                                               error=f"timed out after {self.policy.timeout_s:g} s"), "task_failed")
+
+    def _settle(self, run_id: str, task_id: str, tool: str, attempt: int, future: Future[TaskOutcome], finish,
+                retry_at: dict[str, tuple[int, float]]) -> None:
+        try:
+            outcome = future.result()
+        except Exception as exc:  # noqa: BLE001 - a runner that raised instead of reporting
+            outcome = TaskOutcome(False, error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+        if outcome.ok:
+            finish(task_id, TaskResult(tool, "done", dict(outcome.outputs), None, attempt, outcome.seconds, outcome.model),
+                   "task_finished")
+            return
+        if outcome.transient and attempt < self.policy.retry.attempts:
+            delay = self.policy.retry.delay(attempt)
+            retry_at[task_id] = (attempt + 1, time.monotonic() + delay)
+            self.emit(Event("task_retry", run_id, task_id, {"tool": tool, "error": outcome.error, "attempt": attempt,
+                                                             "retry_in_s": delay}))
+            return
+        finish(task_id, TaskResult(tool, "failed", error=outcome.error, attempts=attempt, seconds=outcome.seconds),
+               "task_failed")
