@@ -127,24 +127,30 @@ class PlanExecutor:
         inbox: queue.Queue[tuple] = queue.Queue()
         running: dict[str, tuple[int, float | None, Future[TaskOutcome]]] = {}  # task -> (attempt, deadline, future)
         retry_at: dict[str, tuple[int, float]] = {}  # task -> (next attempt, when)
-        attempts: dict[str, int] = {}
+
+        # Bookkeeping (journal rows, events) waits until the tasks a result unblocks have been handed
+        # to the runner: it is off the critical path that way. A crash in between re-runs at most those.
+        deferred: list[Any] = []
+
+        def flush() -> None:
+            while deferred:
+                deferred.pop(0)()
 
         def finish(task_id: str, result: TaskResult, event: str, **data: Any) -> None:
             results[task_id] = result
-            self.journal.task_finished(run_id, task_id, result.tool, result.status, attempts=result.attempts,
-                                       outputs=result.outputs, model=result.model, error=result.error)
-            self.emit(Event(event, run_id, task_id, {"tool": result.tool, "outputs": result.outputs,
-                                                     "error": result.error, "seconds": result.seconds,
-                                                     "attempts": result.attempts, **data}))
+
+            def record() -> None:
+                self.journal.task_finished(run_id, task_id, result.tool, result.status, attempts=result.attempts,
+                                           outputs=result.outputs, model=result.model, error=result.error)
+                self.emit(Event(event, run_id, task_id, {"tool": result.tool, "outputs": result.outputs,
+                                                         "error": result.error, "seconds": result.seconds,
+                                                         "attempts": result.attempts, **data}))
+            deferred.append(record)
 
         def start(task_id: str, attempt: int) -> None:
             task = tasks[task_id]
             arguments = resolve_arguments(validated, task_id, results)
             spec = TaskSpec(run_id, task_id, task.tool, arguments, session, attempt=attempt)
-            attempts[task_id] = attempt
-            self.journal.task_started(run_id, task_id, task.tool, arguments, attempt)
-            self.emit(Event("task_started", run_id, task_id, {"tool": task.tool, "arguments": arguments,
-                                                               "attempt": attempt}))
 
             def progress(done: float, total: float | None, message: str, task_id: str = task_id) -> None:
                 inbox.put(("progress", task_id, attempt, (done, total, message)))
@@ -153,6 +159,12 @@ class PlanExecutor:
             deadline = time.monotonic() + self.policy.timeout_s if self.policy.timeout_s else None
             running[task_id] = (attempt, deadline, future)
             future.add_done_callback(lambda f, task_id=task_id, attempt=attempt: inbox.put(("done", task_id, attempt, f)))
+
+            def record() -> None:
+                self.journal.task_started(run_id, task_id, task.tool, arguments, attempt)
+                self.emit(Event("task_started", run_id, task_id, {"tool": task.tool, "arguments": arguments,
+                                                                   "attempt": attempt}))
+            deferred.append(record)
 
         while True:
             if cancel.is_set():
@@ -165,6 +177,7 @@ class PlanExecutor:
                     if task_id not in results:
                         finish(task_id, TaskResult(tasks[task_id].tool, "cancelled", error="the run was cancelled"),
                                "task_cancelled")
+                flush()
                 return results
 
             now = time.monotonic()
@@ -197,6 +210,7 @@ class PlanExecutor:
                         continue
                 start(task_id, 1)
 
+            flush()
             if not running and not retry_at:
                 return results
 

@@ -72,7 +72,7 @@ def run_tool(
 ) -> ToolRun:
     """Run ``tool`` on artifact ids / literals and store what it produces."""
     artifacts, params = resolve_inputs(tool, arguments, store, session=session, task=task)
-    values = {name: store.load(artifact.id, session=session) for name, artifact in artifacts.items()}
+    values = {name: store.decode(artifact) for name, artifact in artifacts.items()}
     tool.validate(values, params)
     started = time.perf_counter()
     try:
