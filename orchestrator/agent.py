@@ -162,14 +162,17 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ running
 
-    def stream(self, request: str, *, files: Iterable[Any] = (), session: str = DEFAULT_SESSION,
+    def stream(self, request: str, *, files: Iterable[Any] = (), session: str | None = None,
                plan: Plan | dict[str, Any] | None = None, run_id: str | None = None) -> Iterator[Event]:
-        """Start a run and yield its events until it finishes or waits for an approval."""
-        session = check_session_id(session)
+        """Start a run and yield its events until it finishes or waits for an approval.
+
+        Without ``session`` the run is a conversation of its own (its session id is its run id);
+        give one (or use :meth:`session`) for turns that build on each other."""
+        run_id = run_id or new_run_id()
+        session = check_session_id(session if session is not None else run_id)
         if not isinstance(request, str) or (not request.strip() and plan is None):
             raise InvalidInputError("the request is empty")
         inputs = self.ingest(files, session)
-        run_id = run_id or new_run_id()
         history, context = self.session_context(session, request)
         state: dict[str, Any] = {"run": run_id, "session": session, "request": request.strip(),
                                  "inputs": [a.id for a in inputs], "context": [a for a in context if a not in
@@ -182,7 +185,7 @@ class Orchestrator:
                                                   "inputs": state["inputs"], "context": state["context"]})
         yield from self._drive(run_id, state)
 
-    def run(self, request: str, *, files: Iterable[Any] = (), session: str = DEFAULT_SESSION,
+    def run(self, request: str, *, files: Iterable[Any] = (), session: str | None = None,
             plan: Plan | dict[str, Any] | None = None, approve: Any = None) -> RunResult:
         """Run to the end. ``approve`` answers approval requests: a bool, or a callable taking the
         waiting tasks and returning a decision; None leaves the run waiting (resume it later)."""

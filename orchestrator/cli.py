@@ -1,5 +1,8 @@
 """The ``anymoda`` command line.
 
+    anymoda run "REQUEST" [--file F ...] [--out DIR]  plan, run and answer a request (live task tree)
+    anymoda chat [--session ID]                   multi-turn; /attach FILE; earlier outputs stay referable
+    anymoda runs list|show RUN|resume RUN         a run's plan, tasks, timings, lineage; continue a run
     anymoda tools [--json]                       what is registered, and whether it can run here
     anymoda tool NAME --INPUT VALUE ... [-o OUT]  run one tool on files, artifact ids or literals
     anymoda demo [--out DIR]                      the offline default experts end to end on generated inputs
@@ -30,6 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .artifacts import Artifact, ArtifactKind, is_artifact_id
+from .cli_agent import add_agent_commands
 from .codecs import EXTENSION_KINDS
 from .config import current_settings
 from .errors import AnymodaError, InvalidInputError
@@ -329,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anymoda", description="Any-to-any multimodal orchestrator.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_agent_commands(commands)
     tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")
     tools.add_argument("--json", action="store_true", help="print full tool cards with JSON schemas")
     tools.set_defaults(handler=cmd_tools)

@@ -68,7 +68,8 @@ def failure_lines(validated: ValidatedPlan, results: dict[str, TaskResult]) -> l
     return lines
 
 
-def describe_result(store: ArtifactStore, session: str, artifact_id: str, limit: int = MAX_RESULT_CHARS) -> str:
+def describe_result(store: ArtifactStore, session: str, artifact_id: str, limit: int = MAX_RESULT_CHARS, *,
+                    delivered: bool = True) -> str:
     """How one output is shown to the composer: a text's content (quoted, cut to ``limit``), else a summary."""
     artifact = store.get(artifact_id, session=session)
     name = f"{artifact.metadata.get('tool', 'input')}.{artifact.metadata.get('output', artifact.kind.value)}"
@@ -77,7 +78,13 @@ def describe_result(store: ArtifactStore, session: str, artifact_id: str, limit:
         if len(text) > limit:
             text = text[:limit] + f" [... {len(text) - limit} more characters]"
         return f"{name} = {text!r}"
-    return f"{name} = {artifact.describe()}"
+    # Only what a person would say about the file: sample rates and byte counts get parroted as answers.
+    facts = [f"{artifact.metadata['duration_s']:.1f} s" if "duration_s" in artifact.metadata else "",
+             f"{artifact.metadata['width']}x{artifact.metadata['height']}" if "width" in artifact.metadata else ""]
+    detail = ", ".join(f for f in facts if f)
+    article = "an" if artifact.kind.value[0] in "aeiou" else "a"
+    return (f"{name} = ({article} {artifact.kind.value.replace('_', ' ')} file{', ' + detail if detail else ''}"
+            f"{', attached to the reply' if delivered else ''})")
 
 
 def strike_unknown_ids(text: str, known: set[str]) -> tuple[str, list[str]]:
@@ -119,7 +126,8 @@ class Composer:
         for task_id in validated.order:
             result = results.get(task_id)
             if result is not None and result.status == "done":
-                lines += [f"[{task_id}] {describe_result(store, session, a)}" for a in result.outputs.values()]
+                lines += [f"[{task_id}] {describe_result(store, session, a, delivered=a in delivered)}"
+                          for a in result.outputs.values()]
         known = set(inputs) | {a for r in results.values() for a in r.outputs.values()}
         if self.backend is not None:
             try:

@@ -10,6 +10,7 @@ spectrogram) are written next to the sounds.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -116,4 +117,23 @@ def run_demo(out_dir: Path, console: Console | None = None) -> int:
     console.print(f"Answer: [bold]{answer_text}[/]")
     console.print(f"Files in {out_dir.resolve()}: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
     console.print(f"Lineage of the spoken answer: `anymoda artifacts show {said.outputs['audio'].id}`")
-    return 0
+    return run_agent_request(out_dir, receipt_path, console)
+
+
+AGENT_REQUEST = "Read the receipt and tell me the total out loud"
+
+
+def run_agent_request(out_dir: Path, receipt_path: Path, console: Console) -> int:
+    """The same receipt through the agent: the planner LLM writes the plan, the executor runs it, the
+    LLM composes the answer; everything on the packaged weights (offline), whatever the config says."""
+    from .agent import Orchestrator
+    from .cli_agent import save_artifacts, show_run
+
+    console.rule(f"[bold]The agent[/]: anymoda run {AGENT_REQUEST!r} --file receipt.png")
+    orchestrator = Orchestrator(settings=dataclasses.replace(current_settings(), offline=True))
+    view = show_run(orchestrator.stream(AGENT_REQUEST, files=[receipt_path]), request=AGENT_REQUEST)
+    result = orchestrator.result(view.run_id)
+    for path in save_artifacts(orchestrator, result, str(out_dir / "agent")):
+        console.print(f"saved {path}")
+    console.print(f"The run's plan, timings and lineage: `anymoda runs show {result.run_id}`")
+    return 0 if result.status == "done" and not result.error else 1

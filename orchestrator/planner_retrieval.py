@@ -184,7 +184,15 @@ def request_clauses(request: str) -> list[str]:
 
     masked = re.sub(r"'[^']{3,}'|\"[^\"]{3,}\"", hide, request)
     clauses = [c.strip() for c in _CLAUSES.split(masked) if c and len(c.split()) >= 2]
-    return [re.sub(r"QUOTE(\d+)", lambda m: quoted[int(m.group(1))], c) for c in clauses]
+    split: list[str] = []
+    for clause in clauses:
+        # "tell me the total out loud" asks for two steps: find the answer, then speak it.
+        match = _ASK_ALOUD.match(clause)
+        split += [match["ask"], "say it out loud"] if match else [clause]
+    return [re.sub(r"QUOTE(\d+)", lambda m: quoted[int(m.group(1))], c) for c in split]
+
+
+_ASK_ALOUD = re.compile(r"^(?P<ask>(?:tell|give|show)\s+(?:me|us)\b.+?)\s+(?:out\s+loud|aloud)[.!?]?$", re.IGNORECASE)
 
 
 class ToolHinter:

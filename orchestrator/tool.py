@@ -184,6 +184,9 @@ class Tool:
     family: ClassVar[str | None] = None  # tools of one family with one model share a pool entry
     thread_safe: ClassVar[bool] = True
     uses_torch_device: ClassVar[bool] = False  # False: the runtime picks its own device (ONNX, CTranslate2 on CPU)
+    # A packaged model id used when the default model is not here and the hub may not be asked
+    # (offline); never replaces a model the caller or the config chose.
+    offline_fallback: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -195,6 +198,7 @@ class Tool:
     ):
         self.settings = settings or current_settings()
         self.model_id = model or self.settings.model_for(self.name, self.default_model)
+        self._may_fall_back = model is None and self.name not in self.settings.models and self.offline_fallback is not None
         self._pool = pool
         self._device_preference = device or self.settings.device
         self._source: ModelSource | None = None
@@ -250,7 +254,20 @@ class Tool:
             )
         if self._source is not None:
             return self._source
-        source = resolve_model(
+        try:
+            source = self._resolve(download)
+        except ModelNotAvailableError:
+            if not (self._may_fall_back and self.settings.offline):
+                raise
+            self.model_id = self.offline_fallback
+            self._may_fall_back = False
+            source = self._resolve(download)
+        if source.origin != "hub" or download:
+            self._source = source
+        return source
+
+    def _resolve(self, download: bool) -> ModelSource:
+        return resolve_model(
             self.model_id,
             tool=self.name,
             packaged=self.packaged_weights(),
@@ -259,9 +276,6 @@ class Tool:
             download=download,
             install_hint=self.install_hint,
         )
-        if source.origin != "hub" or download:
-            self._source = source
-        return source
 
     def available(self) -> Availability:
         """Can this tool run here, and if not, why (nothing is downloaded or loaded)."""

@@ -674,6 +674,7 @@ class _CausalLMTool(Tool):
     uses_torch_device = True
     family = "causal-lm"  # text generation and chat share one loaded model
     thread_safe = False  # generate() samples from torch's global generator, seeded per call
+    offline_fallback = QWEN_CODER_05B  # packaged with the offline extra: a machine without the hub still has an LLM
 
     def packaged_weights(self):
         # The offline extra ships Qwen2.5-Coder-0.5B-Instruct as GGUF; it is converted once to a cached checkpoint.
@@ -760,10 +761,14 @@ class TextGeneration(_CausalLMTool):
     task = "text-generation"
     description = (
         "Write text from a prompt with a causal language model (Qwen2.5-0.5B-Instruct by default): answer an "
-        "instruction, draft, rewrite, continue. Instruct models get the prompt as one user turn through their "
+        "instruction or a question about a given text (context), draft, rewrite, continue. Instruct models get the prompt as one user turn through their "
         "chat template. Bounded by max_new_tokens; deterministic for a given seed."
     )
-    inputs = {"prompt": Input(ArtifactKind.TEXT, "the instruction or text to continue")}
+    inputs = {
+        "prompt": Input(ArtifactKind.TEXT, "the instruction or text to continue"),
+        "context": Input(ArtifactKind.TEXT, "a text the instruction is about (a transcript, OCR text, a caption), "
+                                            "given to the model before the instruction", required=False),
+    }
     outputs = {"text": Output(ArtifactKind.TEXT, "the generated text (without the prompt)")}
     params = {
         **_generation_params(),
@@ -774,6 +779,9 @@ class TextGeneration(_CausalLMTool):
 
     def run(self, loaded: _Loaded, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         prompt = _text_input(self.name, inputs, "prompt")
+        if inputs.get("context") is not None:
+            # The instruction comes after the material so that it is the last thing the model reads.
+            prompt = f"Text:\n{_text_input(self.name, inputs, 'context')}\n\nInstruction: {prompt}"
         templated = bool(params["use_chat_template"] and getattr(loaded.tokenizer, "chat_template", None))
         text = self._render(loaded, [{"role": "user", "content": prompt}]) if templated else prompt
         self._check_room(loaded, len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]), params, "prompt")
