@@ -112,7 +112,8 @@ class Orchestrator:
                 from .planner import Planner
 
                 self._planner = Planner(LocalLLMBackend(settings=self.settings), self.registry, store=self.store,
-                                        prefer_available="local" if self.settings.offline else True)
+                                        prefer_available="local" if self.settings.offline else True,
+                                        settings=self.settings)
             return self._planner
 
     @property

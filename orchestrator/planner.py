@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .artifacts import Artifact, ArtifactKind
+from .config import Settings
 from .errors import AnymodaError, InvalidInputError
 from .plan import Plan, PlanTask, ValidatedPlan, parse_reference, plan_json_schema, validate_plan
 from .plan_syntax import CompactSyntax, PlanInput, plan_inputs
@@ -192,7 +193,7 @@ class Planner:
                  store: ArtifactStore | None = None, constrain: bool = True, syntax: str = "auto",
                  demos: DemoSelector | None | str = "default", num_demos: int = 4, shortlist_size: int = 40,
                  embedder: Embedder | None = None, prefer_available: bool | str = False, max_tasks: int = 8,
-                 hints: bool = True, stop_bias: float = 2.0, prune: bool = True):
+                 hints: bool = True, stop_bias: float = 2.0, prune: bool = True, settings: Settings | None = None):
         if max_repairs < 0:
             raise ValueError("max_repairs must not be negative")
         if syntax not in SYNTAXES:
@@ -215,6 +216,7 @@ class Planner:
         self.hints = hints
         self.stop_bias = stop_bias
         self.prune = prune
+        self.settings = settings  # whose models and cache decide what runs here (None: the process's)
         self._hinters: dict[tuple[str, ...], ToolHinter] = {}
 
     @property
@@ -235,7 +237,8 @@ class Planner:
     def tools_for(self, request: str, kinds: Sequence[ArtifactKind]) -> list[type[Tool]]:
         tools = list(self.registry)
         if self.prefer_available:
-            runnable = [tool for tool in tools if runs_here(tool, local_only=self.prefer_available == "local")]
+            runnable = [tool for tool in tools if runs_here(tool, local_only=self.prefer_available == "local",
+                                                             settings=self.settings)]
             tools = runnable or tools
         return shortlist_tools(request, tools, kinds, self.embedder, self.shortlist_size)
 
@@ -347,9 +350,9 @@ class Planner:
             warm([self.system_message(list(self.registry))])
 
 
-def runs_here(tool: type[Tool], *, local_only: bool = False) -> bool:
+def runs_here(tool: type[Tool], *, local_only: bool = False, settings: Settings | None = None) -> bool:
     """The tool can run now; ``local_only``: without downloading anything first."""
-    availability = tool().available()
+    availability = tool(settings=settings).available()
     return availability.ok and not (local_only and availability.source is not None and availability.source.origin == "hub")
 
 
