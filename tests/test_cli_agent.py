@@ -1,0 +1,122 @@
+"""`anymoda run`, `chat` and `runs list|show|resume` through ``orchestrator.cli.main``, on stub tools.
+
+The planner is replaced by a small rule-based one (paint the colour named, or brighten the image
+offered) so these tests check the commands, not an LLM; everything else is the real orchestrator.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import cli_agent
+from orchestrator.agent import Orchestrator
+from orchestrator.artifacts import ArtifactKind
+from orchestrator.cli import main
+from orchestrator.compose import Composer
+from orchestrator.plan import Plan, validate_plan
+from orchestrator.planner import Attempt, PlanResult
+from orchestrator.registry import ToolRegistry
+from orchestrator.stub_tools import STUB_TOOLS
+
+
+class RulePlanner:
+    """Brighten the first image offered, else paint the request's colour."""
+
+    def __init__(self, registry: ToolRegistry):
+        self.registry = registry
+        self.seen_context: list[str] = []
+
+    def plan(self, request, *, artifacts=(), session=None, context=""):
+        self.seen_context.append(context)
+        image = next((a for a in artifacts if a.kind is ArtifactKind.IMAGE), None)
+        if image is not None:
+            task = {"id": "t1", "tool": "stub-brighten", "args": {"image": image.id}}
+        else:
+            task = {"id": "t1", "tool": "stub-paint", "args": {"text": request}}
+        plan = Plan.from_json({"tasks": [task]})
+        return PlanResult(validate_plan(plan, self.registry), (Attempt(json.dumps(plan.to_json()), (), 0.01),))
+
+
+@pytest.fixture
+def agent_cli(settings, monkeypatch):
+    registry = ToolRegistry(STUB_TOOLS)
+    planner = RulePlanner(registry)
+    made: list[Orchestrator] = []
+
+    def build(args) -> Orchestrator:
+        orchestrator = Orchestrator(settings=settings, registry=registry, planner=planner, composer=Composer(None),
+                                    approve_before=args.approve_before or ())
+        made.append(orchestrator)
+        return orchestrator
+
+    monkeypatch.setattr(cli_agent, "_orchestrator", build)
+    monkeypatch.setenv("COLUMNS", "300")
+    return {"planner": planner, "made": made}
+
+
+def run_cli(capsys, *argv: Any) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_run_prints_the_answer_and_saves_the_artifacts(agent_cli, capsys, tmp_path: Path):
+    code, out, err = run_cli(capsys, "run", "paint it red", "--out", tmp_path / "out", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "done" and result["artifacts"][0]["kind"] == "image"
+    assert "stub-paint made" in result["answer"]
+    saved = tmp_path / "out" / "t1-image.png"
+    assert saved.is_file() and saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_list_and_show_give_plan_tasks_timings_and_lineage(agent_cli, capsys, tmp_path: Path):
+    code, out, _ = run_cli(capsys, "run", "paint it blue", "--json")
+    run_id = json.loads(out)["run"]
+    code, out, _ = run_cli(capsys, "runs", "list")
+    assert code == 0 and run_id in out
+    code, out, _ = run_cli(capsys, "runs", "show", run_id, "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "done" and shown["plan"]["tasks"][0]["tool"] == "stub-paint"
+    (task,) = shown["tasks"]
+    assert task["status"] == "done" and task["seconds"] >= 0 and task["outputs"]["image"].startswith("image-")
+    code, out, _ = run_cli(capsys, "runs", "show", run_id)
+    assert code == 0 and "stub-paint" in out and "<-" in out  # the output's lineage: made from the request text
+
+
+def test_run_waiting_for_approval_exits_3_and_resumes_with_approve(agent_cli, capsys, tmp_path: Path):
+    code, out, err = run_cli(capsys, "run", "paint it green", "--approve-before", "stub-paint")
+    assert code == 3, err
+    assert "runs resume" in " ".join(err.split())
+    run_id = agent_cli["made"][-1].journal.runs()[-1].id
+    assert agent_cli["made"][-1].journal.get_run(run_id).status == "awaiting_approval"
+    code, out, err = run_cli(capsys, "runs", "resume", run_id, "--approve", "--out", tmp_path / "approved")
+    assert code == 0, err
+    assert (tmp_path / "approved" / "t1-image.png").is_file()
+    assert agent_cli["made"][-1].journal.get_run(run_id).status == "done"
+
+
+def test_runs_show_of_an_unknown_run_exits_2(agent_cli, capsys):
+    code, _, err = run_cli(capsys, "runs", "show", "run-0123456789abcdef")
+    assert code == 2 and "no run" in err
+    code, _, err = run_cli(capsys, "runs", "show", "../etc/passwd")
+    assert code == 2 and "not a run id" in err
+
+
+def test_chat_turns_build_on_earlier_outputs(agent_cli, capsys, monkeypatch, tmp_path: Path):
+    lines = iter(["paint it red", "make it brighter", "/artifacts", "/history", "/attach /no/such/file.png", "/quit"])
+    monkeypatch.setattr(cli_agent.console, "input", lambda prompt="": next(lines))
+    code, out, err = run_cli(capsys, "chat", "--session", "cli-chat")
+    assert code == 0, err
+    orchestrator = agent_cli["made"][-1]
+    first, second = orchestrator.journal.runs(session="cli-chat")
+    painted = orchestrator.store.get(first.answer_artifacts[0], session="cli-chat")
+    brightened = orchestrator.store.get(second.answer_artifacts[0], session="cli-chat")
+    assert brightened.parents == (painted.id,)  # "it" was the first turn's image
+    assert "paint it red" in agent_cli["planner"].seen_context[-1]  # the second turn saw the first
+    assert painted.id in err and "does not exist" in err  # /artifacts listed it; the bad /attach did not end the chat
