@@ -120,6 +120,7 @@ def show_run(events: Iterator[Event], *, live: bool = True, request: str = "") -
         for event in events:
             view.apply(event)
             display.update(view.render())
+    console.print()  # Live leaves the cursor at the end of its last line
     return view
 
 
