@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,7 @@ class GrammarDecoder:
         self._lock = threading.Lock()
         self._cache = None
         self._cached_ids: list[int] = []
+        self._spare: tuple[list[int], Any] | None = None  # (ids, cache) of the other recent prompt
         self._ll_tokenizer = None
 
     # ------------------------------------------------------------------ public
@@ -178,11 +180,20 @@ class GrammarDecoder:
         """Reuse the cached prefix, run the rest; returns the next-token logits and how much was run."""
         from transformers import DynamicCache
 
-        common = 0
-        limit = min(len(self._cached_ids), len(prompt) - 1)  # at least one token must run, for its logits
-        while common < limit and self._cached_ids[common] == prompt[common]:
-            common += 1
+        def shared(ids: list[int]) -> int:
+            common, limit = 0, min(len(ids), len(prompt) - 1)  # at least one token must run, for its logits
+            while common < limit and ids[common] == prompt[common]:
+                common += 1
+            return common
+
+        # Two prompts alternate in an agent (the planner's and the composer's): a second cache keeps the
+        # other one's prefix, so neither re-runs its long system prompt every turn.
+        if self._spare is not None and shared(self._spare[0]) > shared(self._cached_ids):
+            (self._spare, (self._cached_ids, self._cache)) = ((self._cached_ids, self._cache), self._spare)
+        common = shared(self._cached_ids)
         if self._cache is None or common == 0:
+            if self._cache is not None and self._cached_ids:
+                self._spare = (self._cached_ids, self._cache)
             self._cache, self._cached_ids = DynamicCache(config=self.model.config), []
         else:
             self._truncate(common)

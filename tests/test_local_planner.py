@@ -125,6 +125,15 @@ def test_decoder_drafts_and_cache_do_not_change_greedy_output(tiny_llm, registry
     assert again.prefill_tokens == 1 and first.prefill_tokens == len(prompt)
     assert first.forced_tokens > 0
 
+    # Two prompts taking turns (planner, composer) each keep their cached prefix, and outputs do not change.
+    other = tokenizer("a completely different system prompt for writing answers from results")["input_ids"]
+    other_first = fresh.generate(other, max_new_tokens=5)
+    back = fresh.generate(prompt, segments=grammar, max_new_tokens=600)
+    other_again = fresh.generate(other, max_new_tokens=5)
+    assert other_first.prefill_tokens == len(other)
+    assert back.prefill_tokens == 1 and back.text == first.text
+    assert other_again.prefill_tokens == 1 and other_again.token_ids == other_first.token_ids
+
 
 def test_bench_runs_ours_and_the_naive_baseline_on_a_case_file(tiny_llm, tmp_path, capsys):
     cases = tmp_path / "cases.jsonl"
