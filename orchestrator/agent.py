@@ -201,6 +201,15 @@ class Orchestrator:
         record = self.journal.get_run(check_run_id(run_id))
         config = self._config(run_id)
         snapshot = self.graph.get_state(config)
+        if snapshot.values and not snapshot.next and record.status == "cancelled":
+            # A cancelled run went on to answer with what it had, so its graph has ended; continuing it
+            # means running execute again (the journal keeps the tasks that finished) as if validate had
+            # just completed, and answering anew.
+            self._cancel_events.pop(run_id, None)
+            self.graph.update_state(config, None, as_node="validate")
+            self.journal.update_run(run_id, status="running")
+            yield from self._drive(run_id, None)
+            return
         if snapshot.values and not snapshot.next:
             yield from self._final_events(run_id)
             return

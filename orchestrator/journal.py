@@ -200,9 +200,11 @@ class RunJournal:
     # ------------------------------------------------------------------ tasks
 
     def task_started(self, run_id: str, task_id: str, tool: str, arguments: dict[str, Any], attempt: int) -> None:
+        # The tool is updated too (here and in task_finished): a row an earlier plan left under this
+        # task id must not name a tool other than the one that ran, or every resume would re-run it.
         self._db().execute(
             "INSERT INTO tasks VALUES (?, ?, ?, 'running', ?, ?, '{}', NULL, NULL, ?, NULL) "
-            "ON CONFLICT(run, task) DO UPDATE SET status = 'running', attempts = excluded.attempts, "
+            "ON CONFLICT(run, task) DO UPDATE SET tool = excluded.tool, status = 'running', attempts = excluded.attempts, "
             "arguments = excluded.arguments, error = NULL, started_at = excluded.started_at, finished_at = NULL",
             (run_id, task_id, tool, attempt, json.dumps(arguments, default=str), time.time()),
         )
@@ -215,7 +217,8 @@ class RunJournal:
         now = time.time()
         self._db().execute(
             "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?) "
-            "ON CONFLICT(run, task) DO UPDATE SET status = excluded.status, attempts = MAX(tasks.attempts, excluded.attempts), "
+            "ON CONFLICT(run, task) DO UPDATE SET tool = excluded.tool, status = excluded.status, "
+            "attempts = MAX(tasks.attempts, excluded.attempts), "
             "outputs = excluded.outputs, model = excluded.model, error = excluded.error, finished_at = excluded.finished_at",
             (run_id, task_id, tool, status, attempts, json.dumps(arguments or {}, default=str), json.dumps(outputs or {}),
              model, error, now),

@@ -1,0 +1,103 @@
+"""A run to be killed: tests/test_agent.py starts this as a child process and kill -9s it mid-run.
+
+    python tests/crash_child.py HOME
+
+starts the plan of :func:`crash_plan` in a fresh run under ``HOME``, prints the run id (one line)
+and drives the run until it is killed. :class:`GatedWait` is the test-only tool of that plan: it
+notes every execution in ``HOME/executions.log`` (one line per call: the label), and a call with a
+``gate`` waits until that file exists, so the test decides when the slow task may finish. The
+test process imports this module too (same tool class in both processes, so the resumed run
+finds the tool the crashed one planned with).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.artifacts import ArtifactKind
+from orchestrator.tool import Input, Output, Param, WeightlessTool
+
+GATE_LIMIT_S = 60.0  # a gated call gives up after this long (the test kills the child well before)
+
+
+class _Sleeper:
+    """The tool's "model". Its declared size keeps the model pool from importing torch to measure it
+    (two seconds of the child's start-up, in a process that has no other use for torch)."""
+
+    anymoda_size_bytes = 0
+
+    def __call__(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class GatedWait(WeightlessTool):
+    name = "gated-wait"
+    task = "stub"
+    description = "Note the call in a log file, wait for a gate file to exist (if given), then return a label."
+    inputs = {"a": Input(ArtifactKind.TEXT, "an earlier result", required=False)}
+    outputs = {"text": Output(ArtifactKind.TEXT, "the label, then the input")}
+    params = {
+        "label": Param(str, "done", "the text this call returns and logs"),
+        "log": Param(str, "", "the file each call appends its label to"),
+        "gate": Param(str, "", "a file to wait for before returning (empty: do not wait)"),
+    }
+    default_model = "gate"
+
+    def build_method(self) -> Any:
+        return _Sleeper()
+
+    def run(self, sleep: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        if params["log"]:
+            with open(params["log"], "a", encoding="utf-8") as log:
+                log.write(params["label"] + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+        if params["gate"]:
+            deadline = time.monotonic() + GATE_LIMIT_S
+            while not Path(params["gate"]).exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"gate {params['gate']} never opened")
+                sleep(0.02)
+        parts = [params["label"]] + ([str(inputs["a"])] if inputs.get("a") else [])
+        return {"text": " | ".join(parts)}
+
+
+def crash_plan(home: Path) -> dict[str, Any]:
+    """one -> two -> slow (waits for the gate) -> four."""
+    log, gate = str(home / "executions.log"), str(home / "gate")
+    return {"tasks": [
+        {"id": "one", "tool": "gated-wait", "args": {"label": "one", "log": log}},
+        {"id": "two", "tool": "gated-wait", "args": {"label": "two", "log": log, "a": "<one>"}},
+        {"id": "slow", "tool": "gated-wait", "args": {"label": "slow", "log": log, "gate": gate, "a": "<two>"}},
+        {"id": "four", "tool": "gated-wait", "args": {"label": "four", "log": log, "a": "<slow>"}},
+    ]}
+
+
+def build_orchestrator(home: Path):
+    from orchestrator.agent import Orchestrator
+    from orchestrator.compose import Composer
+    from orchestrator.config import Settings
+    from orchestrator.registry import ToolRegistry
+    from orchestrator.stub_tools import STUB_TOOLS
+
+    settings = Settings.from_dict({"home": str(home), "offline": True, "device": "cpu"})
+    return Orchestrator(settings=settings, registry=ToolRegistry([*STUB_TOOLS, GatedWait]), planner=None,
+                        composer=Composer(None))
+
+
+def main(home: Path) -> None:
+    orch = build_orchestrator(home)
+    for event in orch.stream("count to four", plan=crash_plan(home)):
+        if event.type == "run_started":
+            print(event.run, flush=True)
+
+
+if __name__ == "__main__":
+    # Run as a script this module is __main__: use the importable copy, the one the test process uses.
+    import crash_child
+
+    crash_child.main(Path(sys.argv[1]))
