@@ -335,19 +335,24 @@ class Orchestrator:
         return {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
 
     def _drive(self, run_id: str, graph_input: Any) -> Iterator[Event]:
+        waiting = None
         try:
             for mode, payload in self.graph.stream(graph_input, self._config(run_id), stream_mode=["custom", "updates"]):
                 if mode == "custom" and isinstance(payload, Event):
                     yield payload
                 elif mode == "updates" and "__interrupt__" in payload:
+                    # Not announced yet: the stream is drained first, so the interrupt is in the checkpoint
+                    # (saved in the background) before a caller can react to run_interrupted by resuming,
+                    # which reads that checkpoint; announced at once, a quick resume raced the save.
                     waiting = payload["__interrupt__"][0].value["tasks"]
-                    yield Event("approval_needed", run_id, data={"tasks": waiting})
-                    yield Event("run_interrupted", run_id, data={"waiting": waiting})
-                    return
         except Exception as exc:
             message = str(exc) if isinstance(exc, AnymodaError) else f"{type(exc).__name__}: {exc}"
             self.journal.update_run(run_id, status="failed", error=message)
             yield Event("run_failed", run_id, data={"error": message})
+            return
+        if waiting is not None:
+            yield Event("approval_needed", run_id, data={"tasks": waiting})
+            yield Event("run_interrupted", run_id, data={"waiting": waiting})
             return
         yield from self._final_events(run_id)
 

@@ -273,9 +273,9 @@ def test_a_timed_out_task_fails_and_its_dependants_are_skipped(harness: Harness)
 
 
 def test_the_timeout_applies_to_each_attempt(harness: Harness):
-    # Two transient failures, each quick, then success: the per-attempt timeout never fires.
+    # Three attempts of 0.2 s each: over the 0.5 s timeout in all, never in one attempt.
     key = fresh_key()
-    _, results = harness.execute([wait("flaky", 0.1, transient_failures=2, key=key)],
+    _, results = harness.execute([wait("flaky", 0.2, transient_failures=2, key=key)],
                                  policy={"timeout_s": 0.5, "retry": RetryPolicy(attempts=3, backoff_s=0.01)})
     assert results["flaky"].status == "done" and results["flaky"].attempts == 3
 
