@@ -39,7 +39,7 @@ from .journal import RunJournal, RunRecord, check_run_id, check_session_id, new_
 from .plan import Plan
 from .registry import ToolRegistry
 from .runner import LocalTaskRunner, TaskRunner
-from .store import ArtifactStore
+from .store import ArtifactStore, enable_wal
 
 DEFAULT_SESSION = "default"
 RECENT_TURNS = 4  # turns shown verbatim to the planner and composer; older ones are summarised
@@ -140,7 +140,9 @@ class Orchestrator:
             path = self.settings.home / "checkpoints.sqlite"
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, check_same_thread=False, timeout=60.0)
-            connection.execute("PRAGMA journal_mode=WAL")
+            # Not a bare PRAGMA: two threads (or processes) first using a fresh home switch the file at
+            # once, and SQLite answers one of them 'database is locked' without waiting (see enable_wal).
+            enable_wal(connection)
             checkpointer = SqliteSaver(connection)
         with self._lock:
             if self._graph is None:

@@ -266,7 +266,7 @@ def test_another_orchestrator_resumes_an_interrupted_run(settings):
     del first  # the run lives on in the settings' home: journal and checkpoints
 
     second = make(settings, approve_before=["stub-paint"])
-    assert second is not None and second.result(run_id).status == "awaiting_approval"
+    assert second.result(run_id).status == "awaiting_approval"
     result = second.resume(run_id, approve="yes")
     assert result.status == "done" and result.tasks["brighter"].status == "done"
     assert result.tasks["colour"].resumed

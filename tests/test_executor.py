@@ -19,6 +19,7 @@ import pytest
 
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.compose import Composer
+from orchestrator.errors import InvalidInputError, ToolExecutionError, TransientError
 from orchestrator.events import Event
 from orchestrator.executor import ExecutionPolicy, PlanExecutor, RetryPolicy, TaskResult
 from orchestrator.journal import RunJournal, new_run_id
@@ -26,7 +27,6 @@ from orchestrator.plan import Plan, validate_plan
 from orchestrator.registry import ToolRegistry
 from orchestrator.runner import LocalTaskRunner, TaskOutcome, TaskSpec, execute_spec, is_transient
 from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.errors import InvalidInputError, ToolExecutionError, TransientError
 from orchestrator.tool import Input, Output, Param, WeightlessTool
 
 SESSION = "exec-tests"
