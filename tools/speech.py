@@ -107,7 +107,7 @@ class SpeechRecognition(Tool):
         "language": Param(str, None, "ISO 639-1 code such as 'en' or 'de'; empty detects it (multilingual models)", nullable=True),
         "beam_size": Param(int, 5, "beam search width; 1 is greedy and fastest", minimum=1, maximum=10),
         "word_timestamps": Param(bool, False, "also return the start and end of every word"),
-        "translate": Param(bool, False, "translate the speech into English text (multilingual models only)"),
+        "translate": Param(bool, False, "translate the speech into English text (an English-only model just transcribes)"),
     }
     default_model = "Systran/faster-whisper-tiny.en"
     requires = ("faster_whisper", "ctranslate2")  # the CTranslate2 backend's; see missing_runtime
@@ -177,8 +177,9 @@ class SpeechRecognition(Tool):
         if not multilingual:
             if language not in (None, "en"):
                 raise InvalidInputError(f"model {self.model_id!r} understands English only; language {language!r} needs a multilingual model such as Systran/faster-whisper-base")
-            if params["translate"]:
-                raise InvalidInputError(f"model {self.model_id!r} is English-only and cannot translate")
+            # Translating into English with a model that only hears English is transcribing: planners
+            # ask for it when the request says "in writing"; refusing would fail a sound plan.
+            params = {**params, "translate": False}
             language = "en"
         elif language is not None and language not in model.supported_languages:
             raise InvalidInputError(f"unknown language {language!r}; Whisper knows: {', '.join(model.supported_languages)}")
@@ -226,8 +227,7 @@ class SpeechRecognition(Tool):
         if not multilingual:
             if language not in (None, "en"):
                 raise InvalidInputError(f"model {self.model_id!r} understands English only; language {language!r} needs a multilingual model such as openai/whisper-small")
-            if params["translate"]:
-                raise InvalidInputError(f"model {self.model_id!r} is English-only and cannot translate")
+            params = {**params, "translate": False}  # English-only: translating into English is transcribing
         elif language is not None and language not in known:
             raise InvalidInputError(f"unknown language {language!r}; Whisper knows: {', '.join(known)}")
         if params["word_timestamps"] and not getattr(generation_config, "alignment_heads", None):
