@@ -23,6 +23,8 @@ from .executor import TaskResult
 from .plan import ValidatedPlan
 from .store import ArtifactStore
 
+REFUSAL = re.compile(r"^\W*(?:i'?m sorry|i am sorry|sorry|i can(?:no|')t|i cannot|i'm unable|i am unable|as an ai)\b",
+                     re.IGNORECASE)
 ARTIFACT_ID_IN_TEXT = re.compile(r"\b(?:text|image|audio|video|time_series|detections|masks|json)-[0-9a-f]{16}\b")
 MAX_RESULT_CHARS = 1500  # per text result shown to the composer: a small model's context is short
 
@@ -135,7 +137,7 @@ class Composer:
             except AnymodaError:
                 text = ""
             text, struck = strike_unknown_ids(text.strip(), known)
-            if text:
+            if text and not REFUSAL.match(text):  # small models sometimes decline harmless results
                 return Answer(text, tuple(delivered), tuple(failures), getattr(self.backend, "name", "llm"), tuple(struck))
         return Answer(self.template(validated, results, store, session, failures), tuple(delivered), tuple(failures))
 
@@ -163,7 +165,11 @@ class Composer:
                 if artifact.kind is ArtifactKind.TEXT:
                     parts.append(f"{result.tool} ({name}): {store.load(artifact_id, session=session)}")
                 else:
-                    parts.append(f"{result.tool} made {artifact.describe()}")
+                    # The text a file was made from (what was spoken, the prompt drawn) says what it holds.
+                    sources = [store.load(p, session=session) for p in artifact.parents
+                               if store.get(p, session=session).kind is ArtifactKind.TEXT]
+                    made_from = f" from {str(sources[0])[:300]!r}" if sources else ""
+                    parts.append(f"{result.tool} made {artifact.describe()}{made_from}")
         if failures:
             parts.append("Not completed: " + "; ".join(failures))
         return "\n".join(parts) or "Nothing was produced."

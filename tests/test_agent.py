@@ -508,6 +508,15 @@ def test_a_composer_backend_that_writes_nothing_falls_back_to_the_template(setti
     assert result.status == "done" and result.answer == "stub-wait (text): hi"
 
 
+def test_a_declining_composer_falls_back_to_a_template_that_says_what_files_hold(settings):
+    orch = make(settings, composer=Composer(ScriptedBackend("I'm sorry, but I can't assist with that request.")))
+    plan = {"tasks": [wait("t1", "red"), {"id": "t2", "tool": "stub-paint", "args": {"text": "<t1>"}}]}
+    result = orch.run("paint the colour", plan=plan)
+    assert result.status == "done" and "sorry" not in result.answer.lower()
+    assert "stub-paint made" in result.answer and "from 'red'" in result.answer  # the image and what it was made from
+    assert [a.kind.value for a in result.artifacts] == ["image"]
+
+
 # ---------------------------------------------------------------------- bad inputs
 
 
