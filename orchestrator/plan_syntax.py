@@ -50,7 +50,9 @@ def _string_lexeme(max_chars: int) -> str:
 
 # Sampling controls are not the planner's to set: a seed an LLM makes up is noise (tools draw and record
 # one themselves), and temperatures change results in ways no request asks for.
-PLANNER_HIDDEN_PARAMS = frozenset({"seed", "temperature", "top_p", "sampling"})
+# "language" (speech recognition) too: Whisper detects it, and a 0.5B planner wrote the whole request
+# into it, failing a sound plan.
+PLANNER_HIDDEN_PARAMS = frozenset({"seed", "temperature", "top_p", "sampling", "language"})
 _SMALL_INT_RANGE = 64  # int params with at most this many values are offered as a closed list
 
 
