@@ -33,12 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from orchestrator.agent import Orchestrator  # noqa: E402
 from orchestrator.compose import Composer  # noqa: E402
 from orchestrator.config import Settings  # noqa: E402
-from orchestrator.executor import PlanExecutor  # noqa: E402
+from orchestrator.executor import PlanExecutor, TaskResult, resolve_arguments  # noqa: E402
 from orchestrator.journal import RunJournal, new_run_id  # noqa: E402
 from orchestrator.plan import Plan, ValidatedPlan, validate_plan  # noqa: E402
 from orchestrator.registry import ToolRegistry  # noqa: E402
 from orchestrator.runner import LocalTaskRunner, TaskSpec  # noqa: E402
-from orchestrator.executor import TaskResult, resolve_arguments  # noqa: E402
 from orchestrator.store import ArtifactStore  # noqa: E402
 from orchestrator.stub_tools import STUB_TOOLS  # noqa: E402
 

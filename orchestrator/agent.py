@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import Artifact, ArtifactKind, is_artifact_id
-from .compose import Composer
+from .compose import ARTIFACT_ID_IN_TEXT, Composer
 from .config import Settings, current_settings
 from .errors import AnymodaError, InvalidInputError
 from .events import Event
@@ -244,8 +243,8 @@ class Orchestrator:
     def result(self, run_id: str) -> RunResult:
         """What a run has produced so far (finished or not)."""
         record = self.journal.get_run(check_run_id(run_id))
-        values = self.graph.get_state(self._config(run_id)).values or {}
         snapshot = self.graph.get_state(self._config(run_id))
+        values = snapshot.values or {}
         answer = values.get("answer") or {}
         tasks = {t: TaskResult.from_json(r) for t, r in (values.get("results") or {}).items()}
         if not tasks:  # interrupted inside execute: the journal knows more than the last checkpoint
@@ -327,7 +326,7 @@ class Orchestrator:
         return history, list(dict.fromkeys(named + offered))[:MAX_CONTEXT_ARTIFACTS + len(named)]
 
     def _named_in(self, request: str, session: str) -> list[str]:
-        ids = re.findall(r"\b(?:text|image|audio|video|time_series|detections|masks|json)-[0-9a-f]{16}\b", request)
+        ids = ARTIFACT_ID_IN_TEXT.findall(request)
         return [a for a in dict.fromkeys(ids) if self.store.exists(a, session=session)]
 
     # ------------------------------------------------------------------ internals
