@@ -20,9 +20,11 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from .errors import AnymodaError
 from .events import Event, EventSink, ignore_events
 from .journal import RunJournal
 from .plan import ValidatedPlan
@@ -89,13 +91,55 @@ def resolve_arguments(validated: ValidatedPlan, task_id: str, results: dict[str,
     return arguments
 
 
-def finished_in_journal(journal: RunJournal, run_id: str, validated: ValidatedPlan, store: ArtifactStore,
-                        session: str) -> dict[str, TaskResult]:
-    """Tasks an earlier attempt at this run finished, whose outputs are all still in the store."""
-    tools = {t.id: t.tool for t in validated.plan.tasks}
+@dataclass(frozen=True)
+class Skip:
+    """A task that will not run although its inputs exist (a workflow condition came out false)."""
+
+    reason: str
+
+
+class TaskGraph(Protocol):
+    """What the scheduler needs of a graph of tasks. A plan's graph is fixed; a workflow's grows while
+    it runs (a fan-out node becomes one task per item once its list exists) and may decide not to
+    run a task (a condition), so both questions are asked with the results so far."""
+
+    def task_ids(self, results: dict[str, TaskResult]) -> Sequence[str]: ...  # known tasks, in start priority
+
+    def tool(self, task_id: str) -> str: ...
+
+    def dependencies(self, task_id: str) -> Collection[str]: ...
+
+    def arguments(self, task_id: str, results: dict[str, TaskResult]) -> dict[str, Any] | Skip: ...
+
+
+class PlanGraph:
+    """A validated plan as a :class:`TaskGraph`."""
+
+    def __init__(self, validated: ValidatedPlan):
+        self.validated = validated
+        self._tools = {t.id: t.tool for t in validated.plan.tasks}
+
+    def task_ids(self, results: dict[str, TaskResult]) -> Sequence[str]:
+        return self.validated.order
+
+    def tool(self, task_id: str) -> str:
+        return self._tools[task_id]
+
+    def dependencies(self, task_id: str) -> Collection[str]:
+        return self.validated.dependencies[task_id]
+
+    def arguments(self, task_id: str, results: dict[str, TaskResult]) -> dict[str, Any]:
+        return resolve_arguments(self.validated, task_id, results)
+
+
+def finished_in_journal(journal: RunJournal, run_id: str, store: ArtifactStore, session: str) -> dict[str, TaskResult]:
+    """Tasks an earlier attempt at this run finished, whose outputs are all still in the store.
+
+    The scheduler takes one of them as finished only when the graph has a task of that id calling
+    the same tool (a workflow's fan-out tasks exist only once their list does)."""
     found: dict[str, TaskResult] = {}
     for record in journal.tasks(run_id):
-        if record.status != "done" or tools.get(record.task) != record.tool:
+        if record.status != "done":
             continue
         if all(store.exists(artifact_id, session=session) for artifact_id in record.outputs.values()):
             found[record.task] = TaskResult(record.tool, "done", dict(record.outputs), None, record.attempts,
@@ -114,16 +158,15 @@ class PlanExecutor:
         self.policy = policy or ExecutionPolicy()
         self.emit = emit
 
-    def execute(self, run_id: str, session: str, validated: ValidatedPlan, *, approvals: dict[str, bool] | None = None,
-                cancel: threading.Event | None = None) -> dict[str, TaskResult]:
+    def execute(self, run_id: str, session: str, graph: ValidatedPlan | TaskGraph, *,
+                approvals: dict[str, bool] | None = None, cancel: threading.Event | None = None) -> dict[str, TaskResult]:
         approvals = approvals or {}
         cancel = cancel or threading.Event()
-        tasks = {t.id: t for t in validated.plan.tasks}
-        results = finished_in_journal(self.journal, run_id, validated, self.store, session)
+        if isinstance(graph, ValidatedPlan):
+            graph = PlanGraph(graph)
+        earlier = finished_in_journal(self.journal, run_id, self.store, session)
         self.journal.forget_unfinished_tasks(run_id)
-        for task_id, result in results.items():
-            self.emit(Event("task_finished", run_id, task_id, {"tool": result.tool, "outputs": result.outputs,
-                                                                "seconds": result.seconds, "resumed": True}))
+        results: dict[str, TaskResult] = {}
         inbox: queue.Queue[tuple] = queue.Queue()
         running: dict[str, tuple[int, float | None, Future[TaskOutcome]]] = {}  # task -> (attempt, deadline, future)
         retry_at: dict[str, tuple[int, float]] = {}  # task -> (next attempt, when)
@@ -147,10 +190,9 @@ class PlanExecutor:
                                                          "attempts": result.attempts, **data}))
             deferred.append(record)
 
-        def start(task_id: str, attempt: int) -> None:
-            task = tasks[task_id]
-            arguments = resolve_arguments(validated, task_id, results)
-            spec = TaskSpec(run_id, task_id, task.tool, arguments, session, attempt=attempt)
+        def start(task_id: str, attempt: int, arguments: dict[str, Any]) -> None:
+            tool = graph.tool(task_id)
+            spec = TaskSpec(run_id, task_id, tool, arguments, session, attempt=attempt)
 
             def progress(done: float, total: float | None, message: str, task_id: str = task_id) -> None:
                 inbox.put(("progress", task_id, attempt, (done, total, message)))
@@ -161,21 +203,23 @@ class PlanExecutor:
             future.add_done_callback(lambda f, task_id=task_id, attempt=attempt: inbox.put(("done", task_id, attempt, f)))
 
             def record() -> None:
-                self.journal.task_started(run_id, task_id, task.tool, arguments, attempt)
-                self.emit(Event("task_started", run_id, task_id, {"tool": task.tool, "arguments": arguments,
+                self.journal.task_started(run_id, task_id, tool, arguments, attempt)
+                self.emit(Event("task_started", run_id, task_id, {"tool": tool, "arguments": arguments,
                                                                    "attempt": attempt}))
             deferred.append(record)
+
+        retry_arguments: dict[str, dict[str, Any]] = {}  # a retried task runs with the arguments it first had
 
         while True:
             if cancel.is_set():
                 for task_id, (attempt, _, future) in list(running.items()):
                     future.cancel()
-                    finish(task_id, TaskResult(tasks[task_id].tool, "cancelled", error="the run was cancelled",
+                    finish(task_id, TaskResult(graph.tool(task_id), "cancelled", error="the run was cancelled",
                                                attempts=attempt), "task_cancelled")
                 running.clear()
-                for task_id in tasks:
+                for task_id in graph.task_ids(results):
                     if task_id not in results:
-                        finish(task_id, TaskResult(tasks[task_id].tool, "cancelled", error="the run was cancelled"),
+                        finish(task_id, TaskResult(graph.tool(task_id), "cancelled", error="the run was cancelled"),
                                "task_cancelled")
                 flush()
                 return results
@@ -184,21 +228,37 @@ class PlanExecutor:
             for task_id, (attempt, when) in list(retry_at.items()):
                 if when <= now:
                     del retry_at[task_id]
-                    start(task_id, attempt)
-            for task_id in validated.order:
+                    start(task_id, attempt, retry_arguments[task_id])
+            for task_id in graph.task_ids(results):
                 if task_id in results or task_id in running or task_id in retry_at:
                     continue
-                dependencies = validated.dependencies[task_id]
+                dependencies = graph.dependencies(task_id)
                 blocked = [d for d in dependencies if d in results and results[d].status not in ("done", "awaiting_approval")]
                 if blocked:
                     cause = blocked[0]
-                    finish(task_id, TaskResult(tasks[task_id].tool, "skipped",
+                    finish(task_id, TaskResult(graph.tool(task_id), "skipped",
                                                error=f"not run: {cause} ({results[cause].tool}) {results[cause].status}"),
                            "task_skipped", because=cause)
                     continue
                 if not all(d in results and results[d].status == "done" for d in dependencies):
                     continue
-                tool = tasks[task_id].tool
+                tool = graph.tool(task_id)
+                previous = earlier.get(task_id)
+                if previous is not None and previous.tool == tool:
+                    results[task_id] = previous
+                    deferred.append(lambda task_id=task_id, previous=previous: self.emit(Event(
+                        "task_finished", run_id, task_id, {"tool": previous.tool, "outputs": previous.outputs,
+                                                           "seconds": previous.seconds, "resumed": True})))
+                    continue
+                try:
+                    arguments = graph.arguments(task_id, results)
+                except Exception as exc:  # noqa: BLE001 - e.g. a workflow condition over a malformed artifact
+                    finish(task_id, TaskResult(tool, "failed", error=f"{type(exc).__name__}: {exc}" if not isinstance(
+                        exc, AnymodaError) else str(exc)), "task_failed")
+                    continue
+                if isinstance(arguments, Skip):
+                    finish(task_id, TaskResult(tool, "skipped", error=f"not run: {arguments.reason}"), "task_skipped")
+                    continue
                 if tool in self.policy.approve_before:
                     decision = approvals.get(task_id)
                     if decision is None:
@@ -208,7 +268,8 @@ class PlanExecutor:
                     if decision is False:
                         finish(task_id, TaskResult(tool, "skipped", error="not run: a person declined it"), "task_skipped")
                         continue
-                start(task_id, 1)
+                retry_arguments[task_id] = arguments
+                start(task_id, 1, arguments)
 
             flush()
             if not running and not retry_at:
@@ -226,13 +287,13 @@ class PlanExecutor:
                     self.emit(Event("task_progress", run_id, task_id, {"done": done, "total": total, "message": message}))
             elif kind == "done" and task_id in running and running[task_id][0] == attempt:
                 del running[task_id]
-                self._settle(run_id, task_id, tasks[task_id].tool, attempt, payload, finish, retry_at)
+                self._settle(run_id, task_id, graph.tool(task_id), attempt, payload, finish, retry_at)
             now = time.monotonic()
             for task_id, (attempt, deadline, future) in list(running.items()):
                 if deadline is not None and now >= deadline:
                     del running[task_id]
                     future.cancel()
-                    finish(task_id, TaskResult(tasks[task_id].tool, "failed", attempts=attempt,
+                    finish(task_id, TaskResult(graph.tool(task_id), "failed", attempts=attempt,
                                                error=f"timed out after {self.policy.timeout_s:g} s"), "task_failed")
 
     def _settle(self, run_id: str, task_id: str, tool: str, attempt: int, future: Future[TaskOutcome], finish,
