@@ -57,6 +57,7 @@ class RunResult:
     error: str | None = None
     pending_approval: tuple[dict[str, Any], ...] = ()
     failures: tuple[str, ...] = ()
+    outputs: dict[str, Any] = dataclasses.field(default_factory=dict)  # a workflow's named outputs: id, [ids] or None
 
     @property
     def ok(self) -> bool:
@@ -98,6 +99,7 @@ class Orchestrator:
         self._composer = None if composer == "default" else (composer or Composer(None))
         self._checkpointer = checkpointer
         self._graph = None
+        self._workflow_graph = None
         self._cancel_events: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
@@ -132,21 +134,43 @@ class Orchestrator:
         parts = AgentParts(self.registry, self.store, self.journal, self.planner,
                            PlanExecutor(self.runner, self.journal, self.store, policy=self.policy), self.composer,
                            self._cancel_events)
-        checkpointer = self._checkpointer
-        if checkpointer is None:
-            from langgraph.checkpoint.sqlite import SqliteSaver
-
-            path = self.settings.home / "checkpoints.sqlite"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, check_same_thread=False, timeout=60.0)
-            # Not a bare PRAGMA: two threads (or processes) first using a fresh home switch the file at
-            # once, and SQLite answers one of them 'database is locked' without waiting (see enable_wal).
-            enable_wal(connection)
-            checkpointer = SqliteSaver(connection)
+        checkpointer = self.checkpointer
         with self._lock:
             if self._graph is None:
                 self._graph = build_agent_graph(parts).compile(checkpointer=checkpointer)
             return self._graph
+
+    @property
+    def workflow_graph(self):
+        """The graph workflow runs go through (no planner, no composer: their answer is their outputs)."""
+        from graphs.workflow import WorkflowParts, build_workflow_graph
+
+        with self._lock:
+            if self._workflow_graph is not None:
+                return self._workflow_graph
+        parts = WorkflowParts(self.registry, self.store, self.journal,
+                              PlanExecutor(self.runner, self.journal, self.store, policy=self.policy), self._cancel_events)
+        checkpointer = self.checkpointer
+        with self._lock:
+            if self._workflow_graph is None:
+                self._workflow_graph = build_workflow_graph(parts).compile(checkpointer=checkpointer)
+            return self._workflow_graph
+
+    @property
+    def checkpointer(self):
+        """LangGraph's checkpoints for both graphs, SQLite under the home unless one was passed in."""
+        with self._lock:
+            if self._checkpointer is None:
+                from langgraph.checkpoint.sqlite import SqliteSaver
+
+                path = self.settings.home / "checkpoints.sqlite"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(path, check_same_thread=False, timeout=60.0)
+                # Not a bare PRAGMA: two threads (or processes) first using a fresh home switch the file at
+                # once, and SQLite answers one of them 'database is locked' without waiting (see enable_wal).
+                enable_wal(connection)
+                self._checkpointer = SqliteSaver(connection)
+            return self._checkpointer
 
     # ------------------------------------------------------------------ inputs
 
@@ -200,16 +224,20 @@ class Orchestrator:
 
     def resume_stream(self, run_id: str, *, approve: Any = None) -> Iterator[Event]:
         record = self.journal.get_run(check_run_id(run_id))
+        graph = self._graph_of(record)
         config = self._config(run_id)
-        snapshot = self.graph.get_state(config)
+        snapshot = graph.get_state(config)
         if snapshot.values and not snapshot.next and record.status == "cancelled":
             # A cancelled run went on to answer with what it had, so its graph has ended; continuing it
-            # means running execute again (the journal keeps the tasks that finished) as if validate had
-            # just completed, and answering anew.
+            # means running execute again (the journal keeps the tasks that finished) as if the node
+            # before it had just completed, and answering anew.
             self._cancel_events.pop(run_id, None)
-            self.graph.update_state(config, None, as_node="validate")
+            if graph is self.graph:
+                graph.update_state(config, None, as_node="validate")
+            else:
+                graph.update_state(config, {"results": {}}, as_node="__start__")
             self.journal.update_run(run_id, status="running")
-            yield from self._drive(run_id, None)
+            yield from self._drive(run_id, None, graph)
             return
         if snapshot.values and not snapshot.next:
             yield from self._final_events(run_id)
@@ -224,17 +252,22 @@ class Orchestrator:
             waiting = snapshot.interrupts[0].value["tasks"]
             decision = approve(waiting) if callable(approve) else approve
             normalise_decision(decision, [t["id"] for t in waiting])  # refuse a malformed answer before resuming
-            yield from self._drive(run_id, Command(resume=decision))
+            yield from self._drive(run_id, Command(resume=decision), graph)
             return
         self._cancel_events.pop(run_id, None)
         if not snapshot.values:  # the process died before the graph's first checkpoint
-            history, context = self.session_context(record.session, record.request)
-            start = {"run": run_id, "session": record.session, "request": record.request, "inputs": list(record.inputs),
-                     "context": context, "history": history, "approvals": {}}
-            yield from self._drive(run_id, start)
+            if graph is self.graph:
+                history, context = self.session_context(record.session, record.request)
+                start = {"run": run_id, "session": record.session, "request": record.request,
+                         "inputs": list(record.inputs), "context": context, "history": history, "approvals": {}}
+            else:
+                start = {"run": run_id, "session": record.session, "workflow": record.plan["workflow"],
+                         "bindings": record.plan["bindings"], "approvals": {}}
+            self.journal.update_run(run_id, status="running")
+            yield from self._drive(run_id, start, graph)
             return
         self.journal.update_run(run_id, status="running")
-        yield from self._drive(run_id, None)
+        yield from self._drive(run_id, None, graph)
 
     def cancel(self, run_id: str) -> None:
         """Stop a running run: running tasks are abandoned, nothing new starts; resume() continues it."""
@@ -243,19 +276,67 @@ class Orchestrator:
     def result(self, run_id: str) -> RunResult:
         """What a run has produced so far (finished or not)."""
         record = self.journal.get_run(check_run_id(run_id))
-        snapshot = self.graph.get_state(self._config(run_id))
+        graph = self._graph_of(record)
+        snapshot = graph.get_state(self._config(run_id))
         values = snapshot.values or {}
-        answer = values.get("answer") or {}
         tasks = {t: TaskResult.from_json(r) for t, r in (values.get("results") or {}).items()}
         if not tasks:  # interrupted inside execute: the journal knows more than the last checkpoint
             tasks = {t.task: TaskResult(t.tool, t.status, t.outputs, t.error, t.attempts, t.seconds or 0.0, t.model)
                      for t in record.tasks}
         pending = tuple(snapshot.interrupts[0].value["tasks"]) if snapshot.interrupts else ()
         status = "awaiting_approval" if pending else record.status
-        artifacts = tuple(self.store.get(a, session=record.session) for a in answer.get("artifacts", [])
+        if graph is self.graph:
+            answer = values.get("answer") or {}
+            text, delivered, failures = answer.get("text", ""), answer.get("artifacts", []), answer.get("failures", [])
+            error = values.get("error") or record.error
+        else:
+            text, delivered = record.answer or "", list(record.answer_artifacts)
+            failures = [f"{t} ({r.tool}): {r.error}" for t, r in tasks.items() if r.status == "failed"]
+            error = values.get("error") or (record.error if record.status == "failed" and not failures else None)
+        artifacts = tuple(self.store.get(a, session=record.session) for a in delivered
                           if self.store.exists(a, session=record.session))
-        return RunResult(run_id, record.session, status, answer.get("text", ""), artifacts, record.plan, tasks,
-                         values.get("error") or record.error, pending, tuple(answer.get("failures", [])))
+        return RunResult(run_id, record.session, status, text, artifacts, record.plan, tasks, error, pending,
+                         tuple(failures), dict(values.get("outputs") or {}))
+
+    # ------------------------------------------------------------------ workflows
+
+    def stream_workflow(self, workflow: Any, inputs: dict[str, Any] | None = None, *, session: str | None = None,
+                        run_id: str | None = None) -> Iterator[Event]:
+        """Run a workflow (a :class:`~orchestrator.workflow.Workflow`, a workflow file's path, or a
+        :class:`~orchestrator.pipeline.Pipeline`) on ``inputs`` (input name -> file path, artifact,
+        literal or in-memory value), yielding its events. No planner is involved."""
+        from .workflow_tasks import bind_inputs
+
+        workflow = self.load_workflow(workflow)
+        run_id = run_id or new_run_id()
+        session = check_session_id(session if session is not None else run_id)
+        bindings = bind_inputs(workflow, dict(inputs or {}), self.store, session)
+        self.journal.create_run(run_id, session, f"workflow {workflow.name}", list(bindings.values()))
+        self.journal.update_run(run_id, status="running", plan={"workflow": workflow.to_dict(), "bindings": bindings})
+        yield Event("run_started", run_id, data={"session": session, "request": f"workflow {workflow.name}",
+                                                  "inputs": list(bindings.values()), "workflow": workflow.name})
+        state = {"run": run_id, "session": session, "workflow": workflow.to_dict(), "bindings": bindings, "approvals": {}}
+        yield from self._drive(run_id, state, self.workflow_graph)
+
+    def run_workflow(self, workflow: Any, inputs: dict[str, Any] | None = None, *, session: str | None = None,
+                     approve: Any = None, run_id: str | None = None) -> RunResult:
+        """Run a workflow to the end; ``result.outputs`` maps its output names to artifact ids."""
+        return self._finish(self.stream_workflow(workflow, inputs, session=session, run_id=run_id), approve)
+
+    def load_workflow(self, workflow: Any):
+        from .workflow import Workflow
+
+        if isinstance(workflow, (str, os.PathLike)):
+            return Workflow.load(workflow, self.registry)
+        if hasattr(workflow, "to_workflow"):
+            workflow = workflow.to_workflow()
+        if not isinstance(workflow, Workflow):
+            raise InvalidInputError(f"a workflow is a Workflow, a Pipeline or a workflow file's path, not {type(workflow).__name__}")
+        workflow.validate(self.registry)
+        return workflow
+
+    def _graph_of(self, record: RunRecord):
+        return self.workflow_graph if is_workflow_run(record) else self.graph
 
     # ------------------------------------------------------------------ async
 
@@ -335,10 +416,11 @@ class Orchestrator:
     def _config(run_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
 
-    def _drive(self, run_id: str, graph_input: Any) -> Iterator[Event]:
+    def _drive(self, run_id: str, graph_input: Any, graph: Any = None) -> Iterator[Event]:
         waiting = None
+        graph = graph if graph is not None else self.graph
         try:
-            for mode, payload in self.graph.stream(graph_input, self._config(run_id), stream_mode=["custom", "updates"]):
+            for mode, payload in graph.stream(graph_input, self._config(run_id), stream_mode=["custom", "updates"]):
                 if mode == "custom" and isinstance(payload, Event):
                     yield payload
                 elif mode == "updates" and "__interrupt__" in payload:
@@ -375,6 +457,10 @@ class Orchestrator:
         if run_id is None:
             raise AnymodaError("the run produced no events")
         return self.result(run_id)
+
+
+def is_workflow_run(record: RunRecord) -> bool:
+    return isinstance(record.plan, dict) and "workflow" in record.plan
 
 
 def summary_line(record: RunRecord) -> str:

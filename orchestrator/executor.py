@@ -111,6 +111,8 @@ class TaskGraph(Protocol):
 
     def arguments(self, task_id: str, results: dict[str, TaskResult]) -> dict[str, Any] | Skip: ...
 
+    def model(self, task_id: str) -> str | None: ...  # None: the tool's configured model
+
 
 class PlanGraph:
     """A validated plan as a :class:`TaskGraph`."""
@@ -130,6 +132,9 @@ class PlanGraph:
 
     def arguments(self, task_id: str, results: dict[str, TaskResult]) -> dict[str, Any]:
         return resolve_arguments(self.validated, task_id, results)
+
+    def model(self, task_id: str) -> str | None:
+        return None
 
 
 def finished_in_journal(journal: RunJournal, run_id: str, store: ArtifactStore, session: str) -> dict[str, TaskResult]:
@@ -192,7 +197,7 @@ class PlanExecutor:
 
         def start(task_id: str, attempt: int, arguments: dict[str, Any]) -> None:
             tool = graph.tool(task_id)
-            spec = TaskSpec(run_id, task_id, tool, arguments, session, attempt=attempt)
+            spec = TaskSpec(run_id, task_id, tool, arguments, session, model=graph.model(task_id), attempt=attempt)
 
             def progress(done: float, total: float | None, message: str, task_id: str = task_id) -> None:
                 inbox.put(("progress", task_id, attempt, (done, total, message)))

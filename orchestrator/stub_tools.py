@@ -93,4 +93,67 @@ class StubBrighten(WeightlessTool):
         return {"image": chops.add(image, Image.new("RGB", image.size, (params["amount"],) * 3))}
 
 
-STUB_TOOLS = (StubWait, StubPaint, StubBrighten)
+
+
+def _colour_name(rgb: tuple[float, float, float]) -> str:
+    names = {**StubPaint._COLOURS, "grey": (128, 128, 128)}
+    return min(names, key=lambda n: sum((a - b) ** 2 for a, b in zip(names[n], rgb)))
+
+
+class StubFind(WeightlessTool):
+    name = "stub-find"
+    task = "stub"
+    description = "Find the coloured squares on a white image: one box per square, labelled with its colour."
+    inputs = {"image": Input(ArtifactKind.IMAGE, "squares on white")}
+    outputs = {"detections": Output(ArtifactKind.DETECTIONS, "one box per square"),
+               "summary": Output(ArtifactKind.TEXT, "how many of each colour")}
+    default_model = "find"
+
+    def build_method(self) -> Any:
+        import numpy
+
+        return numpy
+
+    def run(self, np: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        from .media import Detections
+
+        pixels = np.asarray(inputs["image"].convert("RGB")).astype(int)
+        ink = (pixels < 240).any(axis=2)
+        seen = np.zeros_like(ink)
+        boxes, labels = [], []
+        for y, x in zip(*np.nonzero(ink)):  # squares are axis-aligned, so a flood along rows and columns finds each
+            if seen[y, x]:
+                continue
+            x1 = x
+            while x1 + 1 < ink.shape[1] and ink[y, x1 + 1]:
+                x1 += 1
+            y1 = y
+            while y1 + 1 < ink.shape[0] and ink[y1 + 1, x]:
+                y1 += 1
+            seen[y:y1 + 1, x:x1 + 1] = True
+            boxes.append((float(x), float(y), float(x1 + 1), float(y1 + 1)))
+            labels.append(_colour_name(tuple(pixels[y:y1 + 1, x:x1 + 1].reshape(-1, 3).mean(axis=0))))
+        counts = {label: labels.count(label) for label in dict.fromkeys(labels)}
+        summary = ", ".join(f"{n} {label}" for label, n in counts.items()) or "nothing"
+        return {"detections": Detections(boxes, labels, [1.0] * len(boxes), image_size=inputs["image"].size),
+                "summary": summary}
+
+
+class StubName(WeightlessTool):
+    name = "stub-name"
+    task = "stub"
+    description = "Name the dominant colour of an image."
+    inputs = {"image": Input(ArtifactKind.IMAGE, "the image")}
+    outputs = {"text": Output(ArtifactKind.TEXT, "a colour name")}
+    default_model = "name"
+
+    def build_method(self) -> Any:
+        from PIL import ImageStat
+
+        return ImageStat
+
+    def run(self, stat: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return {"text": _colour_name(tuple(stat.Stat(inputs["image"].convert("RGB")).mean))}
+
+
+STUB_TOOLS = (StubWait, StubPaint, StubBrighten, StubFind, StubName)

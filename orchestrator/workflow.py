@@ -1,0 +1,765 @@
+"""Workflow files: fixed, reviewed graphs of tool calls, written in YAML and run without a planner.
+
+    name: grounded-segmentation
+    description: Find the named objects, segment each with SAM, draw the masks.
+    inputs:
+      image: {kind: image}
+      objects: {kind: text, default: "a dog"}
+    nodes:
+      detect:
+        tool: open-vocabulary-detection
+        args: {image: $image, labels: $objects}
+      segment:
+        tool: segment-anything
+        when: count($detect.detections) > 0        # runs only if the detector found something
+        args: {image: $image, boxes: $detect.detections}
+      describe:
+        tool: image-captioning
+        for_each: {crops: $detect.detections, of: $image}   # once per detected box
+        args: {image: $item}
+    outputs:
+      overlay: $segment.overlay
+      captions: $describe.caption                  # a list: one per crop
+
+A string argument starting with ``$`` refers to an input (``$image``), a node's output
+(``$detect.detections``, or ``$detect`` when the node has one output of the kind needed) or the
+current item of a fan-out (``$item``); ``$$`` starts a literal ``$``. A text argument may embed
+references in braces: ``"Objects: {$detect.summary}"``. A node referring to a fan-out node's text
+output without iterating it gets the texts joined, one per line.
+
+:meth:`Workflow.validate` type-checks the whole file against the tool registry through the same
+:func:`~orchestrator.plan.validate_plan` the planner's plans go through, so a workflow and a plan
+mean the same thing; every problem is reported as ``file:line: message``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .artifacts import Artifact, ArtifactKind, is_artifact_id
+from .errors import InvalidInputError
+from .plan import TASK_ID, Plan, PlanError, PlanTask, parse_reference, validate_plan
+from .registry import ToolRegistry
+
+ITEM = "item"
+REFERENCE = re.compile(r"^\$(?P<name>[A-Za-z][A-Za-z0-9_-]{0,31})(?:\.(?P<output>[a-z][a-z0-9_]*))?$")
+EMBEDDED_REFERENCE = re.compile(r"\{\$(?P<name>[A-Za-z][A-Za-z0-9_-]{0,31})(?:\.(?P<output>[a-z][a-z0-9_]*))?\}")
+FAN_OUT_MODES = ("crops", "items", "lines", "each")
+CONDITION_FUNCTIONS = ("count", "len", "lower", "upper", "strip", "float", "int")
+MAX_NODES = 64
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``$name`` or ``$name.output``: an input, a node's output, or the current fan-out item."""
+
+    name: str
+    output: str | None = None
+
+    def __str__(self) -> str:
+        return f"${self.name}" + (f".{self.output}" if self.output else "")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A text with ``{$ref}`` parts filled in at run time."""
+
+    text: str
+    references: tuple[Reference, ...]
+
+
+@dataclass(frozen=True)
+class WorkflowInput:
+    name: str
+    kind: ArtifactKind
+    description: str = ""
+    default: Any = None  # text and json inputs only
+    line: int = 0
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """Run a node once per item: ``crops`` of detections over an image, ``items`` of a JSON list,
+    ``lines`` of a text, or ``each`` output of another fan-out node (map after map)."""
+
+    mode: str
+    source: Reference
+    image: Reference | None = None  # crops only: the image the boxes refer to
+
+    def describe(self) -> str:
+        if self.mode == "crops":
+            return f"for each crop of {self.source} over {self.image}"
+        return {"items": "for each item of {}", "lines": "for each line of {}", "each": "for each {}"}[self.mode].format(
+            self.source)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A ``when`` expression: parsed once, evaluated over the referenced values at run time."""
+
+    text: str
+    tree: ast.Expression
+    references: tuple[Reference, ...]  # in the order the placeholders __r0, __r1, ... name them
+
+
+@dataclass(frozen=True)
+class WorkflowNode:
+    name: str
+    tool: str
+    args: dict[str, Any]  # literals, Reference, Template
+    when: Condition | None = None
+    for_each: FanOut | None = None
+    model: str | None = None
+    description: str = ""
+    line: int = 0
+    arg_lines: dict[str, int] = field(default_factory=dict)
+
+    def references(self) -> list[Reference]:
+        found = []
+        for value in self.args.values():
+            if isinstance(value, Reference):
+                found.append(value)
+            elif isinstance(value, Template):
+                found.extend(value.references)
+        if self.when is not None:
+            found.extend(self.when.references)
+        if self.for_each is not None:
+            found.append(self.for_each.source)
+            if self.for_each.image is not None:
+                found.append(self.for_each.image)
+        return found
+
+
+@dataclass(frozen=True)
+class WorkflowOutput:
+    name: str
+    source: Reference
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class WorkflowProblem:
+    line: int
+    message: str
+
+
+class WorkflowError(InvalidInputError):
+    """A workflow file is invalid; every problem is listed as ``file:line: message``."""
+
+    def __init__(self, source: str, problems: list[WorkflowProblem]):
+        self.source = source
+        self.problems = sorted(problems, key=lambda p: p.line)
+        super().__init__("\n".join(f"{source}:{p.line}: {p.message}" for p in self.problems))
+
+
+# ---------------------------------------------------------------------------------- YAML with lines
+
+
+class _Mapping(dict):
+    """A YAML mapping that remembers where it and each of its keys stand in the file."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)
+    mapping = _Mapping()
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise yaml.constructor.ConstructorError(None, None, f"keys must be names, got {key!r}", key_node.start_mark)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line(mapping: Any, key: str | None = None, fallback: int = 1) -> int:
+    if isinstance(mapping, _Mapping):
+        return mapping.key_lines.get(key, mapping.line) if key is not None else mapping.line
+    return fallback
+
+
+# ---------------------------------------------------------------------------------- the workflow
+
+
+class Workflow:
+    """A parsed workflow; build one with :meth:`load`, :meth:`loads`, :meth:`from_dict` or :meth:`from_plan`."""
+
+    def __init__(self, name: str, *, inputs: Iterable[WorkflowInput] = (), nodes: Iterable[WorkflowNode] = (),
+                 outputs: Iterable[WorkflowOutput] = (), description: str = "", source: str = "<workflow>"):
+        self.name = name
+        self.description = description
+        self.inputs = {i.name: i for i in inputs}
+        self.nodes = {n.name: n for n in nodes}
+        self.outputs = {o.name: o for o in outputs}
+        self.source = source
+
+    # ------------------------------------------------------------------ reading
+
+    @classmethod
+    def load(cls, path: str | Path, registry: ToolRegistry | None = None) -> Workflow:
+        """Read and validate a workflow file (against ``registry``, the default one if None)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidInputError(f"workflow file {str(path)!r} does not exist or is not a regular file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise WorkflowError(str(path), [WorkflowProblem(1, f"not UTF-8 text ({exc.reason})")]) from None
+        return cls.loads(text, source=str(path), registry=registry)
+
+    @classmethod
+    def loads(cls, text: str, *, source: str = "<workflow>", registry: ToolRegistry | None = None,
+              check: bool = True) -> Workflow:
+        try:
+            data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            raise WorkflowError(source, [WorkflowProblem(line, f"not valid YAML: {exc.problem or exc.context}")]) from None
+        except yaml.YAMLError as exc:
+            raise WorkflowError(source, [WorkflowProblem(1, f"not valid YAML: {exc}")]) from None
+        workflow = cls.from_dict(data, source=source)
+        if check:
+            workflow.validate(registry or ToolRegistry.default())
+        return workflow
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<workflow>") -> Workflow:
+        """Build from parsed YAML/JSON, checking structure (not tools: see :meth:`validate`)."""
+        problems: list[WorkflowProblem] = []
+
+        def problem(line: int, message: str) -> None:
+            problems.append(WorkflowProblem(line, message))
+
+        if not isinstance(data, dict):
+            raise WorkflowError(source, [WorkflowProblem(1, "a workflow is a mapping with name, inputs, nodes, outputs")])
+        unknown = set(data) - {"name", "description", "inputs", "nodes", "outputs"}
+        for key in sorted(unknown):
+            problem(_line(data, key), f"unknown key {key!r} (a workflow has name, description, inputs, nodes, outputs)")
+        name = data.get("name", Path(source).stem if source != "<workflow>" else "workflow")
+        if not isinstance(name, str) or not name.strip():
+            problem(_line(data, "name"), "'name' must be a non-empty text")
+            name = "workflow"
+        description = data.get("description", "") or ""
+        if not isinstance(description, str):
+            problem(_line(data, "description"), "'description' must be text")
+            description = ""
+
+        inputs = _parse_inputs(data.get("inputs", {}), data, problem)
+        nodes = _parse_nodes(data.get("nodes"), data, problem)
+        outputs = _parse_outputs(data.get("outputs", {}), data, problem)
+        if problems:
+            raise WorkflowError(source, problems)
+        return cls(name.strip(), inputs=inputs, nodes=nodes, outputs=outputs, description=description.strip(),
+                   source=source)
+
+    # ------------------------------------------------------------------ checking
+
+    def validate(self, registry: ToolRegistry) -> None:
+        """Type-check against ``registry``; raise :class:`WorkflowError` listing every problem with its line."""
+        problems: list[WorkflowProblem] = []
+        names = set(self.inputs)
+        for node in self.nodes.values():
+            if node.name in names:
+                problems.append(WorkflowProblem(node.line, f"node {node.name!r} has the name of an input; names must be unique"))
+        fan_outs = {n.name for n in self.nodes.values() if n.for_each is not None}
+
+        for node in self.nodes.values():
+            for reference in node.references():
+                message = self._reference_problem(reference, node)
+                if message:
+                    problems.append(WorkflowProblem(node.line, f"node {node.name!r}: {message}"))
+        for output in self.outputs.values():
+            message = self._reference_problem(output.source, None)
+            if message:
+                problems.append(WorkflowProblem(output.line, f"output {output.name!r}: {message}"))
+        if problems:  # the plan check below needs references that resolve
+            raise WorkflowError(self.source, problems)
+
+        plan, virtual = self.as_plan(registry)
+        try:
+            validated = validate_plan(plan, registry)
+        except PlanError as exc:
+            for p in exc.problems:
+                node = self.nodes.get(p.task) if p.task else None
+                line = node.arg_lines.get(p.argument, node.line) if node and p.argument else (
+                    node.line if node else self._line_of_cycle(p.message))
+                where = f"node {p.task!r}" + (f", argument {p.argument!r}" if p.argument else "") if p.task else "workflow"
+                problems.append(WorkflowProblem(line, f"{where}: {self._readable(p.message, virtual)}"))
+        else:
+            problems += self._check_dataflow(registry, validated, fan_outs)
+        if problems:
+            raise WorkflowError(self.source, problems)
+
+    def _reference_problem(self, reference: Reference, node: WorkflowNode | None) -> str | None:
+        if reference.name == ITEM:
+            if node is None or node.for_each is None:
+                return "$item exists only inside a node with for_each"
+            return f"$item has no output {reference.output!r}" if reference.output else None
+        if reference.name in self.inputs:
+            return f"input ${reference.name} has no outputs; write ${reference.name}" if reference.output else None
+        if reference.name in self.nodes:
+            if node is not None and reference.name == node.name:
+                return f"{reference} refers to the node itself"
+            return None
+        known = ", ".join(f"${n}" for n in [*self.inputs, *self.nodes]) or "none"
+        return f"{reference} is neither an input nor a node (known: {known})"
+
+    def _line_of_cycle(self, message: str) -> int:
+        for name, node in self.nodes.items():
+            if re.search(rf"(^|[\s:>]){re.escape(name)}($|[\s-])", message):
+                return node.line
+        return 1
+
+    @staticmethod
+    def _readable(message: str, virtual: dict[str, str]) -> str:
+        for artifact_id, name in virtual.items():
+            message = message.replace(artifact_id, name)
+        return re.sub(r"<([A-Za-z][A-Za-z0-9_-]*)((?:\.[a-z][a-z0-9_]*)?)>", r"$\1\2", message)
+
+    def _check_dataflow(self, registry: ToolRegistry, validated: Any, fan_outs: set[str]) -> list[WorkflowProblem]:
+        """What a plan cannot express: fan-out sources, gathered lists, template parts, condition values."""
+        problems = []
+        for node in self.nodes.values():
+            tool = registry.get(node.tool)
+            for argument, value in node.args.items():
+                line = node.arg_lines.get(argument, node.line)
+                if isinstance(value, Reference) and value.name in fan_outs and value.name != ITEM:
+                    kind = self.kind_of(value, registry, tool.inputs[argument].kind if argument in tool.inputs else None)
+                    if kind is not ArtifactKind.TEXT:
+                        problems.append(WorkflowProblem(line, f"node {node.name!r}, argument {argument!r}: {value} is a "
+                                                              f"list (one per item of {value.name}); only text lists can be "
+                                                              f"joined into one input — iterate it with for_each: {value}"))
+                if isinstance(value, Template):
+                    if argument not in tool.inputs or tool.inputs[argument].kind is not ArtifactKind.TEXT:
+                        problems.append(WorkflowProblem(line, f"node {node.name!r}, argument {argument!r}: "
+                                                              "{$...} parts are for text inputs only"))
+                    for part in value.references:
+                        if part.name == ITEM and node.for_each is not None and node.for_each.mode == "items":
+                            continue  # a JSON list's items are literals, written as they are
+                        kind = self.kind_of(part, registry, item_of=node)
+                        if kind not in (ArtifactKind.TEXT, ArtifactKind.JSON):
+                            problems.append(WorkflowProblem(line, f"node {node.name!r}, argument {argument!r}: {{{part}}} "
+                                                                  f"is {kind.value if kind else 'ambiguous'}; only text and "
+                                                                  "json can be written into a text"))
+            if node.for_each is not None:
+                problems += self._check_fan_out(node, registry, fan_outs)
+            if node.when is not None:
+                for part in node.when.references:
+                    if part.name != ITEM and self.kind_of(part, registry) is None:
+                        problems.append(WorkflowProblem(node.line, f"node {node.name!r}: the condition's {part} is ambiguous; "
+                                                                   "name the output, e.g. $node.output"))
+        for output in self.outputs.values():
+            if self.kind_of(output.source, registry) is None:
+                problems.append(WorkflowProblem(output.line, f"output {output.name!r}: {output.source} has several "
+                                                             "outputs; name one, e.g. $node.output"))
+        return problems
+
+    def _check_fan_out(self, node: WorkflowNode, registry: ToolRegistry, fan_outs: set[str]) -> list[WorkflowProblem]:
+        fan_out, problems = node.for_each, []
+        where = f"node {node.name!r}, for_each"
+        if fan_out.source.name == ITEM:
+            return [WorkflowProblem(node.line, f"{where}: cannot iterate $item")]
+        kind = self.kind_of(fan_out.source, registry)
+        expected = {"crops": ArtifactKind.DETECTIONS, "items": ArtifactKind.JSON, "lines": ArtifactKind.TEXT}.get(fan_out.mode)
+        if fan_out.mode == "each":
+            if fan_out.source.name not in fan_outs:
+                problems.append(WorkflowProblem(node.line, f"{where}: {fan_out.source} is not a fan-out node's output; "
+                                                           "use crops/items/lines to iterate a single artifact"))
+        elif kind is not expected:
+            problems.append(WorkflowProblem(node.line, f"{where}: {fan_out.mode} needs {expected.value}, but "
+                                                       f"{fan_out.source} is {kind.value if kind else 'ambiguous'}"))
+        if fan_out.mode == "crops" and self.kind_of(fan_out.image, registry) is not ArtifactKind.IMAGE:
+            problems.append(WorkflowProblem(node.line, f"{where}: crops are cut from an image; 'of: {fan_out.image}' "
+                                                       "is not one"))
+        if fan_out.mode != "each" and fan_out.source.name in fan_outs:
+            problems.append(WorkflowProblem(node.line, f"{where}: {fan_out.source} is itself a list; iterate it with "
+                                                       f"'for_each: {fan_out.source}'"))
+        if not any(isinstance(v, Reference) and v.name == ITEM for v in node.args.values()):
+            problems.append(WorkflowProblem(node.line, f"{where}: no argument takes $item, so every run would be the same"))
+        return problems
+
+    # ------------------------------------------------------------------ kinds and the plan view
+
+    def kind_of(self, reference: Reference, registry: ToolRegistry, wanted: ArtifactKind | None = None,
+                item_of: WorkflowNode | None = None) -> ArtifactKind | None:
+        """The kind a reference carries; None when it is ambiguous (a node with several outputs, no name)."""
+        if reference.name == ITEM:
+            return self.item_kind(item_of, registry) if item_of is not None else None
+        if reference.name in self.inputs:
+            return self.inputs[reference.name].kind
+        tool = registry.get(self.nodes[reference.name].tool)
+        if reference.output is not None:
+            spec = tool.outputs.get(reference.output)
+            return spec.kind if spec is not None else None
+        kinds = [spec.kind for spec in tool.outputs.values()]
+        if wanted is not None and kinds.count(wanted) == 1:
+            return wanted
+        return kinds[0] if len(kinds) == 1 else None
+
+    def item_kind(self, node: WorkflowNode, registry: ToolRegistry) -> ArtifactKind | None:
+        fan_out = node.for_each
+        if fan_out.mode == "crops":
+            return ArtifactKind.IMAGE
+        if fan_out.mode == "lines":
+            return ArtifactKind.TEXT
+        if fan_out.mode == "items":
+            return None  # literals: text or json, whatever the argument takes
+        return self.kind_of(fan_out.source, registry)
+
+    def as_plan(self, registry: ToolRegistry) -> tuple[Plan, dict[str, str]]:
+        """The workflow as a plan over virtual inputs (for validation), and which virtual id stands for what."""
+        virtual: dict[str, str] = {}
+
+        def virtual_id(kind: ArtifactKind, label: str) -> str:
+            artifact_id = f"{kind.value}-{len(virtual) + 1:016x}"
+            virtual[artifact_id] = label
+            return artifact_id
+
+        input_ids = {name: virtual_id(spec.kind, f"${name}") for name, spec in self.inputs.items()}
+        tasks = []
+        for node in self.nodes.values():
+            tool = registry.get(node.tool) if node.tool in registry else None
+            args: dict[str, Any] = {}
+            for argument, value in node.args.items():
+                wanted = tool.inputs[argument].kind if tool is not None and argument in tool.inputs else None
+                if isinstance(value, Template):
+                    args[argument] = value.text
+                elif isinstance(value, Reference) and value.name == ITEM:
+                    kind = self.item_kind(node, registry) if tool is not None else None
+                    if kind is None:  # a JSON list's items are literals of whatever kind the argument takes
+                        args[argument] = "" if wanted is ArtifactKind.TEXT else ({} if wanted is ArtifactKind.JSON else
+                                                                               virtual_id(ArtifactKind.JSON, "$item"))
+                    else:
+                        args[argument] = virtual_id(kind, "$item")
+                elif isinstance(value, Reference) and value.name in input_ids:
+                    args[argument] = input_ids[value.name]
+                elif isinstance(value, Reference):
+                    args[argument] = f"<{value.name}" + (f".{value.output}" if value.output else "") + ">"
+                else:
+                    args[argument] = value
+            deps = sorted({r.name for r in node.references() if r.name in self.nodes and r.name != node.name})
+            tasks.append(PlanTask(node.name, node.tool, args, tuple(deps)))
+        return Plan(tuple(tasks)), virtual
+
+    # ------------------------------------------------------------------ writing
+
+    def to_dict(self) -> dict[str, Any]:
+        def value(v: Any) -> Any:
+            if isinstance(v, Reference):
+                return str(v)
+            if isinstance(v, Template):
+                return v.text
+            if isinstance(v, str) and v.startswith("$"):
+                return "$" + v
+            return v
+
+        data: dict[str, Any] = {"name": self.name}
+        if self.description:
+            data["description"] = self.description
+        data["inputs"] = {n: ({"kind": i.kind.value} | ({"description": i.description} if i.description else {})
+                              | ({"default": i.default} if i.default is not None else {})) for n, i in self.inputs.items()}
+        nodes = {}
+        for node in self.nodes.values():
+            entry: dict[str, Any] = {"tool": node.tool}
+            if node.description:
+                entry["description"] = node.description
+            if node.model:
+                entry["model"] = node.model
+            if node.for_each is not None:
+                f = node.for_each
+                entry["for_each"] = str(f.source) if f.mode == "each" else (
+                    {"crops": str(f.source), "of": str(f.image)} if f.mode == "crops" else {f.mode: str(f.source)})
+            if node.when is not None:
+                entry["when"] = node.when.text
+            entry["args"] = {k: value(v) for k, v in node.args.items()}
+            nodes[node.name] = entry
+        data["nodes"] = nodes
+        data["outputs"] = {n: str(o.source) for n, o in self.outputs.items()}
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=110)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.part")
+        temporary.write_text(self.to_yaml(), encoding="utf-8")
+        temporary.replace(path)
+        return path
+
+    @classmethod
+    def from_plan(cls, plan: Plan | dict[str, Any], inputs: Iterable[Artifact], registry: ToolRegistry, *,
+                  name: str = "saved-plan", description: str = "", outputs: Iterable[str] | None = None) -> Workflow:
+        """A planner's plan as a workflow: its input artifacts become named inputs, tasks become nodes, and
+        the outputs nothing else consumed become the workflow's outputs (or the task ids in ``outputs``)."""
+        plan = plan if isinstance(plan, Plan) else Plan.from_json(plan)
+        validated = validate_plan(plan, registry)
+        names: dict[str, str] = {}
+        workflow_inputs = []
+        for artifact in inputs:
+            stem = re.sub(r"[^A-Za-z0-9_]+", "_", Path(str(artifact.metadata.get("name", artifact.kind.value))).stem)
+            stem = stem.strip("_") or artifact.kind.value
+            stem = stem if stem[0].isalpha() else f"{artifact.kind.value}_{stem}"
+            candidate, n = stem[:32], 2
+            while candidate in names.values() or candidate in {t.id for t in plan.tasks}:
+                candidate, n = f"{stem[:29]}_{n}", n + 1
+            names[artifact.id] = candidate
+            workflow_inputs.append(WorkflowInput(candidate, artifact.kind, f"was {artifact.metadata.get('name', artifact.id)}"))
+        nodes, consumed = [], set()
+        for task in plan.tasks:
+            args: dict[str, Any] = {}
+            for argument, value in task.args.items():
+                reference = parse_reference(value)
+                if (task.id, argument) in validated.references:
+                    target = validated.references[(task.id, argument)]
+                    args[argument] = Reference(target.task, target.output)
+                    consumed.add((target.task, target.output))
+                elif reference is not None:
+                    args[argument] = Reference(*reference)
+                elif is_artifact_id(value):
+                    if value not in names:
+                        raise InvalidInputError(f"task {task.id!r} uses {value}, which is not among the plan's inputs")
+                    args[argument] = Reference(names[value])
+                else:
+                    args[argument] = value
+            nodes.append(WorkflowNode(task.id, task.tool, args))
+        chosen = list(outputs) if outputs is not None else None
+        workflow_outputs = []
+        for task in plan.tasks:
+            if chosen is not None and task.id not in chosen:
+                continue
+            for output in registry.get(task.tool).outputs:
+                if chosen is not None or (task.id, output) not in consumed:
+                    workflow_outputs.append(WorkflowOutput(f"{task.id}_{output}", Reference(task.id, output)))
+        workflow = cls(name, inputs=workflow_inputs, nodes=nodes, outputs=workflow_outputs, description=description)
+        workflow.validate(registry)
+        return workflow
+
+    def fingerprint(self) -> str:
+        """Changes whenever what the workflow computes changes (used to key batch results)."""
+        import hashlib
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------- parsing parts
+
+
+def parse_value(value: Any) -> Any:
+    """An argument as written: ``$ref`` -> Reference, text with ``{$ref}`` -> Template, ``$$x`` -> ``$x``."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith("$$"):
+        return value[1:]
+    if value.startswith("$"):
+        match = REFERENCE.fullmatch(value.strip())
+        if match is None:
+            raise ValueError(f"{value!r} is not a reference: write $input, $node, $node.output or $item "
+                             "(or $$ for a literal '$')")
+        return Reference(match["name"], match["output"])
+    parts = tuple(Reference(m["name"], m["output"]) for m in EMBEDDED_REFERENCE.finditer(value))
+    return Template(value, parts) if parts else value
+
+
+def parse_condition(text: str) -> Condition:
+    """``count($detect.detections) > 0 and $classify.label != "cat"``: a small, safe expression language."""
+    references: list[Reference] = []
+
+    def placeholder(match: re.Match) -> str:
+        references.append(Reference(match["name"], match["output"]))
+        return f"__r{len(references) - 1}"
+
+    source = re.sub(r"\$(?P<name>[A-Za-z][A-Za-z0-9_-]{0,31})(?:\.(?P<output>[a-z][a-z0-9_]*))?", placeholder, text)
+    if "$" in source:
+        raise ValueError(f"condition {text!r}: a '$' that starts no reference")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"condition {text!r} is not an expression ({exc.msg})") from None
+    allowed = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Compare, ast.Eq, ast.NotEq,
+               ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Name, ast.Load, ast.Constant, ast.Call,
+               ast.Subscript)
+    for item in ast.walk(tree):
+        if not isinstance(item, allowed):
+            raise ValueError(f"condition {text!r} uses {type(item).__name__}, which conditions do not allow "
+                             "(allowed: comparisons, and/or/not, in, [index], " + ", ".join(CONDITION_FUNCTIONS) + ")")
+        if isinstance(item, ast.Name) and not (re.fullmatch(r"__r\d+", item.id) or item.id in CONDITION_FUNCTIONS):
+            raise ValueError(f"condition {text!r}: unknown name {item.id!r}; references start with '$'")
+        if isinstance(item, ast.Call) and (not isinstance(item.func, ast.Name) or item.func.id not in CONDITION_FUNCTIONS
+                                           or len(item.args) != 1 or item.keywords):
+            raise ValueError(f"condition {text!r}: only one-argument calls of {', '.join(CONDITION_FUNCTIONS)}")
+        if isinstance(item, ast.Subscript) and not isinstance(item.slice, (ast.Constant, ast.UnaryOp)):
+            raise ValueError(f"condition {text!r}: an index must be a constant, like [0] or ['label']")
+        if isinstance(item, ast.Constant) and not isinstance(item.value, (str, int, float, bool, type(None))):
+            raise ValueError(f"condition {text!r}: constants are numbers, texts, true/false, None")
+    return Condition(text, tree, tuple(references))
+
+
+def _parse_inputs(raw: Any, parent: Any, problem) -> list[WorkflowInput]:
+    if raw is None or raw == {}:
+        return []
+    if not isinstance(raw, dict):
+        problem(_line(parent, "inputs"), "'inputs' maps names to kinds, e.g. image: {kind: image}")
+        return []
+    inputs = []
+    for name, spec in raw.items():
+        line = _line(raw, name)
+        if not TASK_ID.match(name) or name == ITEM:
+            problem(line, f"input name {name!r}: letters, digits, '_' or '-', starting with a letter (and not 'item')")
+            continue
+        if isinstance(spec, str):
+            spec = {"kind": spec}
+        if not isinstance(spec, dict):
+            problem(line, f"input {name!r}: give its kind, e.g. {name}: image or {name}: {{kind: image}}")
+            continue
+        extra = set(spec) - {"kind", "description", "default"}
+        if extra:
+            problem(line, f"input {name!r}: unknown key(s) {', '.join(sorted(extra))} (kind, description, default)")
+        try:
+            kind = ArtifactKind.parse(spec.get("kind", ""))
+        except InvalidInputError as exc:
+            problem(line, f"input {name!r}: {exc}")
+            continue
+        default = spec.get("default")
+        if default is not None and kind is ArtifactKind.TEXT and not isinstance(default, str):
+            problem(line, f"input {name!r}: a text input's default must be text")
+        elif default is not None and kind not in (ArtifactKind.TEXT, ArtifactKind.JSON):
+            problem(line, f"input {name!r}: only text and json inputs can have a default; a {kind.value} comes from a file")
+        inputs.append(WorkflowInput(name, kind, str(spec.get("description", "") or ""), default, line))
+    return inputs
+
+
+def _parse_nodes(raw: Any, parent: Any, problem) -> list[WorkflowNode]:
+    if not isinstance(raw, dict) or not raw:
+        problem(_line(parent, "nodes"), "'nodes' must map node names to {tool, args}; a workflow needs at least one")
+        return []
+    if len(raw) > MAX_NODES:
+        problem(_line(parent, "nodes"), f"a workflow may have at most {MAX_NODES} nodes, this one has {len(raw)}")
+    nodes = []
+    for name, spec in raw.items():
+        line = _line(raw, name)
+        if not TASK_ID.match(name) or name == ITEM:
+            problem(line, f"node name {name!r}: letters, digits, '_' or '-', starting with a letter, at most 32 (and not 'item')")
+            continue
+        if not isinstance(spec, dict):
+            problem(line, f"node {name!r} must be a mapping with 'tool' and 'args'")
+            continue
+        extra = set(spec) - {"tool", "args", "when", "for_each", "model", "description"}
+        for key in sorted(extra):
+            problem(_line(spec, key, line), f"node {name!r}: unknown key {key!r} (tool, args, when, for_each, model, description)")
+        tool = spec.get("tool")
+        if not isinstance(tool, str) or not tool.strip():
+            problem(line, f"node {name!r} needs 'tool: <tool name>'")
+            continue
+        raw_args = spec.get("args", {}) or {}
+        if not isinstance(raw_args, dict):
+            problem(_line(spec, "args", line), f"node {name!r}: 'args' maps argument names to values")
+            raw_args = {}
+        args, arg_lines = {}, {}
+        for argument, value in raw_args.items():
+            arg_lines[argument] = _line(raw_args, argument, line)
+            try:
+                args[argument] = parse_value(value)
+            except ValueError as exc:
+                problem(arg_lines[argument], f"node {name!r}, argument {argument!r}: {exc}")
+        when = None
+        if spec.get("when") is not None:
+            if not isinstance(spec["when"], str):
+                problem(_line(spec, "when", line), f"node {name!r}: 'when' is an expression in quotes, e.g. "
+                                                   "\"count($detect.detections) > 0\"")
+            else:
+                try:
+                    when = parse_condition(spec["when"])
+                except ValueError as exc:
+                    problem(_line(spec, "when", line), f"node {name!r}: {exc}")
+        for_each = None
+        if spec.get("for_each") is not None:
+            try:
+                for_each = _parse_fan_out(spec["for_each"])
+            except ValueError as exc:
+                problem(_line(spec, "for_each", line), f"node {name!r}, for_each: {exc}")
+        model = spec.get("model")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            problem(_line(spec, "model", line), f"node {name!r}: 'model' is a model id or path")
+            model = None
+        nodes.append(WorkflowNode(name, tool.strip(), args, when, for_each, model, str(spec.get("description", "") or ""),
+                                  line, arg_lines))
+    return nodes
+
+
+def _parse_fan_out(raw: Any) -> FanOut:
+    if isinstance(raw, str):
+        value = parse_value(raw)
+        if not isinstance(value, Reference):
+            raise ValueError(f"{raw!r} is not a reference like $node.output")
+        return FanOut("each", value)
+    if not isinstance(raw, dict):
+        raise ValueError("write $node.output (each output of a fan-out node), {crops: $detections, of: $image}, "
+                         "{items: $json_list} or {lines: $text}")
+    modes = [m for m in ("crops", "items", "lines") if m in raw]
+    extra = set(raw) - {"crops", "items", "lines", "of"}
+    if len(modes) != 1 or extra:
+        raise ValueError("give exactly one of crops, items, lines (and 'of' with crops)")
+    mode = modes[0]
+    source = parse_value(raw[mode])
+    if not isinstance(source, Reference):
+        raise ValueError(f"{mode}: {raw[mode]!r} is not a reference")
+    image = None
+    if mode == "crops":
+        image = parse_value(raw.get("of"))
+        if not isinstance(image, Reference):
+            raise ValueError("crops need 'of: $image', the image the boxes were found in")
+    elif "of" in raw:
+        raise ValueError("'of' goes with crops only")
+    return FanOut(mode, source, image)
+
+
+def _parse_outputs(raw: Any, parent: Any, problem) -> list[WorkflowOutput]:
+    if raw is None or raw == {}:
+        return []
+    if not isinstance(raw, dict):
+        problem(_line(parent, "outputs"), "'outputs' maps names to references, e.g. answer: $vqa.answer")
+        return []
+    outputs = []
+    for name, value in raw.items():
+        line = _line(raw, name)
+        if not TASK_ID.match(name):
+            problem(line, f"output name {name!r}: letters, digits, '_' or '-', starting with a letter")
+            continue
+        try:
+            reference = parse_value(value)
+        except ValueError as exc:
+            problem(line, f"output {name!r}: {exc}")
+            continue
+        if not isinstance(reference, Reference):
+            problem(line, f"output {name!r} must be a reference like $node.output, got {value!r}")
+            continue
+        outputs.append(WorkflowOutput(name, reference, line))
+    return outputs
