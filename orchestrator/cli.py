@@ -3,6 +3,7 @@
     anymoda run "REQUEST" [--file F ...] [--out DIR]  plan, run and answer a request (live task tree)
     anymoda chat [--session ID]                   multi-turn; /attach FILE; earlier outputs stay referable
     anymoda runs list|show RUN|resume RUN         a run's plan, tasks, timings, lineage; continue a run
+    anymoda graph validate|run|show|list|from-run  workflow files: type-check, run (or --batch a folder), draw
     anymoda tools [--json]                       what is registered, and whether it can run here
     anymoda tool NAME --INPUT VALUE ... [-o OUT]  run one tool on files, artifact ids or literals
     anymoda demo [--out DIR]                      the offline default experts end to end on generated inputs
@@ -34,6 +35,7 @@ from rich.table import Table
 
 from .artifacts import Artifact, ArtifactKind, is_artifact_id
 from .cli_agent import add_agent_commands
+from .cli_graph import add_graph_commands
 from .codecs import EXTENSION_KINDS
 from .config import current_settings
 from .errors import AnymodaError, InvalidInputError
@@ -334,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
     add_agent_commands(commands)
+    add_graph_commands(commands)
     tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")
     tools.add_argument("--json", action="store_true", help="print full tool cards with JSON schemas")
     tools.set_defaults(handler=cmd_tools)

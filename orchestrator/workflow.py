@@ -289,8 +289,19 @@ class Workflow:
                 problems.append(WorkflowProblem(node.line, f"node {node.name!r} has the name of an input; names must be unique"))
         fan_outs = {n.name for n in self.nodes.values() if n.for_each is not None}
 
+        unresolved: set[tuple[str, str]] = set()  # (node, argument) whose reference names nothing
         for node in self.nodes.values():
-            for reference in node.references():
+            for argument, value in node.args.items():
+                parts = [value] if isinstance(value, Reference) else value.references if isinstance(value, Template) else []
+                for reference in parts:
+                    message = self._reference_problem(reference, node)
+                    if message:
+                        unresolved.add((node.name, argument))
+                        problems.append(WorkflowProblem(node.arg_lines.get(argument, node.line),
+                                                        f"node {node.name!r}, argument {argument!r}: {message}"))
+            extra = [*(node.when.references if node.when else ()),
+                     *((node.for_each.source, node.for_each.image) if node.for_each else ())]
+            for reference in filter(None, extra):
                 message = self._reference_problem(reference, node)
                 if message:
                     problems.append(WorkflowProblem(node.line, f"node {node.name!r}: {message}"))
@@ -298,21 +309,22 @@ class Workflow:
             message = self._reference_problem(output.source, None)
             if message:
                 problems.append(WorkflowProblem(output.line, f"output {output.name!r}: {message}"))
-        if problems:  # the plan check below needs references that resolve
-            raise WorkflowError(self.source, problems)
 
-        plan, virtual = self.as_plan(registry)
+        plan, virtual = self.as_plan(registry, leave_out=unresolved)
         try:
             validated = validate_plan(plan, registry)
         except PlanError as exc:
             for p in exc.problems:
+                if (p.task, p.argument) in unresolved:
+                    continue  # already reported as a reference to nothing
                 node = self.nodes.get(p.task) if p.task else None
                 line = node.arg_lines.get(p.argument, node.line) if node and p.argument else (
                     node.line if node else self._line_of_cycle(p.message))
                 where = f"node {p.task!r}" + (f", argument {p.argument!r}" if p.argument else "") if p.task else "workflow"
                 problems.append(WorkflowProblem(line, f"{where}: {self._readable(p.message, virtual)}"))
         else:
-            problems += self._check_dataflow(registry, validated, fan_outs)
+            if not problems:  # the checks below need every reference to resolve
+                problems += self._check_dataflow(registry, validated, fan_outs)
         if problems:
             raise WorkflowError(self.source, problems)
 
@@ -432,8 +444,9 @@ class Workflow:
             return None  # literals: text or json, whatever the argument takes
         return self.kind_of(fan_out.source, registry)
 
-    def as_plan(self, registry: ToolRegistry) -> tuple[Plan, dict[str, str]]:
-        """The workflow as a plan over virtual inputs (for validation), and which virtual id stands for what."""
+    def as_plan(self, registry: ToolRegistry, leave_out: set[tuple[str, str]] = frozenset()) -> tuple[Plan, dict[str, str]]:
+        """The workflow as a plan over virtual inputs (for validation), and which virtual id stands for what;
+        ``leave_out`` names (node, argument) pairs to omit (references already found to name nothing)."""
         virtual: dict[str, str] = {}
 
         def virtual_id(kind: ArtifactKind, label: str) -> str:
@@ -447,6 +460,8 @@ class Workflow:
             tool = registry.get(node.tool) if node.tool in registry else None
             args: dict[str, Any] = {}
             for argument, value in node.args.items():
+                if (node.name, argument) in leave_out:
+                    continue
                 wanted = tool.inputs[argument].kind if tool is not None and argument in tool.inputs else None
                 if isinstance(value, Template):
                     args[argument] = value.text
@@ -561,6 +576,43 @@ class Workflow:
         workflow = cls(name, inputs=workflow_inputs, nodes=nodes, outputs=workflow_outputs, description=description)
         workflow.validate(registry)
         return workflow
+
+    def drawing(self) -> tuple[list[Any], list[Any]]:
+        """Nodes and edges for :mod:`orchestrator.graph_drawing` (Mermaid text, PNG)."""
+        from .graph_drawing import DrawEdge, DrawNode
+
+        nodes = [DrawNode(f"in:{n}", n, "input", i.kind.value) for n, i in self.inputs.items()]
+        nodes += [DrawNode(n.name, n.name, "task", n.tool, condition=f"if {n.when.text}" if n.when else "",
+                           fan_out=n.for_each.describe() if n.for_each else "") for n in self.nodes.values()]
+        nodes += [DrawNode(f"out:{n}", n, "output", str(o.source)) for n, o in self.outputs.items()]
+
+        def endpoint(reference: Reference) -> str | None:
+            if reference.name in self.inputs:
+                return f"in:{reference.name}"
+            return reference.name if reference.name in self.nodes else None
+
+        edges, seen = [], set()
+
+        def add(source: str | None, target: str, label: str, style: str) -> None:
+            if source is not None and (source, target, label, style) not in seen:
+                seen.add((source, target, label, style))
+                edges.append(DrawEdge(source, target, label, style))
+
+        for node in self.nodes.values():
+            if node.for_each is not None:
+                add(endpoint(node.for_each.source), node.name, node.for_each.mode, "fan_out")
+                if node.for_each.image is not None:
+                    add(endpoint(node.for_each.image), node.name, "of", "data")
+            for argument, value in node.args.items():
+                parts = [value] if isinstance(value, Reference) else value.references if isinstance(value, Template) else []
+                for reference in parts:
+                    if reference.name != ITEM:
+                        add(endpoint(reference), node.name, f"{reference.output or reference.name} -> {argument}", "data")
+            for reference in node.when.references if node.when else ():
+                add(endpoint(reference), node.name, "when", "condition")
+        for name, output in self.outputs.items():
+            add(endpoint(output.source), f"out:{name}", output.source.output or "", "data")
+        return nodes, edges
 
     def fingerprint(self) -> str:
         """Changes whenever what the workflow computes changes (used to key batch results)."""
