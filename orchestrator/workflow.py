@@ -125,6 +125,7 @@ class WorkflowNode:
     description: str = ""
     line: int = 0
     arg_lines: dict[str, int] = field(default_factory=dict)
+    tool_line: int = 0
 
     def references(self) -> list[Reference]:
         found = []
@@ -243,14 +244,24 @@ class Workflow:
             raise WorkflowError(source, [WorkflowProblem(line, f"not valid YAML: {exc.problem or exc.context}")]) from None
         except yaml.YAMLError as exc:
             raise WorkflowError(source, [WorkflowProblem(1, f"not valid YAML: {exc}")]) from None
-        workflow = cls.from_dict(data, source=source)
+        workflow, problems = cls._build(data, source)
         if check:
-            workflow.validate(registry or ToolRegistry.default())
+            workflow.validate(registry or ToolRegistry.default(), earlier=problems)
+        elif problems:
+            raise WorkflowError(source, problems)
         return workflow
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<workflow>") -> Workflow:
         """Build from parsed YAML/JSON, checking structure (not tools: see :meth:`validate`)."""
+        workflow, problems = cls._build(data, source)
+        if problems:
+            raise WorkflowError(source, problems)
+        return workflow
+
+    @classmethod
+    def _build(cls, data: Any, source: str) -> tuple[Workflow, list[WorkflowProblem]]:
+        """The workflow with every well-formed part, and what was malformed (reported with the type check)."""
         problems: list[WorkflowProblem] = []
 
         def problem(line: int, message: str) -> None:
@@ -273,16 +284,15 @@ class Workflow:
         inputs = _parse_inputs(data.get("inputs", {}), data, problem)
         nodes = _parse_nodes(data.get("nodes"), data, problem)
         outputs = _parse_outputs(data.get("outputs", {}), data, problem)
-        if problems:
-            raise WorkflowError(source, problems)
         return cls(name.strip(), inputs=inputs, nodes=nodes, outputs=outputs, description=description.strip(),
-                   source=source)
+                   source=source), problems
 
     # ------------------------------------------------------------------ checking
 
-    def validate(self, registry: ToolRegistry) -> None:
-        """Type-check against ``registry``; raise :class:`WorkflowError` listing every problem with its line."""
-        problems: list[WorkflowProblem] = []
+    def validate(self, registry: ToolRegistry, *, earlier: list[WorkflowProblem] = ()) -> None:
+        """Type-check against ``registry``; raise :class:`WorkflowError` listing every problem with its line
+        (with ``earlier`` ones, found while reading the file)."""
+        problems: list[WorkflowProblem] = list(earlier)
         names = set(self.inputs)
         for node in self.nodes.values():
             if node.name in names:
@@ -310,21 +320,21 @@ class Workflow:
             if message:
                 problems.append(WorkflowProblem(output.line, f"output {output.name!r}: {message}"))
 
+        resolvable = len(problems) == len(earlier)
         plan, virtual = self.as_plan(registry, leave_out=unresolved)
         try:
-            validated = validate_plan(plan, registry)
+            validate_plan(plan, registry)
         except PlanError as exc:
             for p in exc.problems:
                 if (p.task, p.argument) in unresolved:
                     continue  # already reported as a reference to nothing
                 node = self.nodes.get(p.task) if p.task else None
                 line = node.arg_lines.get(p.argument, node.line) if node and p.argument else (
-                    node.line if node else self._line_of_cycle(p.message))
+                    (node.tool_line or node.line) if node else self._line_of_cycle(p.message))
                 where = f"node {p.task!r}" + (f", argument {p.argument!r}" if p.argument else "") if p.task else "workflow"
                 problems.append(WorkflowProblem(line, f"{where}: {self._readable(p.message, virtual)}"))
-        else:
-            if not problems:  # the checks below need every reference to resolve
-                problems += self._check_dataflow(registry, validated, fan_outs)
+        if resolvable:  # the checks below need every reference to resolve
+            problems += self._check_dataflow(registry, fan_outs)
         if problems:
             raise WorkflowError(self.source, problems)
 
@@ -354,10 +364,13 @@ class Workflow:
             message = message.replace(artifact_id, name)
         return re.sub(r"<([A-Za-z][A-Za-z0-9_-]*)((?:\.[a-z][a-z0-9_]*)?)>", r"$\1\2", message)
 
-    def _check_dataflow(self, registry: ToolRegistry, validated: Any, fan_outs: set[str]) -> list[WorkflowProblem]:
+    def _check_dataflow(self, registry: ToolRegistry, fan_outs: set[str]) -> list[WorkflowProblem]:
         """What a plan cannot express: fan-out sources, gathered lists, template parts, condition values."""
         problems = []
+        known = {n.name for n in self.nodes.values() if n.tool in registry}
         for node in self.nodes.values():
+            if node.name not in known or any(r.name in self.nodes and r.name not in known for r in node.references()):
+                continue  # its unknown tool (or a source's) is reported already
             tool = registry.get(node.tool)
             for argument, value in node.args.items():
                 line = node.arg_lines.get(argument, node.line)
@@ -387,6 +400,8 @@ class Workflow:
                         problems.append(WorkflowProblem(node.line, f"node {node.name!r}: the condition's {part} is ambiguous; "
                                                                    "name the output, e.g. $node.output"))
         for output in self.outputs.values():
+            if output.source.name in self.nodes and output.source.name not in known:
+                continue
             if self.kind_of(output.source, registry) is None:
                 problems.append(WorkflowProblem(output.line, f"output {output.name!r}: {output.source} has several "
                                                              "outputs; name one, e.g. $node.output"))
@@ -425,6 +440,8 @@ class Workflow:
             return self.item_kind(item_of, registry) if item_of is not None else None
         if reference.name in self.inputs:
             return self.inputs[reference.name].kind
+        if self.nodes[reference.name].tool not in registry:
+            return None  # reported as an unknown tool
         tool = registry.get(self.nodes[reference.name].tool)
         if reference.output is not None:
             spec = tool.outputs.get(reference.output)
@@ -762,7 +779,7 @@ def _parse_nodes(raw: Any, parent: Any, problem) -> list[WorkflowNode]:
             problem(_line(spec, "model", line), f"node {name!r}: 'model' is a model id or path")
             model = None
         nodes.append(WorkflowNode(name, tool.strip(), args, when, for_each, model, str(spec.get("description", "") or ""),
-                                  line, arg_lines))
+                                  line, arg_lines, _line(spec, "tool", line)))
     return nodes
 
 

@@ -342,7 +342,11 @@ def bind_inputs(workflow: Workflow, values: dict[str, Any], store: ArtifactStore
                 raise InvalidInputError(f"{where} takes text, got {type(value).__name__}")
             artifact = store.put_value(spec.kind, value, session=session, metadata={"name": name, "literal": True})
         elif isinstance(value, (str, Path)):
-            artifact = store.ingest_file(value, spec.kind, session=session)
+            try:
+                artifact = store.ingest_file(value, spec.kind, session=session)
+            except InvalidInputError as exc:
+                message = str(exc)
+                raise InvalidInputError(message if Path(value).name in message else f"{where}, {Path(value).name}: {message}") from None
         else:
             artifact = store.put_value(spec.kind, value, session=session, metadata={"name": name})
         if artifact.kind is not spec.kind:

@@ -1,8 +1,8 @@
 """A run to be killed: tests/test_agent.py starts this as a child process and kill -9s it mid-run.
 
-    python tests/crash_child.py HOME
+    python tests/crash_child.py HOME [workflow]
 
-starts the plan of :func:`crash_plan` in a fresh run under ``HOME``, prints the run id (one line)
+starts the plan of :func:`crash_plan` (or the workflow of :func:`crash_workflow`) in a fresh run under ``HOME``, prints the run id (one line)
 and drives the run until it is killed. :class:`GatedWait` is the test-only tool of that plan: it
 notes every execution in ``HOME/executions.log`` (one line per call: the label), and a call with a
 ``gate`` waits until that file exists, so the test decides when the slow task may finish. The
@@ -77,6 +77,33 @@ def crash_plan(home: Path) -> dict[str, Any]:
     ]}
 
 
+def crash_workflow(home: Path) -> str:
+    """first -> each line of $words (fan-out) -> slow (waits for the gate, takes the gathered lines) -> last."""
+    log, gate = home / "executions.log", home / "gate"
+    return f"""
+name: crash-fan-out
+inputs:
+  words: text
+nodes:
+  first:
+    tool: gated-wait
+    args: {{label: first, log: "{log}"}}
+  each:
+    tool: gated-wait
+    for_each: {{lines: $words}}
+    args: {{a: $item, label: item, log: "{log}"}}
+  slow:
+    tool: gated-wait
+    args: {{a: $each.text, label: slow, log: "{log}", gate: "{gate}"}}
+  last:
+    tool: gated-wait
+    args: {{a: $slow.text, label: last, log: "{log}"}}
+outputs:
+  items: $each.text
+  result: $last.text
+"""
+
+
 def build_orchestrator(home: Path):
     from orchestrator.agent import Orchestrator
     from orchestrator.compose import Composer
@@ -89,9 +116,16 @@ def build_orchestrator(home: Path):
                         composer=Composer(None))
 
 
-def main(home: Path) -> None:
+def main(home: Path, mode: str = "plan") -> None:
     orch = build_orchestrator(home)
-    for event in orch.stream("count to four", plan=crash_plan(home)):
+    if mode == "workflow":
+        from orchestrator.workflow import Workflow
+
+        workflow = Workflow.loads(crash_workflow(home), registry=orch.registry)
+        events = orch.stream_workflow(workflow, {"words": "x\ny\nz"})
+    else:
+        events = orch.stream("count to four", plan=crash_plan(home))
+    for event in events:
         if event.type == "run_started":
             print(event.run, flush=True)
 
@@ -100,4 +134,4 @@ if __name__ == "__main__":
     # Run as a script this module is __main__: use the importable copy, the one the test process uses.
     import crash_child
 
-    crash_child.main(Path(sys.argv[1]))
+    crash_child.main(Path(sys.argv[1]), *sys.argv[2:3])
