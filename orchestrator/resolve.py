@@ -109,11 +109,26 @@ def _missing(model_id, tool, locator, offline, install_hint, error) -> ModelSour
         where.append("offline mode forbids a download")
     elif error is not None:
         where.append(f"the hub download failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
-    raise ModelNotAvailableError(
+    missing = ModelNotAvailableError(
         f"tool {tool!r}: model {model_id!r} is not available: " + "; ".join(where) + ". "
         f"Get it with `hf download {model_id}` where the hub is reachable, "
         f"or set `[models] {tool} = \"/path/to/model\"` in the config (or ANYMODA_MODEL_{tool.upper().replace('-', '_')})."
     )
+    missing.hub_unreachable = offline or (error is not None and _unreachable(error))
+    raise missing
+
+
+def _unreachable(error: BaseException) -> bool:
+    """The hub could not be reached at all (no network), as opposed to refusing this model."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, TimeoutError)) or any(
+                word in type(seen).__name__ for word in ("Connect", "Timeout", "NetworkError")):
+            return True
+        if "Name or service not known" in str(seen) or "ConnectError" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def pick_device(preference: str = "auto") -> str:

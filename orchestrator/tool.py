@@ -185,7 +185,7 @@ class Tool:
     thread_safe: ClassVar[bool] = True
     uses_torch_device: ClassVar[bool] = False  # False: the runtime picks its own device (ONNX, CTranslate2 on CPU)
     # A packaged model id used when the default model is not here and the hub may not be asked
-    # (offline); never replaces a model the caller or the config chose.
+    # (offline) or cannot be reached; never replaces a model the caller or the config chose.
     offline_fallback: ClassVar[str | None] = None
 
     def __init__(
@@ -256,8 +256,9 @@ class Tool:
             return self._source
         try:
             source = self._resolve(download)
-        except ModelNotAvailableError:
-            if not (self._may_fall_back and self.settings.offline):
+        except ModelNotAvailableError as exc:
+            # Offline by setting, or in fact (the hub could not be reached): the packaged model serves.
+            if not (self._may_fall_back and (self.settings.offline or getattr(exc, "hub_unreachable", False))):
                 raise
             self.model_id = self.offline_fallback
             self._may_fall_back = False
