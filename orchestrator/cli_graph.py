@@ -93,7 +93,7 @@ def _validate(args: argparse.Namespace, console: Any, out: Any) -> int:
             continue
         out.print(f"[green]ok[/] {escape(str(workflow.source))}: {escape(workflow.name)} — {len(workflow.nodes)} node(s); "
                   f"inputs {escape(', '.join(f'{n} ({i.kind.value})' for n, i in workflow.inputs.items()) or 'none')}; "
-                  f"outputs {escape(', '.join(workflow.outputs) or 'none')}")
+                  f"outputs {escape(', '.join(workflow.outputs) or 'none')}", soft_wrap=True)
     return 2 if failed else 0
 
 
@@ -214,7 +214,7 @@ def _from_run(args: argparse.Namespace, console: Any, out: Any) -> int:
     path = workflow.save(args.output)
     out.print(f"saved {escape(str(path))}: inputs {', '.join(workflow.inputs) or 'none'}; "
               f"run it with: anymoda graph run {escape(str(path))} "
-              + " ".join(f"--input {n}=..." for n in workflow.inputs))
+              + " ".join(f"--input {n}=..." for n in workflow.inputs), soft_wrap=True)
     return 0
 
 

@@ -499,3 +499,43 @@ def test_cli_validate_run_batch_show(cli_home, capsys):
     mermaid = capsys.readouterr().out
     assert mermaid.splitlines()[3] == "flowchart LR" and all(n in mermaid for n in ("find", "name_each", "report"))
     assert Image.open(cli_home / "g.png").size[0] > 200
+
+
+def test_approval_before_a_tool_pauses_the_workflow_until_answered(settings, tmp_path):
+    orchestrator = Orchestrator(settings=settings, registry=REGISTRY, planner=None, composer=Composer(None),
+                                approve_before=["stub-paint"])
+    try:
+        workflow = load("inputs: {colour: text}\nnodes:\n  paint: {tool: stub-paint, args: {text: $colour}}\n"
+                        "  note: {tool: stub-wait, args: {label: noted, seconds: 0.0}}\noutputs:\n  picture: $paint.image\n")
+        waiting = orchestrator.run_workflow(workflow, {"colour": "green"})
+        assert waiting.status == "awaiting_approval" and [t["id"] for t in waiting.pending_approval] == ["paint"]
+        assert waiting.tasks["note"].status == "done"  # the rest ran meanwhile
+        done = orchestrator.resume(waiting.run_id, approve=True)
+        assert done.status == "done"
+        assert orchestrator.store.load(done.outputs["picture"], session=done.session).getpixel((0, 0)) == (0, 160, 0)
+    finally:
+        orchestrator.runner.shutdown()
+
+
+def test_cli_saves_a_planned_run_as_a_workflow_and_shows_workflow_runs(cli_home, capsys):
+    from orchestrator.cli import main
+    from orchestrator.config import current_settings
+
+    orchestrator = Orchestrator(settings=current_settings(), registry=REGISTRY, planner=None, composer=Composer(None))
+    photo = orchestrator.store.ingest_file(squares(cli_home / "photo.png", [(255, 0, 0)]), session="s")
+    planned = orchestrator.run("find squares", files=[photo.id], session="s", plan={"tasks": [
+        {"id": "t1", "tool": "stub-find", "args": {"image": photo.id}},
+        {"id": "t2", "tool": "stub-wait", "args": {"a": "<t1.summary>", "seconds": 0.0}}]})
+    orchestrator.runner.shutdown()
+    saved = cli_home / "saved.yaml"
+    assert main(["graph", "from-run", planned.run_id, "-o", str(saved), "--name", "found"]) == 0
+    assert "--input photo=" in capsys.readouterr().out
+    other = squares(cli_home / "other.png", [(0, 0, 255)] * 3)
+    assert main(["graph", "run", str(saved), "--input", f"photo={other}", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert main(["runs", "show", result["run"], "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["request"] == "workflow found" and [t["task"] for t in shown["tasks"]] == ["t1", "t2"]
+    assert "3 blue" in shown["answer"]
+    assert main(["graph", "from-run", result["run"], "-o", str(cli_home / "again.yaml")]) == 2
+    assert "no planned tasks" in capsys.readouterr().err
