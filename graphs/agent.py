@@ -104,25 +104,12 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
     def execute(state: AgentState) -> dict[str, Any]:
         if state.get("error"):
             return {}
-        validated = _validated(parts, state)
-        executor = PlanExecutor(parts.executor.runner, parts.journal, parts.store, policy=parts.executor.policy, emit=_emit)
-        cancel = parts.cancel_events.setdefault(state["run"], threading.Event())
-        results = executor.execute(state["run"], state["session"], validated, approvals=state.get("approvals", {}),
-                                   cancel=cancel)
-        pending = [t for t, r in results.items() if r.status == "awaiting_approval"]
-        if pending:
-            parts.journal.update_run(state["run"], status="awaiting_approval")
-        return {"results": {t: r.to_json() for t, r in results.items()}, "pending_approval": pending}
+        return execute_tasks(parts, state, _validated(parts, state), _emit)
 
     def approve(state: AgentState) -> dict[str, Any]:
-        pending = state.get("pending_approval", [])
         tasks = {t["id"]: t for t in state["plan"]["tasks"]}
-        decision = interrupt({"run": state["run"], "tasks": [
-            {"id": t, "tool": tasks[t]["tool"], "args": tasks[t]["args"]} for t in pending]})
-        approvals = dict(state.get("approvals", {}))
-        approvals.update(normalise_decision(decision, pending))
-        parts.journal.update_run(state["run"], status="running")
-        return {"approvals": approvals, "pending_approval": []}
+        return ask_for_approval(parts, state, [{"id": t, "tool": tasks[t]["tool"], "args": tasks[t]["args"]}
+                                               for t in state.get("pending_approval", [])])
 
     def respond(state: AgentState) -> dict[str, Any]:
         run, session = state["run"], state["session"]
@@ -157,6 +144,27 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
     graph.add_edge("approve", "execute")
     graph.add_edge("respond", END)
     return graph
+
+
+def execute_tasks(parts: Any, state: dict[str, Any], graph: Any, emit: Callable[[Event], None]) -> dict[str, Any]:
+    """The execute node of both graphs: run ``graph`` (a validated plan or a workflow's task graph) with the
+    parts' executor; tasks waiting for a person are listed for the approve node."""
+    executor = PlanExecutor(parts.executor.runner, parts.journal, parts.store, policy=parts.executor.policy, emit=emit)
+    cancel = parts.cancel_events.setdefault(state["run"], threading.Event())
+    results = executor.execute(state["run"], state["session"], graph, approvals=state.get("approvals", {}), cancel=cancel)
+    pending = [t for t, r in results.items() if r.status == "awaiting_approval"]
+    if pending:
+        parts.journal.update_run(state["run"], status="awaiting_approval")
+    return {"results": {t: r.to_json() for t, r in results.items()}, "pending_approval": pending}
+
+
+def ask_for_approval(parts: Any, state: dict[str, Any], waiting: list[dict[str, Any]]) -> dict[str, Any]:
+    """The approve node of both graphs: pause with ``interrupt()`` until a person decides on ``waiting``."""
+    decision = interrupt({"run": state["run"], "tasks": waiting})
+    approvals = dict(state.get("approvals", {}))
+    approvals.update(normalise_decision(decision, [t["id"] for t in waiting]))
+    parts.journal.update_run(state["run"], status="running")
+    return {"approvals": approvals, "pending_approval": []}
 
 
 def earlier_artifacts(store: ArtifactStore, session: str, ids: list[str]) -> list[Artifact]:

@@ -15,7 +15,6 @@ from typing import Any, TypedDict
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import interrupt
 
 from orchestrator.events import Event
 from orchestrator.executor import PlanExecutor, TaskResult
@@ -25,7 +24,7 @@ from orchestrator.store import ArtifactStore
 from orchestrator.workflow import Workflow
 from orchestrator.workflow_tasks import WorkflowGraph
 
-from .agent import normalise_decision
+from .agent import ask_for_approval, execute_tasks
 
 
 class WorkflowState(TypedDict, total=False):
@@ -60,24 +59,11 @@ def build_workflow_graph(parts: WorkflowParts) -> StateGraph:
         get_stream_writer()(event)
 
     def execute(state: WorkflowState) -> dict[str, Any]:
-        graph = task_graph(parts, state)
-        executor = PlanExecutor(parts.executor.runner, parts.journal, parts.store, policy=parts.executor.policy, emit=emit)
-        cancel = parts.cancel_events.setdefault(state["run"], threading.Event())
-        results = executor.execute(state["run"], state["session"], graph, approvals=state.get("approvals", {}),
-                                   cancel=cancel)
-        pending = [t for t, r in results.items() if r.status == "awaiting_approval"]
-        if pending:
-            parts.journal.update_run(state["run"], status="awaiting_approval")
-        return {"results": {t: r.to_json() for t, r in results.items()}, "pending_approval": pending}
+        return execute_tasks(parts, state, task_graph(parts, state), emit)
 
     def approve(state: WorkflowState) -> dict[str, Any]:
-        pending = state.get("pending_approval", [])
         graph = task_graph(parts, state)
-        decision = interrupt({"run": state["run"], "tasks": [{"id": t, "tool": graph.tool(t)} for t in pending]})
-        approvals = dict(state.get("approvals", {}))
-        approvals.update(normalise_decision(decision, pending))
-        parts.journal.update_run(state["run"], status="running")
-        return {"approvals": approvals, "pending_approval": []}
+        return ask_for_approval(parts, state, [{"id": t, "tool": graph.tool(t)} for t in state.get("pending_approval", [])])
 
     def finish(state: WorkflowState) -> dict[str, Any]:
         graph = task_graph(parts, state)

@@ -13,8 +13,13 @@ finds the tool the crashed one planned with).
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +119,46 @@ def build_orchestrator(home: Path):
     settings = Settings.from_dict({"home": str(home), "offline": True, "device": "cpu"})
     return Orchestrator(settings=settings, registry=ToolRegistry([*STUB_TOOLS, GatedWait]), planner=None,
                         composer=Composer(None))
+
+
+def run_until_then_kill(tmp_path: Path, home: Path, ready: Callable[[dict[str, str], list[str]], bool],
+                        mode: str = "plan", timeout_s: float = 60.0) -> str:
+    """Start this script as a child process on ``home``, wait until ``ready(task statuses, logged calls)``
+    holds, kill -9 it, and return the run id it printed. For the tests' crash-and-resume cases."""
+    from orchestrator.journal import RunJournal
+
+    repo = Path(__file__).resolve().parents[1]
+    log = home / "executions.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    with open(tmp_path / "child.err", "w") as err:
+        child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(home), mode], cwd=repo, env=env,
+                                 stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        first_line: list[str] = []
+        reader = threading.Thread(target=lambda: first_line.append(child.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout_s)
+        run_id = (first_line or [""])[0].strip()
+        assert re.fullmatch(r"run-[0-9a-f]{16}", run_id), (first_line, (tmp_path / "child.err").read_text())
+        journal = RunJournal(home / "runs.sqlite")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = {t.task: t.status for t in journal.tasks(run_id)}
+            calls = log.read_text().split() if log.exists() else []
+            if ready(rows, calls):
+                break
+            assert child.poll() is None, (child.returncode, (tmp_path / "child.err").read_text())
+            assert time.monotonic() < deadline, (rows, calls)
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    return run_id
 
 
 def main(home: Path, mode: str = "plan") -> None:

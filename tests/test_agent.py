@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -285,37 +282,9 @@ def test_a_killed_run_resumes_without_rerunning_finished_tasks(tmp_path: Path):
     home = tmp_path / "crash-home"
     home.mkdir()
     log = home / "executions.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    with open(tmp_path / "child.err", "w") as err:
-        child = subprocess.Popen([sys.executable, str(TESTS / "crash_child.py"), str(home)], cwd=REPO, env=env,
-                                 stdout=subprocess.PIPE, stderr=err, text=True)
-    try:
-        first_line: list[str] = []
-        reader = threading.Thread(target=lambda: first_line.append(child.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(30)
-        run_id = (first_line or [""])[0].strip()
-        assert RUN_ID.fullmatch(run_id), (first_line, (tmp_path / "child.err").read_text())
-
-        journal = RunJournal(home / "runs.sqlite")
-        deadline = time.monotonic() + 30
-        while True:
-            rows = {t.task: t.status for t in journal.tasks(run_id)}
-            calls = log.read_text().split() if log.exists() else []
-            if rows.get("one") == rows.get("two") == "done" and rows.get("slow") == "running" and "slow" in calls:
-                break
-            assert child.poll() is None, (child.returncode, (tmp_path / "child.err").read_text())
-            assert time.monotonic() < deadline, (rows, calls)
-            time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
-
+    run_id = crash_child.run_until_then_kill(tmp_path, home, lambda rows, calls: rows.get("one") == rows.get("two") == "done"
+                                             and rows.get("slow") == "running" and "slow" in calls)
+    journal = RunJournal(home / "runs.sqlite")
     record = journal.get_run(run_id)
     assert record.status == "running" and record.task("slow").status == "running"
     assert Counter(log.read_text().split()) == {"one": 1, "two": 1, "slow": 1}

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,9 +17,7 @@ from orchestrator.batch import STATE_FILE, run_batch
 from orchestrator.compose import Composer
 from orchestrator.config import Settings, use_settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.journal import RunJournal
 from orchestrator.pipeline import Pipeline, item, pipeline_function, step
-from orchestrator.plan import Plan
 from orchestrator.registry import ToolRegistry
 from orchestrator.stub_tools import STUB_TOOLS
 from orchestrator.workflow import Workflow, WorkflowError
@@ -291,35 +286,9 @@ def test_a_killed_workflow_run_resumes_without_redoing_finished_tasks(tmp_path):
     home = tmp_path / "crash-home"
     home.mkdir()
     log = home / "executions.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    with open(tmp_path / "child.err", "w") as err:
-        child = subprocess.Popen([sys.executable, str(TESTS / "crash_child.py"), str(home), "workflow"], cwd=REPO,
-                                 env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-    try:
-        first_line: list[str] = []
-        reader = threading.Thread(target=lambda: first_line.append(child.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(60)
-        run_id = (first_line or [""])[0].strip()
-        assert run_id.startswith("run-"), (first_line, (tmp_path / "child.err").read_text())
-        journal = RunJournal(home / "runs.sqlite")
-        deadline = time.monotonic() + 60
-        while True:
-            rows = {t.task: t.status for t in journal.tasks(run_id)}
-            calls = log.read_text().split() if log.exists() else []
-            if rows.get("slow") == "running" and "slow" in calls and all(
-                    rows.get(f"each[{i}]") == "done" for i in range(3)):
-                break
-            assert child.poll() is None, (child.returncode, (tmp_path / "child.err").read_text())
-            assert time.monotonic() < deadline, (rows, calls)
-            time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
-        child.stdout.close()
+    run_id = crash_child.run_until_then_kill(
+        tmp_path, home, lambda rows, calls: rows.get("slow") == "running" and "slow" in calls
+        and all(rows.get(f"each[{i}]") == "done" for i in range(3)), mode="workflow")
     (home / "gate").touch()
     orchestrator = crash_child.build_orchestrator(home)
     try:
