@@ -112,9 +112,12 @@ class Orchestrator:
                 from .local_llm import LocalLLMBackend
                 from .planner import Planner
 
+                from tools.native_chat import planner_perception
+
                 self._planner = Planner(LocalLLMBackend(settings=self.settings), self.registry, store=self.store,
                                         prefer_available="local" if self.settings.offline else True,
-                                        settings=self.settings)
+                                        settings=self.settings,
+                                        perception=planner_perception(self.settings, self.store))
             return self._planner
 
     @property

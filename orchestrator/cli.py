@@ -4,6 +4,7 @@
     anymoda chat [--session ID]                   multi-turn; /attach FILE; earlier outputs stay referable
     anymoda runs list|show RUN|resume RUN         a run's plan, tasks, timings, lineage; continue a run
     anymoda graph validate|run|show|list|from-run  workflow files: type-check, run (or --batch a folder), draw
+    anymoda train connector --task T --connector C  train the native path (encoder -> connector -> LLM)
     anymoda tools [--json]                       what is registered, and whether it can run here
     anymoda tool NAME --INPUT VALUE ... [-o OUT]  run one tool on files, artifact ids or literals
     anymoda demo [--out DIR]                      the offline default experts end to end on generated inputs
@@ -36,6 +37,7 @@ from rich.table import Table
 from .artifacts import Artifact, ArtifactKind, is_artifact_id
 from .cli_agent import add_agent_commands
 from .cli_graph import add_graph_commands
+from .native.cli_train import add_train_parser
 from .codecs import EXTENSION_KINDS
 from .config import current_settings
 from .errors import AnymodaError, InvalidInputError
@@ -337,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_agent_commands(commands)
     add_graph_commands(commands)
+    add_train_parser(commands)
     tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")
     tools.add_argument("--json", action="store_true", help="print full tool cards with JSON schemas")
     tools.set_defaults(handler=cmd_tools)

@@ -9,12 +9,13 @@ OpenAI-compatible endpoint through its structured-output mode.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -130,8 +131,9 @@ def json_system_message(tools: Sequence[type[Tool]]) -> dict[str, str]:
     return {"role": "system", "content": _INSTRUCTIONS + "\n\nTools:\n" + "\n".join(tool_line(tool) for tool in tools)}
 
 
-def json_request_message(request: str, artifacts: Sequence[Artifact]) -> dict[str, str]:
-    inputs = "\n".join(artifact_line(artifact) for artifact in artifacts) or "(none)"
+def json_request_message(request: str, artifacts: Sequence[Artifact], notes: dict[str, str] | None = None) -> dict[str, str]:
+    inputs = "\n".join(artifact_line(artifact) + (f" (perceived: {notes[artifact.id]})" if notes and notes.get(artifact.id)
+                                                  else "") for artifact in artifacts) or "(none)"
     return {"role": "user", "content": f"Input artifacts:\n{inputs}\n\nRequest: {request}"}
 
 
@@ -193,7 +195,8 @@ class Planner:
                  store: ArtifactStore | None = None, constrain: bool = True, syntax: str = "auto",
                  demos: DemoSelector | None | str = "default", num_demos: int = 4, shortlist_size: int = 40,
                  embedder: Embedder | None = None, prefer_available: bool | str = False, max_tasks: int = 8,
-                 hints: bool = True, stop_bias: float = 2.0, prune: bool = True, settings: Settings | None = None):
+                 hints: bool = True, stop_bias: float = 2.0, prune: bool = True, settings: Settings | None = None,
+                 perception: Callable[[Artifact], str | None] | None = None):
         if max_repairs < 0:
             raise ValueError("max_repairs must not be negative")
         if syntax not in SYNTAXES:
@@ -217,6 +220,8 @@ class Planner:
         self.stop_bias = stop_bias
         self.prune = prune
         self.settings = settings  # whose models and cache decide what runs here (None: the process's)
+        # What a trained native model perceives in an attached item, shown beside it (tools.native_chat).
+        self.perception = perception
         self._hinters: dict[tuple[str, ...], ToolHinter] = {}
 
     @property
@@ -254,13 +259,16 @@ class Planner:
         the demos closest to the request as earlier turns, then the request with its inputs (after
         ``context``, what a conversation said before, when there is any)."""
         inputs = plan_inputs(artifacts)
+        notes = {a.id: note for a in artifacts if self.perception is not None and (note := self.perception(a))}
+        inputs = [dataclasses.replace(i, note=", ".join(filter(None, [i.note, f"perceived: {notes[i.artifact_id]}"])))
+                  if i.artifact_id in notes else i for i in inputs]
         messages = [self.system_message(tools)]
         if self.demos is not None and self.num_demos > 0:
             names = {tool.name for tool in tools}
             for demo in self.demos.select(request, [i.kind for i in inputs], names, self.num_demos):
                 messages += self._demo_turns(demo, tools)
         if self.syntax == "json":
-            messages.append(json_request_message(request, artifacts))
+            messages.append(json_request_message(request, artifacts, notes))
         else:
             if hint is None:
                 hint = self.hint(request, tools)

@@ -12,6 +12,7 @@ from .detection import ObjectDetection, OpenVocabularyDetection
 from .document_qa import DocumentQuestionAnswering
 from .image_classification import ImageClassification
 from .image_generation import ImageEditing, ImageToImage, TextToImage
+from .native_chat import NativeChat
 from .ocr import OpticalCharacterRecognition
 from .segmentation import GroundedSegmentation, SegmentAnything, SemanticSegmentation
 from .sentence_embeddings import SentenceEmbedding, SentenceSimilarity
@@ -69,6 +70,8 @@ BUILTIN_TOOLS = [
     TabularClassification,
     # time series
     TimeSeriesDescription,
+    # the native path: a trained connector + LLM that perceives media directly
+    NativeChat,
 ]
 
 __all__ = ["BUILTIN_TOOLS", *(tool.__name__ for tool in BUILTIN_TOOLS)]

@@ -1,0 +1,133 @@
+"""The native-chat tool end to end on a tiny trained checkpoint: run_tool, refusals, availability, planner perception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from orchestrator.artifacts import ArtifactKind
+from orchestrator.errors import InvalidInputError, ModelNotAvailableError
+from orchestrator.invoke import run_tool
+from orchestrator.media import TimeSeries
+from orchestrator.native.cli_train import build_model, load_llm, prepare_task
+from orchestrator.native.feature_cache import FeatureCache
+from orchestrator.native.train import TrainConfig, train_connector
+from orchestrator.pool import ModelPool
+from tiny_tokenizers import byte_level_bpe
+from tools.native_chat import NativeChat, describe_media_for_planner, perceives
+
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+          "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder from a few training steps of a tiny Qwen2 with a ts-patch MLP connector."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    llm_dir = tmp_path_factory.mktemp("tiny-qwen2-chat")
+    tokenizer = byte_level_bpe(special_tokens=("<|im_end|>", "<|im_start|>", "<|endoftext|>"))
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(llm_dir)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).save_pretrained(llm_dir)
+    data = prepare_task("timeseries-qa", train_size=8, eval_size=2, seed=0,
+                        cache=FeatureCache(tmp_path_factory.mktemp("features")), progress=False)
+    model = build_model(load_llm(str(llm_dir)), data.modality, data.encoder, data.feature_dim, "mlp2x_gelu")
+    out = tmp_path_factory.mktemp("run")
+    train_connector(model, data.train, data.eval, TrainConfig(max_steps=3, batch_size=2, warmup_steps=1, output_dir=str(out)),
+                    extra={"task": "timeseries-qa", "llm": str(llm_dir)}, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pool() -> ModelPool:
+    return ModelPool(2**32)
+
+
+def series(seed: int = 0) -> TimeSeries:
+    steps = np.arange(128)
+    return TimeSeries(0.05 * steps + np.sin(steps / 4) + np.random.default_rng(seed).normal(0, 0.1, 128))
+
+
+def test_answers_a_question_about_a_series_through_run_tool(run_dir, settings, store, pool) -> None:
+    tool = NativeChat(model=str(run_dir), settings=settings, pool=pool)  # the run folder: its checkpoint/ is used
+    assert tool.available()
+    stored = store.put_value(ArtifactKind.TIME_SERIES, series())
+    run = run_tool(tool, {"time_series": stored.id, "question": "What is the overall trend of this series?",
+                          "max_new_tokens": 4}, store=store)
+    answer = run.values["answer"]
+    assert isinstance(answer, str)
+    artifact = run.outputs["answer"]
+    assert artifact.kind is ArtifactKind.TEXT and stored.id in artifact.parents  # lineage to the series
+    assert artifact.metadata["connectors"] == {"ts": "mlp2x_gelu"} and artifact.metadata["task"] == "timeseries-qa"
+    # Same checkpoint, same input, greedy: the same answer (and the pool served the loaded model again).
+    again = run_tool(tool, {"time_series": stored.id, "question": "What is the overall trend of this series?",
+                            "max_new_tokens": 4}, store=store)
+    assert again.values["answer"] == answer
+
+
+def test_refuses_bad_requests(run_dir, settings, store, pool) -> None:
+    tool = NativeChat(model=str(run_dir / "checkpoint"), settings=settings, pool=pool)
+    stored = store.put_value(ArtifactKind.TIME_SERIES, series())
+    with pytest.raises(InvalidInputError, match="at least one media"):
+        run_tool(tool, {"question": "what is it?"}, store=store)
+    with pytest.raises(InvalidInputError, match="'question' is empty"):
+        run_tool(tool, {"time_series": stored.id, "question": "   "}, store=store)
+    image = store.put_value(ArtifactKind.IMAGE, Image.new("RGB", (32, 32)))
+    with pytest.raises(InvalidInputError, match="perceives time_series only"):
+        run_tool(tool, {"image": image.id, "question": "what is it?"}, store=store)
+    with pytest.raises(InvalidInputError, match="max_new_tokens"):
+        run_tool(tool, {"time_series": stored.id, "question": "trend?", "max_new_tokens": 0}, store=store)
+
+
+def test_availability_says_what_is_missing(run_dir, settings, tmp_path) -> None:
+    unconfigured = NativeChat(settings=settings).available()
+    assert not unconfigured and "anymoda train connector" in unconfigured.reason
+    assert "[models] native-chat" in unconfigured.reason
+    empty = tmp_path / "not-a-checkpoint"
+    empty.mkdir()
+    wrong = NativeChat(model=str(empty), settings=settings).available()
+    assert not wrong and "not a native checkpoint" in wrong.reason
+    with pytest.raises(ModelNotAvailableError, match="no trained native checkpoint"):
+        NativeChat(settings=settings).resolve()
+
+
+def test_planner_perception_line(run_dir, settings, store, pool) -> None:
+    assert perceives(run_dir) == {ArtifactKind.TIME_SERIES}
+    tool = NativeChat(model=str(run_dir), settings=settings, pool=pool)
+    stored = store.put_value(ArtifactKind.TIME_SERIES, series(1))
+    line = describe_media_for_planner(run_dir, stored, store=store, tool=tool, max_new_tokens=3)
+    assert line.startswith(f"{stored.id} (time_series) as the trained native model perceives it: trend: ")
+    assert "repeating cycle: " in line and "spike at step: " in line and "\n" not in line
+    with pytest.raises(InvalidInputError, match="not media"):
+        describe_media_for_planner(run_dir, store.put_value(ArtifactKind.TEXT, "hello"), store=store, tool=tool)
+
+
+def test_a_configured_checkpoint_becomes_the_planners_perception(run_dir, store, pool, tmp_path) -> None:
+    from orchestrator.config import Settings
+    from orchestrator.planner import Planner
+    from orchestrator.registry import ToolRegistry
+    from tools.native_chat import planner_perception
+
+    plain = Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"})
+    assert planner_perception(plain, store) is None  # nothing trained, nothing configured: no perception
+    configured = Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu",
+                                     "models": {"native-chat": str(run_dir)}})
+    perceive = planner_perception(configured, store, pool)
+    attached = store.put_value(ArtifactKind.TIME_SERIES, series(2), metadata={"name": "sales.csv"})
+    picture = store.put_value(ArtifactKind.IMAGE, Image.new("RGB", (8, 8)), metadata={"name": "photo.png"})
+    note = perceive(attached)
+    assert note.startswith("trend: ") and "spike at step: " in note
+    assert perceive(picture) is None  # a kind the checkpoint does not perceive
+    registry = ToolRegistry([NativeChat])
+    for syntax in ("compact", "json"):
+        planner = Planner(object(), registry, syntax=syntax, demos=None, hints=False, perception=perceive)
+        request = planner.messages("Describe sales.csv", list(registry), [attached, picture])[-1]["content"]
+        assert f"perceived: {note}" in request and request.count("perceived:") == 1, request

@@ -1,0 +1,250 @@
+"""Training the native path on a tiny random Qwen2 (saved and reloaded like real weights) and real ts-patch features.
+
+Covers: the loss falls within 20 steps (MLP and Q-Former connectors), the warmup + cosine schedule, the
+seeded batch order, a resumed run reproducing the uninterrupted one, stage 2 with LoRA from a stage-1
+checkpoint, the checkpoint round trip and its mismatch error, the loss-curve PNG, and the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from orchestrator.errors import InvalidInputError
+from orchestrator.native.cli_train import (
+    add_train_parser,
+    build_model,
+    cmd_train,
+    corpus_word_error_rate,
+    load_llm,
+    prepare_task,
+    resolve_arguments,
+    word_error_rate,
+)
+from orchestrator.native.feature_cache import FeatureCache
+from orchestrator.native.train import (
+    TrainConfig,
+    evaluate,
+    example_order,
+    read_trainer_state,
+    train_connector,
+    warmup_cosine,
+)
+from tiny_tokenizers import byte_level_bpe
+
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+          "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+QFORMER_OPTIONS = {"num_queries": 4, "depth": 1, "heads": 4}
+
+
+@pytest.fixture(scope="module")
+def llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-qwen2-train")
+    tokenizer = byte_level_bpe(special_tokens=("<|im_end|>", "<|im_start|>", "<|endoftext|>"))
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         # A wider init than the default 0.02: a random LLM that barely mixes positions would
+                         # leave a connector nothing to steer, and the loss flat.
+                         initializer_range=0.1, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory):
+    cache = FeatureCache(tmp_path_factory.mktemp("features"))
+    return prepare_task("timeseries-qa", train_size=48, eval_size=6, seed=3, cache=cache, progress=False)
+
+
+def fresh_model(llm_dir: Path, data, connector: str = "mlp2x_gelu", seed: int = 0, **options):
+    llm = load_llm(str(llm_dir))
+    torch.manual_seed(seed)
+    return build_model(llm, data.modality, data.encoder, data.feature_dim, connector, options)
+
+
+def config(**overrides) -> TrainConfig:
+    values = dict(max_steps=20, batch_size=4, lr=1e-2, warmup_steps=2, eval_every=0, eval_generate_limit=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+
+
+def test_warmup_then_cosine_schedule() -> None:
+    multipliers = [warmup_cosine(step, 4, 20) for step in range(20)]
+    assert multipliers[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert multipliers[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(multipliers[4:], multipliers[5:]))  # decays monotonically
+    assert multipliers[-1] < 0.02
+    assert warmup_cosine(20, 4, 20, min_lr_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_example_order_is_seeded_and_covers_each_epoch() -> None:
+    first_epoch = example_order(10, seed=5, start=0, length=10)
+    assert sorted(first_epoch) == list(range(10))
+    assert example_order(10, 5, 0, 25) == example_order(10, 5, 0, 13) + example_order(10, 5, 13, 12)
+    assert example_order(10, 6, 0, 10) != first_epoch
+
+
+def test_config_refuses_bad_values() -> None:
+    for bad, words in [({"stage": 3}, "stage"), ({"lr": 0.0}, "lr"), ({"warmup_steps": 20}, "warmup_steps"),
+                       ({"lora_r": 4}, "stage 2"), ({"autocast": "bf16x"}, "autocast"), ({"batch_size": 0}, "batch_size")]:
+        with pytest.raises(InvalidInputError, match=words):
+            config(**bad).validate()
+
+
+def test_autocast_is_refused_on_cpu(llm_dir, data) -> None:
+    with pytest.raises(InvalidInputError, match="CUDA"):
+        train_connector(fresh_model(llm_dir, data), data.train, data.eval, config(autocast="bf16"), progress=False)
+
+
+def test_word_error_rate() -> None:
+    assert word_error_rate("the cat sat", "the cat sat") == 0.0
+    assert word_error_rate("the cat sat", "The cat, sat.") == 0.0
+    assert word_error_rate("the cat sat", "the dog sat down") == pytest.approx(2 / 3)
+    assert corpus_word_error_rate(["a b c d", "e f"], ["a b c d", "x"]) == pytest.approx(2 / 6)
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+@pytest.mark.parametrize("connector,options", [("mlp2x_gelu", {}), ("qformer", QFORMER_OPTIONS)])
+def test_twenty_steps_lower_the_loss(llm_dir, data, connector, options) -> None:
+    model = fresh_model(llm_dir, data, connector, **options)
+    before = evaluate(model, data.eval, batch_size=6).loss
+    result = train_connector(model, data.train, data.eval, config(), progress=False)
+    assert result.steps == 20 and len(result.history) == 20
+    first = sum(entry["loss"] for entry in result.history[:3]) / 3
+    last = sum(entry["loss"] for entry in result.history[-3:]) / 3
+    assert last < first - 0.05, (first, last)
+    assert result.final_eval.loss < before - 0.1, (before, result.final_eval.loss)
+    assert result.trainable_parameters == model.connectors["ts"].num_parameters()
+    assert all(not p.requires_grad for p in model.llm.parameters())  # stage 1: the LLM stays frozen
+
+
+def test_resume_continues_the_same_trajectory(llm_dir, data, tmp_path) -> None:
+    whole = train_connector(fresh_model(llm_dir, data), data.train, data.eval,
+                            config(max_steps=12, grad_accum=2, save_every=6, output_dir=str(tmp_path / "whole")),
+                            progress=False)
+    halfway = tmp_path / "whole" / "checkpoints" / "step-0000006"
+    assert read_trainer_state(halfway)["step"] == 6
+    # A different initial connector: everything that matters must come from the checkpoint.
+    resumed = train_connector(fresh_model(llm_dir, data, seed=99), data.train, data.eval,
+                              config(max_steps=12, grad_accum=2, output_dir=str(tmp_path / "resumed"),
+                                     resume_from=str(halfway)),
+                              progress=False)
+    assert resumed.steps == 12
+    assert [e["step"] for e in resumed.history] == list(range(1, 13))
+    for a, b in zip(whole.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
+        assert a["lr"] == pytest.approx(b["lr"])
+    assert resumed.final_eval.loss == pytest.approx(whole.final_eval.loss, rel=1e-4)
+    with pytest.raises(InvalidInputError, match="grad_accum"):
+        train_connector(fresh_model(llm_dir, data), data.train, data.eval,
+                        config(max_steps=14, output_dir=str(tmp_path / "other"), resume_from=str(halfway)), progress=False)
+    # The run folder itself resumes from its newest checkpoint: the final one, which has nothing left to do.
+    with pytest.raises(InvalidInputError, match="already reaches"):
+        train_connector(fresh_model(llm_dir, data), data.train, data.eval,
+                        config(max_steps=12, grad_accum=2, output_dir=str(tmp_path / "again"),
+                               resume_from=str(tmp_path / "whole")), progress=False)
+
+
+def test_outputs_curve_summary_and_checkpoint_round_trip(llm_dir, data, tmp_path) -> None:
+    from orchestrator.native.checkpoint import CheckpointMismatchError, load_checkpoint, load_multimodal_lm
+
+    model = fresh_model(llm_dir, data)
+    result = train_connector(model, data.train, data.eval,
+                             config(max_steps=8, eval_every=4, eval_generate_limit=3, max_new_tokens=4,
+                                    output_dir=str(tmp_path)),
+                             grader=data.grader, extra={"task": data.task}, progress=False)
+    assert result.loss_curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(result.loss_curve) as curve:
+        assert curve.size[0] > 300 and curve.size[1] > 200
+    summary = json.loads(result.summary_path.read_text())
+    assert summary["steps"] == 8 and summary["task"] == "timeseries-qa"
+    assert [e["step"] for e in summary["evals"]] == [4, 8]
+    assert 0.0 <= summary["final_eval"]["accuracy"] <= 1.0
+    assert any(key.startswith("accuracy/") for key in summary["final_eval"])
+    assert len(result.final_eval.predictions) == 3
+
+    reloaded = load_multimodal_lm(result.checkpoint)
+    assert evaluate(reloaded, data.eval, batch_size=6).loss == pytest.approx(result.final_eval.loss, rel=1e-5)
+    wrong = fresh_model(llm_dir, data, "qformer", **QFORMER_OPTIONS)
+    with pytest.raises(CheckpointMismatchError, match="kind"):
+        load_checkpoint(result.checkpoint, wrong)
+
+
+def test_stage_two_adds_lora_on_top_of_a_stage_one_connector(llm_dir, data, tmp_path) -> None:
+    from orchestrator.native.checkpoint import load_multimodal_lm, read_metadata
+
+    stage1 = train_connector(fresh_model(llm_dir, data), data.train, data.eval,
+                             config(max_steps=4, output_dir=str(tmp_path / "s1")), progress=False)
+    model = fresh_model(llm_dir, data, seed=7)
+    stage2 = train_connector(model, data.train, data.eval,
+                             config(stage=2, lora_r=4, max_steps=4, lr=2e-3, output_dir=str(tmp_path / "s2"),
+                                    init_from=str(stage1.checkpoint)), progress=False)
+    assert stage2.trainable_parameters > stage1.trainable_parameters  # connector + adapters
+    assert read_metadata(stage2.checkpoint)["lora"]["r"] == 4
+    reloaded = load_multimodal_lm(stage2.checkpoint)
+    assert evaluate(reloaded, data.eval, batch_size=6).loss == pytest.approx(stage2.final_eval.loss, rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="anymoda")
+    add_train_parser(top.add_subparsers(dest="command", required=True))
+    return top
+
+
+def test_cli_parses_and_validates(tmp_path) -> None:
+    args = parser().parse_args(["train", "connector", "--task", "timeseries-qa", "--connector", "qformer",
+                                "--connector-option", "num_queries=8", "--steps", "40", "--out", str(tmp_path)])
+    resolved = resolve_arguments(args)
+    assert resolved.connector == "qformer" and resolved.connector_option == {"num_queries": 8}
+    assert resolved.warmup == 2 and resolved.eval_every == 10 and resolved.lr == 1e-3 and resolved.stage == 1
+    for bad in (["--connector", "mlp0x_gelu"], ["--steps", "0"], ["--lr", "2"], ["--stage", "3"],
+                ["--task", "video"], ["--connector-option", "num_queries"], ["--batch-size", "x"]):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["train", "connector", "--out", str(tmp_path), *bad])
+    for bad, words in [(["--lora-r", "8"], "stage 2"), (["--steps", "10", "--warmup", "10"], "warmup"),
+                       ([], "--out"), (["--qa-kinds", "trend,colour"], "colour"),
+                       (["--task", "scenes", "--qa-kinds", "trend"], "timeseries-qa"),
+                       (["--resume", str(tmp_path / "nowhere")], "not a folder")]:
+        argv = ["train", "connector", *bad] + ([] if bad == [] or "--resume" in bad else ["--out", str(tmp_path)])
+        with pytest.raises(InvalidInputError, match=words):
+            resolve_arguments(parser().parse_args(argv))
+
+
+def test_cli_trains_writes_and_resumes(llm_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["train", "connector", "--task", "timeseries-qa", "--llm", str(llm_dir), "--train-size", "16",
+            "--eval-size", "3", "--batch-size", "2", "--eval-every", "0", "--eval-generate", "2",
+            "--max-new-tokens", "3", "--no-progress"]
+    args = parser().parse_args([*base, "--steps", "4", "--save-every", "2", "--out", str(out)])
+    assert cmd_train(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["cli"]["connector"] == "mlp2x_gelu"
+    assert (out / "checkpoint" / "native.json").is_file() and (out / "loss_curve.png").is_file()
+    with pytest.raises(InvalidInputError, match="already there"):
+        resolve_arguments(parser().parse_args([*base, "--steps", "4", "--out", str(out)]))
+    # Continue the finished run to 6 steps: settings come from the run, the history continues.
+    assert cmd_train(parser().parse_args(["train", "connector", "--resume", str(out), "--steps", "6", "--no-progress"])) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["config"]["batch_size"] == 2
+    assert [entry["step"] for entry in read_trainer_state(out / "checkpoint")["history"]] == list(range(1, 7))
+    assert math.isfinite(summary["final_train_loss"])
+    assert "held-out accuracy" in capsys.readouterr().out
