@@ -148,6 +148,17 @@ def _split_seeds(seed: int) -> tuple[int, int]:
     return seed * 2 + 1, seed * 2 + 2 + 1_000_003
 
 
+def accuracy_grader(items: list[Any], score_answer: Callable[[Any, str], bool]) -> Callable[[int, str], dict[str, float]]:
+    """Grade generated answers to QA items: overall accuracy and accuracy per question kind."""
+
+    def grade(index: int, predicted: str) -> dict[str, float]:
+        item = items[index]
+        correct = float(bool(score_answer(item, predicted)))
+        return {"accuracy": correct, f"accuracy/{item.kind}": correct}
+
+    return grade
+
+
 def _timeseries_task(encoder, encode, train_size, eval_size, train_seed, eval_seed, kinds, length) -> TaskData:
     from .datasets.timeseries import score_answer, timeseries_qa
     from .multimodal_lm import Example
@@ -159,12 +170,7 @@ def _timeseries_task(encoder, encode, train_size, eval_size, train_seed, eval_se
         splits[split] = ([Example(f"<ts>\n{item.question}", [feature], item.answer) for (_, item), feature in zip(pairs, features)],
                          [item for _, item in pairs], [series for series, _ in pairs])
     eval_items = splits["eval"][1]
-
-    def grade(index: int, predicted: str) -> dict[str, float]:
-        item = eval_items[index]
-        correct = float(bool(score_answer(item, predicted)))
-        return {"accuracy": correct, f"accuracy/{item.kind}": correct}
-
+    grade = accuracy_grader(eval_items, score_answer)
     return TaskData("timeseries-qa", "ts", encoder.identity, encoder.feature_dim, splits["train"][0], splits["eval"][0], grade,
                     [item.kind for item in eval_items], eval_items, splits["eval"][2], splits["train"][2])
 
@@ -200,12 +206,7 @@ def _scenes_task(encoder, encode, train_size, eval_size, train_seed, eval_seed) 
         splits[split] = ([Example(f"<image>\n{item.question}", [feature], item.answer) for _, feature, item in pairs],
                          [item for _, _, item in pairs], [image for image, _, _ in pairs])
     eval_items = splits["eval"][1]
-
-    def grade(index: int, predicted: str) -> dict[str, float]:
-        item = eval_items[index]
-        correct = float(bool(score_answer(item, predicted)))
-        return {"accuracy": correct, f"accuracy/{item.kind}": correct}
-
+    grade = accuracy_grader(eval_items, score_answer)
     return TaskData("scenes", "image", encoder.identity, encoder.feature_dim, splits["train"][0], splits["eval"][0], grade,
                     [item.kind for item in eval_items], eval_items, splits["eval"][2], splits["train"][2])
 
