@@ -73,5 +73,8 @@ def test_shortlist_keeps_close_tools_and_those_taking_the_attached_kind(registry
                              lexical_embedder(), size=5)
     names = [tool.name for tool in picked]
     assert "translation" in names and "time-series-description" in names
-    assert len(picked) <= 6 and names == [t.name for t in tools if t.name in names]  # registry order kept
+    # Every tool taking a time series is kept (time-series-description, native-chat), beside the 5 closest.
+    takers = [t.name for t in tools if ArtifactKind.TIME_SERIES in {spec.kind for spec in t.inputs.values()}]
+    assert set(takers) <= set(names) and len(takers) >= 2
+    assert len(picked) <= 5 + len(takers) and names == [t.name for t in tools if t.name in names]  # registry order kept
     assert shortlist_tools("x", tools, [], lexical_embedder(), size=100) == tools
