@@ -27,6 +27,12 @@ REFUSAL = re.compile(r"^\W*(?:i'?m sorry|i am sorry|sorry|i can(?:no|')t|i canno
                      re.IGNORECASE)
 ARTIFACT_ID_IN_TEXT = re.compile(r"\b(?:text|image|audio|video|time_series|detections|masks|json)-[0-9a-f]{16}\b")
 MAX_RESULT_CHARS = 1500  # per text result shown to the composer: a small model's context is short
+_WORD = re.compile(r"[^\W_]+(?:[.,:][0-9]+)*")
+# Words too common to show that a reply used a result (short words are not counted at all).
+_COMMON_WORDS = frozenset(
+    "this that with from have were there their about which your what when will would been into they them then than "
+    "here also only some more most very just such these those image audio text file tool tools result results".split()
+)
 
 _SYSTEM = (
     "You write the final reply to a user's request, using only the results of the tools that already ran. "
@@ -89,6 +95,18 @@ def describe_result(store: ArtifactStore, session: str, artifact_id: str, limit:
             f"{', attached to the reply' if delivered else ''})")
 
 
+def _salient_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if (len(w) >= 4 or any(c.isdigit() for c in w))
+            and w not in _COMMON_WORDS}
+
+
+def uses_results(reply: str, request: str, found: Sequence[str]) -> bool:
+    """Whether ``reply`` repeats anything the tools found (a word or number in their texts that the request
+    did not already contain). True when the texts hold nothing to repeat (only files were made)."""
+    new = set().union(*map(_salient_words, found)) - _salient_words(request) if found else set()
+    return not new or bool(new & _salient_words(reply))
+
+
 def strike_unknown_ids(text: str, known: set[str]) -> tuple[str, list[str]]:
     struck: list[str] = []
 
@@ -137,7 +155,10 @@ class Composer:
             except AnymodaError:
                 text = ""
             text, struck = strike_unknown_ids(text.strip(), known)
-            if text and not REFUSAL.match(text):  # small models sometimes decline harmless results
+            found = [str(store.load(a, session=session)) for r in results.values() if r.status == "done"
+                     for a in r.outputs.values() if store.get(a, session=session).kind is ArtifactKind.TEXT]
+            # Small models sometimes decline harmless results, or describe the tools instead of what they found.
+            if text and not REFUSAL.match(text) and uses_results(text, request, found):
                 return Answer(text, tuple(delivered), tuple(failures), getattr(self.backend, "name", "llm"), tuple(struck))
         return Answer(self.template(validated, results, store, session, failures), tuple(delivered), tuple(failures))
 

@@ -486,6 +486,18 @@ def test_a_declining_composer_falls_back_to_a_template_that_says_what_files_hold
     assert [a.kind.value for a in result.artifacts] == ["image"]
 
 
+def test_a_reply_that_uses_nothing_the_tools_found_falls_back_to_the_template(settings):
+    # What the 0.5B composer once wrote for a receipt: the tools it imagines, not the total they read.
+    rambling = "To read the text I used the following tools: 1. OCR Tool: extracted the words. 2. Text-to-speech Tool."
+    orch = make(settings, composer=Composer(ScriptedBackend(rambling)))
+    result = orch.run("read the text", plan={"tasks": [wait("t1", "TOTAL 42.50, paid by card")]})
+    assert result.status == "done" and result.answer == "stub-wait (text): TOTAL 42.50, paid by card"
+
+    quoting = "The total was 42.50."
+    orch = make(settings, composer=Composer(ScriptedBackend(quoting)))
+    assert orch.run("read the text", plan={"tasks": [wait("t1", "TOTAL 42.50, paid by card")]}).answer == quoting
+
+
 # ---------------------------------------------------------------------- bad inputs
 
 

@@ -60,6 +60,8 @@ def test_receipt_total_is_read_and_spoken(orchestrator: Orchestrator, tmp_path: 
     assert tools[0] == "ocr" and tools[-1] == "text-to-speech", tools
     spoken = result.first("audio")
     assert spoken is not None and spoken.metadata["duration_s"] > 0.3
-    assert "42.50" in result.answer, result.answer
+    texts = {t.tool: [orchestrator.store.load(a, session=result.session) for a in t.outputs.values()]
+             for t in result.tasks.values() if t.tool != "text-to-speech"}
+    assert "42.50" in result.answer, (result.answer, result.plan, texts)
     # The answer delivers only what tasks made: every artifact exists and came from this run.
     assert all(a.task and a.task.startswith(result.run_id + "/") for a in result.artifacts)

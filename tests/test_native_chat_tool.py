@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from tiny_llms import save_tiny_chat_qwen2
 
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
@@ -17,26 +17,13 @@ from orchestrator.native.cli_train import build_model, load_llm, prepare_task
 from orchestrator.native.feature_cache import FeatureCache
 from orchestrator.native.train import TrainConfig, train_connector
 from orchestrator.pool import ModelPool
-from tiny_tokenizers import byte_level_bpe
 from tools.native_chat import NativeChat, describe_media_for_planner, perceives
-
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder from a few training steps of a tiny Qwen2 with a ts-patch MLP connector."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    llm_dir = tmp_path_factory.mktemp("tiny-qwen2-chat")
-    tokenizer = byte_level_bpe(special_tokens=("<|im_end|>", "<|im_start|>", "<|endoftext|>"))
-    tokenizer.chat_template = CHATML
-    tokenizer.save_pretrained(llm_dir)
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).save_pretrained(llm_dir)
+    llm_dir = save_tiny_chat_qwen2(tmp_path_factory.mktemp("tiny-qwen2-chat"))
     data = prepare_task("timeseries-qa", train_size=8, eval_size=2, seed=0,
                         cache=FeatureCache(tmp_path_factory.mktemp("features")), progress=False)
     model = build_model(load_llm(str(llm_dir)), data.modality, data.encoder, data.feature_dim, "mlp2x_gelu")

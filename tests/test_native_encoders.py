@@ -27,7 +27,12 @@ from orchestrator.native.encoders import (
     average_pool_frames,
     build_encoder,
 )
-from orchestrator.native.feature_cache import FeatureCache, canonical_bytes, encode_all, encode_cached
+from orchestrator.native.feature_cache import (
+    FeatureCache,
+    canonical_bytes,
+    encode_all,
+    encode_cached,
+)
 
 
 def _tone(seconds: float, rate: int = 22_050, frequency: float = 440.0) -> AudioClip:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_llms import save_tiny_chat_qwen2
 from tiny_tokenizers import byte_level_bpe
 
 from orchestrator.errors import InvalidInputError
@@ -20,15 +21,19 @@ from orchestrator.native.checkpoint import (
 )
 from orchestrator.native.connectors import build_connector
 from orchestrator.native.encoders import MediaFeatures
-from orchestrator.native.multimodal_lm import IGNORE_INDEX, PLACEHOLDERS, Example, MultimodalLM, escape_placeholders
+from orchestrator.native.multimodal_lm import (
+    IGNORE_INDEX,
+    PLACEHOLDERS,
+    Example,
+    MultimodalLM,
+    escape_placeholders,
+)
 
 HIDDEN = 32
 # Weights 10x larger than the usual 0.02: at the default scale a random 2-layer LLM's predictions barely depend
 # on its input at all, so no connector could lower its loss.
 INIT_RANGE = 0.2
 FEATURE_DIMS = {"image": 16, "audio": 12, "ts": 8}
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 CONNECTOR_OPTIONS = {"qformer": {"num_queries": 4, "depth": 1, "heads": 4},
                      "perceiver": {"num_latents": 3, "depth": 1, "heads": 4}}
 ALL_KINDS = ["linear", "mlp2x_gelu", "qformer", "perceiver"]
@@ -54,18 +59,8 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Qwen2 whose tokenizer has a ChatML chat template, like the packaged Qwen2.5."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-qwen2")
-    tokenizer = byte_level_bpe(special_tokens=("<|im_end|>", "<|im_start|>", "<|endoftext|>"))
-    tokenizer.chat_template = CHATML
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(1)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         initializer_range=INIT_RANGE, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    return folder
+    return save_tiny_chat_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), hidden_size=HIDDEN, seed=1,
+                                initializer_range=INIT_RANGE, max_position_embeddings=256)
 
 
 def load_llm(folder: Path, dtype: torch.dtype | None = None):

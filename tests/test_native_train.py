@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from tiny_llms import save_tiny_chat_qwen2
 
 from orchestrator.errors import InvalidInputError
 from orchestrator.native.cli_train import (
@@ -36,29 +37,14 @@ from orchestrator.native.train import (
     train_connector,
     warmup_cosine,
 )
-from tiny_tokenizers import byte_level_bpe
 
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 QFORMER_OPTIONS = {"num_queries": 4, "depth": 1, "heads": 4}
 
 
 @pytest.fixture(scope="module")
 def llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-qwen2-train")
-    tokenizer = byte_level_bpe(special_tokens=("<|im_end|>", "<|im_start|>", "<|endoftext|>"))
-    tokenizer.chat_template = CHATML
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         # A wider init than the default 0.02: a random LLM that barely mixes positions would
-                         # leave a connector nothing to steer, and the loss flat.
-                         initializer_range=0.1, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    return folder
+    return save_tiny_chat_qwen2(tmp_path_factory.mktemp("tiny-qwen2-train"), hidden_size=48, intermediate_size=96,
+                                initializer_range=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +148,11 @@ def test_resume_continues_the_same_trajectory(llm_dir, data, tmp_path) -> None:
 
 
 def test_outputs_curve_summary_and_checkpoint_round_trip(llm_dir, data, tmp_path) -> None:
-    from orchestrator.native.checkpoint import CheckpointMismatchError, load_checkpoint, load_multimodal_lm
+    from orchestrator.native.checkpoint import (
+        CheckpointMismatchError,
+        load_checkpoint,
+        load_multimodal_lm,
+    )
 
     model = fresh_model(llm_dir, data)
     result = train_connector(model, data.train, data.eval,
