@@ -8,6 +8,7 @@ a harmless change of punctuation or casing does not fail them, while one mishear
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
 from collections.abc import Callable
@@ -494,6 +495,11 @@ def test_a_sentence_after_a_pause_keeps_its_first_words(tts, asr):
             parts += [np.zeros(int(gap * rate), np.float32), clip.samples]
         recording = AudioClip(np.concatenate(parts + [np.zeros(7 * rate, np.float32)]), rate)
         heard = words(asr(audio=recording)["text"])
-        for sentence in sentences:
-            said = words(sentence)
-            assert " ".join(said[:2]) in " ".join(heard), f"{sentence!r} lost its start: {' '.join(heard)!r}"
+        said = [words(sentence) for sentence in sentences]
+        starts = {sum(map(len, said[:i])) + k for i in range(len(said)) for k in (0, 1)}  # each sentence's first 2 words
+        # Piper varies its voice on each call, so tiny.en may mishear a word ("please send" -> "place in"):
+        # that is a substitution. The bug dropped the words: a deletion in the word alignment.
+        alignment = difflib.SequenceMatcher(None, [w for s in said for w in s], heard, autojunk=False)
+        lost = {i for op, i1, i2, j1, j2 in alignment.get_opcodes() if op in ("delete", "replace")
+                for i in range(i1 + (j2 - j1 if op == "replace" else 0), i2)}
+        assert not starts & lost, f"a sentence lost its start: {' '.join(heard)!r}"
