@@ -12,7 +12,8 @@ Workload (printed at the start of every run):
   early step (mean of the 5 steps ending there: how fast it converges), held-out accuracy per kind from
   greedy generated answers.
 - Baseline: the same LLM without a connector, given the series as text (values rounded to 2 significant
-  decimals) and the same question, zero-shot; optionally (``--text-lora-steps``) LoRA-tuned on the same
+  decimals) and the same question with the answer format spelled out (one word / yes-no / a step index,
+  which the trained rows learn from their data), zero-shot; optionally (``--text-lora-steps``) LoRA-tuned on the same
   train split as text.
 - Speech section (``--speech-steps``, 0 skips it): sentences spoken by the packaged Piper voice, encoded by
   the packaged Whisper tiny.en encoder, connector trained to emit the transcript; word error rate on
@@ -104,6 +105,12 @@ def text_prompt(values, question: str) -> str:
     return f"Here is a time series of {len(values)} values, in order (step 0 first):\n{series_as_text(values)}\n{question}"
 
 
+# The trained rows learn the answer format from their training answers; zero-shot, the LLM is told it
+# instead, so that a long-winded reply cut at the token limit does not count as a wrong one.
+ANSWER_FORMAT = {"trend": "Answer with one word: up, down or flat.", "seasonality": "Answer yes or no.",
+                 "spike_position": "Answer with the step index only."}
+
+
 def text_baseline_zero_shot(llm, data, args: argparse.Namespace, max_new_tokens: int) -> dict[str, Any]:
     """The same LLM reading the numbers: greedy answers to the same held-out questions, scored the same way."""
     import torch
@@ -115,7 +122,8 @@ def text_baseline_zero_shot(llm, data, args: argparse.Namespace, max_new_tokens:
     predictions = []
     started = time.perf_counter()
     for index in tqdm(range(len(data.eval)), desc="text baseline (zero-shot)", disable=args.no_progress):
-        prompt = text_prompt(data.eval_inputs[index], data.eval_references[index].question)
+        reference = data.eval_references[index]
+        prompt = text_prompt(data.eval_inputs[index], f"{reference.question} {ANSWER_FORMAT.get(reference.kind, '')}".strip())
         text = (tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
                 if getattr(tokenizer, "chat_template", None) else prompt + "\n")
         encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
@@ -268,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{kind}: done, {rows[-1]['metrics']}", flush=True)
     if not args.no_text_baseline:
-        rows.append(text_baseline_zero_shot(llm, data, args, max_new_tokens=8))
+        rows.append(text_baseline_zero_shot(llm, data, args, max_new_tokens=16))
     if args.text_lora_steps:
         rows.append(text_baseline_lora(args.llm, data, args, 8, device))
 

@@ -238,3 +238,30 @@ def test_cli_trains_writes_and_resumes(llm_dir, tmp_path, capsys) -> None:
     assert [entry["step"] for entry in read_trainer_state(out / "checkpoint")["history"]] == list(range(1, 7))
     assert math.isfinite(summary["final_train_loss"])
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_connector_benchmark_prints_its_rows_and_both_text_baselines(llm_dir, tmp_path, capsys) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "connectors.py"
+    spec = importlib.util.spec_from_file_location("connector_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert set(benchmark.ANSWER_FORMAT) == set(benchmark.TS_KINDS)  # the zero-shot baseline is told every format
+
+    code = benchmark.main(["--llm", str(llm_dir), "--connectors", "linear,mlp2x_gelu", "--steps", "2", "--warmup", "1",
+                           "--train-size", "4", "--eval-size", "3", "--series-length", "32", "--speech-steps", "0",
+                           "--text-lora-steps", "2", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("workload: time-series attribute QA") and "acc spike_position" in printed
+    rows = json.loads((tmp_path / "results.json").read_text())["timeseries"]
+    assert [row["connector"] for row in rows] == ["linear", "mlp2x_gelu", "text baseline (zero-shot)",
+                                                  "text baseline (LoRA r=8, 2 steps)"]
+    for row in rows:
+        assert row["connector"] in printed and 0.0 <= row["metrics"]["accuracy"] <= 1.0
+        assert len(row["predictions"]) == 3
+    linear, mlp = rows[0]["trainable_parameters"], rows[1]["trainable_parameters"]
+    assert 0 < linear < mlp and rows[2]["trainable_parameters"] == 0 and rows[3]["trainable_parameters"] > 0
+    with pytest.raises(SystemExit):
+        benchmark.main(["--connectors", ",", "--no-progress"])  # names none: refused before anything loads
