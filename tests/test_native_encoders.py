@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_MEDIA, requires_offline_extra
+from conftest import requires_offline_extra
 from PIL import Image
 
 from orchestrator.config import current_settings
@@ -33,6 +33,7 @@ from orchestrator.native.feature_cache import (
     encode_all,
     encode_cached,
 )
+from orchestrator.sample_inputs import eagle_photo_path
 
 
 def _tone(seconds: float, rate: int = 22_050, frequency: float = 440.0) -> AudioClip:
@@ -198,7 +199,7 @@ def test_efficientnet_lite0_feature_map_is_what_the_classifier_pools():
 
     encoder = build_encoder("efficientnet-lite0")
     assert encoder.identity == "efficientnet-lite0" and encoder.feature_dim == 1280
-    eagle = Image.open(SHARED_MEDIA / "eagle.jpg")
+    eagle = Image.open(eagle_photo_path())  # the real photo the package ships
     out = encoder.encode(eagle)
     assert out.features.shape == (49, 1280) and out.features.dtype == torch.float32 and out.mask.all()
     assert not out.features.requires_grad
