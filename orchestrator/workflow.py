@@ -349,7 +349,8 @@ class Workflow:
             if node is not None and reference.name == node.name:
                 return f"{reference} refers to the node itself"
             return None
-        known = ", ".join(f"${n}" for n in [*self.inputs, *self.nodes]) or "none"
+        others = [n for n in self.nodes if node is None or n != node.name]
+        known = ", ".join(f"${n}" for n in [*self.inputs, *others]) or "none"
         return f"{reference} is neither an input nor a node (known: {known})"
 
     def _line_of_cycle(self, message: str) -> int:

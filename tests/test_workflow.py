@@ -101,7 +101,7 @@ def problems(text: str) -> list[str]:
     ("inputs: {image: image}\nnodes:\n  a:\n    tool: stub-paint\n    args: {}\n  b:\n    tool: stub-brighten\n"
      "    args: {image: $picture}\n",
      ["wf.yaml:3: node 'a', argument 'text': 'stub-paint' needs this input (text)",
-      "wf.yaml:8: node 'b', argument 'image': $picture is neither an input nor a node (known: $image, $a, $b)"]),
+      "wf.yaml:8: node 'b', argument 'image': $picture is neither an input nor a node (known: $image, $a)"]),
     ("nodes:\n  a:\n    tool: stub-wait\n    args: {a: [1, 2}\n", ["wf.yaml:4: not valid YAML: expected ',' or ']'"]),
     ("nodes:\n  a:\n    tool: stub-wait\n    tool: stub-paint\n", ["wf.yaml:4: not valid YAML: 'tool' is given twice"]),
     ("nodes:\n  a:\n    tool: stub-wait\n    when: __import__('os').system('rm')\n",
