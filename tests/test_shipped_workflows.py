@@ -316,7 +316,7 @@ def test_describe_objects_captions_one_crop_per_detection_and_speaks(orchestrato
         [int(b[0]), int(b[1]), round(b[2]), round(b[3])] for b in detections.boxes]  # crop i is box i
     said = "\n".join(str(value_of(orchestrator, result, c)) for c in captions)
     found = text_of(orchestrator, result, "found")
-    assert arguments(orchestrator, result, "speak")["text"] == f"I found {found} {said}"
+    assert arguments(orchestrator, result, "speak")["text"] == f"{found} {said}"
 
     # Nothing found: no crops to caption, and the sentence that needs the captions is not spoken either.
     nothing = orchestrator.run_workflow(with_args("describe-objects", detect={"threshold": 1.0}), {"image": image})

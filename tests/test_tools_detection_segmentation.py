@@ -9,6 +9,7 @@ that really filter, and bad inputs refused with a message naming the input or pa
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,14 @@ from orchestrator.pool import ModelPool
 from orchestrator.registry import check_tool_class
 from tiny_tokenizers import bert_tokenizer, clip_tokenizer
 from tools.depth import DepthEstimation
-from tools.detection import ObjectDetection, OpenVocabularyDetection, non_max_suppression, parse_labels
+from tools.detection import (
+    ObjectDetection,
+    OpenVocabularyDetection,
+    count_summary,
+    non_max_suppression,
+    parse_labels,
+    plural,
+)
 from tools.segmentation import GroundedSegmentation, SegmentAnything, SemanticSegmentation
 
 torch = pytest.importorskip("torch")
@@ -264,8 +272,8 @@ def test_object_detection_runs_a_detr_checkpoint_without_timm(models, settings, 
     counts = run.outputs["detections"].metadata["counts"]
     summary = run.values["summary"]  # the counts in words, for chained text tools (read aloud, compare)
     assert run.outputs["summary"].kind is ArtifactKind.TEXT
-    assert sum(int(part.split()[0]) for part in summary.rstrip(".").split(", ")) == len(detections)
-    assert all(f"{n} {label}" in summary for label, n in counts.items())
+    assert summary == count_summary(counts) and summary.startswith("Found ")
+    assert sum(int(n) for n in re.findall(r"\b\d+\b", summary)) == len(detections)
 
     assert len(tool(image=picture, threshold=1.0)["detections"]) == 0  # the threshold really filters
     only = tool(image=picture, threshold=0.01, classes="Dog, car")["detections"]
@@ -495,3 +503,14 @@ def test_depth_estimation_writes_a_16_bit_depth_map_at_the_input_size(models, se
     assert np.array_equal(np.asarray(again), values)  # deterministic
     with pytest.raises(InvalidInputError, match="'colormap'"):
         tool(image=picture, colormap="rainbow-unicorn")
+
+
+def test_the_summary_is_a_sentence_with_plurals():
+    assert [plural(w) for w in ("dog", "bus", "person", "traffic light", "teddy bear", "knife", "toy", "butterfly",
+                                "sheep", "Person", "box")] == [
+        "dogs", "buses", "people", "traffic lights", "teddy bears", "knives", "toys", "butterflies", "sheep", "People",
+        "boxes"]
+    assert count_summary({"person": 1, "dog": 2}) == "Found 2 dogs and 1 person."
+    assert count_summary({"cat": 1}) == "Found 1 cat."
+    assert count_summary({"car": 3, "bus": 3, "person": 1}) == "Found 3 buses, 3 cars and 1 person."
+    assert count_summary({}) == "No objects found."

@@ -108,12 +108,38 @@ def detection_outputs(image: Any, detections: Detections, metadata: dict[str, An
     }
 
 
+# COCO / LVIS style labels whose plural no suffix rule makes.
+_IRREGULAR_PLURALS = {"person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
+                      "knife": "knives", "leaf": "leaves", "wolf": "wolves", "shelf": "shelves", "foot": "feet",
+                      "tooth": "teeth", "goose": "geese", "sheep": "sheep", "deer": "deer", "fish": "fish",
+                      "broccoli": "broccoli", "scissors": "scissors", "skis": "skis", "glasses": "glasses"}
+
+
+def plural(label: str) -> str:
+    """The plural of a detector label: 'bus' -> 'buses', 'traffic light' -> 'traffic lights', 'person' -> 'people'."""
+    head, _, last = label.rpartition(" ")
+    lower = last.lower()
+    if lower in _IRREGULAR_PLURALS:
+        word = _IRREGULAR_PLURALS[lower]
+        word = word.capitalize() if last[:1].isupper() else word
+    elif lower.endswith(("s", "x", "z", "ch", "sh")):
+        word = last + "es"
+    elif lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u", ""):
+        word = last[:-1] + "ies"
+    else:
+        word = last + "s"
+    return f"{head} {word}" if head else word
+
+
 def count_summary(counts: dict[str, int]) -> str:
-    """'2 dog, 1 person.': what was found, most frequent first, for a chained text tool to read."""
+    """'Found 2 dogs and 1 person.': what was found, most frequent first, as a sentence a chained text
+    tool can read (or speak) as it is."""
     if not counts:
         return "No objects found."
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"{n} {label}" for label, n in ordered) + "."
+    parts = [f"{n} {plural(label) if n > 1 else label}" for label, n in ordered]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"Found {listed}."
 
 
 # ------------------------------------------------------------------------------------------ DETR with a timm ResNet
@@ -238,7 +264,7 @@ class ObjectDetection(Tool):
     outputs = {
         "detections": Output(ArtifactKind.DETECTIONS, "one box per object found, with its class name and score"),
         "overlay": Output(ArtifactKind.IMAGE, "the image with the boxes and labels drawn on it"),
-        "summary": Output(ArtifactKind.TEXT, "what was found, in words: counts per label, e.g. '2 dog, 1 person.'"),
+        "summary": Output(ArtifactKind.TEXT, "what was found, in words: counts per label, e.g. 'Found 2 dogs and 1 person.'"),
     }
     params = {
         "threshold": Param(float, 0.5, "lowest confidence kept (DETR's model card uses 0.9 for few, sure boxes)",
@@ -350,7 +376,7 @@ class OpenVocabularyDetection(Tool):
     outputs = {
         "detections": Output(ArtifactKind.DETECTIONS, "one box per object found, labelled with the name it matched"),
         "overlay": Output(ArtifactKind.IMAGE, "the image with the boxes and labels drawn on it"),
-        "summary": Output(ArtifactKind.TEXT, "what was found, in words: counts per label, e.g. '2 dog, 1 person.'"),
+        "summary": Output(ArtifactKind.TEXT, "what was found, in words: counts per label, e.g. 'Found 2 dogs and 1 person.'"),
     }
     params = {
         "threshold": Param(float, None, "lowest box confidence kept; empty: the model family's usual value "
