@@ -103,7 +103,7 @@ def _salient_words(text: str) -> set[str]:
 def uses_results(reply: str, request: str, found: Sequence[str]) -> bool:
     """Whether ``reply`` repeats anything the tools found (a word or number in their texts that the request
     did not already contain). True when the texts hold nothing to repeat (only files were made)."""
-    new = set().union(*map(_salient_words, found)) - _salient_words(request) if found else set()
+    new = set().union(*map(_salient_words, found)) - _salient_words(request)
     return not new or bool(new & _salient_words(reply))
 
 

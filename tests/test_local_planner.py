@@ -15,14 +15,11 @@ from orchestrator.plan_metrics import Case, Graph, Node, load_predictions
 from orchestrator.planner import Planner
 from orchestrator.planner_retrieval import DemoSelector, lexical_embedder, load_demos
 
+from tiny_llms import CHATML
 from tiny_tokenizers import byte_level_bpe
 
 pytest.importorskip("llguidance")
 
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 def build_tiny_llm(folder, seed: int):

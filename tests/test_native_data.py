@@ -15,12 +15,7 @@ import pytest
 from conftest import requires_offline_extra
 
 from orchestrator.errors import InvalidInputError
-from orchestrator.native.datasets import (
-    QAItem,
-    parse_choice,
-    parse_number,
-    parse_yes_no,
-)
+from orchestrator.native.datasets import QAItem, parse_choice, parse_number, parse_yes_no
 from orchestrator.native.datasets import scenes as scene_data
 from orchestrator.native.datasets import speech as speech_data
 from orchestrator.native.datasets.timeseries import (

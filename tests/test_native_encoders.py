@@ -27,12 +27,7 @@ from orchestrator.native.encoders import (
     average_pool_frames,
     build_encoder,
 )
-from orchestrator.native.feature_cache import (
-    FeatureCache,
-    canonical_bytes,
-    encode_all,
-    encode_cached,
-)
+from orchestrator.native.feature_cache import FeatureCache, canonical_bytes, encode_all, encode_cached
 from orchestrator.sample_inputs import eagle_photo_path
 
 

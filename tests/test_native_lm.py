@@ -21,13 +21,7 @@ from orchestrator.native.checkpoint import (
 )
 from orchestrator.native.connectors import build_connector
 from orchestrator.native.encoders import MediaFeatures
-from orchestrator.native.multimodal_lm import (
-    IGNORE_INDEX,
-    PLACEHOLDERS,
-    Example,
-    MultimodalLM,
-    escape_placeholders,
-)
+from orchestrator.native.multimodal_lm import IGNORE_INDEX, PLACEHOLDERS, Example, MultimodalLM, escape_placeholders
 
 HIDDEN = 32
 # Weights 10x larger than the usual 0.02: at the default scale a random 2-layer LLM's predictions barely depend

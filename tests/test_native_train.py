@@ -148,11 +148,7 @@ def test_resume_continues_the_same_trajectory(llm_dir, data, tmp_path) -> None:
 
 
 def test_outputs_curve_summary_and_checkpoint_round_trip(llm_dir, data, tmp_path) -> None:
-    from orchestrator.native.checkpoint import (
-        CheckpointMismatchError,
-        load_checkpoint,
-        load_multimodal_lm,
-    )
+    from orchestrator.native.checkpoint import CheckpointMismatchError, load_checkpoint, load_multimodal_lm
 
     model = fresh_model(llm_dir, data)
     result = train_connector(model, data.train, data.eval,

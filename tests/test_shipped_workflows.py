@@ -30,6 +30,7 @@ from orchestrator.media import AudioClip, Detections, TimeSeries
 from orchestrator.sample_inputs import receipt_image
 from orchestrator.workflow import Workflow
 from orchestrator.workflow_tasks import MIN_CROP_PIXELS
+from tiny_llms import CHATML
 from tiny_tokenizers import CORPUS, bert_tokenizer
 
 SHIPPED = shipped_workflows()
@@ -43,11 +44,6 @@ RUN_TESTS = {
     "sound-for-picture": "test_sound_for_picture_captions_then_makes_a_sound",
     "time-series-report": "test_time_series_report_runs_in_python_and_from_the_command_line",
 }
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 # ------------------------------------------------------------------------------------------ tiny models

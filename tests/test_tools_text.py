@@ -15,6 +15,7 @@ import pytest
 
 from conftest import requires_offline_extra
 from orchestrator import InvalidInputError, ModelPool, ToolUnavailableError, run_tool
+from tiny_llms import CHATML
 from tiny_tokenizers import CORPUS, bert_tokenizer, byte_level_bpe
 from tools.text import (
     Chat,
@@ -28,10 +29,6 @@ from tools.text import (
     parse_history,
 )
 
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 ARTICLE = (
     "The meeting moved to Friday because the report was late. The quick brown fox jumps over the lazy dog. "
     "A dog runs across the green field with a ball. The sound of rain on a tin roof and distant thunder. "
