@@ -8,6 +8,13 @@ Durability: the checkpointer saves the state after every node (SQLite by default
 thread id). A crash inside ``execute`` resumes that node; the run journal tells it which tasks had
 already finished, so they are not run again. ``approve`` pauses the run with ``interrupt()`` until a
 person answers (``Command(resume=...)``), however much later and from whichever process.
+
+Honesty: ``execute`` asks each task's tool whether it can run here before it starts (a task that
+cannot is ``unavailable``, its dependants skipped), strips artifact ids from text read aloud, and has
+the planner repair once a call that failed on a bad argument (:mod:`orchestrator.recovery`);
+``respond`` gives the run an honest status (``done``, ``partial``, ``failed``, ``cancelled``) and
+keeps the answer as a text artifact of the session, which later turns are offered as
+``previous_answer``.
 """
 
 from __future__ import annotations
@@ -23,13 +30,16 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from orchestrator.artifacts import Artifact
+from orchestrator.artifacts import ArtifactKind
 from orchestrator.compose import Composer
+from orchestrator.config import Settings
 from orchestrator.errors import AnymodaError, InvalidInputError
 from orchestrator.events import Event
-from orchestrator.executor import PlanExecutor, TaskResult
-from orchestrator.journal import RunJournal
+from orchestrator.executor import ExecutionHooks, PlanExecutor, TaskResult
+from orchestrator.journal import FINISHED_RUN_STATUSES, RunJournal
 from orchestrator.plan import Plan, ValidatedPlan, validate_plan
 from orchestrator.planner import Planner
+from orchestrator.recovery import AgentHooks, is_empty_result, replaced_plan
 from orchestrator.registry import ToolRegistry
 from orchestrator.store import ArtifactStore
 
@@ -59,6 +69,8 @@ class AgentParts:
     executor: PlanExecutor
     composer: Composer
     cancel_events: dict[str, threading.Event] = field(default_factory=dict)
+    settings: Settings | None = None  # whose models, cache and offline flag decide what runs here
+    repair: bool = True  # ask the planner once to repair a call that failed on a bad argument
 
 
 def _emit(event: Event) -> None:
@@ -104,7 +116,20 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
     def execute(state: AgentState) -> dict[str, Any]:
         if state.get("error"):
             return {}
-        return execute_tasks(parts, state, _validated(parts, state), _emit)
+        validated = _validated(parts, state)
+        agent_hooks = AgentHooks(parts.registry, parts.store, state["session"], settings=parts.settings,
+                                 planner=parts.planner, request=state["request"], validated=validated, run=state["run"])
+        repairs = parts.repair and parts.planner is not None
+        hooks = ExecutionHooks(
+            unavailable=agent_hooks.unavailable, prepare=agent_hooks.prepare,
+            repair=agent_hooks.repair if repairs else None,
+            empty=(lambda outputs: is_empty_result(parts.store, state["session"], outputs)) if repairs else None)
+        update = execute_tasks(parts, state, validated, _emit, hooks=hooks)
+        if agent_hooks.replaced:  # the plan as it ran: a repaired task's call replaces the failed one
+            plan = replaced_plan(validated.plan, agent_hooks.replaced).to_json()
+            parts.journal.update_run(state["run"], plan=plan)
+            update["plan"] = plan
+        return update
 
     def approve(state: AgentState) -> dict[str, Any]:
         tasks = {t["id"]: t for t in state["plan"]["tasks"]}
@@ -118,15 +143,21 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
             return {}
         validated = _validated(parts, state)
         results = {t: TaskResult.from_json(r) for t, r in state.get("results", {}).items()}
-        cancelled = any(r.status == "cancelled" for r in results.values())
+        earlier_turns = [(r.request, r.answer or "") for r in parts.journal.runs(session=session, limit=10_000)
+                         if r.id != run and r.status in FINISHED_RUN_STATUSES]
         answer = parts.composer.compose(
             state["request"], validated, results, parts.store, session,
             inputs=[*state.get("inputs", []), *state.get("context", [])], history=state.get("history", ""),
-            on_token=lambda piece: _emit(Event("answer_token", run, data={"text": piece})))
-        _emit(Event("answer", run, data=answer.to_json()))
-        parts.journal.update_run(run, status="cancelled" if cancelled else "done", answer=answer.text,
-                                 answer_artifacts=list(answer.artifacts))
-        return {"answer": answer.to_json()}
+            on_token=lambda piece: _emit(Event("answer_token", run, data={"text": piece})), turns=earlier_turns,
+            registry=parts.registry)
+        answer_id = store_answer(parts.store, session, run, answer.text, answer.artifacts)
+        data = answer.to_json()
+        if answer_id:
+            data["answer_id"] = answer_id
+        _emit(Event("answer", run, data=data))
+        parts.journal.update_run(run, status=run_status(results), answer=answer.text,
+                                 answer_artifacts=list(answer.artifacts), answer_id=answer_id)
+        return {"answer": data}
 
     def after_execute(state: AgentState) -> str:
         return "approve" if state.get("pending_approval") else "respond"
@@ -146,10 +177,34 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
     return graph
 
 
-def execute_tasks(parts: Any, state: dict[str, Any], graph: Any, emit: Callable[[Event], None]) -> dict[str, Any]:
+def run_status(results: dict[str, TaskResult]) -> str:
+    """An agent run's honest status: ``done`` only when nothing failed or was unavailable; ``partial``
+    when something failed or could not run here but something else was done; ``failed`` when nothing
+    could be done. Tasks a person declined do not count against it."""
+    if any(r.status == "cancelled" for r in results.values()):
+        return "cancelled"
+    if not any(r.status in ("failed", "unavailable") for r in results.values()):
+        return "done"
+    return "partial" if any(r.status == "done" for r in results.values()) else "failed"
+
+
+def store_answer(store: ArtifactStore, session: str, run: str, text: str, delivered: tuple[str, ...] | list[str]) -> str | None:
+    """The answer as a text artifact of the session (task ``<run>/answer``, lineage to what it delivers),
+    so a later turn can use it ("now say that out loud")."""
+    if not text.strip():
+        return None
+    parents = [a for a in delivered if store.exists(a, session=session)]
+    artifact = store.put_value(ArtifactKind.TEXT, text, session=session, task=f"{run}/answer", parents=parents,
+                               metadata={"tool": "anymoda", "output": "answer", "run": run})
+    return artifact.id
+
+
+def execute_tasks(parts: Any, state: dict[str, Any], graph: Any, emit: Callable[[Event], None], *,
+                  hooks: ExecutionHooks | None = None) -> dict[str, Any]:
     """The execute node of both graphs: run ``graph`` (a validated plan or a workflow's task graph) with the
     parts' executor; tasks waiting for a person are listed for the approve node."""
-    executor = PlanExecutor(parts.executor.runner, parts.journal, parts.store, policy=parts.executor.policy, emit=emit)
+    executor = PlanExecutor(parts.executor.runner, parts.journal, parts.store, policy=parts.executor.policy, emit=emit,
+                            hooks=hooks)
     cancel = parts.cancel_events.setdefault(state["run"], threading.Event())
     results = executor.execute(state["run"], state["session"], graph, approvals=state.get("approvals", {}), cancel=cancel)
     pending = [t for t, r in results.items() if r.status == "awaiting_approval"]
@@ -174,13 +229,20 @@ def earlier_artifacts(store: ArtifactStore, session: str, ids: list[str]) -> lis
     named = []
     for artifact_id in ids:
         artifact = store.get(artifact_id, session=session)
-        counts[artifact.kind.value] = counts.get(artifact.kind.value, 0) + 1
+        if artifact.metadata.get("output") == "answer" and artifact.metadata.get("tool") == "anymoda":
+            # The previous turn's answer, for "now say that out loud".
+            named.append(dataclasses.replace(artifact, metadata={**artifact.metadata, "name": PREVIOUS_ANSWER}))
+            continue
         if "name" not in artifact.metadata:
+            counts[artifact.kind.value] = counts.get(artifact.kind.value, 0) + 1
             n = counts[artifact.kind.value]
             name = f"earlier_{artifact.kind.value}" + (f"_{n}" if n > 1 else "")
             artifact = dataclasses.replace(artifact, metadata={**artifact.metadata, "name": name})
         named.append(artifact)
     return named
+
+
+PREVIOUS_ANSWER = "previous_answer"
 
 
 def normalise_decision(decision: Any, pending: list[str]) -> dict[str, bool]:

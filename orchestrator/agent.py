@@ -34,8 +34,9 @@ from .config import Settings, current_settings
 from .errors import AnymodaError, InvalidInputError
 from .events import Event
 from .executor import ExecutionPolicy, PlanExecutor, TaskResult
-from .journal import RunJournal, RunRecord, check_run_id, check_session_id, new_run_id
+from .journal import FINISHED_RUN_STATUSES, RunJournal, RunRecord, check_run_id, check_session_id, new_run_id
 from .plan import Plan
+from .recovery import Unavailable
 from .registry import ToolRegistry
 from .runner import LocalTaskRunner, TaskRunner
 from .store import ArtifactStore, enable_wal
@@ -49,7 +50,9 @@ MAX_CONTEXT_ARTIFACTS = 6
 class RunResult:
     run_id: str
     session: str
-    status: str  # done | failed | cancelled | awaiting_approval | running
+    # done | partial (some task failed or could not run here; something else was done) | failed |
+    # cancelled | awaiting_approval | running
+    status: str
     answer: str
     artifacts: tuple[Artifact, ...]
     plan: dict[str, Any] | None
@@ -58,6 +61,10 @@ class RunResult:
     pending_approval: tuple[dict[str, Any], ...] = ()
     failures: tuple[str, ...] = ()
     outputs: dict[str, Any] = dataclasses.field(default_factory=dict)  # a workflow's named outputs: id, [ids] or None
+    unavailable: tuple[Unavailable, ...] = ()  # tasks whose tool cannot run here: what it needs, how to fetch it
+    composed_by: str | None = None  # who wrote the answer: the LLM backend's name, 'template', 'plan' or 'history'
+    fallback_reason: str | None = None  # why the template wrote it instead of the LLM (None when the LLM did)
+    answer_id: str | None = None  # the answer as a text artifact of the session
 
     @property
     def ok(self) -> bool:
@@ -66,6 +73,15 @@ class RunResult:
     def first(self, kind: ArtifactKind | str) -> Artifact | None:
         kind = ArtifactKind.parse(kind)
         return next((a for a in self.artifacts if a.kind is kind), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``anymoda run --json`` prints (and an HTTP API would return)."""
+        return {"run": self.run_id, "session": self.session, "status": self.status, "answer": self.answer,
+                "artifacts": [a.to_dict() for a in self.artifacts], "failures": list(self.failures),
+                "unavailable": [u.to_json() for u in self.unavailable], "error": self.error,
+                "composed_by": self.composed_by, "fallback_reason": self.fallback_reason, "answer_id": self.answer_id,
+                "tasks": {t: r.to_json() for t, r in self.tasks.items()},
+                "pending_approval": list(self.pending_approval), "outputs": dict(self.outputs)}
 
 
 class Orchestrator:
@@ -114,8 +130,9 @@ class Orchestrator:
 
                 from tools.native_chat import planner_perception
 
+                # The planner sees every tool, runnable here or not: a tool that cannot run is reported as
+                # unavailable (with how to fetch it) rather than silently replaced by one that can.
                 self._planner = Planner(LocalLLMBackend(settings=self.settings), self.registry, store=self.store,
-                                        prefer_available="local" if self.settings.offline else True,
                                         settings=self.settings,
                                         perception=planner_perception(self.settings, self.store))
             return self._planner
@@ -136,7 +153,7 @@ class Orchestrator:
 
         parts = AgentParts(self.registry, self.store, self.journal, self.planner,
                            PlanExecutor(self.runner, self.journal, self.store, policy=self.policy), self.composer,
-                           self._cancel_events)
+                           self._cancel_events, settings=self.settings)
         checkpointer = self.checkpointer
         with self._lock:
             if self._graph is None:
@@ -284,13 +301,16 @@ class Orchestrator:
         values = snapshot.values or {}
         tasks = {t: TaskResult.from_json(r) for t, r in (values.get("results") or {}).items()}
         if not tasks:  # interrupted inside execute: the journal knows more than the last checkpoint
-            tasks = {t.task: TaskResult(t.tool, t.status, t.outputs, t.error, t.attempts, t.seconds or 0.0, t.model)
+            tasks = {t.task: TaskResult(t.tool, t.status, t.outputs, t.error, t.attempts, t.seconds or 0.0, t.model,
+                                        unavailable=t.detail.get("unavailable"), repairs=list(t.detail.get("repairs", [])))
                      for t in record.tasks}
         pending = tuple(snapshot.interrupts[0].value["tasks"]) if snapshot.interrupts else ()
         status = "awaiting_approval" if pending else record.status
+        composed_by = fallback_reason = None
         if graph is self.graph:
             answer = values.get("answer") or {}
             text, delivered, failures = answer.get("text", ""), answer.get("artifacts", []), answer.get("failures", [])
+            composed_by, fallback_reason = answer.get("composed_by"), answer.get("fallback_reason")
             error = values.get("error") or record.error
         else:
             text, delivered = record.answer or "", list(record.answer_artifacts)
@@ -298,8 +318,10 @@ class Orchestrator:
             error = values.get("error") or (record.error if record.status == "failed" and not failures else None)
         artifacts = tuple(self.store.get(a, session=record.session) for a in delivered
                           if self.store.exists(a, session=record.session))
+        unavailable = tuple(Unavailable.from_json(r.unavailable) for r in tasks.values() if r.unavailable)
         return RunResult(run_id, record.session, status, text, artifacts, record.plan, tasks, error, pending,
-                         tuple(failures), dict(values.get("outputs") or {}))
+                         tuple(failures), dict(values.get("outputs") or {}), unavailable, composed_by, fallback_reason,
+                         record.answer_id)
 
     # ------------------------------------------------------------------ workflows
 
@@ -382,7 +404,7 @@ class Orchestrator:
         journal); the artifacts offered are the newest of each kind from earlier turns, plus any
         artifact the request names by id, so nothing made in a session is out of reach.
         """
-        runs = [r for r in self.journal.runs(session=session, limit=1000) if r.status in ("done", "cancelled")]
+        runs = [r for r in self.journal.runs(session=session, limit=1000) if r.status in FINISHED_RUN_STATUSES]
         if not runs:
             return "", self._named_in(request, session)
         older, recent = runs[:-RECENT_TURNS], runs[-RECENT_TURNS:]
@@ -396,7 +418,9 @@ class Orchestrator:
             f"User: {r.request}\nAssistant: {(r.answer or '').strip()[:400]}"
             + (f" [made: {', '.join(r.answer_artifacts)}]" if r.answer_artifacts else "") for r in recent)
         history = (f"Summary of earlier turns:\n{summary}\n" if summary else "") + recent_text
-        offered: list[str] = []
+        # The previous turn's answer first ("now say that out loud"), then the newest artifact of each kind.
+        offered: list[str] = [runs[-1].answer_id] if runs[-1].answer_id and self.store.exists(
+            runs[-1].answer_id, session=session) else []
         kinds_seen: set[str] = set()
         for r in reversed(runs):
             for artifact_id in [*r.answer_artifacts, *r.inputs]:

@@ -1,7 +1,10 @@
 """The agent's commands: ``anymoda run``, ``anymoda chat`` and ``anymoda runs list|show|resume``.
 
 A run is shown live as a task tree (status, time, progress per task) with the answer streaming in
-below it; afterwards the answer is printed and its artifacts are saved to ``--out``.
+below it; afterwards the answer is printed and its artifacts are saved to ``--out``, each named by
+what it is (a file never overwrites another: later ones get a number; chat turns are prefixed with
+the turn). A task whose tool cannot run here is shown as unavailable, with the command that fetches
+what it needs; a repaired task shows its first call's error.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from .agent import Orchestrator, RunResult
+from .compose import file_phrase
 from .events import Event
 from .store import extension_for
 
@@ -30,7 +34,8 @@ console = Console(stderr=True)
 out = Console()
 
 _MARKS = {"waiting": "[dim]·[/]", "running": "[yellow]▶[/]", "done": "[green]✓[/]", "failed": "[red]✗[/]",
-          "skipped": "[dim]↷[/]", "cancelled": "[dim]■[/]", "awaiting_approval": "[magenta]?[/]", "retrying": "[yellow]↻[/]"}
+          "skipped": "[dim]↷[/]", "cancelled": "[dim]■[/]", "awaiting_approval": "[magenta]?[/]", "retrying": "[yellow]↻[/]",
+          "repairing": "[yellow]⟲[/]", "unavailable": "[magenta]⊘[/]"}
 
 
 class RunView:
@@ -63,12 +68,20 @@ class RunView:
             elif event.type == "task_progress":
                 task["progress"] = (data.get("done"), data.get("total"), data.get("message", ""))
             elif event.type == "task_retry":
-                task.update(status="retrying", error=data.get("error"))
+                if data.get("repair"):
+                    replacement = data.get("replacement") or {}
+                    task.update(status="repairing", error=data.get("error"), repaired_from=data.get("error"),
+                                tool=replacement.get("tool", task["tool"]))
+                else:
+                    task.update(status="retrying", error=data.get("error"))
             elif event.type in ("task_finished", "task_failed", "task_skipped", "task_cancelled"):
                 status = {"task_finished": "done", "task_failed": "failed", "task_skipped": "skipped",
                           "task_cancelled": "cancelled"}[event.type]
+                if data.get("unavailable"):
+                    status = "unavailable"
                 task.update(status=status, seconds=data.get("seconds"), outputs=data.get("outputs", {}),
-                            error=data.get("error"), resumed=data.get("resumed", False))
+                            error=data.get("error"), resumed=data.get("resumed", False),
+                            unavailable=data.get("unavailable"))
         elif event.type == "approval_needed":
             self.status = "awaiting approval"
             for waiting in data["tasks"]:
@@ -99,8 +112,16 @@ class RunView:
                 outputs = task.get("outputs") or {}
                 if outputs:
                     line += " → " + ", ".join(f"{escape(n)} [cyan]{escape(a)}[/]" for n, a in outputs.items())
+            elif status == "unavailable":
+                missing = task.get("unavailable") or {}
+                line += (f" [magenta]cannot run here: needs {escape(str(missing.get('model', '?')))}[/]"
+                         + (f" [dim]fetch: {escape(str(missing['fetch_command']))}[/]" if missing.get("fetch_command") else ""))
+            elif status == "repairing":
+                line += f" [yellow]repairing after: {escape(str(task['error'])[:140])}[/]"
             elif status in ("failed", "skipped", "cancelled", "retrying") and task.get("error"):
                 line += f" [red]{escape(str(task['error'])[:160])}[/]"
+            if status == "done" and task.get("repaired_from"):
+                line += f" [dim](repaired after: {escape(str(task['repaired_from'])[:100])})[/]"
             elif status == "awaiting_approval":
                 line += " [magenta]waiting for approval[/]"
             tree.add(line)
@@ -124,8 +145,10 @@ def show_run(events: Iterator[Event], *, live: bool = True, request: str = "") -
     return view
 
 
-def save_artifacts(orchestrator: Orchestrator, result: RunResult, destination: str | None) -> list[Path]:
-    """Each delivered artifact as ``<task>-<output><ext>`` in ``destination``."""
+def save_artifacts(orchestrator: Orchestrator, result: RunResult, destination: str | None, *,
+                   prefix: str = "") -> list[Path]:
+    """Each delivered artifact as ``<prefix><task>-<output><ext>`` in ``destination``; a name already taken
+    gets ``-2``, ``-3``..., so nothing saved earlier is overwritten."""
     if not destination or not result.artifacts:
         return []
     folder = Path(destination).expanduser()
@@ -133,9 +156,19 @@ def save_artifacts(orchestrator: Orchestrator, result: RunResult, destination: s
     saved = []
     for artifact in result.artifacts:
         task = (artifact.task or "").rsplit("/", 1)[-1] or "input"
-        name = f"{task}-{artifact.metadata.get('output', artifact.kind.value)}{extension_for(artifact.mime)}"
-        saved.append(orchestrator.store.export(artifact.id, folder / name, session=result.session))
+        stem, extension = f"{prefix}{task}-{artifact.metadata.get('output', artifact.kind.value)}", extension_for(artifact.mime)
+        path, n = folder / f"{stem}{extension}", 1
+        while path.exists():
+            n += 1
+            path = folder / f"{stem}-{n}{extension}"
+        saved.append(orchestrator.store.export(artifact.id, path, session=result.session))
     return saved
+
+
+def _print_saved(orchestrator: Orchestrator, result: RunResult, paths: list[Path]) -> None:
+    for artifact, path in zip(result.artifacts, paths):
+        what = file_phrase(orchestrator.store, result.session, artifact.id, orchestrator.registry)
+        console.print(f"saved {escape(str(path))} [dim]({escape(what)})[/]")
 
 
 def _ask_approval(waiting: list[dict[str, Any]]) -> bool:
@@ -153,17 +186,22 @@ def _orchestrator(args: argparse.Namespace) -> Orchestrator:
 
 
 def _report(orchestrator: Orchestrator, result: RunResult, args: argparse.Namespace) -> int:
+    saved = save_artifacts(orchestrator, result, args.out)
     if getattr(args, "json", False):
-        out.print_json(json.dumps({"run": result.run_id, "status": result.status, "answer": result.answer,
-                                   "artifacts": [a.to_dict() for a in result.artifacts], "failures": list(result.failures),
-                                   "error": result.error}))
+        report = result.to_json()
+        report["saved"] = [str(p) for p in saved]
+        out.print_json(json.dumps(report, default=str))
     else:
         if result.answer:
             out.print(result.answer, markup=False, highlight=False)
-        for artifact in result.artifacts:
-            console.print(f"  [cyan]{artifact.id}[/] {escape(artifact.describe())}")
-    for path in save_artifacts(orchestrator, result, args.out):
-        console.print(f"saved {path}")
+        if not saved:
+            for artifact in result.artifacts:
+                what = file_phrase(orchestrator.store, result.session, artifact.id, orchestrator.registry)
+                console.print(f"  [cyan]{artifact.id}[/] {escape(what)}")
+        _print_saved(orchestrator, result, saved)
+        if result.status in ("partial", "failed") and not result.error:
+            console.print(f"[yellow]run {result.status}[/]: {len(result.failures)} step(s) not completed"
+                          + (f", {len(result.unavailable)} of them cannot run on this machine" if result.unavailable else ""))
     if result.status == "awaiting_approval":
         console.print(f"[magenta]waiting for approval[/]: anymoda runs resume {result.run_id} --approve (or --deny)")
         return 3
@@ -247,8 +285,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
             decision = _ask_approval(list(result.pending_approval))
             show_run(orchestrator.resume_stream(view.run_id, approve=decision), request=line)
             result = orchestrator.result(view.run_id)
-        for path in save_artifacts(orchestrator, result, args.out):
-            console.print(f"saved {path}")
+        turn = len(session.history())  # this turn's number in the conversation: files of every turn are kept
+        _print_saved(orchestrator, result, save_artifacts(orchestrator, result, args.out, prefix=f"turn{turn}-"))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -277,8 +315,11 @@ def _show(orchestrator: Orchestrator, args: argparse.Namespace) -> int:
             "run": record.id, "session": record.session, "request": record.request, "status": record.status,
             "inputs": list(record.inputs), "plan": record.plan, "answer": record.answer,
             "answer_artifacts": list(record.answer_artifacts), "error": record.error,
+            "answer_id": record.answer_id, "unavailable": record.unavailable,
             "tasks": [{"task": t.task, "tool": t.tool, "status": t.status, "attempts": t.attempts, "seconds": t.seconds,
-                       "arguments": t.arguments, "outputs": t.outputs, "model": t.model, "error": t.error}
+                       "arguments": t.arguments, "outputs": t.outputs, "model": t.model, "error": t.error,
+                       **({"unavailable": t.detail["unavailable"]} if t.detail.get("unavailable") else {}),
+                       **({"repairs": t.detail["repairs"]} if t.detail.get("repairs") else {})}
                       for t in record.tasks]}))
         return 0
     out.print(f"[bold]{record.id}[/] session [cyan]{escape(record.session)}[/] status [bold]{record.status}[/]")
@@ -301,9 +342,16 @@ def _show(orchestrator: Orchestrator, args: argparse.Namespace) -> int:
         for name, artifact_id in task.outputs.items():
             parents = orchestrator.store.get(artifact_id).parents if orchestrator.store.exists(artifact_id) else ()
             lineage.append(f"{name}={artifact_id}" + (f" <- {', '.join(parents)}" if parents else ""))
+        note = task.error or ""
+        if task.detail.get("unavailable"):
+            missing = task.detail["unavailable"]
+            note = f"cannot run here: needs {missing.get('model')}; fetch: {missing.get('fetch_command')}"
+        for earlier in task.detail.get("repairs", []):
+            call = ", ".join(f"{k}={v}" for k, v in (earlier.get("arguments") or {}).items())
+            note += f"\nrepaired; first call {earlier.get('tool')}({call[:120]}) failed: {earlier.get('error')}"
         table.add_row(task.task, task.tool, task.status, str(task.attempts),
                       f"{task.seconds:.2f}" if task.seconds is not None else "", escape(inputs[:200]),
-                      escape("\n".join(lineage)), escape(task.error or ""))
+                      escape("\n".join(lineage)), escape(note.strip()))
     out.print(table)
     if record.answer:
         out.print(Panel(Text(record.answer), title="answer", border_style="green"))

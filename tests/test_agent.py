@@ -105,7 +105,10 @@ def test_a_given_plan_runs_to_an_answer_and_a_journal_record(orch: Orchestrator)
     delivered = {result.tasks["brighter"].outputs["image"], result.tasks["note"].outputs["text"]}
     assert {a.id for a in result.artifacts} == delivered
     assert result.first("image").id == result.tasks["brighter"].outputs["image"]
-    assert "hello there" in result.answer and result.tasks["brighter"].outputs["image"] in result.answer
+    # The template answer says what was found and made, in words: no artifact ids, no tool.output lines.
+    assert "hello there" in result.answer and "brighter image" in result.answer
+    assert not ARTIFACT_ID.search(result.answer) and "stub-" not in result.answer
+    assert result.composed_by == "template" and result.fallback_reason == "no language model"
     # Lineage follows the plan's references.
     image = orch.store.get(result.tasks["brighter"].outputs["image"], session=result.session)
     assert image.parents == (result.tasks["paint"].outputs["image"],)
@@ -116,6 +119,10 @@ def test_a_given_plan_runs_to_an_answer_and_a_journal_record(orch: Orchestrator)
     assert record.status == "done" and record.error is None
     assert record.request == "paint it red and say hello"
     assert record.answer == result.answer and set(record.answer_artifacts) == delivered
+    # The answer is kept as a text artifact of the session, made by the run, with lineage to what it delivers.
+    answer = orch.store.get(record.answer_id, session=result.session)
+    assert orch.store.load(answer.id, session=result.session) == result.answer and result.answer_id == answer.id
+    assert answer.task == f"{result.run_id}/answer" and set(answer.parents) == delivered
     assert [t["id"] for t in record.plan["tasks"]] == ["colour", "paint", "brighter", "note"]
     assert {t.task for t in record.tasks} == {"colour", "paint", "brighter", "note"}
     for task in record.tasks:
@@ -151,12 +158,15 @@ def test_events_stream_in_order(orch: Orchestrator):
 def test_a_failure_is_isolated_and_reported_in_the_answer(orch: Orchestrator):
     plan = {"tasks": [wait("bad", "x", fail=True), paint("after", "<bad>"), wait("fine", "still here")]}
     result = orch.run("try", plan=plan)
-    assert result.status == "done" and not result.ok
+    assert result.status == "partial" and not result.ok  # not plainly done: something failed
+    assert orch.journal.get_run(result.run_id).status == "partial"
     assert result.tasks["bad"].status == "failed" and result.tasks["after"].status == "skipped"
     assert result.tasks["fine"].status == "done"
     assert any(f.startswith("bad (stub-wait) failed") for f in result.failures)
     assert any(f.startswith("after (stub-paint) skipped") and "bad" in f for f in result.failures)
     assert "still here" in result.answer and "failed on purpose" in result.answer
+    assert "The stub wait step failed" in result.answer and "was not run, because the stub wait step it needed failed" \
+        in result.answer
     assert [a.id for a in result.artifacts] == [result.tasks["fine"].outputs["text"]]
 
 
@@ -339,9 +349,9 @@ def test_sessions_running_in_parallel_never_see_each_other(orch: Orchestrator):
     assert getattr(a, "status", None) == getattr(b, "status", None) == "done", (
         getattr(a, "error", a), getattr(b, "error", b))
 
-    a_ids = {i for r in a.tasks.values() for i in r.outputs.values()}
-    b_ids = {i for r in b.tasks.values() for i in r.outputs.values()}
-    assert len(a_ids) == len(b_ids) == 2 and not a_ids & b_ids
+    a_ids = {i for r in a.tasks.values() for i in r.outputs.values()} | {a.answer_id}
+    b_ids = {i for r in b.tasks.values() for i in r.outputs.values()} | {b.answer_id}
+    assert len(a_ids) == len(b_ids) == 3 and not a_ids & b_ids
     for artifact_id in a_ids:
         assert orch.store.get(artifact_id, session="sess-A").session == "sess-A"
         with pytest.raises(ArtifactNotFoundError):
@@ -353,6 +363,7 @@ def test_sessions_running_in_parallel_never_see_each_other(orch: Orchestrator):
     a_text = a.tasks["t1"].outputs["text"]
     history, offered = orch.session_context("sess-B", f"now brighten {a_image} and read {a_text}")
     assert not set(offered) & a_ids and b.tasks["t2"].outputs["image"] in offered
+    assert a.answer_id not in offered and b.answer_id in offered
     assert not set(ARTIFACT_ID.findall(history)) & a_ids and "paint it red" not in history
 
     stolen = orch.run("reuse that", session="sess-B", plan={"tasks": [wait("t1", "mine", a=a_text)]})
@@ -418,12 +429,13 @@ def test_long_histories_are_summarised_and_keep_every_artifact(orch: Orchestrato
         assert f"User: turn {n}: say word{n}" in history
     assert "User: turn 1:" not in history
     assert all(artifact_id in history for artifact_id in made), "an older turn's artifact dropped out of the history"
-    assert "Assistant: stub-wait (text): word" in recent
+    assert "Assistant: The label, then the inputs: \u201cword" in recent
     assert orch.journal.summary(chat.id) == ("\n".join(summary_lines), run_ids[older - 1])
-    assert offered == [made[-1]]  # the newest of each kind is offered...
+    answers = [orch.journal.get_run(r).answer_id for r in run_ids]
+    assert offered == [answers[-1], made[-1]]  # the last answer, the newest of each kind...
     _, named = orch.session_context(chat.id, f"repeat {made[0]} please")
     assert made[0] in named  # ...and any earlier one the request names by id
-    assert [a.id for a in chat.artifacts()] == made
+    assert [a.id for a in chat.artifacts()] == [i for pair in zip(made, answers) for i in pair]
     assert len(chat.history()) == turns
 
 
@@ -455,7 +467,7 @@ def test_instructions_in_tool_output_are_data_for_the_composer(settings):
     # Nothing beyond the plan ran, nothing beyond its one output was stored.
     assert set(result.tasks) == {"t1"}
     assert {e.task for e in events if e.type == "task_started"} == {"t1"}
-    assert orch.store.count() == count_before + 1
+    assert orch.store.count() == count_before + 2  # its output and the answer
 
     # The model's invented artifact id is struck from the answer.
     answer = next(e for e in events if e.type == "answer").data
@@ -474,7 +486,8 @@ def test_ids_the_run_did_produce_are_kept():
 def test_a_composer_backend_that_writes_nothing_falls_back_to_the_template(settings):
     orch = make(settings, composer=Composer(ScriptedBackend("   ")))
     result = orch.run("say hi", plan={"tasks": [wait("t1", "hi")]})
-    assert result.status == "done" and result.answer == "stub-wait (text): hi"
+    assert result.status == "done" and result.answer == "The label, then the inputs: \u201chi\u201d."
+    assert result.composed_by == "template" and result.fallback_reason == "the language model wrote nothing"
 
 
 def test_a_declining_composer_falls_back_to_a_template_that_says_what_files_hold(settings):
@@ -482,7 +495,8 @@ def test_a_declining_composer_falls_back_to_a_template_that_says_what_files_hold
     plan = {"tasks": [wait("t1", "red"), {"id": "t2", "tool": "stub-paint", "args": {"text": "<t1>"}}]}
     result = orch.run("paint the colour", plan=plan)
     assert result.status == "done" and "sorry" not in result.answer.lower()
-    assert "stub-paint made" in result.answer and "from 'red'" in result.answer  # the image and what it was made from
+    assert "image of that colour" in result.answer and "from \u201cred\u201d" in result.answer  # what it is, from what
+    assert result.composed_by == "template" and result.fallback_reason == "the language model declined"
     assert [a.kind.value for a in result.artifacts] == ["image"]
 
 
@@ -491,11 +505,13 @@ def test_a_reply_that_uses_nothing_the_tools_found_falls_back_to_the_template(se
     rambling = "To read the text I used the following tools: 1. OCR Tool: extracted the words. 2. Text-to-speech Tool."
     orch = make(settings, composer=Composer(ScriptedBackend(rambling)))
     result = orch.run("read the text", plan={"tasks": [wait("t1", "TOTAL 42.50, paid by card")]})
-    assert result.status == "done" and result.answer == "stub-wait (text): TOTAL 42.50, paid by card"
+    assert result.status == "done" and result.answer == "The label, then the inputs: \u201cTOTAL 42.50, paid by card\u201d."
+    assert result.fallback_reason == "the reply repeats nothing the tools found"
 
     quoting = "The total was 42.50."
     orch = make(settings, composer=Composer(ScriptedBackend(quoting)))
-    assert orch.run("read the text", plan={"tasks": [wait("t1", "TOTAL 42.50, paid by card")]}).answer == quoting
+    result = orch.run("read the text", plan={"tasks": [wait("t1", "TOTAL 42.50, paid by card")]})
+    assert result.answer == quoting and result.composed_by == "scripted" and result.fallback_reason is None
 
 
 # ---------------------------------------------------------------------- bad inputs

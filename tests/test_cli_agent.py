@@ -70,7 +70,7 @@ def test_run_prints_the_answer_and_saves_the_artifacts(agent_cli, capsys, tmp_pa
     assert code == 0, err
     result = json.loads(out)
     assert result["status"] == "done" and result["artifacts"][0]["kind"] == "image"
-    assert "stub-paint made" in result["answer"]
+    assert "image of that colour" in result["answer"] and "paint it red" in result["answer"]
     saved = tmp_path / "out" / "t1-image.png"
     assert saved.is_file() and saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
