@@ -32,9 +32,9 @@ from .registry import ToolRegistry
 from .store import ArtifactStore
 from .tool import Tool
 
-try:  # the model store's command ("anymoda models pull TOOL") once it exists
+try:  # the model store's command ("anymoda models pull TOOL", or the install hint)
     from .model_store import fetch_command as _store_fetch_command  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on which engineer's work has landed
+except ImportError:  # pragma: no cover - an installation without the model store
     _store_fetch_command = None
 
 ARTIFACT_ID_IN_TEXT = re.compile(r"\b(?:text|image|audio|video|time_series|detections|masks|json)-[0-9a-f]{16}\b")
@@ -145,21 +145,16 @@ def _local_fetch_command(tool: Tool, why: str, models: Sequence[str] | None = No
     return " && ".join(f"hf download {model}" for model in models if "/" in model) or tool.install_hint
 
 
-def fetch_command(tool_name: str) -> str:
-    """The command that makes ``tool_name`` runnable here (the model store's, where it exists)."""
-    if _store_fetch_command is not None:
-        return _store_fetch_command(tool_name)
-    tool = ToolRegistry.default().get(tool_name)()
-    return _local_fetch_command(tool, "runtime" if tool.missing_runtime() else "weights")
-
-
-def _fetch_command_for(tool: Tool, why: str, models: Sequence[str] | None = None) -> str:
+def _fetch_command_for(tool: Tool, why: str, models: Sequence[str] | None = None, *,
+                       registry: ToolRegistry | None = None) -> str:
+    """The model store's command for the tool (``anymoda models pull TOOL`` or its install hint); where it
+    has none (the hub was unreachable for weights it thinks are fine), ``hf download`` of the models."""
     if _store_fetch_command is not None and why != "gpu":
         try:
-            command = _store_fetch_command(tool.name)
+            command = _store_fetch_command(tool.name, tool.settings, registry)
             if command:
                 return command
-        except Exception:  # noqa: BLE001 - a tool the model store does not know (a plugin, a test stub)
+        except Exception:  # noqa: BLE001 - a tool the model store cannot judge must still be reported
             pass
     return _local_fetch_command(tool, why, models)
 
@@ -177,8 +172,8 @@ def gpu_missing(tool_class: type[Tool]) -> bool:
 
 
 def unavailable_record(tool_class: type[Tool], task_id: str, arguments: dict[str, Any], *, settings: Settings,
-                       model: str | None = None, error: str | None = None,
-                       hub_unreachable: bool = False) -> Unavailable | None:
+                       model: str | None = None, error: str | None = None, hub_unreachable: bool = False,
+                       registry: ToolRegistry | None = None) -> Unavailable | None:
     """Why ``tool_class`` cannot run here (None if it can). With ``error`` (the tool failed while running
     with a ModelNotAvailableError / ToolUnavailableError) the record is made from that error."""
     tool = tool_class(model, settings=settings)
@@ -198,7 +193,7 @@ def unavailable_record(tool_class: type[Tool], task_id: str, arguments: dict[str
         if named and named.group(1) not in models:  # the weights it was fetching (a detector, a fallback)
             models = [named.group(1)] if len(models) == 1 else [*models, named.group(1)]
     return Unavailable(task_id, tool.name, tool.task, " + ".join(models), reason,
-                       _fetch_command_for(tool, why, models), why, action_words(tool.name, arguments))
+                       _fetch_command_for(tool, why, models, registry=registry), why, action_words(tool.name, arguments))
 
 
 _UNREACHABLE = re.compile(r"hub download failed|Connect|Timeout|Name or service not known|NetworkError", re.IGNORECASE)
@@ -231,7 +226,8 @@ class AgentHooks:
         try:
             record = unavailable_record(self.registry.get(tool), task_id, self._plan_args(task_id, arguments),
                                         settings=self.settings, model=model, error=error,
-                                        hub_unreachable=bool(error and _UNREACHABLE.search(error)))
+                                        hub_unreachable=bool(error and _UNREACHABLE.search(error)),
+                                        registry=self.registry)
         except AnymodaError:
             return None  # a tool that cannot even say: let it run and fail with its own message
         return record.to_json() if record is not None else None
