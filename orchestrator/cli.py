@@ -12,6 +12,7 @@
     anymoda render ARTIFACT -o OUT.png            a picture of boxes, masks, audio or a time series
     anymoda config                                the settings in force
     anymoda bench planner --cases FILE.jsonl      score the planner against a naive baseline on a case file
+    anymoda bench agent --cases FILE.jsonl        run requests through the whole agent and check the answers
 """
 
 from __future__ import annotations
@@ -330,6 +331,13 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_agent(args: argparse.Namespace) -> int:
+    from .bench_agent import run_command
+
+    return run_command(args.cases, save=args.save, limit=args.limit, only=args.only or (),
+                       echo=lambda line: print(line, file=sys.stderr, flush=True))
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
@@ -379,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     planner.add_argument("--save-predictions", metavar="FILE",
                          help="one JSON line per case in the gold format (the baseline's beside it, *.baseline.jsonl)")
     planner.set_defaults(handler=cmd_bench_planner)
+    agent = benches.add_parser("agent", help="run every case of a JSONL file through the agent and check what comes back")
+    agent.add_argument("--cases", required=True,
+                       help="JSONL cases: id, request, files, session?, expect {answer_any, answer_none, outputs, "
+                            "tools_all, unavailable_any}")
+    agent.add_argument("--save", metavar="FILE", help="one JSON line per case: checks, plan, answer, seconds, outputs")
+    agent.add_argument("--limit", type=int, help="only the first N cases")
+    agent.add_argument("--only", nargs="+", metavar="ID", help="only these cases (with the earlier turns of their sessions)")
+    agent.set_defaults(handler=cmd_bench_agent)
     return parser
 
 
