@@ -6,6 +6,7 @@
     anymoda graph validate|run|show|list|from-run  workflow files: type-check, run (or --batch a folder), draw
     anymoda train connector --task T --connector C  train the native path (encoder -> connector -> LLM)
     anymoda tools [--json]                       what is registered, and whether it can run here
+    anymoda models list|pull|remove              which models are here; fetch them from the hub; delete them
     anymoda tool NAME --INPUT VALUE ... [-o OUT]  run one tool on files, artifact ids or literals
     anymoda demo [--out DIR]                      the offline default experts end to end on generated inputs
     anymoda artifacts list|show|export ...        what the store holds, with lineage
@@ -38,6 +39,7 @@ from rich.table import Table
 from .artifacts import Artifact, ArtifactKind, is_artifact_id
 from .cli_agent import add_agent_commands
 from .cli_graph import add_graph_commands
+from .cli_models import add_models_commands
 from .native.cli_train import add_train_parser
 from .codecs import EXTENSION_KINDS
 from .config import current_settings
@@ -348,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_commands(commands)
     add_graph_commands(commands)
     add_train_parser(commands)
+    add_models_commands(commands)
     tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")
     tools.add_argument("--json", action="store_true", help="print full tool cards with JSON schemas")
     tools.set_defaults(handler=cmd_tools)
