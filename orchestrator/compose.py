@@ -125,6 +125,7 @@ _TEXT_LEADS: dict[str, str] = {
     "ocr": "The text in the picture reads: {}",
     "ocr.text": "The text in the picture reads: {}",
     "speech-recognition": "The recording says: {}",
+    "automatic-speech-recognition": "The recording says: {}",
     "image-captioning": "The picture shows: {}",
     "visual-question-answering": "The answer, from the picture: {}",
     "document-question-answering": "The answer, from the document: {}",
@@ -182,6 +183,14 @@ def _file_facts(artifact: Artifact) -> str:
     return ", ".join(facts)
 
 
+def _task_tag(registry: Any, tool: str) -> str:
+    """The tool's Hugging Face task tag (a plugin's text-to-speech reads like ours), or its name."""
+    try:
+        return registry.get(tool).task if registry is not None and tool in registry else tool
+    except (LookupError, AttributeError):
+        return tool
+
+
 def _output_description(registry: Any, tool: str, output: str) -> str:
     try:
         return registry.get(tool).outputs[output].description if registry is not None and tool in registry else ""
@@ -226,6 +235,7 @@ def labels_in_words(tool: str, items: list[tuple[str, float]]) -> str:
 def describe_outputs(store: ArtifactStore, session: str, tool: str, outputs: dict[str, str], registry: Any = None) -> list[str]:
     """Sentences saying what one finished task produced: texts quoted, labels with scores, files named."""
     artifacts = {name: store.get(a, session=session) for name, a in outputs.items()}
+    tag = _task_tag(registry, tool)
     sentences: list[str] = []
     labels_said = False
     for name, artifact in artifacts.items():
@@ -242,7 +252,8 @@ def describe_outputs(store: ArtifactStore, session: str, tool: str, outputs: dic
             if not text.strip():
                 sentences.append(_EMPTY_TEXT.get(tool, f"The {_words(tool)} step returned an empty {_words(name)}."))
                 continue
-            lead = _TEXT_LEADS.get(f"{tool}.{name}") or _TEXT_LEADS.get(tool)
+            lead = _TEXT_LEADS.get(f"{tool}.{name}") or _TEXT_LEADS.get(tool) or (
+                _TEXT_LEADS.get(tag) if tag in ("automatic-speech-recognition", "summarization", "translation") else None)
             if lead is None:
                 description = _output_description(registry, tool, name) or f"the {_words(name)} from {_words(tool)}"
                 lead = description[0].upper() + description[1:] + ": {}"
@@ -251,7 +262,7 @@ def describe_outputs(store: ArtifactStore, session: str, tool: str, outputs: dic
             body = text.strip() if tool in _UNQUOTED else _quote(text)
             sentences.append(_sentence(lead.format(body)))
         elif artifact.kind in (ArtifactKind.IMAGE, ArtifactKind.AUDIO, ArtifactKind.VIDEO):
-            verb = _FILES.get(f"{tool}.{name}") or _FILES.get(tool)
+            verb = _FILES.get(f"{tool}.{name}") or _FILES.get(tool) or _FILES.get(tag)
             facts = _file_facts(artifact)
             kind_words = _KIND_WORDS[artifact.kind.value]
             if verb is None:
@@ -262,7 +273,7 @@ def describe_outputs(store: ArtifactStore, session: str, tool: str, outputs: dic
             sources = [store.load(p, session=session) for p in artifact.parents
                        if store.exists(p, session=session) and store.get(p, session=session).kind is ArtifactKind.TEXT]
             if sources and str(sources[0]).strip():
-                sentence += (": " if tool == "text-to-speech" else " from ") + _quote(str(sources[0]), 300)
+                sentence += (": " if tag == "text-to-speech" else " from ") + _quote(str(sources[0]), 300)
             sentences.append(_sentence(sentence))
     if not sentences and artifacts:
         # Only data (boxes, masks, JSON): say what it is; the files themselves are attached.

@@ -31,7 +31,7 @@ from orchestrator.planner import Attempt, PlanResult
 from orchestrator.registry import ToolRegistry
 from orchestrator.store import ArtifactStore
 from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.tool import Input, Output, Tool, WeightlessTool
+from orchestrator.tool import Input, Output, Param, Tool, WeightlessTool
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
@@ -268,3 +268,410 @@ def test_run_json_and_runs_show_carry_the_unavailable_records(cli_with, capsys, 
     assert shown["tasks"][0]["unavailable"]["fetch_command"] == missing["fetch_command"]
     code, out, _ = run_cli(capsys, "runs", "show", report["run"])
     assert "unavailable" in out and "cannot run here" in " ".join(out.split())
+
+
+# ---------------------------------------------------------------------- 2. answers that are true
+
+
+class StubClassify(WeightlessTool):
+    name = "stub-classify"
+    task = "image-classification"
+    description = "Name what a picture shows, with scores."
+    inputs = {"image": Input(ArtifactKind.IMAGE, "the image")}
+    outputs = {"labels": Output(ArtifactKind.JSON, "the top categories as a list of {label, score}"),
+               "label": Output(ArtifactKind.TEXT, "the single most likely category")}
+    default_model = "classify"
+
+    def build_method(self):
+        return None
+
+    def run(self, model, inputs, params):
+        labels = [{"label": "German shepherd", "score": 0.8734}, {"label": "malinois", "score": 0.061}]
+        return {"labels": labels, "label": "German shepherd"}
+
+
+class StubSpeak(WeightlessTool):
+    """A text-to-speech stand-in that remembers what it was asked to read."""
+
+    name = "stub-speak"
+    task = "text-to-speech"
+    description = "Read a text aloud."
+    inputs = {"text": Input(ArtifactKind.TEXT, "what to say")}
+    outputs = {"audio": Output(ArtifactKind.AUDIO, "the spoken text")}
+    default_model = "speak"
+    spoken: list[str] = []
+
+    def build_method(self):
+        return None
+
+    def run(self, model, inputs, params):
+        import numpy as np
+
+        from orchestrator.media import AudioClip
+
+        StubSpeak.spoken.append(inputs["text"])
+        return {"audio": AudioClip(np.zeros(1600, dtype=np.float32), 16000)}
+
+
+TRUTH_REGISTRY = ToolRegistry((*STUB_TOOLS, StubClassify, StubSpeak))
+
+
+def test_a_reply_with_a_number_no_tool_produced_falls_back_to_the_template(settings):
+    description = "The series rises steadily; no cycle repeats."
+    llm = ScriptedBackend("The series rises steadily with a period of 200 days.")
+    orch = make(settings, composer=Composer(llm))
+    result = orch.run("Describe the trend of this series", plan={"tasks": [wait("t1", description)]})
+    assert result.composed_by == "template" and result.fallback_reason.startswith("the reply names what no tool found")
+    assert "200" in result.fallback_reason and "200" not in result.answer
+    assert description in result.answer and len(llm.calls) == 1
+
+
+def test_a_reply_naming_what_no_tool_found_falls_back(settings):
+    orch = make(settings, composer=Composer(ScriptedBackend("The speaker wants to meet at the station in Berlin.")))
+    result = orch.run("What does the speaker want?", plan={"tasks": [wait("t1", "meet me at the station at noon")]})
+    assert result.composed_by == "template" and "Berlin" in result.fallback_reason
+    assert "meet me at the station at noon" in result.answer
+
+
+@pytest.mark.parametrize("reply", [
+    "The total was 42.5, paid by card.",             # 42.5 == 42.50
+    "It is a German Shepherd (87%).",                 # 0.8734 said as a percentage, a label in other case
+    "Found 2 red and 1 blue square.",                 # counts and labels from the tools' texts
+])
+def test_a_grounded_reply_is_kept(settings, photo: Path, reply: str):
+    from PIL import Image
+
+    squares = Image.new("RGB", (40, 20), "white")
+    squares.paste((255, 0, 0), (2, 2, 8, 8))
+    squares.paste((255, 0, 0), (12, 2, 18, 8))
+    squares.paste((0, 0, 255), (22, 2, 28, 8))
+    orch = make(settings, registry=TRUTH_REGISTRY, composer=Composer(ScriptedBackend(reply)))
+    image = orch.store.put_value("image", squares, session="g")
+    plan = {"tasks": [wait("t1", "TOTAL 42.50, paid by card"),
+                      {"id": "t2", "tool": "stub-classify", "args": {"image": image.id}},
+                      {"id": "t3", "tool": "stub-find", "args": {"image": image.id}}]}
+    result = orch.run("read it, classify it and count the squares", plan=plan, session="g")
+    assert result.status == "done"
+    assert result.answer == reply and result.composed_by == "scripted" and result.fallback_reason is None
+
+
+@pytest.mark.parametrize("reply", ["[t1] said: hi", "stub-wait.text: hi", "It said hi (a json file)."])
+def test_a_reply_that_copies_the_result_lines_falls_back(settings, reply: str):
+    orch = make(settings, composer=Composer(ScriptedBackend(reply)))
+    result = orch.run("say hi", plan={"tasks": [wait("t1", "hi")]})
+    assert result.composed_by == "template" and "copies the result lines" in result.fallback_reason
+    no_ids_or_result_lines(result.answer)
+
+
+def test_ungrounded_finds_numbers_and_names_with_tolerant_normalisation():
+    sources = Sources(["TOTAL 42.50 EUR, 1,234.5 points; score 0.8734", "meet Anna in the park"], extra_numbers=[3])
+    assert ungrounded("The total is 42.5 and 1234.50 points, 87% sure, 3 items.", sources) == []
+    assert ungrounded("Anna's total: 42.50 EUR.", sources) == []
+    assert ungrounded("1. The park.\n2. Anna.", sources) == []  # list markers and sentence starts are not claims
+    assert ungrounded("The total is 43.10 and Bob paid.", sources) == ["43.10", "Bob"]
+    assert ungrounded("See t1 for the text-0123456789abcdef result.", sources) == ["t1"]  # ids are not counted
+
+
+def test_a_failed_task_is_named_even_when_the_model_writes_the_rest(settings):
+    llm = ScriptedBackend("The note says still here.")
+    orch = make(settings, composer=Composer(llm))
+    result = orch.run("do both", plan={"tasks": [wait("bad", "x", fail=True), wait("fine", "still here")]})
+    assert result.status == "partial" and result.composed_by == "scripted"
+    assert result.answer.startswith("The note says still here.")
+    assert "The stub wait step failed: stub-wait: 'x' failed on purpose." in result.answer  # said by code
+    assert "failed on purpose" in llm.calls[0][1]["content"]  # and the model was told
+
+    result = orch.run("do it", plan={"tasks": [wait("bad", "x", fail=True)]})
+    assert result.status == "failed" and not result.error and result.composed_by == "template"
+    assert result.fallback_reason == "no step was done" and "failed on purpose" in result.answer
+
+
+def test_the_template_reads_like_a_person_wrote_it(settings):
+    from PIL import Image
+
+    orch = make(settings, registry=TRUTH_REGISTRY)
+    squares = Image.new("RGB", (40, 20), "white")
+    squares.paste((255, 0, 0), (2, 2, 8, 8))
+    image = orch.store.put_value("image", squares, session="t")
+    plan = {"tasks": [{"id": "t1", "tool": "stub-classify", "args": {"image": image.id}},
+                      {"id": "t2", "tool": "stub-find", "args": {"image": image.id}},
+                      wait("t3", "red"), {"id": "t4", "tool": "stub-paint", "args": {"text": "<t3>"}},
+                      {"id": "t5", "tool": "stub-speak", "args": {"text": "The total is 42.50."}}]}
+    result = orch.run("classify, count, paint and speak", plan=plan, session="t")
+    assert result.status == "done" and result.composed_by == "template"
+    answer = result.answer
+    no_ids_or_result_lines(answer)
+    assert "It looks most like German shepherd (87% sure), then malinois (6%)." in answer  # labels with scores
+    assert "German shepherd" not in answer.replace("like German shepherd", "")  # the top label is not said twice
+    assert "\u201c1 red\u201d" in answer  # the texts found, quoted
+    assert "I made a 32x32 image of that colour (a picture, 32x32) from \u201cred\u201d." in answer
+    assert "I said it out loud (an audio clip, 0.1 s): \u201cThe total is 42.50.\u201d" in answer
+    assert "stub-" not in answer and "json" not in answer.lower()
+
+
+def test_text_read_aloud_never_holds_an_artifact_id(settings):
+    orch = make(settings, registry=TRUTH_REGISTRY)
+    StubSpeak.spoken.clear()
+    noted = orch.store.put_value("text", "I drew it [made: image-0123456789abcdef] for you.", session="s")
+    plan = {"tasks": [{"id": "t1", "tool": "stub-speak", "args": {"text": "Here is text-00000000000000aa, done."}},
+                      {"id": "t2", "tool": "stub-speak", "args": {"text": noted.id}}]}
+    result = orch.run("say them", plan=plan, session="s")
+    assert result.status == "done"
+    assert sorted(StubSpeak.spoken) == sorted(["Here is , done.", "I drew it for you."])
+    assert not any(ARTIFACT_ID.search(s) for s in StubSpeak.spoken)
+    spoken_from = orch.journal.get_run(result.run_id).task("t2").arguments["text"]
+    cleaned = orch.store.get(spoken_from, session="s")
+    assert cleaned.id != noted.id and cleaned.parents == (noted.id,)  # a cleaned copy, with lineage
+
+
+# ---------------------------------------------------------------------- 3. conversations
+
+
+def previous_answer_id(messages: list[dict[str, str]]) -> str | None:
+    match = re.search(r"(text-[0-9a-f]{16}) \([^)]*\)[^\n]*name=previous_answer", messages[-1]["content"])
+    return match.group(1) if match else None
+
+
+def test_say_that_out_loud_speaks_the_previous_answer(settings):
+    StubSpeak.spoken.clear()
+    store = ArtifactStore(settings.store_dir, settings.limits)
+
+    def plan_reply(messages: list[dict[str, str]]) -> str:
+        answer = previous_answer_id(messages)
+        if answer is None:
+            return json.dumps({"tasks": [{"id": "t1", "tool": "stub-wait", "args": {"label": "The sky is blue."}}]})
+        return json.dumps({"tasks": [{"id": "t1", "tool": "stub-speak", "args": {"text": answer}}]})
+
+    backend = ScriptedBackend(plan_reply)
+    orch = make(settings, registry=TRUTH_REGISTRY, store=store, planner=scripted_planner(backend, TRUTH_REGISTRY, store))
+    chat = orch.session("talk")
+    first = chat.send("what colour is the sky?")
+    assert first.status == "done" and first.answer_id
+    assert store.load(first.answer_id, session="talk") == first.answer
+    second = chat.send("now say that out loud")
+    assert second.status == "done", second.error
+    planned = second.plan["tasks"][0]
+    assert planned["tool"] == "stub-speak" and planned["args"]["text"] == first.answer_id  # the plan's argument
+    assert StubSpeak.spoken == [first.answer]  # the words spoken: turn 1's answer, nothing else
+    audio = second.first("audio")
+    assert store.get(audio.id, session="talk").parents == (first.answer_id,)
+
+
+def test_what_did_i_ask_first_is_answered_from_the_history(settings):
+    store = ArtifactStore(settings.store_dir, settings.limits)
+
+    def plan_reply(messages: list[dict[str, str]]) -> str:
+        request = messages[-1]["content"].rsplit("Request:", 1)[1].strip()
+        if request.startswith("what did I ask"):
+            return json.dumps({"tasks": [], "answer": "I am a helpful assistant."})  # the canned line
+        return json.dumps({"tasks": [wait("t1", request.split()[-1])]})
+
+    composer_llm = ScriptedBackend(lambda messages: "You first asked me to paint it red." if "<conversation>" in
+                                   messages[-1]["content"] else "Done.")
+    orch = make(settings, registry=TRUTH_REGISTRY, store=store, composer=Composer(composer_llm),
+                planner=scripted_planner(ScriptedBackend(plan_reply), TRUTH_REGISTRY, store))
+    chat = orch.session("memory")
+    chat.send("paint it red")
+    chat.send("now in blue")
+    third = chat.send("what did I ask you first?")
+    assert third.status == "done" and third.composed_by == "scripted"
+    assert third.answer == "You first asked me to paint it red."
+    prompt = composer_llm.calls[-1][-1]["content"]
+    assert "paint it red" in prompt and "now in blue" in prompt and "I am a helpful assistant" not in prompt
+
+    # Without a model (or when the model invents), the template quotes the first request.
+    plain = make(settings, registry=TRUTH_REGISTRY, store=store, composer=Composer(None),
+                 planner=scripted_planner(ScriptedBackend(plan_reply), TRUTH_REGISTRY, store))
+    answer = plain.session("memory").send("what did I ask you first?")
+    assert answer.composed_by == "template" and answer.answer.startswith("You first asked: \u201cpaint it red\u201d.")
+    inventing = make(settings, registry=TRUTH_REGISTRY, store=store,
+                     composer=Composer(ScriptedBackend("You first asked about Paris.")),
+                     planner=scripted_planner(ScriptedBackend(plan_reply), TRUTH_REGISTRY, store))
+    answer = inventing.session("memory").send("what did I ask you first?")
+    assert answer.composed_by == "template" and "Paris" in answer.fallback_reason
+    assert "paint it red" in answer.answer
+
+
+def test_make_it_brighter_edits_the_last_image(settings):
+    store = ArtifactStore(settings.store_dir, settings.limits)
+
+    def plan_reply(messages: list[dict[str, str]]) -> str:
+        match = re.search(r"(image-[0-9a-f]{16}) \([^)]*\)[^\n]*name=earlier_image\b", messages[-1]["content"])
+        if match is None:
+            return json.dumps({"tasks": [wait("t1", "green"), {"id": "t2", "tool": "stub-paint", "args": {"text": "<t1>"}}]})
+        return json.dumps({"tasks": [{"id": "t1", "tool": "stub-brighten", "args": {"image": match.group(1)}}]})
+
+    orch = make(settings, registry=TRUTH_REGISTRY, store=store,
+                planner=scripted_planner(ScriptedBackend(plan_reply), TRUTH_REGISTRY, store))
+    chat = orch.session("bright")
+    first = chat.send("paint it green")
+    second = chat.send("make it brighter")
+    image = first.first("image").id
+    assert second.plan["tasks"][0]["args"]["image"] == image
+    brighter = second.first("image")
+    assert brighter.parents == (image,) and store.load(brighter.id, session="bright").getpixel((0, 0)) == (60, 220, 60)
+
+
+def test_chat_files_of_a_later_turn_never_overwrite_an_earlier_turns(cli_with, capsys, monkeypatch, tmp_path: Path):
+    def paint_request(request, artifacts):
+        return {"tasks": [{"id": "t1", "tool": "stub-paint", "args": {"text": request}}]}
+
+    cli_with(OnePlanPlanner(REGISTRY, paint_request))
+    lines = iter(["paint it red", "paint it blue", "/quit"])
+    monkeypatch.setattr(cli_agent.console, "input", lambda prompt="": next(lines))
+    code, out, err = run_cli(capsys, "chat", "--session", "files", "--out", tmp_path / "chat")
+    assert code == 0, err
+    from PIL import Image
+
+    saved = sorted(p.name for p in (tmp_path / "chat").iterdir())
+    assert saved == ["turn1-t1-image.png", "turn2-t1-image.png"]
+    assert Image.open(tmp_path / "chat" / "turn1-t1-image.png").getpixel((0, 0))[:3] == (255, 0, 0)
+    assert Image.open(tmp_path / "chat" / "turn2-t1-image.png").getpixel((0, 0))[:3] == (0, 0, 255)
+
+
+def test_run_out_never_overwrites_an_earlier_file(cli_with, capsys, tmp_path: Path):
+    cli_with(OnePlanPlanner(REGISTRY, lambda request, artifacts: {"tasks": [
+        {"id": "t1", "tool": "stub-paint", "args": {"text": request}}]}))
+    assert run_cli(capsys, "run", "paint it red", "--out", tmp_path / "o")[0] == 0
+    assert run_cli(capsys, "run", "paint it blue", "--out", tmp_path / "o")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["t1-image-2.png", "t1-image.png"]
+
+
+# ---------------------------------------------------------------------- 4. repairs
+
+
+class StubPeriod(WeightlessTool):
+    """Fails on a bad argument, as time-series-description does for a period over half the series."""
+
+    name = "stub-period"
+    task = "stub"
+    description = "Describe a text's repeating cycle."
+    inputs = {"text": Input(ArtifactKind.TEXT, "the text")}
+    outputs = {"text": Output(ArtifactKind.TEXT, "the description")}
+    params = {"period": Param(float, None, "the cycle length, if known", minimum=1, maximum=1000, nullable=True),
+              "mode": Param(str, "plain", "plain or empty", choices=("plain", "empty"))}
+    default_model = "period"
+
+    def build_method(self):
+        return None
+
+    def validate(self, inputs, params):
+        from orchestrator.errors import InvalidInputError
+
+        if params["period"] is not None and params["period"] > len(inputs["text"]) / 2:
+            raise InvalidInputError(f"stub-period: param 'period' ({params['period']:g}) must be at most half the "
+                                    f"text length ({len(inputs['text'])})")
+
+    def run(self, model, inputs, params):
+        return {"text": "" if params["mode"] == "empty" else f"{inputs['text']} repeats every "
+                f"{params['period'] or 2:g} letters"}
+
+
+
+REPAIR_REGISTRY = ToolRegistry((*STUB_TOOLS, StubPeriod))
+
+
+def repairing_planner(store: ArtifactStore, registry: ToolRegistry, calls: list[dict[str, Any]]):
+    """A scripted planner that answers every request (repairs included) with ``calls.pop(0)`` over the
+    first text or time series id offered."""
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        offered = messages[-1]["content"].split("Input artifacts:", 1)[1]
+        found = re.search(r"(?:text|time_series)-[0-9a-f]{16}", offered)
+        call = calls.pop(0)
+        args = {k: (found.group(0) if v == "$input" else v) for k, v in call["args"].items()}
+        return json.dumps({"tasks": [{"id": "t1", "tool": call["tool"], "args": args}]})
+
+    backend = ScriptedBackend(reply)
+    return backend, scripted_planner(backend, registry, store)
+
+
+def test_a_bad_argument_is_repaired_once_and_the_journal_keeps_both_calls(settings):
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    backend, planner = repairing_planner(store, REPAIR_REGISTRY, [{"tool": "stub-period", "args": {"text": "$input"}}])
+    orch = make(settings, registry=REPAIR_REGISTRY, store=store, planner=planner)
+    plan = {"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period", "args": {"text": "<t1>", "period": 200}}]}
+    events = list(orch.stream("find the cycle", plan=plan))
+    result = orch.result(events[0].run)
+
+    assert result.status == "done" and result.tasks["t2"].status == "done", result.failures
+    assert result.tasks["t2"].attempts == 2 and len(backend.calls) == 1
+    (first,) = result.tasks["t2"].repairs
+    assert first["arguments"]["period"] == 200 and "must be at most half" in first["error"]
+    # The planner was shown the error as data, with the failed call and the task's input.
+    prompt = backend.calls[0][-1]["content"]
+    assert "<error>" in prompt and "must be at most half the text length" in prompt and "period=200" in prompt
+    # The journal has both calls: the repaired one as the row, the failed one in its detail.
+    row = orch.journal.get_run(result.run_id).task("t2")
+    assert row.status == "done" and row.attempts == 2 and "period" not in row.arguments
+    assert row.detail["repairs"][0]["arguments"]["period"] == 200
+    # The plan as it ran: the repaired call, its reference to t1 kept.
+    ran = orch.journal.get_run(result.run_id).plan["tasks"][1]
+    assert (ran["id"], ran["tool"], ran["args"]) == ("t2", "stub-period", {"text": "<t1>"})
+    assert result.plan["tasks"][1]["args"] == {"text": "<t1>"}
+    retry = next(e for e in events if e.type == "task_retry")
+    assert retry.task == "t2" and retry.data["repair"] and retry.data["replacement"]["tool"] == "stub-period"
+    assert "abcabc repeats every 2 letters" in result.answer
+
+
+def test_time_series_description_with_too_long_a_period_is_repaired(settings):
+    import numpy as np
+
+    from orchestrator.media import TimeSeries
+    from tools import TimeSeriesDescription
+
+    registry = ToolRegistry((*STUB_TOOLS, TimeSeriesDescription))
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    backend, planner = repairing_planner(store, registry, [{"tool": "time-series-description", "args": {"series": "$input"}}])
+    orch = make(settings, registry=registry, store=store, planner=planner)
+    steps = np.arange(200)
+    series = store.put_value("time_series", TimeSeries(0.05 * steps + np.sin(2 * np.pi * steps / 20)), session="ts")
+    result = orch.run("Describe the trend of this series and plot it", session="ts", plan={"tasks": [
+        {"id": "t1", "tool": "time-series-description", "args": {"series": series.id, "period": 200}}]})
+    assert result.status == "done" and result.tasks["t1"].attempts == 2, result.failures
+    assert "period" in result.tasks["t1"].repairs[0]["error"] and "200" in result.tasks["t1"].repairs[0]["error"]
+    assert result.first("image") is not None  # the plot
+    assert "200 days" not in result.answer and "period of 200" not in result.answer
+
+
+def test_a_repair_that_fails_again_is_given_up_honestly(settings):
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    backend, planner = repairing_planner(store, REPAIR_REGISTRY, [{"tool": "stub-period", "args": {"text": "$input",
+                                                                                                   "period": 150}}])
+    orch = make(settings, registry=REPAIR_REGISTRY, store=store, planner=planner)
+    plan = {"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period", "args": {"text": "<t1>", "period": 200}}]}
+    result = orch.run("find the cycle", plan=plan)
+    assert result.status == "partial" and result.tasks["t2"].status == "failed"
+    assert len(backend.calls) == 1 and result.tasks["t2"].attempts == 2  # one repair, no more
+    assert "(150)" in result.tasks["t2"].error and "(200)" in result.tasks["t2"].repairs[0]["error"]
+    assert "The stub period step failed" in result.answer and "retried once" in result.answer
+    row = orch.journal.get_run(result.run_id).task("t2")
+    assert row.arguments["period"] == 150 and row.detail["repairs"][0]["arguments"]["period"] == 200
+
+
+def test_a_repair_that_repeats_the_failed_call_is_not_run(settings):
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    backend, planner = repairing_planner(store, REPAIR_REGISTRY, [{"tool": "stub-period", "args": {"text": "$input",
+                                                                                                   "period": 200}}])
+    orch = make(settings, registry=REPAIR_REGISTRY, store=store, planner=planner)
+    result = orch.run("find the cycle", plan={"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period",
+                                                                                "args": {"text": "<t1>", "period": 200}}]})
+    assert result.tasks["t2"].status == "failed" and result.tasks["t2"].attempts == 1 and len(backend.calls) == 1
+
+
+def test_an_empty_result_is_repaired_once(settings):
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    backend, planner = repairing_planner(store, REPAIR_REGISTRY, [{"tool": "stub-period", "args": {"text": "$input"}}])
+    orch = make(settings, registry=REPAIR_REGISTRY, store=store, planner=planner)
+    result = orch.run("find the cycle", plan={"tasks": [wait("t1", "abab"), {"id": "t2", "tool": "stub-period",
+                                                                              "args": {"text": "<t1>", "mode": "empty"}}]})
+    assert result.status == "done" and result.tasks["t2"].attempts == 2 and len(backend.calls) == 1
+    assert "empty result" in result.tasks["t2"].repairs[0]["error"]
+    assert orch.store.load(result.tasks["t2"].outputs["text"], session=result.session) == "abab repeats every 2 letters"
+
+
+def test_no_planner_means_no_repair(settings):
+    orch = make(settings, registry=REPAIR_REGISTRY)
+    result = orch.run("find the cycle", plan={"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period",
+                                                                                "args": {"text": "<t1>", "period": 200}}]})
+    assert result.tasks["t2"].status == "failed" and result.tasks["t2"].attempts == 1 and not result.tasks["t2"].repairs
