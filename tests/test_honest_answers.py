@@ -675,3 +675,20 @@ def test_no_planner_means_no_repair(settings):
     result = orch.run("find the cycle", plan={"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period",
                                                                                 "args": {"text": "<t1>", "period": 200}}]})
     assert result.tasks["t2"].status == "failed" and result.tasks["t2"].attempts == 1 and not result.tasks["t2"].repairs
+
+
+# ---------------------------------------------------------------------- a real (tiny, random) language model
+
+
+def test_a_tiny_random_llm_composer_falls_back_to_the_template(settings, tmp_path: Path):
+    from tiny_llms import save_tiny_chat_qwen2
+
+    from orchestrator.local_llm import LocalLLMBackend
+
+    backend = LocalLLMBackend(str(save_tiny_chat_qwen2(tmp_path / "tiny-qwen2")), quantize="none", settings=settings)
+    orch = make(settings, composer=Composer(backend, max_new_tokens=24))
+    events = list(orch.stream("read the receipt", plan={"tasks": [wait("t1", "TOTAL 42.50, paid by card")]}))
+    result = orch.result(events[0].run)
+    assert any(e.type == "answer_token" for e in events)  # the model did write
+    assert result.composed_by == "template" and result.fallback_reason  # ...and what it wrote was not kept
+    assert result.answer == "The label, then the inputs: \u201cTOTAL 42.50, paid by card\u201d."
