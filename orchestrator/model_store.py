@@ -149,8 +149,7 @@ def model_status(tool_class: type[Tool], settings: Settings | None = None, *,
 
     prepared = _peek_prepared_on_first_use(model_id, packaged_ids, settings)
     if prepared is not None:
-        source, (path, size, package) = PACKAGED, prepared
-        note = "joined and converted once, on first use"
+        source, (path, size, package, note) = PACKAGED, prepared
     else:
         try:
             # The tool's own lookup without the download step. Not Tool.resolve(): that refuses first when
@@ -244,8 +243,10 @@ def _scan_hub_cache():
         return None
 
 
-def _peek_prepared_on_first_use(model_id: str, packaged_ids: dict, settings: Settings) -> tuple[Path, int, str] | None:
-    """Packaged weights whose locator would join or convert files: looked at without calling the locator."""
+def _peek_prepared_on_first_use(model_id: str, packaged_ids: dict,
+                                settings: Settings) -> tuple[Path, int, str, str] | None:
+    """Packaged weights whose locator would join or convert files, looked at without calling the locator:
+    (path, bytes of the packaged parts, the packages, a note), or None when they are not installed."""
     from .packaged_llm import CHECKPOINT_NAME, PART_PACKAGES, QWEN_CODER_05B, part_paths
 
     if model_id != QWEN_CODER_05B or model_id not in packaged_ids:
@@ -254,8 +255,10 @@ def _peek_prepared_on_first_use(model_id: str, packaged_ids: dict, settings: Set
     if parts is None:
         return None
     converted = settings.cache_dir / CHECKPOINT_NAME
-    path = converted if converted.is_dir() else parts[0].parent
-    return path, sum(p.stat().st_size for p in parts), ", ".join(p.replace("_", "-") for p in PART_PACKAGES)
+    packages = ", ".join(p.replace("_", "-") for p in PART_PACKAGES)
+    if converted.is_dir():
+        return converted, sum(p.stat().st_size for p in parts), packages, f"converted into {converted}"
+    return parts[0].parent, sum(p.stat().st_size for p in parts), packages, "joined and converted once, on first use"
 
 
 def _distribution_of(path: Path) -> str | None:
@@ -335,7 +338,7 @@ def _statuses_using(model_id: str, settings: Settings, registry: ToolRegistry,
 def _parse_model_id(text: str, registry: ToolRegistry) -> tuple[str, str | None]:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if "/" not in text and "@" not in text:
+    if "/" not in text and "@" not in text:  # a bare word was meant as a tool: say which tools are near it
         try:
             registry.get(text)
         except ToolNotFoundError as exc:
