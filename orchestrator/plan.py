@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -319,3 +320,52 @@ def plan_json_schema(registry: ToolRegistry) -> dict[str, Any]:
         "required": ["tasks"],
         "additionalProperties": False,
     }
+
+
+_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
+# Words that carry no content of their own: a literal made only of these proves nothing either way.
+_FILLER = frozenset(
+    "a an the and or of to in on at for with from by is are was be it its this that these those as into out up "
+    "me my you your i we our they them their he she his her please about what which who how".split())
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in _WORDS.findall(text.lower()) if w not in _FILLER]
+
+
+def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Sequence[str], *,
+                                min_share: float = 0.75) -> list[Problem]:
+    """Text literals in a plan's arguments that come from nowhere the user can see.
+
+    A literal must be written from the request, the conversation or a tool's output (``sources``):
+    at least ``min_share`` of its content words must occur there. A small planner otherwise copies
+    sentences from its worked examples ("Our team finished the project two weeks early.") into a
+    plan for "say that out loud". Choices, numbers, booleans and references are not literals here.
+    """
+    known = set()
+    for source in sources:
+        known.update(content_words(source))
+    problems = []
+    for task in plan.tasks:
+        if task.tool not in registry:
+            continue
+        tool = registry.get(task.tool)
+        for name, value in task.args.items():
+            if not isinstance(value, str) or parse_reference(value) is not None or is_artifact_id(value.strip()):
+                continue
+            spec_input = tool.inputs.get(name)
+            param = tool.params.get(name)
+            if spec_input is not None and spec_input.kind is not ArtifactKind.TEXT:
+                continue
+            if param is not None and (param.choices or param.type is not str):
+                continue
+            words = content_words(value)
+            if not words:
+                continue
+            found = sum(1 for w in words if w in known)
+            if found / len(words) < min_share:
+                missing = [w for w in words if w not in known][:6]
+                problems.append(Problem(task.id, name, f"the text {value[:80]!r} is not from the request or the "
+                                        f"conversation (not there: {', '.join(missing)}); copy the words from the request "
+                                        "or use an earlier task's output"))
+    return problems

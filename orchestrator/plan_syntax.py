@@ -184,7 +184,7 @@ class CompactSyntax:
     # ------------------------------------------------------------------ the grammar, one line at a time
 
     def segment_grammar(self, tools: Sequence[type[Tool]], inputs: Sequence[PlanInput], written: str, *,
-                        max_tasks: int = MAX_TASKS) -> str | None:
+                        max_tasks: int = MAX_TASKS, sequence: Sequence[str] | None = None) -> str | None:
         """Lark grammar (llguidance dialect) of what may follow ``written``; None when the plan must end.
 
         ``written`` is what the model produced so far, whole lines only. The next line may call any
@@ -192,6 +192,10 @@ class CompactSyntax:
         lines. Two things real plans never do are left out, because small models loop on them: a
         tool taking the same input (file or task output) as an earlier call of that tool, and a
         tool taking its own earlier output.
+
+        ``sequence``: the tools chosen for this request, in order (see :mod:`orchestrator.tool_selection`);
+        line k may then call only the k-th of them, and the plan ends after the last. Where that tool
+        cannot be called (nothing of the kind it needs), the line falls back to every tool.
         """
         by_name = {tool.name: tool for tool in tools}
         earlier: list[type[Tool]] = []
@@ -209,22 +213,32 @@ class CompactSyntax:
         index = len(earlier) + 1
         if index > min(max_tasks, MAX_TASKS):
             return None
+        if sequence and index > len(sequence):
+            return None
         rules: list[str] = []
         calls = []
-        for tool in tools:
-            body = self._call_rule(tool, inputs, earlier, consumed.get(tool.name, set()))
-            if body is not None:
-                name = _rule_name("call", tool.name)
-                rules.append(f"{name}: {body}")
-                calls.append(name)
+        forced = [by_name[sequence[index - 1]]] if sequence and sequence[index - 1] in by_name else []
+        for candidates in ([forced, tools] if forced else [tools]):
+            for tool in candidates:
+                body = self._call_rule(tool, inputs, earlier, consumed.get(tool.name, set()))
+                if body is not None:
+                    name = _rule_name("call", tool.name)
+                    rules.append(f"{name}: {body}")
+                    calls.append(name)
+            if calls:
+                break
         if not calls:
             return None
         # A line ends with a newline (another line follows) or with the end of the reply, as in the
         # demos. (Forcing a newline after the last line too was measured: the model then reads the
         # newline as "more follows" and runs on to the task limit.)
-        line = f'{_lark_literal(f"t{index} = ")} ({" | ".join(calls)}) "\\n"?'
-        if index == 1:
+        # With a chosen sequence the line count is known: a newline exactly where another line must follow.
+        end = '"\\n"?' if not sequence else '"\\n"' if index < len(sequence) else ""
+        line = f'{_lark_literal(f"t{index} = ")} ({" | ".join(calls)}) {end}'
+        if index == 1 and not sequence:
             start = f'start: line | answer\nanswer: "answer(" {_string_lexeme(ANSWER_MAX_CHARS)} ")"'
+        elif index == 1 or (sequence and index <= len(sequence)):
+            start = "start: line"  # the chosen tools are all called
         else:
             start = "start: line?"  # an empty next line ends the plan
         string = f"text_literal: {_string_lexeme(TEXT_MAX_CHARS)}"

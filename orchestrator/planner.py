@@ -22,12 +22,14 @@ from typing import Any, Protocol
 from .artifacts import Artifact, ArtifactKind
 from .config import Settings
 from .errors import AnymodaError, InvalidInputError
-from .plan import Plan, PlanTask, ValidatedPlan, parse_reference, plan_json_schema, validate_plan
+from .plan import (Plan, PlanError, PlanTask, ValidatedPlan, literal_provenance_problems, parse_reference, plan_json_schema,
+                   validate_plan)
 from .plan_syntax import CompactSyntax, PlanInput, plan_inputs
-from .planner_retrieval import DemoSelector, Embedder, ToolHinter, default_embedder, load_demos, shortlist_tools
+from .planner_retrieval import DemoSelector, Embedder, default_embedder, load_demos, shortlist_tools
 from .registry import ToolRegistry
 from .store import ArtifactStore
 from .tool import Tool
+from .tool_selection import SelectorHead, ToolSelector, load_head
 
 
 class PlannerBackendError(AnymodaError):
@@ -196,7 +198,8 @@ class Planner:
                  demos: DemoSelector | None | str = "default", num_demos: int = 4, shortlist_size: int = 40,
                  embedder: Embedder | None = None, prefer_available: bool | str = False, max_tasks: int = 8,
                  hints: bool = True, stop_bias: float = 2.0, prune: bool = True, settings: Settings | None = None,
-                 perception: Callable[[Artifact], str | None] | None = None):
+                 perception: Callable[[Artifact], str | None] | None = None, follow_selection: bool = True,
+                 selector_head: SelectorHead | None | str = "default"):
         if max_repairs < 0:
             raise ValueError("max_repairs must not be negative")
         if syntax not in SYNTAXES:
@@ -222,7 +225,11 @@ class Planner:
         self.settings = settings  # whose models and cache decide what runs here (None: the process's)
         # What a trained native model perceives in an attached item, shown beside it (tools.native_chat).
         self.perception = perception
-        self._hinters: dict[tuple[str, ...], ToolHinter] = {}
+        # The tools chosen for a request (tool_selection) are shown as a hint and, with follow_selection,
+        # are the only tools the grammar lets each line call, in order.
+        self.follow_selection = follow_selection
+        self._selector_head = selector_head
+        self._selectors: dict[tuple[str, ...], ToolSelector] = {}
 
     @property
     def embedder(self) -> Embedder:
@@ -230,14 +237,20 @@ class Planner:
             self._embedder = self.demos.embedder if isinstance(self.demos, DemoSelector) else default_embedder()
         return self._embedder
 
-    def hint(self, request: str, tools: Sequence[type[Tool]]) -> list[str]:
+    def hint(self, request: str, tools: Sequence[type[Tool]], kinds: Sequence[ArtifactKind] = ()) -> list[str]:
         """The tools the request's clauses ask for, in order (empty when hints are off)."""
         if not self.hints:
             return []
+        return self.selector(tools).hint(request, kinds)
+
+    def selector(self, tools: Sequence[type[Tool]]) -> ToolSelector:
         key = tuple(tool.name for tool in tools)
-        if key not in self._hinters:
-            self._hinters[key] = ToolHinter(tools, self.embedder)
-        return self._hinters[key].hint(request)
+        if key not in self._selectors:
+            head = load_head() if self._selector_head == "default" else self._selector_head
+            if isinstance(head, SelectorHead) and self.embedder(["probe"]).shape[1] != head.weights.shape[1]:
+                head = None  # trained on MiniLM embeddings; a lexical embedder falls back to nearest phrasings
+            self._selectors[key] = ToolSelector(tools, self.embedder, head=head if isinstance(head, SelectorHead) else None)
+        return self._selectors[key]
 
     def tools_for(self, request: str, kinds: Sequence[ArtifactKind]) -> list[type[Tool]]:
         tools = list(self.registry)
@@ -271,7 +284,7 @@ class Planner:
             messages.append(json_request_message(request, artifacts, notes))
         else:
             if hint is None:
-                hint = self.hint(request, tools)
+                hint = self.hint(request, tools, [i.kind for i in inputs])
             messages.append({"role": "user", "content": _compact_request(request, inputs, hint)})
         if context.strip():
             last = messages[-1]
@@ -283,7 +296,8 @@ class Planner:
         inputs = demo.inputs()
         if self.syntax == "compact":
             # Demos carry hints made the same way, right or wrong, so the model learns to weigh them, not copy them.
-            return [{"role": "user", "content": _compact_request(demo.request, inputs, self.hint(demo.request, tools))},
+            hint = self.hint(demo.request, tools, [i.kind for i in inputs])
+            return [{"role": "user", "content": _compact_request(demo.request, inputs, hint)},
                     {"role": "assistant", "content": demo.plan}]
         listed = "\n".join(f"- {i.artifact_id} ({i.kind.value}) name={i.handle}" for i in inputs) or "(none)"
         plan = self.compact.parse(demo.plan, inputs)
@@ -297,16 +311,20 @@ class Planner:
         request = request.strip()
         inputs = plan_inputs(artifacts)
         tools = self.tools_for(request, [a.kind for a in artifacts])
-        hint = self.hint(request, tools) if self.syntax == "compact" else []
+        hint = self.hint(request, tools, [a.kind for a in artifacts]) if self.syntax == "compact" else []
         messages = self.messages(request, tools, artifacts, hint, context)
         attempts: list[Attempt] = []
-        for _ in range(self.max_repairs + 1):
+        for attempt in range(self.max_repairs + 1):
             started = time.perf_counter()
-            text = self._complete(messages, tools, inputs, hint)
+            # A repair may need tools the selection did not choose: only the first attempt is held to it.
+            text = self._complete(messages, tools, inputs, hint, follow=attempt == 0)
             problems: list[str]
             try:
                 plan = self.parse(text, artifacts)
                 validated = validate_plan(plan, self.registry, store=self.store, session=session)
+                ungrounded = literal_provenance_problems(plan, self.registry, [request, context])
+                if ungrounded:
+                    raise PlanError(ungrounded)
                 dropped: tuple[PlanTask, ...] = ()
                 if self.prune:
                     kept, dropped = drop_unasked_tail(plan, hint)
@@ -331,10 +349,12 @@ class Planner:
         )
 
     def _complete(self, messages: list[dict[str, str]], tools: Sequence[type[Tool]], inputs: Sequence[PlanInput],
-                  hint: Sequence[str] = ()) -> str:
+                  hint: Sequence[str] = (), *, follow: bool = True) -> str:
         if self.syntax == "compact" and self.constrain and getattr(self.backend, "accepts_grammar", False):
+            sequence = list(hint) if follow and self.follow_selection and hint else None
+
             def grammar(written: str) -> str | None:
-                return self.compact.segment_grammar(tools, inputs, written, max_tasks=self.max_tasks)
+                return self.compact.segment_grammar(tools, inputs, written, max_tasks=self.max_tasks, sequence=sequence)
 
             def stop_bias(written: str) -> float:
                 # Small models append steps nobody asked for; once the plan is as long as the hint,

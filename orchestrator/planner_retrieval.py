@@ -171,7 +171,9 @@ _ACTION = (r"generate|create|convert|classify|translate|summari[sz]e|detect|segm
            r"remove|reduce|improve|analy[sz]e|get|give|draw|determine|predict|recogni[sz]e|tag|check|understand")
 _CLAUSES = re.compile(
     r"(?:[.;!?]\s+|,\s*(?:and\s+)?(?:then\s+)?|\s+and\s+then\s+|\s+then\s+|\s+after\s+that,?\s+|\s+finally,?\s+"
-    rf"|\s+and\s+(?=(?:{_ACTION})\b))", re.IGNORECASE)
+    rf"|\s+and\s+(?=(?:{_ACTION})\b)"
+    # "I have a scan of a letter and I'd like to know ...": the scene, then the ask.
+    r"|,?\s+and\s+(?=(?:i\s+(?:would|want|need|also|'d)|i'd|need|want|would\s+like)\b))", re.IGNORECASE)
 
 
 def request_clauses(request: str) -> list[str]:
