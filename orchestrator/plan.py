@@ -340,7 +340,8 @@ def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Seq
     A literal must be written from the request, the conversation or a tool's output (``sources``):
     at least ``min_share`` of its content words must occur there. A small planner otherwise copies
     sentences from its worked examples ("Our team finished the project two weeks early.") into a
-    plan for "say that out loud". Choices, numbers, booleans and references are not literals here.
+    plan for "say that out loud". Only text inputs are checked: params are settings (a language code for
+    "French"), and references and input ids are not literals.
     """
     known = set()
     for source in sources:
@@ -354,10 +355,9 @@ def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Seq
             if not isinstance(value, str) or parse_reference(value) is not None or is_artifact_id(value.strip()):
                 continue
             spec_input = tool.inputs.get(name)
-            param = tool.params.get(name)
-            if spec_input is not None and spec_input.kind is not ArtifactKind.TEXT:
-                continue
-            if param is not None and (param.choices or param.type is not str):
+            # Only text inputs carry content; params (a language code for "French", a label set) are settings
+            # the planner may rightly derive.
+            if spec_input is None or spec_input.kind is not ArtifactKind.TEXT:
                 continue
             words = content_words(value)
             if not words:

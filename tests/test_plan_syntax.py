@@ -195,3 +195,28 @@ def test_sampling_controls_are_not_offered_to_the_planner(registry, matcher_fact
     assert not matcher_factory(grammar, "t1 = image-captioning(image=p.jpg, seed=7", complete=False)
     assert not matcher_factory(grammar, 't1 = chat(message="hi", temperature=0.5', complete=False)
     assert matcher_factory(grammar, "t1 = image-captioning(image=p.jpg, num_beams=2)\n")
+
+
+def test_a_chosen_sequence_lets_each_line_call_only_its_tool_and_ends_after_the_last(registry, matcher_factory):
+    syntax = CompactSyntax()
+    tools = list(registry)
+    inputs = plan_inputs([artifact(AUDIO_ID, "talk.wav")])
+    sequence = ["speech-recognition", "summarization"]
+    first = syntax.segment_grammar(tools, inputs, "", sequence=sequence)
+    assert matcher_factory(first, "t1 = speech-recognition(audio=talk.wav)\n")
+    assert not matcher_factory(first, "t1 = speech-recognition(audio=talk.wav)", complete=True)  # more must follow
+    assert not matcher_factory(first, "t1 = voice-activity-detection(audio=talk.wav)", complete=False)
+    assert not matcher_factory(first, 'answer("x")', complete=False)
+    second = syntax.segment_grammar(tools, inputs, "t1 = speech-recognition(audio=talk.wav)\n", sequence=sequence)
+    assert matcher_factory(second, "t2 = summarization(text=t1)")
+    assert not matcher_factory(second, "t2 = translation(text=t1)", complete=False)
+    assert not matcher_factory(second, "")  # the chosen tools are all called
+    done = "t1 = speech-recognition(audio=talk.wav)\nt2 = summarization(text=t1)"
+    assert syntax.segment_grammar(tools, inputs, done, sequence=sequence) is None
+
+
+def test_a_chosen_tool_that_cannot_be_fed_falls_back_to_every_tool(registry, matcher_factory):
+    syntax = CompactSyntax()
+    inputs = plan_inputs([artifact(IMAGE_ID, "photo.jpg")])
+    grammar = syntax.segment_grammar(list(registry), inputs, "", sequence=["speech-recognition"])  # no audio here
+    assert matcher_factory(grammar, "t1 = ocr(image=photo.jpg)")

@@ -11,7 +11,6 @@ from orchestrator import ToolRegistry
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.planner_retrieval import (
     DemoSelector,
-    ToolHinter,
     lexical_embedder,
     load_demos,
     request_clauses,
@@ -36,17 +35,6 @@ def test_lexical_embedder_is_unit_length_and_ranks_shared_words():
     vectors = embed(["transcribe the audio", "transcribe this audio file", "draw a red car", ""])
     assert np.allclose(np.linalg.norm(vectors[:3], axis=1), 1.0) and not vectors[3].any()
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
-
-
-def test_hinter_maps_clauses_to_tools_in_order_and_skips_openers(registry, tmp_path):
-    phrases = {"_none": ["I have a recording"], "speech-recognition": ["transcribe the recording"],
-               "summarization": ["summarize the text"], "text-to-speech": ["read the text aloud"]}
-    path = tmp_path / "phrases.json"
-    path.write_text(json.dumps(phrases), encoding="utf-8")
-    hinter = ToolHinter(list(registry), lexical_embedder(), threshold=0.3, phrases_file=path)
-    assert hinter.hint("I have a recording x.wav. Transcribe the recording, then summarize the text, "
-                       "and read the text aloud") == ["speech-recognition", "summarization", "text-to-speech"]
-    assert hinter.hint("hello") == []
 
 
 def test_shipped_phrases_name_only_registered_tools(registry):

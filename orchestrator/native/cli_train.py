@@ -318,8 +318,11 @@ _RESUMABLE = ("task", "llm", "encoder", "connector", "connector_option", "stage"
 
 def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``train connector ...`` to the top-level subparsers (``commands``)."""
-    train = commands.add_parser("train", help="train the native path: connectors that let an LLM perceive media")
+    train = commands.add_parser("train", help="train the native path's connectors, or the planner's tool selector")
     what = train.add_subparsers(dest="train_what", required=True)
+    from ..cli_planner import add_train_planner_parser
+
+    add_train_planner_parser(what)
     tasks = "; ".join(f"{name}: {info.instruction} ({info.modality}, encoder {info.default_encoder})" for name, info in TASKS.items())
     parser = what.add_parser(
         "connector", help="train a connector (stage 1) or connector + LoRA (stage 2) on an offline task",

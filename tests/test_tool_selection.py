@@ -1,0 +1,131 @@
+"""The tool selector: clause probabilities, the kind-feasible sequence, training, and literal provenance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from orchestrator import ToolRegistry
+from orchestrator.artifacts import ArtifactKind
+from orchestrator.errors import InvalidInputError
+from orchestrator.plan import Plan, PlanTask, literal_provenance_problems
+from orchestrator.planner_retrieval import NO_TOOL, lexical_embedder
+from orchestrator.tool_selection import (
+    HEAD_FILE,
+    SelectorHead,
+    ToolSelector,
+    embedding_text,
+    load_head,
+    train_head,
+    train_tool_selector,
+    training_examples,
+)
+
+
+@pytest.fixture(scope="module")
+def registry() -> ToolRegistry:
+    return ToolRegistry.default()
+
+
+@pytest.fixture()
+def phrases(tmp_path):
+    data = {"_none": ["I have a recording", "I have a photo"],
+            "speech-recognition": ["transcribe the recording", "write down what is said"],
+            "summarization": ["summarize the text", "make it shorter"],
+            "text-to-speech": ["read the text aloud", "say it out loud"],
+            "speech-enhancement": ["enhance the audio quality", "remove the noise"],
+            "image-to-image": ["enhance the image quality", "restyle the picture"]}
+    path = tmp_path / "phrases.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_clauses_map_to_tools_in_order_and_scene_setting_asks_for_nothing(registry, phrases):
+    selector = ToolSelector(list(registry), lexical_embedder(), phrases_file=phrases)
+    selection = selector.select("I have a recording x.wav. Transcribe the recording, then summarize the text, "
+                                "and read the text aloud", [ArtifactKind.AUDIO])
+    assert selection.tools == ("speech-recognition", "summarization", "text-to-speech")
+    assert selection.labels[0] == NO_TOOL
+    assert selector.select("hello", []).tools == ()
+
+
+def test_a_tool_is_chosen_only_where_its_input_kind_can_exist(registry, phrases):
+    selector = ToolSelector(list(registry), lexical_embedder(), phrases_file=phrases)
+    # "enhance the quality" is as close to image enhancement as to audio enhancement; only audio is here.
+    assert selector.select("enhance the quality", [ArtifactKind.AUDIO]).tools == ("speech-enhancement",)
+    assert selector.select("enhance the quality", [ArtifactKind.IMAGE]).tools == ("image-to-image",)
+    # Speech made by an earlier step can be transcribed even with nothing attached.
+    assert selector.select("read the text aloud, then transcribe the recording", []).tools == \
+        ("text-to-speech", "speech-recognition")
+    assert selector.select("transcribe the recording", []).tools == ()
+
+
+def test_the_same_tool_twice_in_a_row_is_one_step(registry, phrases):
+    selector = ToolSelector(list(registry), lexical_embedder(), phrases_file=phrases)
+    assert selector.select("transcribe the recording, then write down what is said", [ArtifactKind.AUDIO]).tools == \
+        ("speech-recognition",)
+
+
+def test_quoted_text_does_not_drown_the_ask():
+    assert embedding_text("summarize this: 'a very long paragraph about many things'") == "summarize this: '...'"
+
+
+def test_head_training_learns_separable_classes_and_resumes():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    vectors = np.vstack([centre + 0.1 * rng.normal(size=(20, 16)) for centre in centres])
+    labels = ["a"] * 20 + ["b"] * 20 + ["c"] * 20
+    losses = []
+    head = train_head(vectors, labels, epochs=200, progress=lambda e, n, loss: losses.append(loss))
+    assert losses[-1] < losses[0] / 4
+    assert [head.labels[i] for i in head.probabilities(vectors).argmax(axis=1)] == labels
+    resumed = train_head(vectors, labels, epochs=1, start=head)
+    assert np.allclose(resumed.probabilities(vectors), head.probabilities(vectors), atol=0.05)
+
+
+def test_training_command_path_writes_a_head_the_selector_uses(registry, phrases, tmp_path):
+    out = tmp_path / "head.npz"
+    stages = []
+    report = train_tool_selector(lexical_embedder(), out, phrases_file=phrases, epochs=150, cache_dir=tmp_path / "cache",
+                                 progress=lambda stage, done, total, loss: stages.append(stage))
+    assert out.is_file() and report.examples == len(training_examples(phrases)) and report.train_accuracy > 0.9
+    assert {"embedding", "training"} <= set(stages)
+    head = load_head(out)
+    assert set(head.labels) == {NO_TOOL, "speech-recognition", "summarization", "text-to-speech", "speech-enhancement",
+                                "image-to-image"}
+    selector = ToolSelector(list(registry), lexical_embedder(), head=head)
+    assert selector.select("please transcribe the recording", [ArtifactKind.AUDIO]).tools == ("speech-recognition",)
+    # A second run embeds nothing again: every text is in the cache.
+    stages.clear()
+    train_tool_selector(lexical_embedder(), out, phrases_file=phrases, epochs=5, cache_dir=tmp_path / "cache",
+                        progress=lambda stage, done, total, loss: stages.append(stage))
+    assert "embedding" not in stages
+
+
+def test_a_damaged_head_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "head.npz"
+    bad.write_bytes(b"not a head")
+    with pytest.raises(InvalidInputError, match="not a tool selector head"):
+        SelectorHead.load(bad)
+
+
+def test_the_shipped_head_knows_every_builtin_tool(registry):
+    head = load_head(HEAD_FILE)
+    assert head is not None and set(registry.names()) <= set(head.labels) and NO_TOOL in head.labels
+
+
+def test_literals_must_come_from_the_request_or_the_conversation(registry):
+    plan = Plan((PlanTask("t1", "text-to-speech", {"text": "Our team finished the project two weeks early."}),))
+    problems = literal_provenance_problems(plan, registry, ["now say that out loud", ""])
+    assert len(problems) == 1 and problems[0].task == "t1" and problems[0].argument == "text"
+    assert "not from the request" in str(problems[0])
+    assert literal_provenance_problems(plan, registry, ["now say that out loud",
+                                                        "assistant: Our team finished the project two weeks early."]) == []
+    quoted = Plan((PlanTask("t1", "translation", {"text": "I love cheese", "target_language": "fr"}),))
+    assert literal_provenance_problems(quoted, registry, ["translate 'I love cheese' into French"]) == []
+    # References and file ids are not literals.
+    chained = Plan((PlanTask("t1", "ocr", {"image": "image-0123456789abcdef"}),
+                    PlanTask("t2", "text-to-speech", {"text": "<t1.text>"})))
+    assert literal_provenance_problems(chained, registry, ["read it"]) == []
