@@ -577,6 +577,7 @@ class Composer:
         if REFUSAL.match(text):
             return "the language model declined"
         tools = {r.tool for r in results.values()}
+        consumed = {ref.task for ref in validated.references.values()}
         if _echoes_results(text, tools):
             return "the reply copies the result lines (task ids, file notes)"
         found, texts, counts = [], [request, history, *shown], []
@@ -604,6 +605,16 @@ class Composer:
         texts += [f"{q}\n{a}" for q, a in turns]
         if not uses_results(text, request, found):
             return "the reply repeats nothing the tools found"
+        # Each text the user asked for (a delivered one) must show in the reply: a transcript left out for
+        # an unrelated generated sentence is not an answer to "what does the speaker ask?".
+        for task_id in validated.order:
+            result = results.get(task_id)
+            if result is None or result.status != "done" or task_id in consumed:
+                continue
+            for name, artifact_id in result.outputs.items():
+                if store.get(artifact_id, session=session).kind is ArtifactKind.TEXT and not uses_results(
+                        text, request, [str(store.load(artifact_id, session=session))]):
+                    return f"the reply leaves out what the {_words(result.tool)} step found ({_words(name)})"
         missing = ungrounded(text, Sources(texts, counts))
         if missing:
             return "the reply names what no tool found: " + ", ".join(missing[:8])

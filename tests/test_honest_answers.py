@@ -333,12 +333,12 @@ def test_a_reply_naming_what_no_tool_found_falls_back(settings):
     assert "meet me at the station at noon" in result.answer
 
 
-@pytest.mark.parametrize("reply", [
-    "The total was 42.5, paid by card.",             # 42.5 == 42.50
-    "It is a German Shepherd (87%).",                 # 0.8734 said as a percentage, a label in other case
-    "Found 2 red and 1 blue square.",                 # counts and labels from the tools' texts
+@pytest.mark.parametrize("reply, task", [
+    ("The total was 42.5, paid by card.", wait("t1", "TOTAL 42.50, paid by card")),  # 42.5 == 42.50
+    ("It is a German Shepherd (87%).", {"id": "t1", "tool": "stub-classify", "args": {"image": "$image"}}),  # 0.8734
+    ("Found 2 red and 1 blue square.", {"id": "t1", "tool": "stub-find", "args": {"image": "$image"}}),  # counts
 ])
-def test_a_grounded_reply_is_kept(settings, photo: Path, reply: str):
+def test_a_grounded_reply_is_kept(settings, reply: str, task: dict[str, Any]):
     from PIL import Image
 
     squares = Image.new("RGB", (40, 20), "white")
@@ -347,12 +347,20 @@ def test_a_grounded_reply_is_kept(settings, photo: Path, reply: str):
     squares.paste((0, 0, 255), (22, 2, 28, 8))
     orch = make(settings, registry=TRUTH_REGISTRY, composer=Composer(ScriptedBackend(reply)))
     image = orch.store.put_value("image", squares, session="g")
-    plan = {"tasks": [wait("t1", "TOTAL 42.50, paid by card"),
-                      {"id": "t2", "tool": "stub-classify", "args": {"image": image.id}},
-                      {"id": "t3", "tool": "stub-find", "args": {"image": image.id}}]}
-    result = orch.run("read it, classify it and count the squares", plan=plan, session="g")
+    task = {**task, "args": {k: image.id if v == "$image" else v for k, v in task["args"].items()}}
+    result = orch.run("read it, or classify it, or count the squares", plan={"tasks": [task]}, session="g")
     assert result.status == "done"
     assert result.answer == reply and result.composed_by == "scripted" and result.fallback_reason is None
+
+
+def test_a_reply_that_leaves_out_a_delivered_result_falls_back(settings):
+    # What the 0.5B model did: the transcript delivered, an unrelated generated sentence repeated instead.
+    generated = "The speaker asks if they would like to discuss a topic related to their work."
+    orch = make(settings, composer=Composer(ScriptedBackend(generated)))
+    result = orch.run("What does the speaker ask? Answer in writing.",
+                      plan={"tasks": [wait("t1", "What is the capital of France?"), wait("t2", generated)]})
+    assert result.composed_by == "template" and result.fallback_reason.startswith("the reply leaves out")
+    assert "capital of France" in result.answer
 
 
 @pytest.mark.parametrize("reply", ["[t1] said: hi", "stub-wait.text: hi", "It said hi (a json file)."])
