@@ -109,8 +109,13 @@ def _words(name: str) -> str:
 
 
 def _sentence(text: str) -> str:
+    """``text`` ending as a sentence does: a quote that ends with its own stop gets no second one."""
     text = text.strip()
-    return text if not text or text[-1] in ".!?\"'" else text + "."
+    if not text or text[-1] in ".!?":
+        return text
+    if text[-1] in "\u201d\"'" and len(text) > 1 and text[-2] in ".!?\"'":
+        return text
+    return text + "."
 
 
 def _quote(text: str, limit: int = MAX_QUOTE_CHARS) -> str:
