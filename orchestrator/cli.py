@@ -320,6 +320,9 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
                 mark = "valid" if result.valid else ("parsed" if result.parsed else "unparsed")
                 progress.update(bar, completed=position + 1,
                                 description=f"{label}: case {result.case.id} {mark} {result.seconds:.1f} s")
+                if not console.is_terminal:  # a log or a pipe gets one plain line per case instead of a bar
+                    print(f"{label}: {position + 1}/{len(cases)} case {result.case.id} {mark} {result.seconds:.1f} s",
+                          file=sys.stderr, flush=True)
 
             results = run_benchmark(named.planner, cases, registry, advance)
         scores[label] = score(results)

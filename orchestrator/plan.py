@@ -329,6 +329,13 @@ _FILLER = frozenset(
     "me my you your i we our they them their he she his her please about what which who how".split())
 
 
+_NUMBERS = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _same_number(value: float, number: float) -> bool:
+    return abs(value - number) <= 1e-9 * max(1.0, abs(number))
+
+
 def content_words(text: str) -> list[str]:
     return [w for w in _WORDS.findall(text.lower()) if w not in _FILLER]
 
@@ -340,18 +347,28 @@ def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Seq
     A literal must be written from the request, the conversation or a tool's output (``sources``):
     at least ``min_share`` of its content words must occur there. A small planner otherwise copies
     sentences from its worked examples ("Our team finished the project two weeks early.") into a
-    plan for "say that out loud". Only text inputs are checked: params are settings (a language code for
-    "French"), and references and input ids are not literals.
+    plan for "say that out loud". Text inputs are checked, and numeric settings (a number the user never
+    gave, such as ``period=200`` on a 200-point series, is a guess; the default is the better one); other
+    params (a language code for "French") the planner may rightly derive, and references and input ids
+    are not literals.
     """
     known = set()
     for source in sources:
         known.update(content_words(source))
+    said = [float(n) for n in _NUMBERS.findall(" ".join(sources))]
     problems = []
     for task in plan.tasks:
         if task.tool not in registry:
             continue
         tool = registry.get(task.tool)
         for name, value in task.args.items():
+            param = tool.params.get(name)
+            if param is not None and param.type in (int, float) and not isinstance(value, bool) \
+                    and isinstance(value, (int, float)) and not param.choices and value != param.default \
+                    and not any(_same_number(value, number) for number in said):
+                problems.append(Problem(task.id, name, f"{value!r} is not a number the request or the conversation "
+                                        "gives; leave the setting out to use its default"))
+                continue
             if not isinstance(value, str) or parse_reference(value) is not None or is_artifact_id(value.strip()):
                 continue
             spec_input = tool.inputs.get(name)

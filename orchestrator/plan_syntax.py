@@ -184,7 +184,8 @@ class CompactSyntax:
     # ------------------------------------------------------------------ the grammar, one line at a time
 
     def segment_grammar(self, tools: Sequence[type[Tool]], inputs: Sequence[PlanInput], written: str, *,
-                        max_tasks: int = MAX_TASKS, sequence: Sequence[str] | None = None) -> str | None:
+                        max_tasks: int = MAX_TASKS, sequence: Sequence[str] | None = None,
+                        numbers: Sequence[str] | None = None) -> str | None:
         """Lark grammar (llguidance dialect) of what may follow ``written``; None when the plan must end.
 
         ``written`` is what the model produced so far, whole lines only. The next line may call any
@@ -196,6 +197,10 @@ class CompactSyntax:
         ``sequence``: the tools chosen for this request, in order (see :mod:`orchestrator.tool_selection`);
         line k may then call only the k-th of them, and the plan ends after the last. Where that tool
         cannot be called (nothing of the kind it needs), the line falls back to every tool.
+
+        ``numbers``: the numbers the request (or conversation) holds; numeric params may then take only
+        these, and are not offered when there are none. A number the user never said is a guess
+        (``period=200`` on a 200-point series), and the tool's default is the better one.
         """
         by_name = {tool.name: tool for tool in tools}
         earlier: list[type[Tool]] = []
@@ -220,7 +225,7 @@ class CompactSyntax:
         forced = [by_name[sequence[index - 1]]] if sequence and sequence[index - 1] in by_name else []
         for candidates in ([forced, tools] if forced else [tools]):
             for tool in candidates:
-                body = self._call_rule(tool, inputs, earlier, consumed.get(tool.name, set()))
+                body = self._call_rule(tool, inputs, earlier, consumed.get(tool.name, set()), numbers)
                 if body is not None:
                     name = _rule_name("call", tool.name)
                     rules.append(f"{name}: {body}")
@@ -245,7 +250,7 @@ class CompactSyntax:
         return "\n".join([start, f"line: {line}", string, r'number: /-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?/'] + rules) + "\n"
 
     def _call_rule(self, tool: type[Tool], inputs: Sequence[PlanInput], earlier: Sequence[type[Tool]],
-                   consumed: set[tuple[str, str]]) -> str | None:
+                   consumed: set[tuple[str, str]], numbers: Sequence[str] | None = None) -> str | None:
         required, optional = [], []
         for name, spec in tool.inputs.items():
             options = [option for value, option in self._value_options(spec.kind, inputs, earlier, tool)
@@ -266,7 +271,7 @@ class CompactSyntax:
         for name, param in tool.params.items():
             if name in PLANNER_HIDDEN_PARAMS:
                 continue
-            value = self._param_value(param)
+            value = self._param_value(param, numbers)
             if value is not None:
                 pieces.append(f'({_lark_literal(", " + name + "=")} {value})?')
         return " ".join([_lark_literal(f"{tool.name}(")] + pieces + ['")"'])
@@ -289,17 +294,40 @@ class CompactSyntax:
         return options
 
     @staticmethod
-    def _param_value(param: Param) -> str | None:
+    def _param_value(param: Param, numbers: Sequence[str] | None = None) -> str | None:
         if param.choices:
             return "(" + " | ".join(_lark_literal(json.dumps(c)) for c in param.choices) + ")"
         if param.type is bool:
             return '("true" | "false")'
+        if param.type in (int, float) and numbers is not None:
+            allowed = [n for n in numbers if _number_fits(param, n)]
+            return "(" + " | ".join(_lark_literal(n) for n in allowed) + ")" if allowed else None
         if param.type is int and param.minimum is not None and param.maximum is not None \
                 and param.maximum - param.minimum < _SMALL_INT_RANGE:
             return "(" + " | ".join(f'"{v}"' for v in range(int(param.minimum), int(param.maximum) + 1)) + ")"
         if param.type in (int, float):
             return "number"
         return "text_literal"
+
+
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.]*\d)")
+
+
+def numbers_in(*texts: str) -> list[str]:
+    """The numbers written in ``texts`` (each once, in order), as the grammar may offer them."""
+    found: list[str] = []
+    for text in texts:
+        for match in _NUMBER_IN_TEXT.finditer(text or ""):
+            if match.group(0) not in found:
+                found.append(match.group(0))
+    return found
+
+
+def _number_fits(param: Param, text: str) -> bool:
+    value = float(text)
+    if param.type is int and not value.is_integer():
+        return False
+    return (param.minimum is None or value >= param.minimum) and (param.maximum is None or value <= param.maximum)
 
 
 def first_sentence(text: str) -> str:

@@ -24,7 +24,7 @@ from .config import Settings
 from .errors import AnymodaError, InvalidInputError
 from .plan import (Plan, PlanError, PlanTask, ValidatedPlan, literal_provenance_problems, parse_reference, plan_json_schema,
                    validate_plan)
-from .plan_syntax import CompactSyntax, PlanInput, plan_inputs
+from .plan_syntax import CompactSyntax, PlanInput, numbers_in, plan_inputs
 from .planner_retrieval import DemoSelector, Embedder, default_embedder, load_demos, shortlist_tools
 from .registry import ToolRegistry
 from .store import ArtifactStore
@@ -317,7 +317,7 @@ class Planner:
         for attempt in range(self.max_repairs + 1):
             started = time.perf_counter()
             # A repair may need tools the selection did not choose: only the first attempt is held to it.
-            text = self._complete(messages, tools, inputs, hint, follow=attempt == 0)
+            text = self._complete(messages, tools, inputs, hint, follow=attempt == 0, sources=(request, context))
             problems: list[str]
             try:
                 plan = self.parse(text, artifacts)
@@ -349,12 +349,15 @@ class Planner:
         )
 
     def _complete(self, messages: list[dict[str, str]], tools: Sequence[type[Tool]], inputs: Sequence[PlanInput],
-                  hint: Sequence[str] = (), *, follow: bool = True) -> str:
+                  hint: Sequence[str] = (), *, follow: bool = True, sources: Sequence[str] = ()) -> str:
         if self.syntax == "compact" and self.constrain and getattr(self.backend, "accepts_grammar", False):
             sequence = list(hint) if follow and self.follow_selection and hint else None
 
+            numbers = numbers_in(*sources)
+
             def grammar(written: str) -> str | None:
-                return self.compact.segment_grammar(tools, inputs, written, max_tasks=self.max_tasks, sequence=sequence)
+                return self.compact.segment_grammar(tools, inputs, written, max_tasks=self.max_tasks, sequence=sequence,
+                                                    numbers=numbers)
 
             def stop_bias(written: str) -> float:
                 # Small models append steps nobody asked for; once the plan is as long as the hint,

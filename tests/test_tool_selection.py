@@ -129,3 +129,22 @@ def test_literals_must_come_from_the_request_or_the_conversation(registry):
     chained = Plan((PlanTask("t1", "ocr", {"image": "image-0123456789abcdef"}),
                     PlanTask("t2", "text-to-speech", {"text": "<t1.text>"})))
     assert literal_provenance_problems(chained, registry, ["read it"]) == []
+
+
+def test_numbers_in_settings_must_be_ones_the_user_gave(registry):
+    guessed = Plan((PlanTask("t1", "time-series-description", {"series": "time_series-0123456789abcdef", "period": 200}),))
+    problems = literal_provenance_problems(guessed, registry, ["Describe the trend of this series and plot it"])
+    assert [(p.task, p.argument) for p in problems] == [("t1", "period")]
+    assert literal_provenance_problems(guessed, registry, ["the cycle is 200 steps long"]) == []
+
+
+def test_the_grammar_offers_numeric_settings_only_from_numbers_the_request_holds(registry):
+    from orchestrator.plan_syntax import CompactSyntax, PlanInput, numbers_in
+
+    inputs = [PlanInput("sales.csv", "time_series-0123456789abcdef", ArtifactKind.TIME_SERIES)]
+    tools = [registry.get("time-series-description")]
+    silent = CompactSyntax().segment_grammar(tools, inputs, "", numbers=numbers_in("describe the trend"))
+    assert "period=" not in silent
+    given = CompactSyntax().segment_grammar(tools, inputs, "", numbers=numbers_in("the cycle is 24 steps; describe it"))
+    assert '"24"' in given and "period=" in given
+    assert numbers_in("top 3 at 0.5, file v2.wav") == ["3", "0.5"]
