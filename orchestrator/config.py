@@ -12,6 +12,12 @@ The config file is ``$ANYMODA_CONFIG`` if set, else ``<home>/config.toml`` (home
 
     [limits]
     max_image_pixels = 40000000
+
+    [planner]                     # the LLM that plans (and, unless [composer] says otherwise, writes answers)
+    backend = "openai"            # local (default: the packaged Qwen2.5-Coder-0.5B) | openai (any compatible endpoint)
+    model = "qwen2.5-7b-instruct"
+    base_url = "http://127.0.0.1:8000/v1"
+    api_key_env = "OPENAI_API_KEY"  # the key is read from this environment variable, never from the file
 """
 
 from __future__ import annotations
@@ -71,6 +77,65 @@ def _default_budget() -> int:
     return int(total * 0.5)
 
 
+LLM_BACKENDS = ("local", "openai")
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """Which LLM a role ([planner], [composer]) uses: ``local`` runs a causal LM in this process (``model``
+    a hub id or local folder; empty: the packaged Qwen2.5-Coder-0.5B), ``openai`` speaks to an
+    OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp server) at ``base_url`` with the key from the
+    environment variable ``api_key_env``."""
+
+    backend: str = "local"
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 300.0
+    max_retries: int = 3  # for 429 and 5xx answers and dropped connections, with exponential backoff
+
+    @classmethod
+    def parse(cls, value: Any, source: str) -> LLMSettings:
+        """A table, or a spec string: ``local``, ``local:MODEL`` or ``openai:BASE_URL#MODEL``."""
+        if isinstance(value, str):
+            kind, _, rest = value.strip().partition(":")
+            if kind == "local":
+                return cls("local", rest)
+            if kind == "openai":
+                url, _, model = rest.partition("#")
+                value = {"backend": "openai", "base_url": url, "model": model}
+            else:
+                raise ConfigError(f"{source}: write local, local:MODEL or openai:BASE_URL#MODEL, got {value!r}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source} must be a table or a spec string")
+        known = {f.name for f in fields(cls)}
+        if set(value) - known:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(set(value) - known))}; known: {', '.join(sorted(known))}")
+        backend = str(value.get("backend", "local")).strip().lower()
+        if backend not in LLM_BACKENDS:
+            raise ConfigError(f"{source}.backend must be one of {', '.join(LLM_BACKENDS)}, got {value.get('backend')!r}")
+        parsed = cls(backend, str(value.get("model", "")).strip(), str(value.get("base_url", "")).strip(),
+                     str(value.get("api_key_env", "OPENAI_API_KEY")).strip())
+        try:
+            timeout = float(value.get("timeout", parsed.timeout))
+            retries = int(value.get("max_retries", parsed.max_retries))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: timeout and max_retries must be numbers") from None
+        if not (math.isfinite(timeout) and 0 < timeout <= 3600) or not 0 <= retries <= 10:
+            raise ConfigError(f"{source}: timeout must be in (0, 3600] seconds and max_retries in [0, 10]")
+        if backend == "openai":
+            if not re.match(r"^https?://[^\s/]+", parsed.base_url):
+                raise ConfigError(f"{source}.base_url must be an http(s) URL for backend openai, got {parsed.base_url!r}")
+            if not parsed.model:
+                raise ConfigError(f"{source}.model must name the endpoint's model for backend openai")
+        if parsed.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", parsed.api_key_env):
+            raise ConfigError(f"{source}.api_key_env must be an environment variable name, got {parsed.api_key_env!r}")
+        return replace(parsed, timeout=timeout, max_retries=retries)
+
+    def spec(self) -> str:
+        return f"openai:{self.base_url}#{self.model}" if self.backend == "openai" else "local" + (f":{self.model}" if self.model else "")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=lambda: Path("~/.anymoda").expanduser())
@@ -80,6 +145,8 @@ class Settings:
     models: dict[str, str] = field(default_factory=dict)
     limits: MediaLimits = field(default_factory=MediaLimits)
     torch_threads: int | None = None
+    planner: LLMSettings = field(default_factory=LLMSettings)
+    composer: LLMSettings | None = None  # None: the planner's LLM writes the answers too
 
     @property
     def store_dir(self) -> Path:
@@ -109,6 +176,9 @@ class Settings:
         values.setdefault("home", str(home))
         if "ANYMODA_HOME" in env:
             values["home"] = env["ANYMODA_HOME"]
+        for key in ("planner", "composer"):  # a spec string: local, local:MODEL, openai:BASE_URL#MODEL
+            if env.get(f"ANYMODA_{key.upper()}"):
+                values[key] = env[f"ANYMODA_{key.upper()}"]
         for key in ("device", "memory_budget", "offline", "torch_threads"):
             if f"ANYMODA_{key.upper()}" in env:
                 values[key] = env[f"ANYMODA_{key.upper()}"]
@@ -156,6 +226,9 @@ class Settings:
             if threads < 1:
                 raise ConfigError(f"{source}: torch_threads must be at least 1")
             updates["torch_threads"] = threads
+        for role in ("planner", "composer"):
+            if values.get(role) not in (None, ""):
+                updates[role] = LLMSettings.parse(values[role], f"{source}: [{role}]")
         if "models" in values:
             if not isinstance(values["models"], dict) or not all(isinstance(v, str) for v in values["models"].values()):
                 raise ConfigError(f"{source}: [models] must map tool names to model ids or paths (strings)")

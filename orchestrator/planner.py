@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .artifacts import Artifact, ArtifactKind
-from .config import Settings
+from .config import LLMSettings, Settings
 from .errors import AnymodaError, InvalidInputError
 from .plan import (Plan, PlanError, PlanTask, ValidatedPlan, literal_provenance_problems, parse_reference, plan_json_schema,
                    validate_plan)
@@ -56,44 +56,125 @@ class PlannerBackend(Protocol):
         """
 
 
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
 @dataclass
 class OpenAICompatibleBackend:
-    """An OpenAI-compatible /chat/completions endpoint, asked for JSON that follows the plan schema."""
+    """An OpenAI-compatible /chat/completions endpoint (vLLM, Ollama, llama.cpp server, OpenAI).
+
+    Plans are asked for as JSON following the plan schema (``response_format=json_schema``). Rate
+    limits (429), server errors (5xx) and dropped connections are retried ``max_retries`` times with
+    exponential backoff (a ``Retry-After`` header is honoured, up to a minute); other errors are
+    reported at once. With ``on_text`` the answer is streamed (server-sent events) piece by piece.
+    """
 
     base_url: str
     model: str
     api_key: str | None = None
     timeout: float = 300.0
     structured: bool = True  # send response_format=json_schema (vLLM, Ollama >= 0.5, llama.cpp server, OpenAI)
+    max_retries: int = 3
+    backoff: float = 1.0  # seconds before the first retry, doubled each time
     name: str = "openai-compatible"
+    streams: bool = True
+    max_response_bytes: int = 4 * 1024 * 1024  # an endpoint is outside input too: its answer is bounded
 
-    def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None) -> str:
+    def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
+                 on_text: Callable[[str], None] | None = None, max_new_tokens: int | None = None) -> str:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
         if schema is not None and self.structured:
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "plan", "schema": schema}}
+        if max_new_tokens is not None:
+            body["max_tokens"] = max_new_tokens
+        if on_text is not None:
+            body["stream"] = True
         request = urllib.request.Request(
             self.base_url.rstrip("/") + "/chat/completions",
             data=json.dumps(body).encode("utf-8"),
             headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})},
             method="POST",
         )
+        for attempt in range(self.max_retries + 1):
+            wait = self.backoff * (2 ** attempt)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    if on_text is not None and "text/event-stream" in (response.headers.get("Content-Type") or ""):
+                        return self._read_stream(response, on_text)
+                    raw = response.read(self.max_response_bytes + 1)
+                    text = self._content(raw)
+                    if on_text is not None:
+                        on_text(text)  # an endpoint that ignored stream=true: the whole answer at once
+                    return text
+            except urllib.error.HTTPError as exc:
+                detail = exc.read(500).decode("utf-8", "replace")
+                if exc.code not in RETRY_STATUSES or attempt == self.max_retries:
+                    raise PlannerBackendError(f"planner endpoint {self.base_url} answered HTTP {exc.code}: {detail}") from None
+                wait = max(wait, _retry_after(exc.headers.get("Retry-After")))
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                if attempt == self.max_retries:
+                    raise PlannerBackendError(f"planner endpoint {self.base_url} is unreachable: {exc}") from None
+            except OSError as exc:
+                raise PlannerBackendError(f"planner endpoint {self.base_url} is unreachable: {exc}") from None
+            time.sleep(min(wait, 60.0))
+        raise PlannerBackendError(f"planner endpoint {self.base_url} did not answer")  # not reached
+
+    def _content(self, raw: bytes) -> str:
+        if len(raw) > self.max_response_bytes:
+            raise PlannerBackendError(f"planner endpoint {self.base_url} answered with over {self.max_response_bytes} bytes")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:500]
-            raise PlannerBackendError(f"planner endpoint {self.base_url} answered HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise PlannerBackendError(f"planner endpoint {self.base_url} is unreachable: {exc}") from None
-        except json.JSONDecodeError:
-            raise PlannerBackendError(f"planner endpoint {self.base_url} did not answer with JSON") from None
-        try:
+            payload = json.loads(raw.decode("utf-8"))
             content = payload["choices"][0]["message"]["content"]
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise PlannerBackendError(f"planner endpoint {self.base_url} did not answer with JSON") from None
         except (KeyError, IndexError, TypeError):
             raise PlannerBackendError(f"planner endpoint {self.base_url} answered without choices[0].message.content") from None
         if not isinstance(content, str):
             raise PlannerBackendError(f"planner endpoint {self.base_url} answered with non-text content")
         return content
+
+    def _read_stream(self, response: Any, on_text: Callable[[str], None]) -> str:
+        pieces: list[str] = []
+        size = 0
+        for line in response:
+            size += len(line)
+            if size > self.max_response_bytes:
+                raise PlannerBackendError(f"planner endpoint {self.base_url} streamed over {self.max_response_bytes} bytes")
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            try:
+                delta = json.loads(data.decode("utf-8"))["choices"][0].get("delta", {}).get("content")
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+                raise PlannerBackendError(f"planner endpoint {self.base_url} streamed an event that is not a chat chunk") from None
+            if isinstance(delta, str) and delta:
+                pieces.append(delta)
+                on_text(delta)
+        return "".join(pieces)
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0  # an HTTP date: the backoff decides
+
+
+def llm_backend(llm: LLMSettings, settings: Settings | None = None, *, max_new_tokens: int | None = None) -> Any:
+    """The backend a [planner] / [composer] setting names (the key read from its environment variable)."""
+    if llm.backend == "openai":
+        import os
+
+        return OpenAICompatibleBackend(llm.base_url, llm.model, api_key=os.environ.get(llm.api_key_env) or None,
+                                       timeout=llm.timeout, max_retries=llm.max_retries)
+    from .local_llm import LocalLLMBackend
+    from .packaged_llm import QWEN_CODER_05B
+
+    extra = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    return LocalLLMBackend(llm.model or QWEN_CODER_05B, settings=settings, **extra)
 
 
 def tool_line(tool: type[Tool]) -> str:

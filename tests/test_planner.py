@@ -35,10 +35,21 @@ class ScriptedEndpoint:
                 endpoint.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
                                           "body": json.loads(self.rfile.read(length))})
                 reply = endpoint.replies.pop(0)
+                if isinstance(reply, tuple) and reply[0] == "sse":  # a streamed answer, one chunk per event
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for piece in reply[1]:
+                        chunk = {"choices": [{"delta": {"content": piece}}]}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    return
                 status, content = reply if isinstance(reply, tuple) else (200, reply)
                 body = content.encode() if status != 200 else json.dumps(
                     {"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
                 self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -132,9 +143,15 @@ def test_a_request_needing_no_tool_gets_a_direct_answer(endpoint_factory, regist
 
 
 def test_endpoint_failures_are_clear(endpoint_factory, registry, store):
-    endpoint = endpoint_factory([(500, "model overloaded")])
+    endpoint = endpoint_factory([(500, "model overloaded")] * 3)
+    backend = OpenAICompatibleBackend(endpoint.url, "m", max_retries=2, backoff=0.01)
     with pytest.raises(PlannerBackendError, match="answered HTTP 500: model overloaded"):
-        planner_for(endpoint, registry, store).plan("hello")
+        Planner(backend, registry).plan("hello")
+    assert len(endpoint.requests) == 3  # the first call and two retries
+    refused = endpoint_factory([(400, "bad request")])
+    with pytest.raises(PlannerBackendError, match="HTTP 400"):
+        Planner(OpenAICompatibleBackend(refused.url, "m", backoff=0.01), registry).plan("hello")
+    assert len(refused.requests) == 1  # a client error is not retried
     unreachable = OpenAICompatibleBackend("http://127.0.0.1:9/v1", "m", timeout=2)
     with pytest.raises(PlannerBackendError, match="unreachable"):
         Planner(unreachable, registry).plan("hello")
@@ -234,3 +251,39 @@ def test_unasked_trailing_tasks_are_dropped_but_used_or_hinted_ones_kept(registr
     assert drop_unasked_tail(chain, [])[1] == ()  # no hint: nothing to judge by, nothing dropped
     twice = plan(("text-to-speech", {"text": "bye"}), ("text-to-speech", {"text": "bye"}))
     assert [t.id for t in drop_unasked_tail(twice, [])[1]] == ["t2"]  # an exact repeat goes even without a hint
+
+
+def test_rate_limits_and_server_errors_are_retried_with_backoff(endpoint_factory, registry):
+    endpoint = endpoint_factory([(429, "slow down"), (503, "warming up"), json.dumps({"tasks": [], "answer": "hi"})])
+    backend = OpenAICompatibleBackend(endpoint.url, "m", backoff=0.01)
+    assert Planner(backend, registry).plan("say hi").plan.plan.answer == "hi"
+    assert len(endpoint.requests) == 3
+
+
+def test_a_streamed_answer_arrives_piece_by_piece(endpoint_factory):
+    endpoint = endpoint_factory([("sse", ["The total ", "is 42.50", "."])])
+    pieces = []
+    text = OpenAICompatibleBackend(endpoint.url, "m").complete([{"role": "user", "content": "total?"}], schema=None,
+                                                              on_text=pieces.append, max_new_tokens=20)
+    assert text == "The total is 42.50." and pieces == ["The total ", "is 42.50", "."]
+    assert endpoint.requests[0]["body"]["stream"] is True and endpoint.requests[0]["body"]["max_tokens"] == 20
+
+
+def test_planner_settings_choose_the_backend(monkeypatch):
+    from orchestrator.config import LLMSettings, Settings
+    from orchestrator.errors import ConfigError
+    from orchestrator.planner import llm_backend
+
+    monkeypatch.setenv("MY_KEY", "sk-test")
+    settings = Settings.from_dict({"planner": {"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "qwen",
+                                               "api_key_env": "MY_KEY", "max_retries": 5}})
+    backend = llm_backend(settings.planner)
+    assert isinstance(backend, OpenAICompatibleBackend) and backend.api_key == "sk-test" and backend.max_retries == 5
+    assert settings.composer is None  # the composer follows the planner unless configured apart
+    assert LLMSettings.parse("local:/models/my-llm", "x").model == "/models/my-llm"
+    env = Settings.load(env={"ANYMODA_PLANNER": "openai:http://127.0.0.1:9/v1#m", "ANYMODA_HOME": "/tmp/anymoda-x"})
+    assert env.planner.backend == "openai" and env.planner.model == "m"
+    for bad in ({"backend": "gpt"}, {"backend": "openai", "base_url": "ftp://x", "model": "m"},
+                {"backend": "openai", "base_url": "http://x"}, {"api_key_env": "not a name"}, "claude"):
+        with pytest.raises(ConfigError):
+            Settings.from_dict({"planner": bad})
