@@ -456,11 +456,13 @@ def strike_unknown_ids(text: str, known: set[str]) -> tuple[str, list[str]]:
 
 
 def _echoes_results(reply: str, tools: Iterable[str]) -> bool:
-    """The reply copies the result lines' machinery ('[t1]', 'ocr.text = ...', '(a json file')."""
+    """The reply copies the result lines' machinery ('[t1]', 'ocr.text = ...', 'text-to-speech audio: ...')."""
     names = "|".join(re.escape(t) for t in set(tools))
-    patterns = [r"\[t\d+\]", r"=\s*\((?:a|an) [\w ]+ file", r"\((?:a|an) (?:json|detections|masks) file"]
+    patterns = [r"\[t\d+\]", r"=\s*\((?:a|an) [\w ]+ file", r"\((?:a|an) (?:json|detections|masks) file",
+                r"attached to the reply"]
     if names:
-        patterns.append(rf"\b(?:{names})\.[a-z_]+\b")
+        patterns.append(rf"\b(?:{names})\.[a-z_]+\b")  # ocr.text
+        patterns.append(rf"(?<![\w-])(?:{names}) [a-z_]+:")  # "- text-to-speech audio: an audio clip, ..."
     return any(re.search(p, reply) for p in patterns)
 
 

@@ -107,6 +107,11 @@ def wait(task_id: str, label: str, **args: Any) -> dict[str, Any]:
     return {"id": task_id, "tool": "stub-wait", "args": {"label": label, "seconds": 0.0, **args}}
 
 
+def said(task_id: str, label: str) -> dict[str, Any]:
+    """stub-wait as a planner would write it: only words from the request (the planner checks literals)."""
+    return {"id": task_id, "tool": "stub-wait", "args": {"label": label}}
+
+
 def no_ids_or_result_lines(text: str) -> None:
     assert not ARTIFACT_ID.search(text), text
     assert "= (a" not in text and not re.search(r"\[t\d+\]", text) and "(a json file" not in text, text
@@ -363,7 +368,8 @@ def test_a_reply_that_leaves_out_a_delivered_result_falls_back(settings):
     assert "capital of France" in result.answer
 
 
-@pytest.mark.parametrize("reply", ["[t1] said: hi", "stub-wait.text: hi", "It said hi (a json file)."])
+@pytest.mark.parametrize("reply", ["[t1] said: hi", "stub-wait.text: hi", "It said hi (a json file).",
+                                   "- stub-wait text: hi, attached to the reply"])
 def test_a_reply_that_copies_the_result_lines_falls_back(settings, reply: str):
     orch = make(settings, composer=Composer(ScriptedBackend(reply)))
     result = orch.run("say hi", plan={"tasks": [wait("t1", "hi")]})
@@ -447,7 +453,7 @@ def test_say_that_out_loud_speaks_the_previous_answer(settings):
     def plan_reply(messages: list[dict[str, str]]) -> str:
         answer = previous_answer_id(messages)
         if answer is None:
-            return json.dumps({"tasks": [{"id": "t1", "tool": "stub-wait", "args": {"label": "The sky is blue."}}]})
+            return json.dumps({"tasks": [said("t1", "sky")]})
         return json.dumps({"tasks": [{"id": "t1", "tool": "stub-speak", "args": {"text": answer}}]})
 
     backend = ScriptedBackend(plan_reply)
@@ -472,7 +478,7 @@ def test_what_did_i_ask_first_is_answered_from_the_history(settings):
         request = messages[-1]["content"].rsplit("Request:", 1)[1].strip()
         if request.startswith("what did I ask"):
             return json.dumps({"tasks": [], "answer": "I am a helpful assistant."})  # the canned line
-        return json.dumps({"tasks": [wait("t1", request.split()[-1])]})
+        return json.dumps({"tasks": [said("t1", request.split()[-1])]})
 
     composer_llm = ScriptedBackend(lambda messages: "You first asked me to paint it red." if "<conversation>" in
                                    messages[-1]["content"] else "Done.")
@@ -506,7 +512,7 @@ def test_make_it_brighter_edits_the_last_image(settings):
     def plan_reply(messages: list[dict[str, str]]) -> str:
         match = re.search(r"(image-[0-9a-f]{16}) \([^)]*\)[^\n]*name=earlier_image\b", messages[-1]["content"])
         if match is None:
-            return json.dumps({"tasks": [wait("t1", "green"), {"id": "t2", "tool": "stub-paint", "args": {"text": "<t1>"}}]})
+            return json.dumps({"tasks": [said("t1", "green"), {"id": "t2", "tool": "stub-paint", "args": {"text": "<t1>"}}]})
         return json.dumps({"tasks": [{"id": "t1", "tool": "stub-brighten", "args": {"image": match.group(1)}}]})
 
     orch = make(settings, registry=TRUTH_REGISTRY, store=store,
@@ -644,17 +650,18 @@ def test_time_series_description_with_too_long_a_period_is_repaired(settings):
 
 def test_a_repair_that_fails_again_is_given_up_honestly(settings):
     store = ArtifactStore(settings.store_dir, settings.limits)
+    # The second call fails too (6 > half of 6); 6 is a number the planner was shown (in the error).
     backend, planner = repairing_planner(store, REPAIR_REGISTRY, [{"tool": "stub-period", "args": {"text": "$input",
-                                                                                                   "period": 150}}])
+                                                                                                   "period": 6}}])
     orch = make(settings, registry=REPAIR_REGISTRY, store=store, planner=planner)
     plan = {"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period", "args": {"text": "<t1>", "period": 200}}]}
     result = orch.run("find the cycle", plan=plan)
     assert result.status == "partial" and result.tasks["t2"].status == "failed"
     assert len(backend.calls) == 1 and result.tasks["t2"].attempts == 2  # one repair, no more
-    assert "(150)" in result.tasks["t2"].error and "(200)" in result.tasks["t2"].repairs[0]["error"]
+    assert "(6)" in result.tasks["t2"].error and "(200)" in result.tasks["t2"].repairs[0]["error"]
     assert "The stub period step failed" in result.answer and "retried once" in result.answer
     row = orch.journal.get_run(result.run_id).task("t2")
-    assert row.arguments["period"] == 150 and row.detail["repairs"][0]["arguments"]["period"] == 200
+    assert row.arguments["period"] == 6 and row.detail["repairs"][0]["arguments"]["period"] == 200
 
 
 def test_a_repair_that_repeats_the_failed_call_is_not_run(settings):
