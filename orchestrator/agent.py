@@ -419,8 +419,8 @@ class Orchestrator:
             + (f" [made: {', '.join(r.answer_artifacts)}]" if r.answer_artifacts else "") for r in recent)
         history = (f"Summary of earlier turns:\n{summary}\n" if summary else "") + recent_text
         # The previous turn's answer first ("now say that out loud"), then the newest artifact of each kind.
-        offered: list[str] = [runs[-1].answer_id] if runs[-1].answer_id and self.store.exists(
-            runs[-1].answer_id, session=session) else []
+        answered = next((r.answer_id for r in reversed(runs) if r.answer_id), None)  # a failed turn has none
+        offered: list[str] = [answered] if answered and self.store.exists(answered, session=session) else []
         kinds_seen: set[str] = set()
         for r in reversed(runs):
             for artifact_id in [*r.answer_artifacts, *r.inputs]:

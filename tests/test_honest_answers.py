@@ -469,6 +469,10 @@ def test_say_that_out_loud_speaks_the_previous_answer(settings):
     assert StubSpeak.spoken == [first.answer]  # the words spoken: turn 1's answer, nothing else
     audio = second.first("audio")
     assert store.get(audio.id, session="talk").parents == (first.answer_id,)
+    # A turn that failed (no plan, no answer) does not hide the last answer there was.
+    orch.run("this one fails", session="talk", plan={"tasks": [{"id": "t1", "tool": "stub-nope", "args": {}}]})
+    _, offered = orch.session_context("talk", "say it again")
+    assert offered[0] == second.answer_id
 
 
 def test_what_did_i_ask_first_is_answered_from_the_history(settings):
