@@ -2,7 +2,8 @@
 
 This is ModaVerse's meta-response: the planner's LLM writes the words, code picks the artifacts.
 Which artifacts an answer delivers is decided here from the plan (the outputs of tasks nothing else
-consumed), never by the model, and any artifact id the model writes that no input or task has
+consumed; or whose every consumer did not complete, so what did run is still reported), never by the
+model, and any artifact id the model writes that no input or task has
 produced is struck out of the text, so an answer cannot point at something that does not exist.
 
 Answers are true: the LLM's reply is kept only if it passes every check (it wrote something, did not
@@ -82,14 +83,21 @@ class Answer:
 
 
 def delivered_artifacts(validated: ValidatedPlan, results: dict[str, TaskResult]) -> list[str]:
-    """Outputs of the finished tasks whose outputs no other task consumed: what the user asked for."""
-    consumed = {ref.task for ref in validated.references.values()}
+    """Outputs of the finished tasks whose outputs no other task consumed: what the user asked for; and
+    of those whose consumers all failed or could not run (the partial result is still the user's)."""
+    consumed = consumed_tasks(validated, results)
     delivered = []
     for task_id in validated.order:
         result = results.get(task_id)
         if result is not None and result.status == "done" and task_id not in consumed:
             delivered += result.outputs.values()
     return delivered
+
+
+def consumed_tasks(validated: ValidatedPlan, results: dict[str, TaskResult]) -> set[str]:
+    """Tasks whose outputs a task that completed took (their results live on in its results)."""
+    return {ref.task for (task, _), ref in validated.references.items()
+            if (done := results.get(task)) is not None and done.status == "done"}
 
 
 def failure_lines(validated: ValidatedPlan, results: dict[str, TaskResult]) -> list[str]:
@@ -570,7 +578,7 @@ class Composer:
             body = self.template(validated, results, store, session, registry=registry)
         parts = [body] if body else []
         if notes:
-            parts.append(("Not completed: " if body else "") + " ".join(notes))
+            parts.append(("Not completed: " if body else "") + "\n".join(notes))
         text = "\n\n".join(parts) or "Nothing was produced."
         return Answer(text, tuple(delivered), tuple(failures), composed_by, tuple(struck),
                       reason, unavailable)
@@ -584,7 +592,7 @@ class Composer:
         if REFUSAL.match(text):
             return "the language model declined"
         tools = {r.tool for r in results.values()}
-        consumed = {ref.task for ref in validated.references.values()}
+        consumed = consumed_tasks(validated, results)
         if _echoes_results(text, tools):
             return "the reply copies the result lines (task ids, file notes)"
         found, texts, counts = [], [request, history, *shown], []
@@ -687,7 +695,7 @@ class Composer:
         """The answer without a language model, as a person would put it: each delivered text quoted with
         what it is, labels with their scores, each file made named by what it is. (What did not complete
         is added by :meth:`compose`; ``failures`` is accepted for older callers and ignored.)"""
-        consumed = {ref.task for ref in validated.references.values()}
+        consumed = consumed_tasks(validated, results)
         sentences: list[str] = []
         for task_id in validated.order:
             result = results.get(task_id)

@@ -632,6 +632,14 @@ def test_a_bad_argument_is_repaired_once_and_the_journal_keeps_both_calls(settin
     assert "abcabc repeats every 2 letters" in result.answer
 
 
+def test_what_ran_before_a_failed_step_is_still_reported(orch: Orchestrator):
+    plan = {"tasks": [wait("t1", "TOTAL 42.50"), wait("t2", "x", a="<t1>", fail=True)]}
+    result = orch.run("read it and then fail", plan=plan)
+    assert result.status == "partial"
+    assert [a.id for a in result.artifacts] == [result.tasks["t1"].outputs["text"]]  # t1's consumer did not complete
+    assert "TOTAL 42.50" in result.answer and "The stub wait step failed" in result.answer
+
+
 def test_time_series_description_with_too_long_a_period_is_repaired(settings):
     import numpy as np
 
