@@ -395,16 +395,19 @@ class Planner:
         hint = self.hint(request, tools, [a.kind for a in artifacts]) if self.syntax == "compact" else []
         messages = self.messages(request, tools, artifacts, hint, context)
         attempts: list[Attempt] = []
-        for attempt in range(self.max_repairs + 1):
+        follow = True
+        made_up: tuple[Plan, list] | None = None  # the last plan whose only fault was text from nowhere
+        for _attempt in range(self.max_repairs + 1):
             started = time.perf_counter()
-            # A repair may need tools the selection did not choose: only the first attempt is held to it.
-            text = self._complete(messages, tools, inputs, hint, follow=attempt == 0, sources=(request, context))
+            text = self._complete(messages, tools, inputs, hint, follow=follow, sources=(request, context))
             problems: list[str]
+            made_up = None
             try:
                 plan = self.parse(text, artifacts)
                 validated = validate_plan(plan, self.registry, store=self.store, session=session)
                 ungrounded = literal_provenance_problems(plan, self.registry, [request, context])
                 if ungrounded:
+                    made_up = (plan, ungrounded)
                     raise PlanError(ungrounded)
                 dropped: tuple[PlanTask, ...] = ()
                 if self.prune:
@@ -416,6 +419,9 @@ class Planner:
             except InvalidInputError as exc:
                 problems = [str(p) for p in getattr(exc, "problems", [])] or [str(exc)]
             attempts.append(Attempt(text, tuple(problems), time.perf_counter() - started))
+            # A plan whose tools were right but whose text was made up is repaired with the same tools; any
+            # other fault may need tools the selection did not choose, so the repair may call any tool.
+            follow = made_up is not None
             # The repair turn shows the model its own reply and exactly what was wrong with it.
             messages = messages + [
                 {"role": "assistant", "content": text},
@@ -423,6 +429,15 @@ class Planner:
                  + ("\nReply with the corrected plan as JSON only." if self.syntax == "json"
                     else "\nReply with the corrected plan only.")},
             ]
+        if made_up is not None:
+            # Keep what was sound: the plan without the tasks whose text came from nowhere (and what needs them).
+            kept, dropped = without_tasks(made_up[0], {problem.task for problem in made_up[1]})
+            if kept.tasks:
+                try:
+                    validated = validate_plan(kept, self.registry, store=self.store, session=session)
+                    return PlanResult(validated, tuple(attempts), self.syntax, tuple(hint), dropped)
+                except InvalidInputError:
+                    pass
         raise PlanningFailedError(
             f"no valid plan after {len(attempts)} attempt(s); the last one:\n{attempts[-1].text[:2000]}\n"
             "problems:\n" + "\n".join(f"- {p}" for p in attempts[-1].problems),
@@ -466,6 +481,23 @@ def runs_here(tool: type[Tool], *, local_only: bool = False, settings: Settings 
     """The tool can run now; ``local_only``: without downloading anything first."""
     availability = tool(settings=settings).available()
     return availability.ok and not (local_only and availability.source is not None and availability.source.origin == "hub")
+
+
+def without_tasks(plan: Plan, remove: set[str]) -> tuple[Plan, tuple[PlanTask, ...]]:
+    """``plan`` without the tasks in ``remove`` and every task that takes one of their outputs."""
+    gone = set(remove)
+    changed = True
+    while changed:
+        changed = False
+        for task in plan.tasks:
+            if task.id in gone:
+                continue
+            needs = {reference[0] for value in task.args.values() if (reference := parse_reference(value)) is not None}
+            if (needs | set(task.deps)) & gone:
+                gone.add(task.id)
+                changed = True
+    kept = tuple(task for task in plan.tasks if task.id not in gone)
+    return Plan(kept, plan.answer), tuple(task for task in plan.tasks if task.id in gone)
 
 
 def drop_unasked_tail(plan: Plan, hint: Sequence[str]) -> tuple[Plan, tuple[PlanTask, ...]]:

@@ -171,7 +171,22 @@ def required_kinds(tool: type[Tool]) -> tuple[set[ArtifactKind], bool]:
     return required, False
 
 
+# Tools that work on a body of text (summarise it, translate it, tag it, compare it) rather than write from a
+# prompt: they need a text to exist (quoted in the request, attached, or made by an earlier step). "Can you
+# help me analyze it" over a photo is not a summary of anything.
+TEXT_BODY_TASKS = frozenset({"summarization", "translation", "token-classification", "question-answering",
+                             "sentence-similarity", "feature-extraction", "text-classification"})
+_BODY = re.compile(r"'[^']{3,}'|\"[^\"]{3,}\"|\u2018[^\u2019]{3,}\u2019|\u201c[^\u201d]{3,}\u201d|:\s*\S+(?:\s+\S+){3,}")
+
+
+def has_text_body(request: str) -> bool:
+    """Whether the request carries a text to work on: something quoted, or a passage after a colon."""
+    return bool(_BODY.search(request))
+
+
 def feasible(tool: type[Tool], available: set[ArtifactKind]) -> bool:
+    if getattr(tool, "task", None) in TEXT_BODY_TASKS and ArtifactKind.TEXT not in available:
+        return False
     kinds, alternatives = required_kinds(tool)
     kinds_needed = {k for k in kinds if k is not ArtifactKind.TEXT}
     if alternatives:
@@ -262,7 +277,8 @@ class ToolSelector:
                 row *= CONTEXT_FACTOR
                 row[none] += 1.0 - row.sum()
         # Beam over clauses: (log probability, chosen labels, kinds available so far).
-        beams: list[tuple[float, tuple[str, ...], frozenset[ArtifactKind]]] = [(0.0, (), frozenset(input_kinds))]
+        start = set(input_kinds) | ({ArtifactKind.TEXT} if has_text_body(request) else set())
+        beams: list[tuple[float, tuple[str, ...], frozenset[ArtifactKind]]] = [(0.0, (), frozenset(start))]
         for row in probs:
             candidates = []
             for score, chosen, available in beams:

@@ -148,3 +148,27 @@ def test_the_grammar_offers_numeric_settings_only_from_numbers_the_request_holds
     given = CompactSyntax().segment_grammar(tools, inputs, "", numbers=numbers_in("the cycle is 24 steps; describe it"))
     assert '"24"' in given and "period=" in given
     assert numbers_in("top 3 at 0.5, file v2.wav") == ["3", "0.5"]
+
+
+def test_text_tools_need_a_text_to_work_on(registry, tmp_path):
+    from orchestrator.tool_selection import has_text_body
+
+    phrases = {"_none": ["I have a photo"], "summarization": ["analyze it", "summarize the text"],
+               "depth-estimation": ["make a depth map"]}
+    path = tmp_path / "phrases.json"
+    path.write_text(json.dumps(phrases), encoding="utf-8")
+    selector = ToolSelector(list(registry), lexical_embedder(), phrases_file=path)
+    assert selector.select("make a depth map, then analyze it", [ArtifactKind.IMAGE]).tools == ("depth-estimation",)
+    assert selector.select("analyze it: 'the budget grew by ten percent this year'", []).tools == ("summarization",)
+    assert has_text_body("summarize: the meeting covered the budget and hiring") and not has_text_body("summarize it")
+
+
+def test_dropping_tasks_takes_their_dependants_along():
+    from orchestrator.planner import without_tasks
+
+    plan = Plan((PlanTask("t1", "ocr", {"image": "image-0123456789abcdef"}),
+                 PlanTask("t2", "summarization", {"text": "made up"}),
+                 PlanTask("t3", "text-to-speech", {"text": "<t2.summary>"}),
+                 PlanTask("t4", "text-to-speech", {"text": "<t1.text>"})))
+    kept, dropped = without_tasks(plan, {"t2"})
+    assert [t.id for t in kept.tasks] == ["t1", "t4"] and [t.id for t in dropped] == ["t2", "t3"]
