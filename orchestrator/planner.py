@@ -386,7 +386,8 @@ class Planner:
                 {"role": "assistant", "content": json.dumps(plan.to_json(), ensure_ascii=False)}]
 
     def plan(self, request: str, *, artifacts: Sequence[Artifact] = (), session: str | None = None,
-             context: str = "") -> PlanResult:
+             context: str = "", on_text: Callable[[str], None] | None = None) -> PlanResult:
+        """``on_text`` receives the plan's text as the LLM writes it (each attempt), where the backend streams."""
         if not request or not request.strip():
             raise InvalidInputError("the request is empty")
         request = request.strip()
@@ -399,7 +400,7 @@ class Planner:
         made_up: tuple[Plan, list] | None = None  # the last plan whose only fault was text from nowhere
         for _attempt in range(self.max_repairs + 1):
             started = time.perf_counter()
-            text = self._complete(messages, tools, inputs, hint, follow=follow, sources=(request, context))
+            text = self._complete(messages, tools, inputs, hint, follow=follow, sources=(request, context), on_text=on_text)
             problems: list[str]
             made_up = None
             try:
@@ -445,7 +446,9 @@ class Planner:
         )
 
     def _complete(self, messages: list[dict[str, str]], tools: Sequence[type[Tool]], inputs: Sequence[PlanInput],
-                  hint: Sequence[str] = (), *, follow: bool = True, sources: Sequence[str] = ()) -> str:
+                  hint: Sequence[str] = (), *, follow: bool = True, sources: Sequence[str] = (),
+                  on_text: Callable[[str], None] | None = None) -> str:
+        stream = {"on_text": on_text} if on_text is not None and getattr(self.backend, "streams", False) else {}
         if self.syntax == "compact" and self.constrain and getattr(self.backend, "accepts_grammar", False):
             sequence = list(hint) if follow and self.follow_selection and hint else None
 
@@ -461,8 +464,8 @@ class Planner:
                 lines = sum(1 for line in written.splitlines() if line.strip())
                 return self.stop_bias if hint and lines >= len(hint) else 0.0
 
-            return self.backend.complete(messages, schema=None, grammar=grammar, stop_bias=stop_bias)
-        return self.backend.complete(messages, schema=self.schema if self.syntax == "json" else None)
+            return self.backend.complete(messages, schema=None, grammar=grammar, stop_bias=stop_bias, **stream)
+        return self.backend.complete(messages, schema=self.schema if self.syntax == "json" else None, **stream)
 
     def parse(self, text: str, artifacts: Sequence[Artifact] = ()) -> Plan:
         """A reply in this planner's syntax as a plan (not validated); InvalidInputError if it does not parse."""

@@ -287,3 +287,11 @@ def test_planner_settings_choose_the_backend(monkeypatch):
                 {"backend": "openai", "base_url": "http://x"}, {"api_key_env": "not a name"}, "claude"):
         with pytest.raises(ConfigError):
             Settings.from_dict({"planner": bad})
+
+
+def test_the_plan_streams_as_the_endpoint_writes_it(endpoint_factory, registry):
+    plan = json.dumps({"tasks": [], "answer": "hi"})
+    endpoint = endpoint_factory([("sse", [plan[:10], plan[10:]])])
+    pieces = []
+    result = Planner(OpenAICompatibleBackend(endpoint.url, "m"), registry).plan("say hi", on_text=pieces.append)
+    assert result.plan.plan.answer == "hi" and "".join(pieces) == plan and len(pieces) == 2
