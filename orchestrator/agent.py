@@ -125,14 +125,14 @@ class Orchestrator:
     def planner(self):
         with self._lock:
             if self._planner is None and self._planner_spec == "default":
-                from .local_llm import LocalLLMBackend
-                from .planner import Planner
+                from .planner import Planner, llm_backend
 
                 from tools.native_chat import planner_perception
 
                 # The planner sees every tool, runnable here or not: a tool that cannot run is reported as
                 # unavailable (with how to fetch it) rather than silently replaced by one that can.
-                self._planner = Planner(LocalLLMBackend(settings=self.settings), self.registry, store=self.store,
+                # [planner] in the config picks the LLM: the packaged Qwen by default, any causal LM, or an endpoint.
+                self._planner = Planner(llm_backend(self.settings.planner, self.settings), self.registry, store=self.store,
                                         settings=self.settings,
                                         perception=planner_perception(self.settings, self.store))
             return self._planner
@@ -140,8 +140,13 @@ class Orchestrator:
     @property
     def composer(self) -> Composer:
         if self._composer is None:
-            planner = self.planner
-            self._composer = Composer(planner.backend if planner is not None else None)
+            if self.settings.composer is not None:  # [composer] configured apart from the planner
+                from .planner import llm_backend
+
+                self._composer = Composer(llm_backend(self.settings.composer, self.settings))
+            else:
+                planner = self.planner
+                self._composer = Composer(planner.backend if planner is not None else None)
         return self._composer
 
     @property

@@ -182,7 +182,15 @@ def _ask_approval(waiting: list[dict[str, Any]]) -> bool:
 
 
 def _orchestrator(args: argparse.Namespace) -> Orchestrator:
-    return Orchestrator(approve_before=args.approve_before or ())
+    settings = None
+    if getattr(args, "planner", None):
+        import dataclasses
+
+        from .config import LLMSettings, current_settings
+
+        # --planner replaces [planner] for this command; the composer follows it unless [composer] is set.
+        settings = dataclasses.replace(current_settings(), planner=LLMSettings.parse(args.planner, "--planner"))
+    return Orchestrator(approve_before=args.approve_before or (), settings=settings)
 
 
 def _report(orchestrator: Orchestrator, result: RunResult, args: argparse.Namespace) -> int:
@@ -365,6 +373,10 @@ def add_agent_commands(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--approve-before", action="append", metavar="TOOL",
                             help="ask before running this tool (repeatable), e.g. text-to-video")
         parser.add_argument("--out", help="save the answer's artifacts in this folder")
+        parser.add_argument("--planner", metavar="SPEC",
+                            help="the planning LLM for this command: local, local:MODEL (hub id or folder), or "
+                                 "openai:BASE_URL#MODEL (key from OPENAI_API_KEY, or [planner] api_key_env); default: "
+                                 "[planner] in the config, else the packaged Qwen2.5-Coder-0.5B")
 
     run = commands.add_parser("run", help="answer a request with the tools: plan, run, respond")
     run.add_argument("request", help="what you want, in words")

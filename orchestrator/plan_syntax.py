@@ -185,7 +185,7 @@ class CompactSyntax:
 
     def segment_grammar(self, tools: Sequence[type[Tool]], inputs: Sequence[PlanInput], written: str, *,
                         max_tasks: int = MAX_TASKS, sequence: Sequence[str] | None = None,
-                        numbers: Sequence[str] | None = None) -> str | None:
+                        numbers: Sequence[str] | None = None, answer_only: bool = False) -> str | None:
         """Lark grammar (llguidance dialect) of what may follow ``written``; None when the plan must end.
 
         ``written`` is what the model produced so far, whole lines only. The next line may call any
@@ -201,7 +201,12 @@ class CompactSyntax:
         ``numbers``: the numbers the request (or conversation) holds; numeric params may then take only
         these, and are not offered when there are none. A number the user never said is a guess
         (``period=200`` on a 200-point series), and the tool's default is the better one.
+
+        ``answer_only``: the plan is a direct ``answer(...)`` (a request that asks for no tool).
         """
+        if answer_only:
+            return None if written.strip() else (
+                f'start: answer\nanswer: "answer(" {_string_lexeme(ANSWER_MAX_CHARS)} ")"\n')
         by_name = {tool.name: tool for tool in tools}
         earlier: list[type[Tool]] = []
         consumed: dict[str, set[tuple[str, str]]] = {}  # tool -> (argument, input handle or task output)

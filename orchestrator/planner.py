@@ -397,10 +397,15 @@ class Planner:
         messages = self.messages(request, tools, artifacts, hint, context)
         attempts: list[Attempt] = []
         follow = True
+        # Nothing in the request asks for a tool and nothing came with it: a direct answer (or, in a
+        # conversation, one from the history), rather than a tool the 0.5B model would pick at random.
+        answer_only = (self.follow_selection and self.syntax == "compact" and self.hints and not hint
+                       and not any(is_new_input(a) for a in artifacts))
         made_up: tuple[Plan, list] | None = None  # the last plan whose only fault was text from nowhere
         for _attempt in range(self.max_repairs + 1):
             started = time.perf_counter()
-            text = self._complete(messages, tools, inputs, hint, follow=follow, sources=(request, context), on_text=on_text)
+            text = self._complete(messages, tools, inputs, hint, follow=follow, sources=(request, context), on_text=on_text,
+                                  answer_only=answer_only)
             problems: list[str]
             made_up = None
             try:
@@ -447,7 +452,7 @@ class Planner:
 
     def _complete(self, messages: list[dict[str, str]], tools: Sequence[type[Tool]], inputs: Sequence[PlanInput],
                   hint: Sequence[str] = (), *, follow: bool = True, sources: Sequence[str] = (),
-                  on_text: Callable[[str], None] | None = None) -> str:
+                  on_text: Callable[[str], None] | None = None, answer_only: bool = False) -> str:
         stream = {"on_text": on_text} if on_text is not None and getattr(self.backend, "streams", False) else {}
         if self.syntax == "compact" and self.constrain and getattr(self.backend, "accepts_grammar", False):
             sequence = list(hint) if follow and self.follow_selection and hint else None
@@ -456,7 +461,7 @@ class Planner:
 
             def grammar(written: str) -> str | None:
                 return self.compact.segment_grammar(tools, inputs, written, max_tasks=self.max_tasks, sequence=sequence,
-                                                    numbers=numbers)
+                                                    numbers=numbers, answer_only=answer_only)
 
             def stop_bias(written: str) -> float:
                 # Small models append steps nobody asked for; once the plan is as long as the hint,
@@ -484,6 +489,12 @@ def runs_here(tool: type[Tool], *, local_only: bool = False, settings: Settings 
     """The tool can run now; ``local_only``: without downloading anything first."""
     availability = tool(settings=settings).available()
     return availability.ok and not (local_only and availability.source is not None and availability.source.origin == "hub")
+
+
+def is_new_input(artifact: Artifact) -> bool:
+    """An input that came with this request, not one offered from earlier turns (earlier_image, previous_answer)."""
+    name = str(artifact.metadata.get("name", ""))
+    return not (name.startswith("earlier_") or name == "previous_answer")
 
 
 def without_tasks(plan: Plan, remove: set[str]) -> tuple[Plan, tuple[PlanTask, ...]]:

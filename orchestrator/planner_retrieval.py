@@ -194,4 +194,4 @@ def request_clauses(request: str) -> list[str]:
     return [re.sub(r"QUOTE(\d+)", lambda m: quoted[int(m.group(1))], c) for c in split]
 
 
-_ASK_ALOUD = re.compile(r"^(?P<ask>(?:tell|give|show)\s+(?:me|us)\b.+?)\s+(?:out\s+loud|aloud)[.!?]?$", re.IGNORECASE)
+_ASK_ALOUD = re.compile(r"^(?P<ask>(?:tell|give|show|read|say)\s+(?:me|us)\b.+?)\s+(?:out\s+loud|aloud)[.!?]?$", re.IGNORECASE)

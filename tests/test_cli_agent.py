@@ -120,3 +120,33 @@ def test_chat_turns_build_on_earlier_outputs(agent_cli, capsys, monkeypatch, tmp
     assert brightened.parents == (painted.id,)  # "it" was the first turn's image
     assert "paint it red" in agent_cli["planner"].seen_context[-1]  # the second turn saw the first
     assert painted.id in err and "does not exist" in err  # /artifacts listed it; the bad /attach did not end the chat
+
+
+def test_planner_option_chooses_the_llm_and_the_composer_follows(settings, monkeypatch, capsys):
+    import argparse
+
+    from orchestrator import config
+    from orchestrator.planner import OpenAICompatibleBackend
+
+    monkeypatch.setattr(config, "_current", settings)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    args = argparse.Namespace(planner="openai:http://127.0.0.1:9/v1#qwen-7b", approve_before=None)
+    orchestrator = cli_agent._orchestrator(args)
+    backend = orchestrator.planner.backend
+    assert isinstance(backend, OpenAICompatibleBackend) and backend.base_url == "http://127.0.0.1:9/v1"
+    assert backend.model == "qwen-7b" and backend.api_key == "sk-local"
+    assert orchestrator.composer.backend is backend  # the composer follows the planner unless configured apart
+    code, out, err = run_cli(capsys, "run", "hello", "--planner", "claude")
+    assert code == 2 and "--planner" in out + err and "Traceback" not in out + err
+
+
+def test_a_composer_configured_apart_writes_the_answers(settings):
+    import dataclasses
+
+    from orchestrator.config import LLMSettings
+    from orchestrator.planner import OpenAICompatibleBackend
+
+    apart = dataclasses.replace(settings, composer=LLMSettings.parse("openai:http://127.0.0.1:9/v1#writer", "x"))
+    orchestrator = Orchestrator(settings=apart, registry=ToolRegistry(STUB_TOOLS))
+    assert isinstance(orchestrator.composer.backend, OpenAICompatibleBackend)
+    assert orchestrator.composer.backend.model == "writer"

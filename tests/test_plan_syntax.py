@@ -220,3 +220,11 @@ def test_a_chosen_tool_that_cannot_be_fed_falls_back_to_every_tool(registry, mat
     inputs = plan_inputs([artifact(IMAGE_ID, "photo.jpg")])
     grammar = syntax.segment_grammar(list(registry), inputs, "", sequence=["speech-recognition"])  # no audio here
     assert matcher_factory(grammar, "t1 = ocr(image=photo.jpg)")
+
+
+def test_answer_only_grammar_allows_just_a_direct_answer(registry, matcher_factory):
+    syntax = CompactSyntax()
+    grammar = syntax.segment_grammar(list(registry), [], "", answer_only=True)
+    assert matcher_factory(grammar, 'answer("You first asked about the receipt.")')
+    assert not matcher_factory(grammar, 't1 = text-to-speech(text="hi")', complete=False)
+    assert syntax.segment_grammar(list(registry), [], 'answer("x")', answer_only=True) is None
