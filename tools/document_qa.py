@@ -1,4 +1,8 @@
-"""Document question answering: read the page with the OCR tool, then pick the answer span with an extractive QA model."""
+"""Document question answering: read the page with the OCR tool, then pick the answer span with an extractive QA model.
+
+Offline without that model, the packaged LLM reads the OCR text instead (tools.text's generative reader), and
+its answer is kept only if the page's text holds it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from orchestrator.tool import Availability, Input, Output, OutputValue, Param, T
 
 from .captioning import transformers_hub_location
 from .ocr import OpticalCharacterRecognition
+from .text import GenerativeReaderFallback, is_generative, read_generatively, word_occurs
 from .torch_runtime import torch_dtype
 
 MAX_WINDOW_TOKENS = 384  # SQuAD fine-tuning length of the usual checkpoints (and the QA pipeline's max_seq_len)
@@ -77,7 +82,7 @@ def best_spans(start_logits: Any, end_logits: Any, context: Any, cls_index: int 
     return spans, no_answer
 
 
-class DocumentQuestionAnswering(Tool):
+class DocumentQuestionAnswering(GenerativeReaderFallback, Tool):
     name = "document-question-answering"
     task = "document-question-answering"
     description = (
@@ -92,10 +97,13 @@ class DocumentQuestionAnswering(Tool):
     outputs = {
         "answer": Output(ArtifactKind.TEXT, "the answer, copied from the document's text"),
         "details": Output(ArtifactKind.JSON, (
-            "{answer, score, start, end, no_answer_score, candidates, text}: the answer's character span in the "
-            "OCR text, the model's score for the page holding no answer, other candidates and the text read"
+            "{answer, score, start, end, no_answer_score, candidates, text, reader}: the answer's character span in "
+            "the OCR text, the model's score for the page holding no answer, other candidates and the text read; "
+            "with a generative reader (an LLM, offline) score and no_answer_score are null, and the answer is "
+            "kept only if the text holds it (else empty, with a note)"
         )),
-        "evidence": Output(ArtifactKind.DETECTIONS, "the box of each text line the answer was read from"),
+        "evidence": Output(ArtifactKind.DETECTIONS, "the box of each text line the answer was read from (scored by "
+                                                    "the reader, or by the OCR when an LLM read the page)"),
     }
     params = {
         "top_k": Param(int, 3, "how many candidate answers to list in details", minimum=1, maximum=20),
@@ -123,7 +131,7 @@ class DocumentQuestionAnswering(Tool):
     def hub_location(self, model_id: str) -> HubLocation | None:
         return transformers_hub_location(model_id)
 
-    def load(self, source: ModelSource, device: str) -> _Reader:
+    def load_extractive(self, source: ModelSource, device: str) -> _Reader:
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         model = AutoModelForQuestionAnswering.from_pretrained(str(source.path), dtype=torch_dtype(device))
@@ -136,7 +144,7 @@ class DocumentQuestionAnswering(Tool):
         limit = min(MAX_WINDOW_TOKENS, tokenizer.model_max_length, model.config.max_position_embeddings - 2)
         return _Reader(model.eval().to(device), tokenizer, device, int(limit))
 
-    def run(self, reader: _Reader, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def run(self, reader: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         question = " ".join(inputs["question"].split())
         if not question:
             raise InvalidInputError(f"tool {self.name!r}: input 'question' is empty")
@@ -146,6 +154,8 @@ class DocumentQuestionAnswering(Tool):
             raise InvalidInputError(
                 f"tool {self.name!r}: no text was found in the image (try a sharper or larger scan, or a lower min_ocr_score)"
             )
+        if is_generative(reader):
+            return self._run_generative(reader, question, text, regions)
         # Rows become sentences of one paragraph: the same offsets, and no newline tokens SQuAD models never saw.
         context = text.replace("\n", " ")
         spans, no_answer = self._answer_spans(reader, question, context, params)
@@ -161,8 +171,46 @@ class DocumentQuestionAnswering(Tool):
         )
         candidates = [{"answer": context[s.start:s.end], "score": round(s.score, 4), "start": s.start, "end": s.end}
                       for s in spans[: params["top_k"]]]
-        details = {**candidates[0], "no_answer_score": round(no_answer, 4), "candidates": candidates, "text": text}
+        details = {**candidates[0], "no_answer_score": round(no_answer, 4), "candidates": candidates, "text": text,
+                   "reader": "extractive"}
         metadata = {"score": round(best.score, 4), "no_answer_score": round(no_answer, 4), "ocr_lines": len(regions)}
+        return {"answer": OutputValue(answer, metadata), "details": details, "evidence": evidence}
+
+    def _run_generative(self, loaded: Any, question: str, text: str, regions: Detections) -> dict[str, Any]:
+        """An LLM reads the OCR text (the offline fallback, or an LLM chosen as the model): greedy, one short
+        answer, kept only if the text holds it; the evidence is the lines holding it, found by string match.
+
+        score and no_answer_score are None (an LLM gives no span probability); evidence boxes carry the OCR's
+        confidence in their line.
+        """
+        grounding, reply, generation = read_generatively(self, loaded, question, text,
+                                                         what="The text of a document, read by OCR line by line")
+        answer = grounding.answer
+        if grounding.start is not None:
+            used = [i for i, (a, b) in enumerate(line_spans(text, regions.labels))
+                    if a < grounding.end and b > grounding.start]
+        elif answer:  # every word is in the text, not together: the lines holding them
+            used = [i for i, line in enumerate(regions.labels)
+                    if any(word_occurs(word, line) for word in grounding.words)]
+        else:
+            used = []
+        evidence = Detections(
+            [regions.boxes[i] for i in used], [answer] * len(used), [regions.scores[i] for i in used],
+            image_size=regions.image_size,
+            extra=[{"line": regions.labels[i], **(regions.extra[i] if regions.extra else {})} for i in used],
+        )
+        candidates = [{"answer": answer, "score": None, "start": grounding.start, "end": grounding.end}] if answer else []
+        details: dict[str, Any] = {
+            "answer": answer, "score": None, "start": grounding.start, "end": grounding.end, "no_answer_score": None,
+            "candidates": candidates, "text": text, "reader": "generative", "model": self.model_id,
+            "grounded": grounding.grounded,
+        }
+        if grounding.grounded:
+            details["generated"] = reply  # the reply as the model wrote it; only passed on when grounded
+        if grounding.note:
+            details["note"] = grounding.note
+        metadata = {"score": None, "no_answer_score": None, "ocr_lines": len(regions), "reader": "generative",
+                    "grounded": grounding.grounded, "new_tokens": generation["new_tokens"]}
         return {"answer": OutputValue(answer, metadata), "details": details, "evidence": evidence}
 
     def _answer_spans(self, reader: _Reader, question: str, context: str, params: dict[str, Any]) -> tuple[list[Span], float]:
