@@ -12,9 +12,11 @@ Three entry points:
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import math
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import numpy as np
 
 from .artifacts import ArtifactKind
 from .errors import InvalidInputError
-from .media import AudioClip, Detections, Masks, TimeSeries
+from .media import TIME_UNIT_CLOCK, TIME_UNIT_EPOCH, AudioClip, Detections, Masks, TimeSeries
 
 DETECTIONS_MIME = "application/vnd.anymoda.detections+json"
 MASKS_MIME = "application/vnd.anymoda.masks+npz"
@@ -352,10 +354,12 @@ def _decode_video(data: bytes, mime: str, limits: MediaLimits) -> bytes:
 def _time_series_from_json(value: Any) -> TimeSeries:
     if isinstance(value, dict):
         if "values" not in value:
-            raise InvalidInputError("a time series JSON object needs a 'values' list (and optionally 'timestamps', 'channel_names')")
+            raise InvalidInputError("a time series JSON object needs a 'values' list (and optionally 'timestamps', 'channel_names', "
+                                    "'time_unit')")
         values, timestamps, names = value["values"], value.get("timestamps"), value.get("channel_names")
+        unit = value.get("time_unit")
     elif isinstance(value, list):
-        values, timestamps, names = value, None, None
+        values, timestamps, names, unit = value, None, None, None
     else:
         raise InvalidInputError(f"a time series JSON must be a list of numbers or an object with 'values', got {type(value).__name__}")
     if not isinstance(values, list) or not values:
@@ -369,44 +373,335 @@ def _time_series_from_json(value: Any) -> TimeSeries:
         array = np.asarray(values, dtype=np.float64)
     except ValueError:
         raise InvalidInputError("time series rows have different numbers of channels") from None
-    return TimeSeries(array, None if timestamps is None else np.asarray(timestamps, dtype=np.float64), names)
+    return TimeSeries(array, None if timestamps is None else np.asarray(timestamps, dtype=np.float64), names, unit)
 
 
-def _time_series_from_csv(text: str, limits: MediaLimits) -> TimeSeries:
-    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
+# CSV rules: see _time_series_from_csv's docstring.
+_CSV_MISSING = frozenset({"", "na", "n/a", "#n/a", "nan", "null", "none", "-", "--"})
+_CSV_INFINITE = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+_CSV_MAX_MAGNITUDE = 1e100
+_CSV_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_CSV_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+_CSV_TIME_NAMES = frozenset({"t", "time", "timestamp", "seconds", "index", "date", "datetime", "day", "year", "epoch", "step"})
+_CLOCK = r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6})\d*)?)?"
+_CSV_ISO = re.compile(rf"(\d{{4}})([-/])(\d{{1,2}})(?:\2(\d{{1,2}})(?:(?:T|\s+){_CLOCK}\s*(Z|[+-]\d{{2}}:?\d{{2}})?)?)?", re.I)
+_CSV_DMY = re.compile(rf"(\d{{1,2}})([-/.])(\d{{1,2}})\2(\d{{4}})(?:(?:T|\s+){_CLOCK})?", re.I)
+_CSV_CLOCK = re.compile(_CLOCK)
+_EPOCH_UNIT = TIME_UNIT_EPOCH
+_CLOCK_UNIT = TIME_UNIT_CLOCK
+
+
+def _csv_delimiter(text: str) -> str:
+    head = text[:65536].splitlines()
+    if len(text) > 65536:
+        head = head[:-1]  # the last line may be cut
+    sample = [line for line in head if line.strip(" \t,;")][:50]
+    if not sample:
+        return ","
+    for delimiter in ("\t", ";", ","):
+        try:
+            widths = {len(row) for row in csv.reader(sample, delimiter=delimiter)}
+        except csv.Error:
+            continue
+        if len(widths) == 1 and widths.pop() > 1:
+            return delimiter
+    return max((",", ";", "\t"), key=lambda d: sample[0].count(d))  # ties: ','
+
+
+def _csv_time(cell: str) -> tuple[str, tuple] | None:
+    """('iso', groups), ('dmy', groups) or ('clock', groups) for a date or time cell, else None."""
+    for family, pattern in (("iso", _CSV_ISO), ("dmy", _CSV_DMY), ("clock", _CSV_CLOCK)):
+        match = pattern.fullmatch(cell)
+        if match:
+            return family, match.groups()
+    return None
+
+
+def _clock_seconds(hour: str | None, minute: str | None, second: str | None, fraction: str | None) -> tuple[int, int, int, int]:
+    h, m, s = int(hour or 0), int(minute or 0), int(second or 0)
+    if h > 23 or m > 59 or s > 59:
+        raise ValueError(f"{h:02d}:{m:02d}:{s:02d} is not a time of day")
+    return h, m, s, int((fraction or "").ljust(6, "0"))
+
+
+def _csv_epoch(year: int, month: int, day: int, clock: tuple, zone: str | None) -> float:
+    tz = dt.timezone.utc
+    if zone and zone.upper() != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:])
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"{zone} is not a time zone offset")
+        tz = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+    return dt.datetime(year, month, day, *_clock_seconds(*clock), tzinfo=tz).timestamp()
+
+
+def _csv_time_text(seconds: float, unit: str | None, clock: bool = True) -> Any:
+    """A timestamp as a person reads it, for the metadata (dates alone when no row has a time of day)."""
+    if unit == _EPOCH_UNIT:
+        moment = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+        if not clock:
+            return moment.date().isoformat()
+        return moment.strftime("%Y-%m-%d %H:%M:%S" if moment.second or moment.microsecond else "%Y-%m-%d %H:%M")
+    if unit == _CLOCK_UNIT:
+        day, rest = divmod(int(seconds), 86400)
+        text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}" + (f":{rest % 60:02d}" if rest % 60 else "")
+        return text + (f" (day {day + 1})" if day else "")
+    return int(seconds) if float(seconds).is_integer() else float(seconds)
+
+
+def _csv_times(rows: list[tuple[int, list[str]]], family: str | None) -> tuple[np.ndarray, str | None]:
+    """The first column as timestamps (numbers when ``family`` is None) and their unit; refusals name the cell."""
+    def refuse(line: int, message: str) -> InvalidInputError:
+        return InvalidInputError(f"time series CSV line {line}, column 1: {message}")
+
+    times = np.empty(len(rows))
+    parsed: list[tuple[int, str, tuple]] = []
+    for r, (line, cells) in enumerate(rows):
+        cell = cells[0]
+        if cell.lower() in _CSV_MISSING:
+            raise refuse(line, "the time is missing (every row needs one)")
+        if family is None:
+            if not _CSV_NUMBER.fullmatch(cell):
+                raise refuse(line, f"{cell!r} is not a number (column 1 holds the times)")
+            times[r] = float(cell)
+            if not math.isfinite(times[r]):
+                raise refuse(line, f"{cell!r} is non-finite (infinity); times must be finite")
+            continue
+        found = _csv_time(cell)
+        if found is None or found[0] != family:
+            what = {"iso": "a date like 2024-03-01", "dmy": "a date like 01/03/2024", "clock": "a time of day like 07:00"}
+            raise refuse(line, f"{cell!r} is not {what[family]}, as the first row's time is")
+        parsed.append((line, cell, found[1]))
+    if family is None:
+        return times, None
+
+    day_first = month_first = None
+    if family == "dmy":  # which of the first two numbers is the day: the column's values decide, or nothing is read
+        for line, cell, groups in parsed:
+            if int(groups[0]) > 12 and day_first is None:
+                day_first = (line, cell)
+            if int(groups[2]) > 12 and month_first is None:
+                month_first = (line, cell)
+        if day_first and month_first:
+            raise refuse(month_first[0], f"{month_first[1]!r} is month first, but line {day_first[0]}'s {day_first[1]!r} is day "
+                                         "first; write dates as YYYY-MM-DD")
+        if not day_first and not month_first:
+            line, cell, groups = parsed[0]
+            raise refuse(line, f"{cell!r} could be day/month or month/day (no value in the column has a part above 12 to "
+                               "tell); write dates as YYYY-MM-DD")
+    rollover, previous = 0.0, None
+    for r, (line, cell, g) in enumerate(parsed):
+        try:
+            if family == "iso":
+                times[r] = _csv_epoch(int(g[0]), int(g[2]), int(g[3] or 1), g[4:8], g[8])
+            elif family == "dmy":
+                day, month = (g[0], g[2]) if day_first else (g[2], g[0])
+                times[r] = _csv_epoch(int(g[3]), int(month), int(day), g[4:8], None)
+            else:
+                h, m, s, us = _clock_seconds(*g)
+                seconds = h * 3600 + m * 60 + s + us / 1e6 + rollover
+                if previous is not None and previous - seconds > 43200:  # over midnight
+                    rollover += 86400
+                    seconds += 86400
+                times[r] = previous = seconds
+        except (ValueError, OverflowError) as exc:
+            raise refuse(line, f"{cell!r} is not a valid date or time ({exc})") from None
+    return times, (_CLOCK_UNIT if family == "clock" else _EPOCH_UNIT)
+
+
+def _time_series_from_csv(text: str, limits: MediaLimits) -> tuple[TimeSeries, dict[str, Any]]:
+    """A CSV table as a TimeSeries and the metadata of how it was read: what spreadsheets, loggers and pandas
+    export. The rules, in the order they apply:
+
+    * encoding: UTF-8, a leading byte-order mark ignored; blank lines (and rows of empty cells) anywhere skipped;
+    * delimiter: tab, ';' or ',', whichever splits the first 50 rows into the same number (> 1) of columns, in that
+      order of preference; none does: the one that splits the first row most (a row of another width is then
+      refused by its line);
+    * header: the first row is one when a cell of it is text (not a number, date, time or missing marker) above a
+      cell of the second row that is not text; header cells name the channels;
+    * times: the first column holds the times when its first cell is a date or time; all of its cells must then be:
+      - ISO dates and datetimes: 2024-03-01, 2024-3-1, 2024/03/01, 2024-03-01 12:00, 2024-03-01T12:00:05.250,
+        with an optional zone (Z, +02:00, -0500); a datetime without a zone is read as UTC, so a series does not
+        depend on the server's zone;
+      - a year and month: 2021-01 (the first of that month);
+      - day and month with a 4-digit year, 01/03/2024 or 01.03.2024 or 01-03-2024 (optionally with a time): the
+        order is the column's, decided by a day above 12 (13/03/2024 is day-first, 03/13/2024 month-first); a
+        column where no value tells (all parts <= 12) or the two orders disagree is refused, with ISO suggested;
+      - times of day, 07:00 or 07:00:30: seconds after 00:00 of the first row's day; a time more than 12 hours
+        before the previous one is on the next day (23:59 -> 00:01 runs on over midnight);
+      dates become timestamps in seconds since 1970-01-01 UTC. A first column of plain numbers holds the times
+      when its header is t, time, timestamp, seconds, index, date, datetime, day, year, epoch or step (a unit
+      after it, "time (s)", is ignored); they are kept as written. Times must increase down the file; a file
+      that lists them newest first (all decreasing) is read in reverse ("reversed": true in the metadata); a
+      repeated or out-of-order time is refused by its line.
+    * values: every other column is a channel when it holds numbers: decimal points, an optional exponent
+      (1.5e3); in a ';'-separated file a decimal comma too (18,5: Excel's export in many European locales, where
+      the comma cannot be the delimiter). Thousands separators are refused (1,234 could be either). A column
+      with no number at all (labels, notes, a second date column, every cell missing) is left out and named in
+      "ignored_columns"; a column with some numbers and some other text is refused at its first non-number.
+    * missing values: an empty cell, NA, N/A, #N/A, nan, null, none, - or -- (any case). A column more than half
+      missing is refused. The rest are filled at decode time by linear interpolation over the times (over the
+      row index without times), the nearest value at either end, and counted in "missing_filled": a TimeSeries
+      holds finite values only, and every consumer (time-series-description, the plots, the ts-patch encoder)
+      relies on that.
+    * refused: infinity (inf, 1e999) and numbers of magnitude 1e100 or more (their squares overflow the
+      statistics), a file with no numeric column (prose, labels only), rows of different widths, more values
+      than MediaLimits.max_time_series_points (checked while reading); every refusal is one InvalidInputError
+      line naming the line and column at fault.
+
+    The metadata (merged into the artifact's by :func:`inspect`): "time_column", "time_unit", "start" and
+    "end" (readable) when there are times; "missing_filled", "ignored_columns", "reversed" and "delimiter"
+    (when not ',') when they apply. Unsupported on purpose: month names (Mar 2024), AM/PM, 2-digit years.
+    """
+    text = text.removeprefix("\ufeff")
+    delimiter = _csv_delimiter(text)
+    decimal_comma = delimiter == ";"
+    limit = limits.max_time_series_points
+    rows: list[tuple[int, list[str]]] = []
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append((reader.line_num, [cell.strip() for cell in row]))
+                if (len(rows) - 1) * len(rows[0][1]) > limit:  # stop reading long before the end of a huge file
+                    raise InvalidInputError(f"time series CSV reaches over {limit:,} values by line {reader.line_num}, "
+                                            f"over the limit of {limit:,}")
+    except csv.Error as exc:
+        raise InvalidInputError(f"time series CSV line {reader.line_num}: {exc}") from None
     if not rows:
         raise InvalidInputError("time series CSV has no rows")
 
-    def number(cell: str, line: int, col: int) -> float:
-        try:
+    def number(cell: str) -> float | None:
+        if _CSV_NUMBER.fullmatch(cell):
             return float(cell)
-        except ValueError:
-            raise InvalidInputError(f"time series CSV line {line}, column {col}: {cell.strip()!r} is not a number") from None
+        if decimal_comma and _CSV_DECIMAL_COMMA.fullmatch(cell):
+            return float(cell.replace(",", "."))
+        return None
 
+    def is_text(cell: str) -> bool:
+        lowered = cell.lower()
+        return not (lowered in _CSV_MISSING or lowered in _CSV_INFINITE or number(cell) is not None or _csv_time(cell))
+
+    first_line, first = rows[0]
     header: list[str] | None = None
-    try:
-        [float(c) for c in rows[0]]
-    except ValueError:
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
+    below = rows[1][1] if len(rows) > 1 else []
+    if any(is_text(cell) and (col >= len(below) or not is_text(below[col])) for col, cell in enumerate(first)):
+        header, rows = list(first), rows[1:]
+        while len(header) > 1 and not header[-1]:  # 'date,sales,' from a trailing delimiter
+            header.pop()
     if not rows:
         raise InvalidInputError("time series CSV has a header but no values")
-    width = len(rows[0])
-    if width * len(rows) > limits.max_time_series_points:
-        raise InvalidInputError(f"time series has {width * len(rows):,} values, over the limit of {limits.max_time_series_points:,}")
-    table = []
-    for line, row in enumerate(rows, start=2 if header else 1):
-        if len(row) != width:
-            raise InvalidInputError(f"time series CSV line {line} has {len(row)} columns, expected {width}")
-        table.append([number(cell, line, col + 1) for col, cell in enumerate(row)])
-    array = np.asarray(table, dtype=np.float64)
-    timestamps = None
-    if header and header[0].lower() in ("t", "time", "timestamp", "seconds", "index") and width > 1:
-        timestamps, array, header = array[:, 0], array[:, 1:], header[1:]
-    values = array[:, 0] if array.shape[1] == 1 else array
-    return TimeSeries(values, timestamps, header)
+    width = len(header) if header else len(rows[0][1])
+    if width * len(rows) > limit:
+        raise InvalidInputError(f"time series has {width * len(rows):,} values, over the limit of {limit:,}")
+    for line, cells in rows:
+        while len(cells) > width and not cells[-1]:
+            cells.pop()
+        if len(cells) != width:
+            if not any(number(cell) is not None for _, row in rows for cell in row):
+                raise InvalidInputError(f"time series CSV line {first_line}, column 1: {first[0][:40]!r}...: no cell of the "
+                                        "file is a number; it is not a table of values")
+            raise InvalidInputError(f"time series CSV line {line} has {len(cells)} columns, expected {width}")
+
+    def name(col: int) -> str:
+        return (header[col] if header and header[col] else f"column {col + 1}")
+
+    lead = next((cells[0] for _, cells in rows if cells[0].lower() not in _CSV_MISSING), None)
+    timestamps: np.ndarray | None = None
+    unit: str | None = None
+    if lead is not None and _csv_time(lead):
+        timestamps, unit = _csv_times(rows, _csv_time(lead)[0])
+    elif header and width > 1 and re.sub(r"\s*[(\[].*$", "", header[0].lower()) in _CSV_TIME_NAMES and lead is not None \
+            and _CSV_NUMBER.fullmatch(lead):
+        timestamps, unit = _csv_times(rows, None)
+    order = slice(None)
+    if timestamps is not None and len(rows) > 1:
+        steps = np.diff(timestamps)
+        if unit != _CLOCK_UNIT and np.all(steps < 0):
+            order = slice(None, None, -1)  # newest first
+        elif np.any(steps <= 0):
+            i = int(np.argmax(steps <= 0)) + 1
+            (line, cells), previous = rows[i], rows[i - 1][1][0]
+            how = "repeats" if steps[i - 1] == 0 else "comes before"
+            raise InvalidInputError(f"time series CSV line {line}, column 1: {cells[0]!r} {how} the previous row's {previous!r}; "
+                                    "times must increase down the file")
+
+    channels, names, ignored = [], [], []
+    first_text: tuple[int, int, str] | None = None
+    filled = 0
+    for col in range(0 if timestamps is None else 1, width):
+        column = np.empty(len(rows))
+        numbers = missing = 0
+        bad: tuple[int, str] | None = None
+        for r, (line, cells) in enumerate(rows):
+            cell = cells[col]
+            lowered = cell.lower()
+            if lowered in _CSV_MISSING:
+                column[r] = math.nan
+                missing += 1
+                continue
+            value = number(cell)
+            if value is None and lowered not in _CSV_INFINITE:
+                bad = bad or (line, cell)
+                continue
+            if value is None or not math.isfinite(value):
+                raise InvalidInputError(f"time series CSV line {line}, column {col + 1}: {cell!r} is non-finite (infinity); "
+                                        "values must be finite numbers")
+            if abs(value) >= _CSV_MAX_MAGNITUDE:
+                raise InvalidInputError(f"time series CSV line {line}, column {col + 1}: {cell!r} is too large (values must be "
+                                        f"below {_CSV_MAX_MAGNITUDE:g} in magnitude)")
+            column[r] = value
+            numbers += 1
+        if numbers == 0:  # labels, notes, an empty column
+            ignored.append(name(col))
+            if bad and first_text is None:
+                first_text = (bad[0], col + 1, bad[1])
+            continue
+        if bad:
+            hint = ""
+            if _CSV_DECIMAL_COMMA.fullmatch(bad[1]):
+                hint = " (a decimal comma is read only in ';'-separated files; write it with a decimal point)"
+            raise InvalidInputError(f"time series CSV line {bad[0]}, column {col + 1}: {bad[1]!r} is not a number{hint}")
+        if missing * 2 > len(rows):
+            line = next(line for line, cells in rows if cells[col].lower() in _CSV_MISSING)
+            raise InvalidInputError(f"time series CSV column {col + 1} ({name(col)!r}): {missing} of {len(rows)} values are "
+                                    f"missing (from line {line}), more than half; too few to fill in")
+        channels.append(column[order])
+        names.append(name(col))
+    if not channels:
+        where = (f": line {first_text[0]}, column {first_text[1]}: {first_text[2]!r} is not a number" if first_text
+                 else " (every value cell is empty or missing)" if width > (0 if timestamps is None else 1)
+                 else " (it holds only the times)")
+        raise InvalidInputError(f"time series CSV has no numeric column{where}")
+    if timestamps is not None:
+        timestamps = timestamps[order]
+    x = timestamps if timestamps is not None else np.arange(len(rows), dtype=np.float64)
+    for column in channels:
+        gaps = np.isnan(column)
+        if gaps.any():
+            column[gaps] = np.interp(x[gaps], x[~gaps], column[~gaps])  # the nearest value beyond either end
+            filled += int(gaps.sum())
+    values = channels[0] if len(channels) == 1 else np.column_stack(channels)
+    info: dict[str, Any] = {}
+    if timestamps is not None:
+        clock = bool(np.any(timestamps % 86400))
+        info.update({"time_column": name(0), "time_unit": unit or "as written",
+                     "start": _csv_time_text(float(timestamps[0]), unit, clock),
+                     "end": _csv_time_text(float(timestamps[-1]), unit, clock)})
+    if order.step == -1:
+        info["reversed"] = True
+    if filled:
+        info["missing_filled"] = filled
+    if ignored:
+        info["ignored_columns"] = ignored
+    if delimiter != ",":
+        info["delimiter"] = delimiter
+    return TimeSeries(values, timestamps, names if header else None, unit), info
 
 
-def _read_time_series(data: bytes, mime: str | None, limits: MediaLimits) -> TimeSeries:
+def _read_time_series(data: bytes, mime: str | None, limits: MediaLimits) -> tuple[TimeSeries, dict[str, Any]]:
+    """The series and what reading it noted for the metadata (CSV only: see the rules above)."""
     if data.startswith(b"\x93NUMPY"):
         try:
             array = np.load(io.BytesIO(data), allow_pickle=False)  # never unpickle outside data
@@ -416,30 +711,31 @@ def _read_time_series(data: bytes, mime: str | None, limits: MediaLimits) -> Tim
             raise InvalidInputError(f"time series has {array.size:,} values, over the limit of {limits.max_time_series_points:,}")
         if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
             raise InvalidInputError(f"a .npy time series must hold real numbers, not {array.dtype}")
-        return TimeSeries(array)
+        return TimeSeries(array), {}
     text = _decode_utf8(data, "time series input")
+    info: dict[str, Any] = {}
     if text.lstrip()[:1] in ("[", "{"):
         series = _time_series_from_json(_parse_json(data, "time series input", constants=True))  # NaN: TimeSeries names its index
     else:
-        series = _time_series_from_csv(text, limits)
+        series, info = _time_series_from_csv(text, limits)
     if series.values.size > limits.max_time_series_points:
         raise InvalidInputError(f"time series has {series.values.size:,} values, over the limit of {limits.max_time_series_points:,}")
-    return series
+    return series, info
 
 
 def _inspect_time_series(data: bytes, limits: MediaLimits, mime: str | None) -> tuple[str, dict[str, Any]]:
-    series = _read_time_series(data, mime, limits)
+    series, info = _read_time_series(data, mime, limits)
     if data.startswith(b"\x93NUMPY"):
         out_mime = "application/x-npy"
     elif data.lstrip()[:1] in (b"[", b"{"):
         out_mime = TIME_SERIES_JSON_MIME
     else:
         out_mime = "text/csv"
-    return out_mime, {"length": series.length, "channels": series.channels}
+    return out_mime, {"length": series.length, "channels": series.channels, **info}
 
 
 def _decode_time_series(data: bytes, mime: str, limits: MediaLimits) -> TimeSeries:
-    return _read_time_series(data, mime, limits)
+    return _read_time_series(data, mime, limits)[0]
 
 
 def _encode_time_series(value: Any) -> tuple[bytes, str]:
@@ -450,6 +746,8 @@ def _encode_time_series(value: Any) -> tuple[bytes, str]:
         payload["timestamps"] = value.timestamps.tolist()
     if value.channel_names is not None:
         payload["channel_names"] = list(value.channel_names)
+    if value.time_unit is not None:  # absent when unknown, so older readers see the same JSON
+        payload["time_unit"] = value.time_unit
     return json.dumps(payload, allow_nan=False).encode("utf-8"), TIME_SERIES_JSON_MIME
 
 

@@ -71,13 +71,23 @@ class AudioClip:
         return np.ascontiguousarray(self.mono().resampled(sample_rate).samples, dtype=np.float32)
 
 
+# What a TimeSeries' timestamps count (its time_unit; None: as written, unit unknown).
+TIME_UNIT_EPOCH = "seconds since 1970-01-01 UTC"  # dates and datetimes
+TIME_UNIT_CLOCK = "seconds since 00:00 of the first row's day"  # times of day without dates
+
+
 @dataclass
 class TimeSeries:
-    """One or more aligned channels of finite values, shape (length,) or (length, channels)."""
+    """One or more aligned channels of finite values, shape (length,) or (length, channels).
+
+    ``time_unit`` says what ``timestamps`` count (TIME_UNIT_EPOCH, TIME_UNIT_CLOCK or a name given with the
+    data), so that dates can be shown as dates; None when unknown.
+    """
 
     values: np.ndarray
     timestamps: np.ndarray | None = None
     channel_names: list[str] | None = None
+    time_unit: str | None = None
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float64)
@@ -103,6 +113,11 @@ class TimeSeries:
             self.timestamps = timestamps
         if self.channel_names is not None and len(self.channel_names) != self.channels:
             raise InvalidInputError(f"time series has {self.channels} channel(s) but {len(self.channel_names)} channel names")
+        if self.time_unit is not None:
+            if not isinstance(self.time_unit, str) or not 0 < len(self.time_unit) <= 100:
+                raise InvalidInputError(f"time series time_unit must be a short string, got {self.time_unit!r:.60}")
+            if self.timestamps is None:
+                raise InvalidInputError("time series has a time_unit but no timestamps")
 
     @property
     def length(self) -> int:

@@ -243,11 +243,14 @@ def test_unknown_kind_is_refused(store: ArtifactStore):
 # --------------------------------------------------------------------------- time series
 
 
-def test_nan_in_csv_time_series_names_the_index(store: ArtifactStore, tmp_path: Path):
+def test_missing_csv_value_is_filled_and_infinity_refused_by_line(store: ArtifactStore, tmp_path: Path):
+    # A CSV's nan is a missing value (spreadsheets write it): filled by interpolation, counted in the metadata.
     path = write(tmp_path, "sensor.csv", b"time,value\n0,1.5\n1,2.5\n2,nan\n3,4.0\n")
-    refused(store, lambda: store.ingest_file(path), "non-finite", "index 2")
+    artifact = store.ingest_file(path)
+    assert artifact.metadata["missing_filled"] == 1
+    assert store.load(artifact.id).values.tolist() == [1.5, 2.5, 3.25, 4.0]
     path = write(tmp_path, "two.csv", b"a,b\n1,2\n3,inf\n")
-    refused(store, lambda: store.ingest_file(path), "non-finite", "(1, 1)")
+    refused(store, lambda: store.ingest_file(path), "non-finite", "line 3", "column 2")
 
 
 def test_nan_in_json_time_series_names_the_index(store: ArtifactStore):
