@@ -204,7 +204,7 @@ def test_the_default_planner_sees_every_tool(settings, monkeypatch):
     class NoLLM:
         name = "none"
 
-        def __init__(self, **_: Any):
+        def __init__(self, *_: Any, **__: Any):
             pass
 
     monkeypatch.setattr(local_llm, "LocalLLMBackend", NoLLM)
