@@ -92,8 +92,11 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
         artifacts = [parts.store.get(a, session=state["session"]) for a in state.get("inputs", [])]
         artifacts += earlier_artifacts(parts.store, state["session"], state.get("context", []))
         try:
+            run = state.get("run", "")
+            stream = {"on_text": lambda piece: _emit(Event("plan_token", run, data={"text": piece}))} \
+                if _takes_on_text(parts.planner) else {}
             result = parts.planner.plan(state["request"], artifacts=artifacts, session=state["session"],
-                                        context=state.get("history", ""))
+                                        context=state.get("history", ""), **stream)
         except AnymodaError as exc:
             return {"error": f"planning failed: {exc}"}
         info = {"syntax": result.syntax, "attempts": len(result.attempts), "hint": list(result.hint),
@@ -243,6 +246,16 @@ def earlier_artifacts(store: ArtifactStore, session: str, ids: list[str]) -> lis
 
 
 PREVIOUS_ANSWER = "previous_answer"
+
+
+def _takes_on_text(planner: Any) -> bool:
+    """Whether a planner streams its text (ours does; a caller's stand-in planner may not take on_text)."""
+    import inspect
+
+    try:
+        return "on_text" in inspect.signature(planner.plan).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def normalise_decision(decision: Any, pending: list[str]) -> dict[str, bool]:

@@ -48,14 +48,18 @@ class RunView:
         self.answer = ""
         self.status = "planning"
         self.planner_note = ""
+        self.plan_text = ""  # the plan as the planner writes it, shown until the plan is ready
 
     def apply(self, event: Event) -> None:
         self.run_id = event.run
         data = event.data
         if event.type == "run_started":
             self.request = data.get("request", self.request)
+        elif event.type == "plan_token":
+            self.plan_text += data.get("text", "")
         elif event.type == "plan_ready":
             self.status = "running"
+            self.plan_text = ""
             planner = data.get("planner") or {}
             if planner:
                 self.planner_note = f"planned in {planner.get('seconds', 0):.1f} s, {planner.get('attempts', 1)} attempt(s)"
@@ -126,6 +130,8 @@ class RunView:
                 line += " [magenta]waiting for approval[/]"
             tree.add(line)
         parts: list[Any] = [tree]
+        if self.plan_text and not self.tasks:
+            parts.append(Panel(Text(self.plan_text), title="planning", border_style="dim"))
         if self.answer:
             parts.append(Panel(Text(self.answer), title="answer", border_style="green"))
         return Group(*parts)

@@ -1,6 +1,7 @@
 """What a run reports while it runs: one small, JSON-able event type for the CLI, Python callers and HTTP.
 
-Types, in the order a run emits them: ``run_started``, ``plan_ready``, ``approval_needed``,
+Types, in the order a run emits them: ``run_started``, ``plan_token`` (the plan's text as the planner's LLM
+writes it), ``plan_ready``, ``approval_needed``,
 ``task_started``, ``task_progress``, ``task_retry``, ``task_finished``, ``task_failed``,
 ``task_skipped``, ``task_cancelled``, ``answer_token``, ``answer``, and finally one of
 ``run_finished``, ``run_interrupted`` (waiting for approval), ``run_failed``.
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 EVENT_TYPES = (
-    "run_started", "plan_ready", "approval_needed", "task_started", "task_progress", "task_retry", "task_finished",
+    "run_started", "plan_token", "plan_ready", "approval_needed", "task_started", "task_progress", "task_retry", "task_finished",
     "task_failed", "task_skipped", "task_cancelled", "answer_token", "answer", "run_finished", "run_interrupted",
     "run_failed",
 )

@@ -615,3 +615,31 @@ def test_arun_returns_the_result_and_astream_raises_bad_input(orch: Orchestrator
 
     with pytest.raises(InvalidInputError, match="empty"):
         asyncio.run(empty())
+
+
+def test_the_plan_streams_as_plan_token_events(settings, tmp_path):
+    from orchestrator.planner import Planner
+    from orchestrator.planner_retrieval import lexical_embedder
+    from orchestrator.registry import ToolRegistry
+    from orchestrator.stub_tools import STUB_TOOLS
+
+    class StreamingBackend:
+        name = "streaming"
+        streams = True
+
+        def complete(self, messages, *, schema=None, on_text=None, max_new_tokens=None):
+            text = json.dumps({"tasks": [{"id": "t1", "tool": "stub-paint", "args": {"text": "red"}}]})
+            for start in range(0, len(text), 16):
+                if on_text is not None:
+                    on_text(text[start:start + 16])
+            return text
+
+    registry = ToolRegistry(STUB_TOOLS)
+    orchestrator = Orchestrator(settings=settings, registry=registry, composer=Composer(None),
+                                planner=Planner(StreamingBackend(), registry, syntax="json", demos=None, hints=False,
+                                                embedder=lexical_embedder()))
+    events = list(orchestrator.stream("paint it red"))
+    pieces = [e.data["text"] for e in events if e.type == "plan_token"]
+    assert len(pieces) > 2 and json.loads("".join(pieces))["tasks"][0]["tool"] == "stub-paint"
+    types = [e.type for e in events]
+    assert types.index("plan_token") < types.index("plan_ready")

@@ -150,3 +150,20 @@ def test_a_composer_configured_apart_writes_the_answers(settings):
     orchestrator = Orchestrator(settings=apart, registry=ToolRegistry(STUB_TOOLS))
     assert isinstance(orchestrator.composer.backend, OpenAICompatibleBackend)
     assert orchestrator.composer.backend.model == "writer"
+
+
+def test_the_live_view_shows_the_plan_as_it_is_written():
+    from orchestrator.events import Event
+
+    view = cli_agent.RunView("read it")
+    view.apply(Event("plan_token", "run-0123456789abcdef", data={"text": "t1 = ocr("}))
+    view.apply(Event("plan_token", "run-0123456789abcdef", data={"text": "image=receipt.png)"}))
+    assert view.plan_text == "t1 = ocr(image=receipt.png)"
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(view.render())
+    assert "t1 = ocr(image=receipt.png)" in console.export_text()
+    view.apply(Event("plan_ready", "run-0123456789abcdef", data={"plan": {"tasks": [
+        {"id": "t1", "tool": "ocr", "args": {}}]}}))
+    assert view.plan_text == "" and "t1" in view.tasks
