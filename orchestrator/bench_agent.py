@@ -14,7 +14,8 @@ checks pass:
   '42.50', '42.5' is not found in '42.50', '3' is found in '3:00'), any other string matches anywhere
   ('horse' in 'horses').
 * ``outputs``: artifact kinds the answer must deliver (listed twice: two of them).
-* ``tools_all``: tools the plan must use.
+* ``tools_all``: tools the plan must use; ``a|b`` accepts either (``ocr|document-question-answering``: the
+  receipt must be read, by whichever tool reads it).
 * ``unavailable_any``: at least one of these tools must be reported as unable to run here
   (:func:`unavailable_tools` reads the run result's ``unavailable`` field).
 
@@ -129,7 +130,8 @@ def load_cases(path: str | Path, registry: ToolRegistry | None = None) -> list[A
                     raise InvalidInputError(f"{where}: expect.outputs: unknown artifact kind(s) {', '.join(map(repr, bad))}; "
                                             f"kinds: {', '.join(known_kinds)}")
             if check in ("tools_all", "unavailable_any") and registry is not None:
-                bad = [v for v in values if v not in registry]
+                bad = [name for v in values for name in (v.split("|") if check == "tools_all" else [v])
+                       if name not in registry]
                 if bad:
                     raise InvalidInputError(f"{where}: expect.{check}: unknown tool(s) {', '.join(map(repr, bad))}")
             checks[check] = tuple(values)
@@ -229,7 +231,7 @@ def score(case: AgentCase, result: Any) -> dict[str, bool]:
             outcome[check] = all(have[kind] >= n for kind, n in Counter(values).items())
         elif check == "tools_all":
             used = set(plan_tools(result))
-            outcome[check] = all(v in used for v in values)
+            outcome[check] = all(any(name in used for name in v.split("|")) for v in values)
         elif check == "unavailable_any":
             reported = set(unavailable_tools(result))
             outcome[check] = any(v in reported for v in values)

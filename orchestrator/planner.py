@@ -318,11 +318,13 @@ class Planner:
             self._embedder = self.demos.embedder if isinstance(self.demos, DemoSelector) else default_embedder()
         return self._embedder
 
-    def hint(self, request: str, tools: Sequence[type[Tool]], kinds: Sequence[ArtifactKind] = ()) -> list[str]:
-        """The tools the request's clauses ask for, in order (empty when hints are off)."""
+    def hint(self, request: str, tools: Sequence[type[Tool]], kinds: Sequence[ArtifactKind] = (),
+             new_kinds: Sequence[ArtifactKind] = ()) -> list[str]:
+        """The tools the request's clauses ask for, in order (empty when hints are off); ``new_kinds``: the
+        kinds of the files that came with the request, each of which some tool must read."""
         if not self.hints:
             return []
-        return self.selector(tools).hint(request, kinds)
+        return self.selector(tools).hint(request, kinds, new_kinds)
 
     def selector(self, tools: Sequence[type[Tool]]) -> ToolSelector:
         key = tuple(tool.name for tool in tools)
@@ -393,7 +395,8 @@ class Planner:
         request = request.strip()
         inputs = plan_inputs(artifacts)
         tools = self.tools_for(request, [a.kind for a in artifacts])
-        hint = self.hint(request, tools, [a.kind for a in artifacts]) if self.syntax == "compact" else []
+        hint = self.hint(request, tools, [a.kind for a in artifacts], [a.kind for a in artifacts if is_new_input(a)]) \
+            if self.syntax == "compact" else []
         messages = self.messages(request, tools, artifacts, hint, context)
         attempts: list[Attempt] = []
         follow = True

@@ -265,7 +265,11 @@ class ToolSelector:
         probs = probs * keep
         return probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
 
-    def select(self, request: str, input_kinds: Sequence[ArtifactKind] = ()) -> Selection:
+    def select(self, request: str, input_kinds: Sequence[ArtifactKind] = (),
+               new_kinds: Sequence[ArtifactKind] = ()) -> Selection:
+        """The tools, in order. ``new_kinds``: the kinds of files that came with this request; one that no
+        chosen tool reads means a step is missing ("read me the total out loud" with a receipt attached
+        asks to read the receipt first), so the tool most probably meant for it is put first."""
         clauses = request_clauses(request)
         if not clauses:
             return Selection((), (), (), 0.0)
@@ -303,10 +307,21 @@ class ToolSelector:
             beams = sorted(candidates, key=lambda c: -c[0])[: self.beam_width]
         score, chosen, _ = beams[0]
         tools = tuple(label for label in chosen if label != NO_TOOL)
+        media = [kind for kind in dict.fromkeys(new_kinds) if kind is not ArtifactKind.TEXT]
+        for kind in media:
+            if any(kind in {spec.kind for spec in self.tools[t].inputs.values()} for t in tools):
+                continue
+            readers = [j for j, label in enumerate(labels) if label != NO_TOOL and label not in tools
+                       and kind in {spec.kind for spec in self.tools[label].inputs.values()}
+                       and feasible(self.tools[label], set(input_kinds) | {ArtifactKind.TEXT})]
+            if readers:
+                best = max(readers, key=lambda j: float(probs[:, j].max()))
+                tools = (labels[best],) + tools
         return Selection(tools, tuple(clauses), chosen, math.exp(score / len(chosen)))
 
-    def hint(self, request: str, input_kinds: Sequence[ArtifactKind] = ()) -> list[str]:
-        return list(self.select(request, input_kinds).tools)
+    def hint(self, request: str, input_kinds: Sequence[ArtifactKind] = (),
+             new_kinds: Sequence[ArtifactKind] = ()) -> list[str]:
+        return list(self.select(request, input_kinds, new_kinds).tools)
 
 
 def load_head(path: Path = HEAD_FILE) -> SelectorHead | None:

@@ -258,3 +258,16 @@ def test_turns_of_a_session_build_on_each_other_and_an_error_fails_only_its_case
     assert len(stub_agent) == 2  # the session's turns share one orchestrator
     facts = bench_agent.summary(outcomes)
     assert facts["errors"] == 1 and facts["seconds_total"] == pytest.approx(first.seconds + second.seconds)
+
+
+def test_tools_all_accepts_alternatives():
+    from types import SimpleNamespace
+
+    from orchestrator.bench_agent import score
+
+    result = SimpleNamespace(answer="The total is 12.45.", artifacts=[], unavailable=(),
+                             plan={"tasks": [{"id": "t1", "tool": "document-question-answering", "args": {}}]})
+    case = SimpleNamespace(expect={"tools_all": ("ocr|document-question-answering",)})
+    assert score(case, result)["tools_all"]
+    case = SimpleNamespace(expect={"tools_all": ("ocr",)})
+    assert not score(case, result)["tools_all"]

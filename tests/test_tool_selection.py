@@ -172,3 +172,12 @@ def test_dropping_tasks_takes_their_dependants_along():
                  PlanTask("t4", "text-to-speech", {"text": "<t1.text>"})))
     kept, dropped = without_tasks(plan, {"t2"})
     assert [t.id for t in kept.tasks] == ["t1", "t4"] and [t.id for t in dropped] == ["t2", "t3"]
+
+
+def test_a_file_that_came_with_the_request_is_read_by_some_tool(registry, phrases):
+    selector = ToolSelector(list(registry), lexical_embedder(), phrases_file=phrases)
+    # "read the text aloud" alone speaks; with a recording attached, something must read the recording first.
+    assert selector.select("read the text aloud", [ArtifactKind.TEXT]).tools == ("text-to-speech",)
+    with_audio = selector.select("read the text aloud", [ArtifactKind.AUDIO], [ArtifactKind.AUDIO]).tools
+    assert len(with_audio) == 2 and with_audio[1] == "text-to-speech"
+    assert ArtifactKind.AUDIO in {spec.kind for spec in registry.get(with_audio[0]).inputs.values()}
