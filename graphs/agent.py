@@ -101,7 +101,8 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
             return {"error": f"planning failed: {exc}"}
         info = {"syntax": result.syntax, "attempts": len(result.attempts), "hint": list(result.hint),
                 "seconds": round(sum(a.seconds for a in result.attempts), 3),
-                "dropped": [t.id for t in result.dropped], "text": result.attempts[-1].text}
+                "dropped": [t.id for t in result.dropped], "text": result.attempts[-1].text,
+                "wired": getattr(result, "wired", False)}
         return {"plan": result.plan.plan.to_json(), "planner": info}
 
     def validate(state: AgentState) -> dict[str, Any]:

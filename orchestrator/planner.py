@@ -253,6 +253,7 @@ class PlanResult:
     syntax: str = "json"
     hint: tuple[str, ...] = ()
     dropped: tuple[PlanTask, ...] = ()  # trailing tasks the request did not ask for (see Planner.prune)
+    wired: bool = False  # the LLM's attempts failed and the chosen tools were wired by kind (skeleton_plan)
 
     @property
     def repairs(self) -> int:
@@ -438,6 +439,17 @@ class Planner:
                  + ("\nReply with the corrected plan as JSON only." if self.syntax == "json"
                     else "\nReply with the corrected plan only.")},
             ]
+        if hint and self.follow_selection:
+            # The LLM could not fill the chosen tools' arguments: wire them by kind instead (each input from
+            # the newest earlier output of its kind, else an attached input, texts from the request).
+            skeleton = skeleton_plan([self.registry.get(name) for name in hint if name in self.registry], artifacts,
+                                     request)
+            if skeleton is not None:
+                try:
+                    validated = validate_plan(skeleton, self.registry, store=self.store, session=session)
+                    return PlanResult(validated, tuple(attempts), self.syntax, tuple(hint), (), wired=True)
+                except InvalidInputError:
+                    pass
         if made_up is not None:
             # Keep what was sound: the plan without the tasks whose text came from nowhere (and what needs them).
             kept, dropped = without_tasks(made_up[0], {problem.task for problem in made_up[1]})
@@ -492,6 +504,34 @@ def runs_here(tool: type[Tool], *, local_only: bool = False, settings: Settings 
     """The tool can run now; ``local_only``: without downloading anything first."""
     availability = tool(settings=settings).available()
     return availability.ok and not (local_only and availability.source is not None and availability.source.origin == "hub")
+
+
+_QUOTE = re.compile(r"'([^']{3,})'|\"([^\"]{3,})\"|\u2018([^\u2019]{3,})\u2019|\u201c([^\u201d]{3,})\u201d")
+
+
+def skeleton_plan(tools: Sequence[type[Tool]], artifacts: Sequence[Artifact], request: str) -> Plan | None:
+    """The chosen tools as a chain wired by kind, with no LLM: each required input takes the newest earlier
+    output of its kind, else an attached input of that kind, and a text with nothing earlier takes the
+    request's next quoted text, else the request itself. None when a tool cannot be fed."""
+    quotes = [next(g for g in m.groups() if g) for m in _QUOTE.finditer(request)]
+    made: list[tuple[PlanTask, type[Tool]]] = []
+    for position, tool in enumerate(tools, 1):
+        args: dict[str, Any] = {}
+        inputs = [(n, spec) for n, spec in tool.inputs.items() if spec.required] or list(tool.inputs.items())[:1]
+        for name, spec in inputs:
+            earlier = next((f"<{task.id}.{out}>" for task, maker in reversed(made) for out, o in maker.outputs.items()
+                            if o.kind is spec.kind), None)
+            attached = [a.id for a in artifacts if a.kind is spec.kind]
+            if earlier is not None:
+                args[name] = earlier
+            elif attached:
+                args[name] = attached[0]
+            elif spec.kind is ArtifactKind.TEXT:
+                args[name] = quotes.pop(0) if quotes else request
+            else:
+                return None
+        made.append((PlanTask(f"t{position}", tool.name, args), tool))
+    return Plan(tuple(task for task, _ in made)) if made else None
 
 
 def is_new_input(artifact: Artifact) -> bool:

@@ -181,3 +181,37 @@ def test_a_file_that_came_with_the_request_is_read_by_some_tool(registry, phrase
     with_audio = selector.select("read the text aloud", [ArtifactKind.AUDIO], [ArtifactKind.AUDIO]).tools
     assert len(with_audio) == 2 and with_audio[1] == "text-to-speech"
     assert ArtifactKind.AUDIO in {spec.kind for spec in registry.get(with_audio[0]).inputs.values()}
+
+
+def test_chosen_tools_are_wired_by_kind_when_the_llm_cannot_fill_them(registry):
+    from orchestrator.artifacts import Artifact
+    from orchestrator.plan import validate_plan
+    from orchestrator.planner import skeleton_plan
+
+    audio = Artifact("audio-0123456789abcdef", ArtifactKind.AUDIO, "audio/wav", 1, "", {"name": "example.wav"})
+    tools = [registry.get(n) for n in ("speech-recognition", "text-to-video", "named-entity-recognition")]
+    plan = skeleton_plan(tools, [audio], "describe the scene in example.wav as a video and tag its entities")
+    assert [t.args for t in plan.tasks] == [{"audio": audio.id}, {"prompt": "<t1.text>"}, {"text": "<t1.text>"}]
+    validate_plan(plan, registry)
+    quoted = skeleton_plan([registry.get("translation")], [], "translate 'good morning' into German")
+    assert quoted.tasks[0].args == {"text": "good morning"}
+    assert skeleton_plan([registry.get("ocr")], [], "read the sign") is None  # no image to read
+
+
+def test_a_planner_whose_llm_keeps_making_text_up_falls_back_to_the_wired_tools(registry):
+    from orchestrator.artifacts import Artifact
+    from orchestrator.planner import Planner
+
+    class MakesTextUp:
+        name = "scripted"
+        accepts_grammar = True
+
+        def complete(self, messages, *, schema=None, grammar=None, stop_bias=None, **_):
+            return 't1 = speech-recognition(audio=example.wav)\nt2 = text-to-video(prompt="a description nobody gave")'
+
+    audio = Artifact("audio-0123456789abcdef", ArtifactKind.AUDIO, "audio/wav", 1, "", {"name": "example.wav"})
+    planner = Planner(MakesTextUp(), registry, demos=None, embedder=lexical_embedder(), max_repairs=1)
+    planner.hint = lambda request, tools, kinds=(), new_kinds=(): ["speech-recognition", "text-to-video"]
+    result = planner.plan("turn example.wav into a video", artifacts=[audio])
+    assert result.wired and [t.tool for t in result.plan.plan.tasks] == ["speech-recognition", "text-to-video"]
+    assert result.plan.plan.tasks[1].args == {"prompt": "<t1.text>"}
