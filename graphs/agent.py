@@ -242,11 +242,13 @@ def earlier_artifacts(store: ArtifactStore, session: str, ids: list[str]) -> lis
             n = counts[artifact.kind.value]
             name = f"earlier_{artifact.kind.value}" + (f"_{n}" if n > 1 else "")
             artifact = dataclasses.replace(artifact, metadata={**artifact.metadata, "name": name})
-        named.append(artifact)
+        # Marked (in this in-memory copy only) so the planner knows it was not sent with this request.
+        named.append(dataclasses.replace(artifact, metadata={**artifact.metadata, EARLIER_TURN: True}))
     return named
 
 
 PREVIOUS_ANSWER = "previous_answer"
+EARLIER_TURN = "from_earlier_turn"  # metadata key on artifacts offered from earlier turns (see Planner)
 
 
 def _takes_on_text(planner: Any) -> bool:

@@ -537,7 +537,7 @@ def skeleton_plan(tools: Sequence[type[Tool]], artifacts: Sequence[Artifact], re
 def is_new_input(artifact: Artifact) -> bool:
     """An input that came with this request, not one offered from earlier turns (earlier_image, previous_answer)."""
     name = str(artifact.metadata.get("name", ""))
-    return not (name.startswith("earlier_") or name == "previous_answer")
+    return not (artifact.metadata.get("from_earlier_turn") or name.startswith("earlier_") or name == "previous_answer")
 
 
 def without_tasks(plan: Plan, remove: set[str]) -> tuple[Plan, tuple[PlanTask, ...]]:

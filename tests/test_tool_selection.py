@@ -215,3 +215,15 @@ def test_a_planner_whose_llm_keeps_making_text_up_falls_back_to_the_wired_tools(
     result = planner.plan("turn example.wav into a video", artifacts=[audio])
     assert result.wired and [t.tool for t in result.plan.plan.tasks] == ["speech-recognition", "text-to-video"]
     assert result.plan.plan.tasks[1].args == {"prompt": "<t1.text>"}
+
+
+def test_files_from_earlier_turns_are_not_new_inputs():
+    from orchestrator.artifacts import Artifact
+    from orchestrator.planner import is_new_input
+
+    def image(**metadata):
+        return Artifact("image-0123456789abcdef", ArtifactKind.IMAGE, "image/png", 1, "", metadata)
+
+    assert is_new_input(image(name="receipt.png"))
+    assert not is_new_input(image(name="receipt.png", from_earlier_turn=True))  # a file the user sent before
+    assert not is_new_input(image(name="earlier_image")) and not is_new_input(image(name="previous_answer"))
