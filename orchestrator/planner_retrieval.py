@@ -189,9 +189,12 @@ def request_clauses(request: str) -> list[str]:
     split: list[str] = []
     for clause in clauses:
         # "tell me the total out loud" asks for two steps: find the answer, then speak it.
-        match = _ASK_ALOUD.match(clause)
+        match = _ASK_ALOUD.match(clause) or _SAY_ALOUD_WHAT.match(clause)
         split += [match["ask"], "say it out loud"] if match else [clause]
     return [re.sub(r"QUOTE(\d+)", lambda m: quoted[int(m.group(1))], c) for c in split]
 
 
+# "could you say out loud how much the sun cream cost": the same two steps, the question after the verb.
+_SAY_ALOUD_WHAT = re.compile(r"^.*?\b(?:say|tell\s+me|read)\s+(?:out\s+loud|aloud)\s+(?P<ask>(?:how|what|which|who|when|where|"
+                             r"whether|if)\b.+?)[.!?]?$", re.IGNORECASE)
 _ASK_ALOUD = re.compile(r"^(?P<ask>(?:tell|give|show|read|say)\s+(?:me|us)\b.+?)\s+(?:out\s+loud|aloud)[.!?]?$", re.IGNORECASE)

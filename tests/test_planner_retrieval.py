@@ -66,3 +66,10 @@ def test_shortlist_keeps_close_tools_and_those_taking_the_attached_kind(registry
     assert set(takers) <= set(names) and len(takers) >= 2
     assert len(picked) <= 5 + len(takers) and names == [t.name for t in tools if t.name in names]  # registry order kept
     assert shortlist_tools("x", tools, [], lexical_embedder(), size=100) == tools
+
+
+def test_a_question_to_be_said_out_loud_is_two_steps():
+    assert request_clauses("Could you say out loud how much the sun cream cost?") == \
+        ["how much the sun cream cost", "say it out loud"]
+    assert request_clauses("read me the total out loud") == ["read me the total", "say it out loud"]
+    assert request_clauses("read the text aloud") == ["read the text aloud"]  # one step: speak the text
