@@ -19,7 +19,7 @@ def add_train_planner_parser(what: argparse._SubParsersAction) -> argparse.Argum
         description="Embed every phrasing of data/tool_phrases.json (or --phrases) in request-like frames with the packaged "
                     "MiniLM, train a softmax head over the embeddings, report accuracy on held-out phrasings, and save the "
                     "head the planner loads. Embeddings are cached by text under <home>/cache, so a rerun (or a run cut "
-                    "off) only embeds what changed. About 2 minutes on 2 CPU cores from an empty cache.")
+                    "off) only embeds what changed. Under a minute on 2 idle CPU cores from an empty cache.")
     parser.add_argument("--phrases", default=str(PHRASES_FILE), help="JSON {tool: [phrasing, ...], '_none': [...]} "
                                                                       "(default: the shipped file)")
     parser.add_argument("--out", default=str(HEAD_FILE), help="where to write the head (default: the shipped file, "
