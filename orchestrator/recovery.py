@@ -75,7 +75,10 @@ class Unavailable:
                     "could not be reached to fetch them")
         else:
             need = f"that needs {what}, whose weights are not on this machine"
-        fetch = f" Fetch {'them' if self.why != 'runtime' else 'it'} with: {self.fetch_command}" if self.fetch_command else ""
+        if self.fetch_command:
+            fetch = f" Fetch {'them' if self.why != 'runtime' else 'it'} with: {self.fetch_command}"
+        else:  # nothing to download (a checkpoint to train, say): the reason's own advice
+            fetch = f" ({self.reason.split(': ', 1)[-1].strip()})" if self.why == "weights" and self.reason else ""
         return f"I can't {self.action or 'do the ' + self.tool.replace('-', ' ') + ' step'} here: {need}.{fetch}"
 
 
@@ -142,7 +145,9 @@ def _local_fetch_command(tool: Tool, why: str, models: Sequence[str] | None = No
     if why == "gpu":
         return ""
     models = models if models is not None else models_of(tool)
-    return " && ".join(f"hf download {model}" for model in models if "/" in model) or tool.install_hint
+    # Weights that are no hub id (a checkpoint the user trains) cannot be fetched: the reason says what to do,
+    # and the package install hint would be a wrong promise (the runtime is installed already).
+    return " && ".join(f"hf download {model}" for model in models if "/" in model)
 
 
 def _fetch_command_for(tool: Tool, why: str, models: Sequence[str] | None = None, *,

@@ -719,3 +719,18 @@ def test_a_tiny_random_llm_composer_falls_back_to_the_template(settings, tmp_pat
     assert any(e.type == "answer_token" for e in events)  # the model did write
     assert result.composed_by == "template" and result.fallback_reason  # ...and what it wrote was not kept
     assert result.answer == "The label, then the inputs: \u201cTOTAL 42.50, paid by card\u201d."
+
+
+def test_weights_that_cannot_be_downloaded_are_explained_not_promised(settings):
+    from orchestrator.recovery import Unavailable
+
+    missing = Unavailable("t1", "native-chat", "multimodal-chat", "trained-native-checkpoint",
+                          "tool 'native-chat': no trained native checkpoint is configured: train one with "
+                          "`anymoda train connector --task timeseries-qa --out RUN`", "", "weights", "")
+    sentence = missing.sentence()
+    assert "Fetch" not in sentence and "pip install" not in sentence
+    assert "train one with `anymoda train connector" in sentence
+    from orchestrator.recovery import _local_fetch_command
+    from tools.native_chat import NativeChat
+
+    assert _local_fetch_command(NativeChat(settings=settings), "weights", ["trained-native-checkpoint"]) == ""
