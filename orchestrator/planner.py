@@ -29,7 +29,7 @@ from .planner_retrieval import DemoSelector, Embedder, default_embedder, load_de
 from .registry import ToolRegistry
 from .store import ArtifactStore
 from .tool import Tool
-from .tool_selection import SelectorHead, ToolSelector, load_head
+from .tool_selection import SelectorHead, ToolSelector, load_head, quoted_texts
 
 
 class PlannerBackendError(AnymodaError):
@@ -506,14 +506,11 @@ def runs_here(tool: type[Tool], *, local_only: bool = False, settings: Settings 
     return availability.ok and not (local_only and availability.source is not None and availability.source.origin == "hub")
 
 
-_QUOTE = re.compile(r"'([^']{3,})'|\"([^\"]{3,})\"|\u2018([^\u2019]{3,})\u2019|\u201c([^\u201d]{3,})\u201d")
-
-
 def skeleton_plan(tools: Sequence[type[Tool]], artifacts: Sequence[Artifact], request: str) -> Plan | None:
     """The chosen tools as a chain wired by kind, with no LLM: each required input takes the newest earlier
     output of its kind, else an attached input of that kind, and a text with nothing earlier takes the
     request's next quoted text, else the request itself. None when a tool cannot be fed."""
-    quotes = [next(g for g in m.groups() if g) for m in _QUOTE.finditer(request)]
+    quotes = quoted_texts(request)
     made: list[tuple[PlanTask, type[Tool]]] = []
     for position, tool in enumerate(tools, 1):
         args: dict[str, Any] = {}

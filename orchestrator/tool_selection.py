@@ -52,13 +52,19 @@ _CONTEXT = re.compile(
 CONTEXT_FACTOR = 0.3
 # A tool asked for twice in one request is rare; a second, non-adjacent use must be clearly asked for.
 REPEAT_FACTOR = 0.2
-_QUOTED = re.compile(r"'[^']{3,}'|\"[^\"]{3,}\"|\u2018[^\u2019]{3,}\u2019|\u201c[^\u201d]{3,}\u201d")
+# A quoted text of three or more characters ('...', "...", or typographic quotes); the group that matched holds it.
+QUOTED = re.compile(r"'([^']{3,})'|\"([^\"]{3,})\"|\u2018([^\u2019]{3,})\u2019|\u201c([^\u201d]{3,})\u201d")
+
+
+def quoted_texts(text: str) -> list[str]:
+    """The quoted texts in ``text``, in order, without their quotes."""
+    return [next(group for group in match.groups() if group) for match in QUOTED.finditer(text)]
 
 
 def embedding_text(clause: str) -> str:
     """What is embedded for a clause: quoted texts become '...' (a long quoted paragraph otherwise
     outweighs the few words that say what to do with it)."""
-    return _QUOTED.sub("'...'", clause).strip()
+    return QUOTED.sub("'...'", clause).strip()
 
 
 def training_examples(phrases_file: Path = PHRASES_FILE, labels: Sequence[str] | None = None,
@@ -176,12 +182,12 @@ def required_kinds(tool: type[Tool]) -> tuple[set[ArtifactKind], bool]:
 # help me analyze it" over a photo is not a summary of anything.
 TEXT_BODY_TASKS = frozenset({"summarization", "translation", "token-classification", "question-answering",
                              "sentence-similarity", "feature-extraction", "text-classification"})
-_BODY = re.compile(r"'[^']{3,}'|\"[^\"]{3,}\"|\u2018[^\u2019]{3,}\u2019|\u201c[^\u201d]{3,}\u201d|:\s*\S+(?:\s+\S+){3,}")
+_PASSAGE = re.compile(r":\s*\S+(?:\s+\S+){3,}")
 
 
 def has_text_body(request: str) -> bool:
     """Whether the request carries a text to work on: something quoted, or a passage after a colon."""
-    return bool(_BODY.search(request))
+    return bool(QUOTED.search(request) or _PASSAGE.search(request))
 
 
 def feasible(tool: type[Tool], available: set[ArtifactKind]) -> bool:
@@ -228,20 +234,18 @@ class ToolSelector:
         self.nearest_weight = nearest_weight
         self.embedder = embedder
         self.beam_width = beam_width
-        self.head = head if head is not None and set(head.labels) - {NO_TOOL} <= set(self.tools) | set(head.labels) else None
+        self.head = head
         if self.head is None:
             # No trained head for these embeddings: the nearest phrasing decides, sharpened into probabilities.
+            # Tools without phrasings (plugins) are known by their description.
+            from .plan_syntax import first_sentence
+
             bank = [(text, label) for text, label in training_examples(phrases_file, list(self.tools), frames=FRAMES[:1])
                     if label == NO_TOOL or label in self.tools]
+            phrased = {label for _, label in bank}
+            bank += [(first_sentence(tool.description), tool.name) for tool in tools if tool.name not in phrased]
             self._bank_labels = [label for _, label in bank]
             self._bank = embedder([embedding_text(text) for text, _ in bank])
-            self._label_names = tuple(sorted(set(self._bank_labels)))
-            for tool in tools:  # tools without phrasings (plugins) are known by their description
-                if tool.name not in self._label_names:
-                    from .plan_syntax import first_sentence
-
-                    self._bank = np.vstack([self._bank, embedder([first_sentence(tool.description)])])
-                    self._bank_labels.append(tool.name)
             self._label_names = tuple(sorted(set(self._bank_labels)))
 
     @property
