@@ -381,8 +381,11 @@ def only(report):
 def test_trend_direction_and_slope(slope, direction, settings):
     t = np.arange(500)
     y = 10 + slope * t + np.random.default_rng(1).normal(0, 1.0, t.size)
-    trend = only(describe(y, settings=settings)["report"])["trend"]
+    described = describe(y, settings=settings)
+    trend = only(described["report"])["trend"]
     assert trend["direction"] == direction
+    article = {"up": "an upward trend", "down": "a downward trend", "flat": "no clear trend"}[direction]
+    assert article in described["text"]
     assert trend["slope_per_step"] == pytest.approx(slope, abs=0.003)
     if slope:
         assert trend["r_squared"] > 0.85 and trend["slope_interval_95"][0] <= slope <= trend["slope_interval_95"][1]

@@ -460,8 +460,8 @@ def channel_text(name: str, report: dict[str, Any], time_unit: bool) -> str:
     if trend["direction"] == "flat":
         parts.append(f"no clear trend (slope {trend['slope_per_step']:g} per step, R\u00b2 {trend['r_squared']:.2f})")
     else:
-        word = "upward" if trend["direction"] == "up" else "downward"
-        parts.append(f"an {word} trend of {trend['slope_per_step']:+g} per step ({trend['change_over_series']:+g} over the series, "
+        word = "an upward" if trend["direction"] == "up" else "a downward"
+        parts.append(f"{word} trend of {trend['slope_per_step']:+g} per step ({trend['change_over_series']:+g} over the series, "
                      f"R\u00b2 {trend['r_squared']:.2f})")
     if trend["shape"] != "straight":
         parts[-1] += (f", {trend['shape']} (slope {trend['slope_first_half']:+g} per step in the first half, "
