@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .config import Settings, current_settings
 from .errors import ModelNotAvailableError
-from .resolve import PackagedLocator
+from .resolve import PackagedLocator, PreparedOnFirstUse
 
 QWEN_CODER_05B = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 
@@ -250,10 +250,23 @@ def _stop_also_at_endoftext(model, tokenizer) -> None:
         generation.eos_token_id = stops + [endoftext]
 
 
+def peek_checkpoint(cache_dir: Path | str) -> tuple[Path, bool] | None:
+    """Where the converted checkpoint is or will be, and whether it is there, without joining or converting
+    anything; None when neither it nor the packaged slices are here."""
+    folder = Path(cache_dir) / CHECKPOINT_NAME
+    if _checkpoint_ready(folder):
+        return folder, True
+    return (folder, False) if part_paths() is not None else None
+
+
 def packaged_llm_locator(settings: Settings | None = None, progress: Progress | None = None) -> PackagedLocator:
-    """For a tool's packaged_weights(): ``{QWEN_CODER_05B: packaged_llm_locator(self.settings)}``."""
+    """For a tool's packaged_weights(): ``{QWEN_CODER_05B: packaged_llm_locator(self.settings)}``.
 
-    def locate() -> Path | None:
-        return converted_checkpoint((settings or current_settings()).cache_dir, progress)
+    Using it converts the GGUF once (about 1-2 minutes); checking availability only peeks.
+    """
 
-    return locate
+    def cache_dir() -> Path:
+        return (settings or current_settings()).cache_dir
+
+    return PreparedOnFirstUse(prepare=lambda: converted_checkpoint(cache_dir(), progress),
+                              peek=lambda: peek_checkpoint(cache_dir()))

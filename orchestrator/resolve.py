@@ -17,10 +17,27 @@ PackagedLocator = Callable[[], "Path | None"]
 
 
 @dataclass(frozen=True)
+class PreparedOnFirstUse:
+    """A packaged locator whose weights are made usable once, on first use (slices joined, a GGUF converted).
+
+    Calling it prepares them (minutes, the first time) and returns their folder; ``peek`` only looks:
+    ``(folder, ready)`` without preparing anything, or None when the package is not installed. A check
+    whether a tool can run uses ``peek``, so that listing tools never converts a model.
+    """
+
+    prepare: Callable[[], Path | None]
+    peek: Callable[[], "tuple[Path, bool] | None"]
+
+    def __call__(self) -> Path | None:
+        return self.prepare()
+
+
+@dataclass(frozen=True)
 class ModelSource:
     model_id: str
     path: Path
     origin: str  # "local", "packaged", "hub-cache" or "hub"
+    prepared: bool = True  # False: packaged weights still to be joined or converted; ``path`` is where they will be
 
     def describe(self) -> str:
         return f"{self.model_id} ({self.origin}: {self.path})"
@@ -51,7 +68,8 @@ def resolve_model(
     download: bool = True,
     install_hint: str = "pip install 'anymoda[offline]'",
 ) -> ModelSource:
-    """Find the weights of ``model_id`` for ``tool``; with ``download=False`` only look locally."""
+    """Find the weights of ``model_id`` for ``tool``; with ``download=False`` only look locally, and leave
+    packaged weights that need preparing unprepared (``prepared=False``)."""
     if not isinstance(model_id, str) or not model_id.strip():
         raise InvalidInputError(f"tool {tool!r}: the model must be a non-empty hub id or local path, got {model_id!r}")
     model_id = model_id.strip()
@@ -64,9 +82,14 @@ def resolve_model(
 
     locator = (packaged or {}).get(model_id)
     if locator is not None:
-        path = locator()
-        if path is not None and Path(path).exists():
-            return ModelSource(model_id, Path(path), "packaged")
+        if not download and isinstance(locator, PreparedOnFirstUse):
+            peeked = locator.peek()  # looking must not do the minutes of work that using does
+            if peeked is not None:
+                return ModelSource(model_id, Path(peeked[0]), "packaged", prepared=bool(peeked[1]))
+        else:
+            path = locator()
+            if path is not None and Path(path).exists():
+                return ModelSource(model_id, Path(path), "packaged")
 
     if hub is not None:
         cached = _from_hub(hub, local_only=True)

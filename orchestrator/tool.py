@@ -263,7 +263,7 @@ class Tool:
             self.model_id = self.offline_fallback
             self._may_fall_back = False
             source = self._resolve(download)
-        if source.origin != "hub" or download:
+        if download or (source.origin != "hub" and source.prepared):  # a peek is no answer for the next use
             self._source = source
         return source
 
@@ -279,7 +279,7 @@ class Tool:
         )
 
     def available(self) -> Availability:
-        """Can this tool run here, and if not, why (nothing is downloaded or loaded)."""
+        """Can this tool run here, and if not, why (nothing is downloaded, loaded, joined or converted)."""
         try:
             source = self.resolve(download=False)
         except ModelNotAvailableError as exc:
@@ -290,6 +290,9 @@ class Tool:
         if source.origin == "hub":
             return Availability(True, f"{self.model_id} will be downloaded from the Hugging Face hub on first use", source,
                                 summary="hub download on first use")
+        if not source.prepared:
+            return Availability(True, f"{self.model_id} ships packaged and is prepared once, on first use (into "
+                                      f"{source.path})", source, summary="packaged, prepared on first use")
         return Availability(True, f"{source.origin}: {source.path}", source, summary=source.origin)
 
     @contextmanager
