@@ -34,7 +34,8 @@ from .config import Settings, current_settings
 from .errors import AnymodaError, InvalidInputError
 from .events import Event
 from .executor import ExecutionPolicy, PlanExecutor, TaskResult
-from .journal import FINISHED_RUN_STATUSES, RunJournal, RunRecord, check_run_id, check_session_id, new_run_id
+from .journal import (FINISHED_RUN_STATUSES, LeaseLostError, RunJournal, RunRecord, check_run_id, check_session_id,
+                      new_run_id)
 from .plan import Plan
 from .recovery import Unavailable
 from .registry import ToolRegistry
@@ -249,6 +250,8 @@ class Orchestrator:
 
     def resume_stream(self, run_id: str, *, approve: Any = None) -> Iterator[Event]:
         record = self.journal.get_run(check_run_id(run_id))
+        # Refused while another live process drives the run (before touching its state); see _drive.
+        self.journal.check_not_driven(run_id, self.settings.run_lease_s)
         graph = self._graph_of(record)
         config = self._config(run_id)
         snapshot = graph.get_state(config)
@@ -451,20 +454,26 @@ class Orchestrator:
     def _drive(self, run_id: str, graph_input: Any, graph: Any = None) -> Iterator[Event]:
         waiting = None
         graph = graph if graph is not None else self.graph
-        try:
-            for mode, payload in graph.stream(graph_input, self._config(run_id), stream_mode=["custom", "updates"]):
-                if mode == "custom" and isinstance(payload, Event):
-                    yield payload
-                elif mode == "updates" and "__interrupt__" in payload:
-                    # Not announced yet: the stream is drained first, so the interrupt is in the checkpoint
-                    # (saved in the background) before a caller can react to run_interrupted by resuming,
-                    # which reads that checkpoint; announced at once, a quick resume raced the save.
-                    waiting = payload["__interrupt__"][0].value["tasks"]
-        except Exception as exc:
-            message = str(exc) if isinstance(exc, AnymodaError) else f"{type(exc).__name__}: {exc}"
-            self.journal.update_run(run_id, status="failed", error=message)
-            yield Event("run_failed", run_id, data={"error": message})
-            return
+        # One driver per run: the lease (journal.py) refuses a second process with RunBusyError naming
+        # the first, and stops this one with LeaseLostError if it stalls and is taken over.
+        with self.journal.lease(run_id, self.settings.run_lease_s) as lease:
+            try:
+                for mode, payload in graph.stream(graph_input, self._config(run_id), stream_mode=["custom", "updates"]):
+                    lease.check()
+                    if mode == "custom" and isinstance(payload, Event):
+                        yield payload
+                    elif mode == "updates" and "__interrupt__" in payload:
+                        # Not announced yet: the stream is drained first, so the interrupt is in the checkpoint
+                        # (saved in the background) before a caller can react to run_interrupted by resuming,
+                        # which reads that checkpoint; announced at once, a quick resume raced the save.
+                        waiting = payload["__interrupt__"][0].value["tasks"]
+            except LeaseLostError:
+                raise  # the run is someone else's now: nothing of it is recorded from here
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, AnymodaError) else f"{type(exc).__name__}: {exc}"
+                self.journal.update_run(run_id, status="failed", error=message)
+                yield Event("run_failed", run_id, data={"error": message})
+                return
         if waiting is not None:
             yield Event("approval_needed", run_id, data={"tasks": waiting})
             yield Event("run_interrupted", run_id, data={"waiting": waiting})

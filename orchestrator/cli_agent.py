@@ -317,6 +317,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.action == "show":
         return _show(orchestrator, args)
     decision = True if args.approve else False if args.deny else None
+    # A run another live process drives is refused before the live tree is drawn: one line, exit 2.
+    orchestrator.journal.check_not_driven(args.run, orchestrator.settings.run_lease_s)
     view = show_run(orchestrator.resume_stream(args.run, approve=decision))
     result = orchestrator.result(view.run_id or args.run)
     return _report(orchestrator, result, args)

@@ -147,6 +147,9 @@ class Settings:
     torch_threads: int | None = None
     planner: LLMSettings = field(default_factory=LLMSettings)
     composer: LLMSettings | None = None  # None: the planner's LLM writes the answers too
+    # A run's driver renews its lease in the journal every quarter of this; another process may take the
+    # run over only once the lease is this old (at once when the owner is a dead process on this host).
+    run_lease_s: float = 60.0
 
     @property
     def store_dir(self) -> Path:
@@ -179,7 +182,7 @@ class Settings:
         for key in ("planner", "composer"):  # a spec string: local, local:MODEL, openai:BASE_URL#MODEL
             if env.get(f"ANYMODA_{key.upper()}"):
                 values[key] = env[f"ANYMODA_{key.upper()}"]
-        for key in ("device", "memory_budget", "offline", "torch_threads"):
+        for key in ("device", "memory_budget", "offline", "torch_threads", "run_lease_s"):
             if f"ANYMODA_{key.upper()}" in env:
                 values[key] = env[f"ANYMODA_{key.upper()}"]
         if "offline" not in values and env.get("HF_HUB_OFFLINE"):
@@ -226,6 +229,16 @@ class Settings:
             if threads < 1:
                 raise ConfigError(f"{source}: torch_threads must be at least 1")
             updates["torch_threads"] = threads
+        if "run_lease_s" in values:
+            try:
+                if isinstance(values["run_lease_s"], bool):  # float(True) would be a 1 s lease
+                    raise TypeError
+                lease = float(values["run_lease_s"])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{source}: run_lease_s must be a number of seconds, got {values['run_lease_s']!r}") from None
+            if not (math.isfinite(lease) and 0.1 <= lease <= 86400):  # float() takes 'nan' and 'inf'
+                raise ConfigError(f"{source}: run_lease_s must be between 0.1 and 86400 seconds, got {values['run_lease_s']!r}")
+            updates["run_lease_s"] = lease
         for role in ("planner", "composer"):
             if values.get(role) not in (None, ""):
                 updates[role] = LLMSettings.parse(values[role], f"{source}: [{role}]")

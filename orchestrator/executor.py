@@ -11,7 +11,9 @@ downstream of it, which are reported as skipped with the reason; everything else
 Per-task timeouts and cancellation stop waiting for a task (a Python thread cannot be killed, so a
 timed-out local task finishes in the background and its late result is ignored). Each finished task
 is written to the :class:`~orchestrator.journal.RunJournal` at once, which is what makes a resumed
-run skip the work already done.
+run skip the work already done. When the caller holds the run's lease (the Orchestrator does), the
+scheduler checks it before each task starts and on every turn of its loop, and stops with
+:class:`~orchestrator.journal.LeaseLostError` once another process has taken the run over.
 
 :class:`ExecutionHooks` let the caller (the agent) say, before a task starts, that its tool cannot
 run here (status ``unavailable``, dependants skipped), adjust its arguments (text read aloud never
@@ -245,6 +247,8 @@ class PlanExecutor:
             def progress(done: float, total: float | None, message: str, task_id: str = task_id) -> None:
                 inbox.put(("progress", task_id, attempt, (done, total, message)))
 
+            # A driver that stalled past its lease must not start a task its successor runs too.
+            self.journal.check_lease(run_id)
             future = self.runner.submit(spec, progress)
             deadline = time.monotonic() + self.policy.timeout_s if self.policy.timeout_s else None
             running[task_id] = (attempt, deadline, future)
@@ -318,6 +322,9 @@ class PlanExecutor:
                    "task_failed")
 
         while True:
+            # Taken over (this process stalled past its run lease): stop here and write nothing; the new
+            # driver owns the journal. Tasks already running cannot be stopped (threads); their results are dropped.
+            self.journal.check_lease(run_id)
             if cancel.is_set():
                 for task_id, (attempt, _, future) in list(running.items()):
                     future.cancel()

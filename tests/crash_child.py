@@ -1,9 +1,10 @@
 """A run to be killed: tests/test_agent.py starts this as a child process and kill -9s it mid-run.
 
-    python tests/crash_child.py HOME [workflow]
+    python tests/crash_child.py HOME [plan|workflow] [LEASE_S]
 
 starts the plan of :func:`crash_plan` (or the workflow of :func:`crash_workflow`) in a fresh run under ``HOME``, prints the run id (one line)
-and drives the run until it is killed. :class:`GatedWait` is the test-only tool of that plan: it
+and drives the run until it is killed (or, when the test opens the gate, to its end), holding the run's
+lease (``LEASE_S``: ``Settings.run_lease_s``, default the setting's default). :class:`GatedWait` is the test-only tool of that plan: it
 notes every execution in ``HOME/executions.log`` (one line per call: the label), and a call with a
 ``gate`` waits until that file exists, so the test decides when the slow task may finish. The
 test process imports this module too (same tool class in both processes, so the resumed run
@@ -109,60 +110,87 @@ outputs:
 """
 
 
-def build_orchestrator(home: Path):
+def build_orchestrator(home: Path, lease_s: float | None = None):
     from orchestrator.agent import Orchestrator
     from orchestrator.compose import Composer
     from orchestrator.config import Settings
     from orchestrator.registry import ToolRegistry
     from orchestrator.stub_tools import STUB_TOOLS
 
-    settings = Settings.from_dict({"home": str(home), "offline": True, "device": "cpu"})
+    settings = Settings.from_dict({"home": str(home), "offline": True, "device": "cpu",
+                                   **({"run_lease_s": lease_s} if lease_s is not None else {})})
     return Orchestrator(settings=settings, registry=ToolRegistry([*STUB_TOOLS, GatedWait]), planner=None,
                         composer=Composer(None))
 
 
-def run_until_then_kill(tmp_path: Path, home: Path, ready: Callable[[dict[str, str], list[str]], bool],
-                        mode: str = "plan", timeout_s: float = 60.0) -> str:
-    """Start this script as a child process on ``home``, wait until ``ready(task statuses, logged calls)``
-    holds, kill -9 it, and return the run id it printed. For the tests' crash-and-resume cases."""
+def start_child(tmp_path: Path, home: Path, mode: str = "plan", lease_s: float | None = None,
+                timeout_s: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Start this script as a child process driving a new run on ``home``; the child and its run id.
+    Its stderr goes to ``tmp_path / 'child.err'``."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, str(Path(__file__).resolve()), str(home), mode] + ([str(lease_s)] if lease_s is not None else [])
+    with open(tmp_path / "child.err", "w") as err:
+        child = subprocess.Popen(argv, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    first_line: list[str] = []
+    reader = threading.Thread(target=lambda: first_line.append(child.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    run_id = (first_line or [""])[0].strip()
+    if not re.fullmatch(r"run-[0-9a-f]{16}", run_id):
+        stop_child(child)
+        raise AssertionError((first_line, (tmp_path / "child.err").read_text()))
+    return child, run_id
+
+
+def wait_until(tmp_path: Path, home: Path, child: subprocess.Popen, run_id: str,
+               ready: Callable[[dict[str, str], list[str]], bool], timeout_s: float = 60.0) -> None:
+    """Poll until ``ready(task statuses, logged calls)`` holds while the child lives."""
     from orchestrator.journal import RunJournal
 
-    repo = Path(__file__).resolve().parents[1]
+    journal = RunJournal(home / "runs.sqlite")
     log = home / "executions.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-    with open(tmp_path / "child.err", "w") as err:
-        child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(home), mode], cwd=repo, env=env,
-                                 stdout=subprocess.PIPE, stderr=err, text=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = {t.task: t.status for t in journal.tasks(run_id)}
+        calls = log.read_text().split() if log.exists() else []
+        if ready(rows, calls):
+            return
+        assert child.poll() is None, (child.returncode, (tmp_path / "child.err").read_text())
+        assert time.monotonic() < deadline, (rows, calls)
+        time.sleep(0.02)
+
+
+def stop_child(child: subprocess.Popen) -> None:
+    """Make sure the child is gone (a stopped one too) and its pipe closed."""
+    if child.poll() is None:
+        try:
+            os.kill(child.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        child.kill()
+        child.wait(10)
+    if child.stdout is not None:
+        child.stdout.close()
+
+
+def run_until_then_kill(tmp_path: Path, home: Path, ready: Callable[[dict[str, str], list[str]], bool],
+                        mode: str = "plan", timeout_s: float = 60.0, lease_s: float | None = None) -> str:
+    """Start this script as a child process on ``home``, wait until ``ready(task statuses, logged calls)``
+    holds, kill -9 it, and return the run id it printed. For the tests' crash-and-resume cases."""
+    child, run_id = start_child(tmp_path, home, mode, lease_s, timeout_s)
     try:
-        first_line: list[str] = []
-        reader = threading.Thread(target=lambda: first_line.append(child.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout_s)
-        run_id = (first_line or [""])[0].strip()
-        assert re.fullmatch(r"run-[0-9a-f]{16}", run_id), (first_line, (tmp_path / "child.err").read_text())
-        journal = RunJournal(home / "runs.sqlite")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            rows = {t.task: t.status for t in journal.tasks(run_id)}
-            calls = log.read_text().split() if log.exists() else []
-            if ready(rows, calls):
-                break
-            assert child.poll() is None, (child.returncode, (tmp_path / "child.err").read_text())
-            assert time.monotonic() < deadline, (rows, calls)
-            time.sleep(0.02)
+        wait_until(tmp_path, home, child, run_id, ready, timeout_s)
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
-        child.stdout.close()
+        stop_child(child)
     assert child.returncode == -signal.SIGKILL
     return run_id
 
 
-def main(home: Path, mode: str = "plan") -> None:
-    orch = build_orchestrator(home)
+def main(home: Path, mode: str = "plan", lease_s: str | None = None) -> None:
+    orch = build_orchestrator(home, float(lease_s) if lease_s is not None else None)
     if mode == "workflow":
         from orchestrator.workflow import Workflow
 
@@ -179,4 +207,4 @@ if __name__ == "__main__":
     # Run as a script this module is __main__: use the importable copy, the one the test process uses.
     import crash_child
 
-    crash_child.main(Path(sys.argv[1]), *sys.argv[2:3])
+    crash_child.main(Path(sys.argv[1]), *sys.argv[2:4])
