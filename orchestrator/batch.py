@@ -29,7 +29,7 @@ from .artifacts import ArtifactKind
 from .errors import AnymodaError, InvalidInputError
 from .journal import new_run_id
 from .store import extension_for
-from .workflow import Workflow
+from .workflow import Workflow, safe_filename
 
 STATE_FILE = "batch-state.jsonl"
 FILE_KINDS = (ArtifactKind.IMAGE, ArtifactKind.AUDIO, ArtifactKind.VIDEO, ArtifactKind.TIME_SERIES)
@@ -180,7 +180,8 @@ def save_outputs(store: Any, result: Any, folder: Path) -> dict[str, Any]:
         paths, texts = [], []
         for index, artifact_id in enumerate(ids):
             artifact = store.get(artifact_id, session=result.session)
-            stem = f"{name}-{index}" if isinstance(value, list) else name
+            # Output names are checked when a workflow file is read, but a Workflow can be built in code.
+            stem = safe_filename(f"{name}-{index}" if isinstance(value, list) else name, fallback="output")
             folder.mkdir(parents=True, exist_ok=True)
             paths.append(str(store.export(artifact_id, folder / f"{stem}{extension_for(artifact.mime)}",
                                           session=result.session)))
@@ -188,6 +189,14 @@ def save_outputs(store: Any, result: Any, folder: Path) -> dict[str, Any]:
                 texts.append(str(store.load(artifact_id, session=result.session))[:INLINE_TEXT_CHARS])
         saved[name] = {"files": paths, **({"text": texts if isinstance(value, list) else texts[0]} if texts else {})}
     return saved
+
+
+def csv_cell(value: Any) -> str:
+    """A cell a spreadsheet shows as text: one that starts with = + - @, a tab or a carriage return (a
+    batch file named ``=HYPERLINK(...).csv``, an OCR'd formula) would be run as a formula, so it gets a
+    leading ``'``, as OWASP's CSV-injection advice says."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _saved_outputs_exist(row: dict[str, Any]) -> bool:
@@ -206,9 +215,10 @@ def _unique_stems(files: list[Path]) -> dict[Path, str]:
     stems: dict[Path, str] = {}
     used: set[str] = set()
     for path in files:
-        stem, n = path.stem or "file", 2
+        base = safe_filename(path.stem, fallback="file")
+        stem, n = base, 2
         while stem in used:
-            stem, n = f"{path.stem}-{n}", n + 1
+            stem, n = f"{base}-{n}", n + 1
         used.add(stem)
         stems[path] = stem
     return stems
@@ -222,8 +232,10 @@ def _write_tables(rows: list[BatchRow], workflow: Workflow, out: Path) -> tuple[
             handle.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
     jsonl_path.with_suffix(".jsonl.part").replace(jsonl_path)
     with open(csv_path.with_suffix(".csv.part"), "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "status", "run", "seconds", *names, "error"])
+        # Every cell quoted, so that a separator inside one cannot start another in a spreadsheet set to
+        # another separator; file names, texts and errors come from outside (csv_cell).
+        writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+        writer.writerow([csv_cell(c) for c in ["file", "status", "run", "seconds", *names, "error"]])
         for row in rows:
             cells = []
             for name in names:
@@ -231,6 +243,7 @@ def _write_tables(rows: list[BatchRow], workflow: Workflow, out: Path) -> tuple[
                 text = value.get("text")
                 cells.append(" | ".join(text) if isinstance(text, list) else text if text else
                              " ".join(value.get("files", [])))
-            writer.writerow([row.file, row.status, row.run or "", f"{row.seconds:.2f}", *cells, row.error or ""])
+            writer.writerow([csv_cell(c) for c in [row.file, row.status, row.run or "", f"{row.seconds:.2f}", *cells,
+                                                   row.error or ""]])
     csv_path.with_suffix(".csv.part").replace(csv_path)
     return csv_path, jsonl_path

@@ -21,7 +21,7 @@ from rich.table import Table
 from .agent import Orchestrator
 from .artifacts import ArtifactKind
 from .errors import InvalidInputError
-from .workflow import Workflow, WorkflowError
+from .workflow import Workflow, WorkflowError, safe_filename
 
 SHIPPED = Path(__file__).resolve().parents[1] / "graphs"
 
@@ -185,7 +185,8 @@ def _show(args: argparse.Namespace, console: Any, out: Any) -> int:
     title = workflow.name + (f" — {workflow.description}" if workflow.description else "")
     out.print(to_mermaid(nodes, edges, title=workflow.name), markup=False, highlight=False, soft_wrap=True)
     if not args.no_png:
-        path = draw_png(nodes, edges, args.output or f"{workflow.name}.png", title=title)
+        # The name comes from the file, which may be someone else's: never a path of its own.
+        path = draw_png(nodes, edges, args.output or f"{safe_filename(workflow.name)}.png", title=title)
         console.print(f"picture: {escape(str(path))}")
     return 0
 
@@ -238,7 +239,7 @@ def add_graph_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--glob", default="*", help="which files of the batch folder (default '*')")
     show = actions.add_parser("show", help="print the workflow as Mermaid and draw it as a PNG")
     show.add_argument("workflow")
-    show.add_argument("--output", "-o", help="the PNG's path (default NAME.png)")
+    show.add_argument("--output", "-o", help="the PNG's path (default NAME.png in this folder, the name made safe as a file name)")
     show.add_argument("--no-png", action="store_true", help="only print the Mermaid text")
     actions.add_parser("list", help="the shipped workflows")
     from_run = actions.add_parser("from-run", help="save a planned run as a workflow file, to re-run without the LLM")

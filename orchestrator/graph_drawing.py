@@ -396,6 +396,7 @@ def _layout(nodes: list[DrawNode], edges: list[DrawEdge]) -> _Layout:
 # ----------------------------------------------------------------------------------------------- PNG
 
 _ELLIPSIS = "…"
+_FIT_MAX_CHARS = 2000
 
 
 def _fit(text: str, width_in: float, size_pt: float, *, weight: str = "normal", style: str = "normal") -> str:
@@ -404,12 +405,16 @@ def _fit(text: str, width_in: float, size_pt: float, *, weight: str = "normal", 
     from matplotlib.textpath import text_to_path
 
     text = " ".join(text.split())
+    # Measuring costs time per character: a workflow file's megabyte-long description must not hang the
+    # drawing, so a longer text is cut first (and then always ends in the ellipsis).
+    cut = len(text) > _FIT_MAX_CHARS
+    text = text[:_FIT_MAX_CHARS]
     font = FontProperties(family="DejaVu Sans", size=size_pt, weight=weight, style=style)
 
     def width(candidate: str) -> float:
         return text_to_path.get_text_width_height_descent(candidate, font, ismath=False)[0] / 72
 
-    if width(text) <= width_in:
+    if not cut and width(text) <= width_in:
         return text
     low, high = 0, len(text)  # longest prefix that fits together with the ellipsis
     while low < high:

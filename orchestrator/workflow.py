@@ -37,6 +37,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import reprlib
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,51 @@ EMBEDDED_REFERENCE = re.compile(r"\{\$(?P<name>[A-Za-z][A-Za-z0-9_-]{0,31})(?:\.
 FAN_OUT_MODES = ("crops", "items", "lines", "each")
 CONDITION_FUNCTIONS = ("count", "len", "lower", "upper", "strip", "float", "int")
 MAX_NODES = 64
+# Limits on what a workflow file may make us do. A file is written by someone else as often as not
+# (shared, downloaded); YAML anchors let 600 bytes stand for gigabytes, and Python's parser and PyYAML's
+# composer recurse, so each is bounded before anything looks at the values.
+MAX_FILE_BYTES = 1_000_000
+MAX_YAML_VALUES = 100_000  # values after every alias is expanded (the shipped workflows have ~100)
+MAX_YAML_CHARS = 2_000_000  # characters of text after every alias is expanded
+MAX_YAML_DEPTH = 48
+MAX_CONDITION_CHARS = 500
+MAX_CONDITION_DEPTH = 24
+MAX_NAME_CHARS = 100
+MAX_SHOWN_CHARS = 60  # a value from the file quoted back in a message
+MAX_PROBLEM_CHARS = 300
+MAX_PROBLEMS = 40
+_ARGUMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 2, 4, 4, 3
+_SHOWN.maxstring, _SHOWN.maxother = MAX_SHOWN_CHARS, MAX_SHOWN_CHARS
+
+
+def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``value`` quoted for a message, at most about ``limit`` characters: a long text is cut with an
+    ellipsis and its length, a big list or mapping shows its first items (reprlib never builds the
+    whole repr, so a huge value costs nothing)."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    text = _SHOWN.repr(value)
+    return text if len(text) <= limit + 20 else f"{text[:limit]}… ({type(value).__name__})"
+
+
+def bounded(message: str, limit: int = MAX_PROBLEM_CHARS) -> str:
+    """A message cut to ``limit`` characters (with an ellipsis and its full length) where it is longer."""
+    return message if len(message) <= limit else f"{message[:limit]}… ({len(message)} characters in all)"
+
+
+def safe_filename(name: str, fallback: str = "workflow", limit: int = 48) -> str:
+    """``name`` (a workflow's, an output's: from a file someone else wrote) as one file name in the
+    current folder: no separators, no '..', no leading dot or dash, no control characters, and short
+    enough (``limit`` characters, at most 4 bytes each) for a 255-byte file name with its extension."""
+    text = unicodedata.normalize("NFKC", str(name))
+    text = re.sub(r"[^\w .-]+", "-", text)  # \w: letters and digits of any script, and '_'
+    text = re.sub(r"\.{2,}", ".", text)
+    text = re.sub(r"-{2,}", "-", re.sub(r" {2,}", " ", text)).strip(" .-_")[:limit].rstrip(" .-")
+    return text or fallback
 
 
 @dataclass(frozen=True)
@@ -162,7 +209,12 @@ class WorkflowError(InvalidInputError):
     def __init__(self, source: str, problems: list[WorkflowProblem]):
         self.source = source
         self.problems = sorted(problems, key=lambda p: p.line)
-        super().__init__("\n".join(f"{source}:{p.line}: {p.message}" for p in self.problems))
+        # Every message may quote the file; bounded here whatever a check above forgot to bound.
+        where = bounded(source, MAX_NAME_CHARS)
+        lines = [f"{where}:{p.line}: {bounded(p.message)}" for p in self.problems[:MAX_PROBLEMS]]
+        if len(self.problems) > MAX_PROBLEMS:
+            lines.append(f"{where}: … and {len(self.problems) - MAX_PROBLEMS} more problem(s)")
+        super().__init__("\n".join(lines))
 
 
 # ---------------------------------------------------------------------------------- YAML with lines
@@ -175,8 +227,67 @@ class _Mapping(dict):
     key_lines: dict[str, int]
 
 
+class _Refused(yaml.composer.ComposerError):
+    """Valid YAML that this loader will not expand (too big, too deep, an alias inside itself)."""
+
+
 class _LineLoader(yaml.SafeLoader):
-    pass
+    """PyYAML's safe loader, counting as it composes: what the document would be with every alias
+    expanded (values, characters) and how deep it nests, refused at the alias or value that goes over
+    a limit, before anything is constructed (construction shares an anchor's value among its aliases,
+    but everything after it — messages, JSON, the run's state — would expand them)."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self._expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (values, characters) once composed
+        self._values = self._characters = self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)  # raises for an undefined alias
+            size = self._expanded.get(id(node))
+            alias = f"alias *{event.anchor[:40]}" + ("…" if len(event.anchor) > 40 else "")
+            if size is None:  # its anchor's value is still being composed: the alias is inside it
+                raise _Refused(None, None, f"{alias} is used inside the value it names, which "
+                                                              "would never end", event.start_mark)
+            self._count(*size, event.start_mark, alias)
+            return node
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _Refused(None, None, f"values nested more than {MAX_YAML_DEPTH} deep",
+                                              event.start_mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, yaml.ScalarNode):
+            size = (1, len(node.value))
+            self._count(*size, event.start_mark, "this value")
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else [c for pair in node.value for c in pair]
+            inside = [self._expanded[id(child)] for child in children]
+            size = (1 + sum(v for v, _ in inside), sum(c for _, c in inside))
+            self._count(1, 0, event.start_mark, "this value")
+        self._expanded[id(node)] = size
+        return node
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:  # 2021-13-45 as a date, an int of 5000 digits
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read this value ({exc})",
+                                                    node.start_mark) from None
+
+    def _count(self, values: int, characters: int, mark: Any, what: str) -> None:
+        self._values += values
+        self._characters += characters
+        if self._values > MAX_YAML_VALUES or self._characters > MAX_YAML_CHARS:
+            limit = (f"{MAX_YAML_VALUES} values" if self._values > MAX_YAML_VALUES
+                     else f"{MAX_YAML_CHARS} characters of text")
+            raise _Refused(None, None, f"{what} takes the workflow past {limit} once every alias is "
+                                                          "expanded (anchors and aliases repeat values; a workflow "
+                                                          "needs far fewer)", mark)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
@@ -187,9 +298,10 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str):
-            raise yaml.constructor.ConstructorError(None, None, f"keys must be names, got {key!r}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"keys must be names, got {shown(key)}",
+                                                    key_node.start_mark)
         if key in mapping:
-            raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"{shown(key)} is given twice", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.key_lines[key] = key_node.start_mark.line + 1
     return mapping
@@ -226,9 +338,17 @@ class Workflow:
         """Read and validate a workflow file (against ``registry``, the default one if None)."""
         path = Path(path)
         if not path.is_file():
-            raise InvalidInputError(f"workflow file {str(path)!r} does not exist or is not a regular file")
+            raise InvalidInputError(f"workflow file {shown(str(path))} does not exist or is not a regular file")
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise InvalidInputError(f"workflow file {shown(str(path))} cannot be read ({exc.strerror})") from None
+        if len(data) > MAX_FILE_BYTES:
+            raise WorkflowError(str(path), [WorkflowProblem(1, f"over {MAX_FILE_BYTES} bytes; a workflow file is "
+                                                               "a few kilobytes")])
+        try:
+            text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise WorkflowError(str(path), [WorkflowProblem(1, f"not UTF-8 text ({exc.reason})")]) from None
         return cls.loads(text, source=str(path), registry=registry)
@@ -236,14 +356,20 @@ class Workflow:
     @classmethod
     def loads(cls, text: str, *, source: str = "<workflow>", registry: ToolRegistry | None = None,
               check: bool = True) -> Workflow:
+        if len(text) > MAX_FILE_BYTES:
+            raise WorkflowError(source, [WorkflowProblem(1, f"over {MAX_FILE_BYTES} characters; a workflow is a few "
+                                                            "thousand")])
         try:
             data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 1
-            raise WorkflowError(source, [WorkflowProblem(line, f"not valid YAML: {exc.problem or exc.context}")]) from None
+            prefix = "" if isinstance(exc, _Refused) else "not valid YAML: "
+            raise WorkflowError(source, [WorkflowProblem(line, f"{prefix}{exc.problem or exc.context}")]) from None
         except yaml.YAMLError as exc:
             raise WorkflowError(source, [WorkflowProblem(1, f"not valid YAML: {exc}")]) from None
+        except RecursionError:  # the composer's depth limit should come first; this is the backstop
+            raise WorkflowError(source, [WorkflowProblem(1, "not valid YAML: nested too deeply")]) from None
         workflow, problems = cls._build(data, source)
         if check:
             workflow.validate(registry or ToolRegistry.default(), earlier=problems)
@@ -271,10 +397,15 @@ class Workflow:
             raise WorkflowError(source, [WorkflowProblem(1, "a workflow is a mapping with name, inputs, nodes, outputs")])
         unknown = set(data) - {"name", "description", "inputs", "nodes", "outputs"}
         for key in sorted(unknown):
-            problem(_line(data, key), f"unknown key {key!r} (a workflow has name, description, inputs, nodes, outputs)")
+            problem(_line(data, key), f"unknown key {shown(key)} (a workflow has name, description, inputs, nodes, "
+                                      "outputs)")
         name = data.get("name", Path(source).stem if source != "<workflow>" else "workflow")
         if not isinstance(name, str) or not name.strip():
             problem(_line(data, "name"), "'name' must be a non-empty text")
+            name = "workflow"
+        elif len(name.strip()) > MAX_NAME_CHARS or any(unicodedata.category(c)[0] == "C" for c in name.strip()):
+            problem(_line(data, "name"), f"'name' must be one line of at most {MAX_NAME_CHARS} characters, without "
+                                         f"control characters, got {shown(name)}")
             name = "workflow"
         description = data.get("description", "") or ""
         if not isinstance(description, str):
@@ -651,7 +782,7 @@ def parse_value(value: Any) -> Any:
     if value.startswith("$"):
         match = REFERENCE.fullmatch(value.strip())
         if match is None:
-            raise ValueError(f"{value!r} is not a reference: write $input, $node, $node.output or $item "
+            raise ValueError(f"{shown(value)} is not a reference: write $input, $node, $node.output or $item "
                              "(or $$ for a literal '$')")
         return Reference(match["name"], match["output"])
     parts = tuple(Reference(m["name"], m["output"]) for m in EMBEDDED_REFERENCE.finditer(value))
@@ -659,7 +790,13 @@ def parse_value(value: Any) -> Any:
 
 
 def parse_condition(text: str) -> Condition:
-    """``count($detect.detections) > 0 and $classify.label != "cat"``: a small, safe expression language."""
+    """``count($detect.detections) > 0 and $classify.label != "cat"``: a small, safe expression language.
+
+    Everything that can be known without the values is checked here, so that a condition that
+    validates can only fail at run time on what the values turn out to be (a text where a number was
+    expected), never on how it is written."""
+    if len(text) > MAX_CONDITION_CHARS:
+        raise ValueError(f"condition {shown(text)} is longer than {MAX_CONDITION_CHARS} characters")
     references: list[Reference] = []
 
     def placeholder(match: re.Match) -> str:
@@ -668,27 +805,50 @@ def parse_condition(text: str) -> Condition:
 
     source = re.sub(r"\$(?P<name>[A-Za-z][A-Za-z0-9_-]{0,31})(?:\.(?P<output>[a-z][a-z0-9_]*))?", placeholder, text)
     if "$" in source:
-        raise ValueError(f"condition {text!r}: a '$' that starts no reference")
+        raise ValueError(f"condition {shown(text)}: a '$' that starts no reference")
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ValueError(f"condition {text!r} is not an expression ({exc.msg})") from None
+        raise ValueError(f"condition {shown(text)} is not an expression ({exc.msg})") from None
+    except (RecursionError, MemoryError):  # CPython's parser gives up on deep nesting in these ways too
+        raise ValueError(f"condition {shown(text)} nests more than {MAX_CONDITION_DEPTH} deep") from None
     allowed = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Compare, ast.Eq, ast.NotEq,
                ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Name, ast.Load, ast.Constant, ast.Call,
                ast.Subscript)
-    for item in ast.walk(tree):
+    # Iteratively, with depths: the evaluator recurses, so depth is what must be bounded.
+    callees = {id(item.func) for item in ast.walk(tree) if isinstance(item, ast.Call)}
+    placeholders: list[int] = []
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_CONDITION_DEPTH:
+            raise ValueError(f"condition {shown(text)} nests more than {MAX_CONDITION_DEPTH} deep")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(item))
         if not isinstance(item, allowed):
-            raise ValueError(f"condition {text!r} uses {type(item).__name__}, which conditions do not allow "
+            raise ValueError(f"condition {shown(text)} uses {type(item).__name__}, which conditions do not allow "
                              "(allowed: comparisons, and/or/not, in, [index], " + ", ".join(CONDITION_FUNCTIONS) + ")")
-        if isinstance(item, ast.Name) and not (re.fullmatch(r"__r\d+", item.id) or item.id in CONDITION_FUNCTIONS):
-            raise ValueError(f"condition {text!r}: unknown name {item.id!r}; references start with '$'")
+        if isinstance(item, ast.Name):
+            if item.id in CONDITION_FUNCTIONS and id(item) not in callees:
+                raise ValueError(f"condition {shown(text)}: {item.id} is a function; call it on a value, like "
+                                 f"{item.id}($node.output)")
+            number = re.fullmatch(r"__r(\d{1,4})", item.id)
+            if number is not None and int(number[1]) < len(references) and id(item) not in callees:
+                placeholders.append(int(number[1]))
+            elif item.id not in CONDITION_FUNCTIONS or id(item) not in callees:
+                raise ValueError(f"condition {shown(text)}: unknown name {shown(item.id)}; references start with '$'")
         if isinstance(item, ast.Call) and (not isinstance(item.func, ast.Name) or item.func.id not in CONDITION_FUNCTIONS
                                            or len(item.args) != 1 or item.keywords):
-            raise ValueError(f"condition {text!r}: only one-argument calls of {', '.join(CONDITION_FUNCTIONS)}")
+            raise ValueError(f"condition {shown(text)}: only one-argument calls of {', '.join(CONDITION_FUNCTIONS)}")
         if isinstance(item, ast.Subscript) and not isinstance(item.slice, (ast.Constant, ast.UnaryOp)):
-            raise ValueError(f"condition {text!r}: an index must be a constant, like [0] or ['label']")
+            raise ValueError(f"condition {shown(text)}: an index must be a constant, like [0] or ['label']")
         if isinstance(item, ast.Constant) and not isinstance(item.value, (str, int, float, bool, type(None))):
-            raise ValueError(f"condition {text!r}: constants are numbers, texts, true/false, None")
+            raise ValueError(f"condition {shown(text)}: constants are numbers, texts, True/False, None")
+    # Each reference became one placeholder name; any other count means a placeholder was typed in
+    # (``__r0 == 1``) or a reference was written inside quotes, where it would be a literal text.
+    if sorted(placeholders) != list(range(len(references))):
+        if len(placeholders) < len(references):
+            raise ValueError(f"condition {shown(text)}: a $reference inside quotes is not a value; write it unquoted")
+        raise ValueError(f"condition {shown(text)}: names like __r0 are not allowed; references start with '$'")
     return Condition(text, tree, tuple(references))
 
 
@@ -702,7 +862,8 @@ def _parse_inputs(raw: Any, parent: Any, problem) -> list[WorkflowInput]:
     for name, spec in raw.items():
         line = _line(raw, name)
         if not TASK_ID.match(name) or name == ITEM:
-            problem(line, f"input name {name!r}: letters, digits, '_' or '-', starting with a letter (and not 'item')")
+            problem(line, f"input name {shown(name)}: letters, digits, '_' or '-', starting with a letter, at most 32 "
+                          "(and not 'item')")
             continue
         if isinstance(spec, str):
             spec = {"kind": spec}
@@ -711,18 +872,26 @@ def _parse_inputs(raw: Any, parent: Any, problem) -> list[WorkflowInput]:
             continue
         extra = set(spec) - {"kind", "description", "default"}
         if extra:
-            problem(line, f"input {name!r}: unknown key(s) {', '.join(sorted(extra))} (kind, description, default)")
+            problem(line, f"input {name!r}: unknown key(s) {', '.join(shown(k) for k in sorted(extra)[:5])} "
+                          "(kind, description, default)")
+        if not isinstance(spec.get("kind", ""), str):
+            problem(line, f"input {name!r}: 'kind' is a kind's name, like image or text, got {shown(spec['kind'])}")
+            continue
         try:
             kind = ArtifactKind.parse(spec.get("kind", ""))
         except InvalidInputError as exc:
             problem(line, f"input {name!r}: {exc}")
             continue
+        description = spec.get("description", "") or ""
+        if not isinstance(description, str):
+            problem(line, f"input {name!r}: 'description' must be text, got {shown(description)}")
+            description = ""
         default = spec.get("default")
         if default is not None and kind is ArtifactKind.TEXT and not isinstance(default, str):
             problem(line, f"input {name!r}: a text input's default must be text")
         elif default is not None and kind not in (ArtifactKind.TEXT, ArtifactKind.JSON):
             problem(line, f"input {name!r}: only text and json inputs can have a default; a {kind.value} comes from a file")
-        inputs.append(WorkflowInput(name, kind, str(spec.get("description", "") or ""), default, line))
+        inputs.append(WorkflowInput(name, kind, description, default, line))
     return inputs
 
 
@@ -736,17 +905,23 @@ def _parse_nodes(raw: Any, parent: Any, problem) -> list[WorkflowNode]:
     for name, spec in raw.items():
         line = _line(raw, name)
         if not TASK_ID.match(name) or name == ITEM:
-            problem(line, f"node name {name!r}: letters, digits, '_' or '-', starting with a letter, at most 32 (and not 'item')")
+            problem(line, f"node name {shown(name)}: letters, digits, '_' or '-', starting with a letter, at most 32 "
+                          "(and not 'item')")
             continue
         if not isinstance(spec, dict):
             problem(line, f"node {name!r} must be a mapping with 'tool' and 'args'")
             continue
         extra = set(spec) - {"tool", "args", "when", "for_each", "model", "description"}
         for key in sorted(extra):
-            problem(_line(spec, key, line), f"node {name!r}: unknown key {key!r} (tool, args, when, for_each, model, description)")
+            problem(_line(spec, key, line), f"node {name!r}: unknown key {shown(key)} (tool, args, when, for_each, "
+                                            "model, description)")
         tool = spec.get("tool")
         if not isinstance(tool, str) or not tool.strip():
             problem(line, f"node {name!r} needs 'tool: <tool name>'")
+            continue
+        if len(tool.strip()) > MAX_NAME_CHARS or "\n" in tool.strip():
+            problem(_line(spec, "tool", line), f"node {name!r}: {shown(tool)} is not a tool name (anymoda tools lists "
+                                               "them)")
             continue
         raw_args = spec.get("args", {}) or {}
         if not isinstance(raw_args, dict):
@@ -754,6 +929,10 @@ def _parse_nodes(raw: Any, parent: Any, problem) -> list[WorkflowNode]:
             raw_args = {}
         args, arg_lines = {}, {}
         for argument, value in raw_args.items():
+            if not _ARGUMENT_NAME.match(argument):
+                problem(_line(raw_args, argument, line), f"node {name!r}: {shown(argument)} is not an argument name "
+                                                         "(letters, digits and '_')")
+                continue
             arg_lines[argument] = _line(raw_args, argument, line)
             try:
                 args[argument] = parse_value(value)
@@ -776,11 +955,16 @@ def _parse_nodes(raw: Any, parent: Any, problem) -> list[WorkflowNode]:
             except ValueError as exc:
                 problem(_line(spec, "for_each", line), f"node {name!r}, for_each: {exc}")
         model = spec.get("model")
-        if model is not None and (not isinstance(model, str) or not model.strip()):
-            problem(_line(spec, "model", line), f"node {name!r}: 'model' is a model id or path")
+        if model is not None and (not isinstance(model, str) or not model.strip() or len(model) > 1000):
+            problem(_line(spec, "model", line), f"node {name!r}: 'model' is a model id or path, got {shown(model)}")
             model = None
-        nodes.append(WorkflowNode(name, tool.strip(), args, when, for_each, model, str(spec.get("description", "") or ""),
-                                  line, arg_lines, _line(spec, "tool", line)))
+        description = spec.get("description", "") or ""
+        if not isinstance(description, str):
+            problem(_line(spec, "description", line), f"node {name!r}: 'description' must be text, got "
+                                                      f"{shown(description)}")
+            description = ""
+        nodes.append(WorkflowNode(name, tool.strip(), args, when, for_each, model, description, line, arg_lines,
+                                  _line(spec, "tool", line)))
     return nodes
 
 
@@ -788,7 +972,7 @@ def _parse_fan_out(raw: Any) -> FanOut:
     if isinstance(raw, str):
         value = parse_value(raw)
         if not isinstance(value, Reference):
-            raise ValueError(f"{raw!r} is not a reference like $node.output")
+            raise ValueError(f"{shown(raw)} is not a reference like $node.output")
         return FanOut("each", value)
     if not isinstance(raw, dict):
         raise ValueError("write $node.output (each output of a fan-out node), {crops: $detections, of: $image}, "
@@ -800,7 +984,7 @@ def _parse_fan_out(raw: Any) -> FanOut:
     mode = modes[0]
     source = parse_value(raw[mode])
     if not isinstance(source, Reference):
-        raise ValueError(f"{mode}: {raw[mode]!r} is not a reference")
+        raise ValueError(f"{mode}: {shown(raw[mode])} is not a reference")
     image = None
     if mode == "crops":
         image = parse_value(raw.get("of"))
@@ -821,7 +1005,7 @@ def _parse_outputs(raw: Any, parent: Any, problem) -> list[WorkflowOutput]:
     for name, value in raw.items():
         line = _line(raw, name)
         if not TASK_ID.match(name):
-            problem(line, f"output name {name!r}: letters, digits, '_' or '-', starting with a letter")
+            problem(line, f"output name {shown(name)}: letters, digits, '_' or '-', starting with a letter, at most 32")
             continue
         try:
             reference = parse_value(value)
@@ -829,7 +1013,7 @@ def _parse_outputs(raw: Any, parent: Any, problem) -> list[WorkflowOutput]:
             problem(line, f"output {name!r}: {exc}")
             continue
         if not isinstance(reference, Reference):
-            problem(line, f"output {name!r} must be a reference like $node.output, got {value!r}")
+            problem(line, f"output {name!r} must be a reference like $node.output, got {shown(value)}")
             continue
         outputs.append(WorkflowOutput(name, reference, line))
     return outputs

@@ -26,7 +26,8 @@ from .media import Detections, Masks
 from .plan import validate_plan
 from .registry import ToolRegistry
 from .store import ArtifactStore
-from .workflow import EMBEDDED_REFERENCE, ITEM, Condition, Reference, Template, Workflow, WorkflowNode
+from .workflow import (EMBEDDED_REFERENCE, ITEM, Condition, Reference, Template, Workflow, WorkflowNode, bounded,
+                       shown)
 
 MAX_ITEMS = 256  # a fan-out larger than this is refused rather than flooding the runner
 MIN_CROP_PIXELS = 4
@@ -192,9 +193,11 @@ class WorkflowGraph:
         values = [self._value(r, results, item) for r in condition.references]
         try:
             return bool(_evaluate(condition.tree.body, values))
-        except (TypeError, ValueError, KeyError, IndexError) as exc:
-            raise InvalidInputError(f"node {node.name!r}: the condition '{condition.text}' could not be evaluated "
-                                    f"({type(exc).__name__}: {exc})") from None
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError) as exc:
+            # What the values turned out to be (int('n/a'), an index past the end); how the condition is
+            # written was checked when the workflow was read.
+            raise InvalidInputError(f"node {node.name!r}: the condition {shown(condition.text)} could not be evaluated "
+                                    f"({type(exc).__name__}: {bounded(str(exc), 200)})") from None
 
     def _expand(self, node: WorkflowNode, results: dict[str, TaskResult]) -> list[Any]:
         """The node's items, once everything they come from exists; [] before that or when there are none."""

@@ -1,0 +1,252 @@
+"""Workflow files written to hurt (issue 15): alias bombs, deep nesting, names that are paths,
+conditions that validate but cannot run, formulas in batch results. Each is refused up front with a
+bounded, one-line-per-problem message (exit code 2 on the command line), never a traceback."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from orchestrator.agent import Orchestrator
+from orchestrator.batch import csv_cell, run_batch, save_outputs
+from orchestrator.compose import Composer
+from orchestrator.config import Settings, use_settings
+from orchestrator.registry import ToolRegistry
+from orchestrator.stub_tools import STUB_TOOLS
+from orchestrator.workflow import (MAX_PROBLEMS, MAX_YAML_DEPTH, Workflow, WorkflowError, parse_condition,
+                                   safe_filename, shown)
+
+REPO = Path(__file__).resolve().parents[1]
+REGISTRY = ToolRegistry(STUB_TOOLS)
+GOOD_NODES = "inputs: {image: image}\nnodes:\n  find: {tool: stub-find, args: {image: $image}}\n"
+
+
+def alias_bomb(levels: int, where: str) -> str:
+    """Each anchor a list of ten aliases of the one before: 10**levels strings from a few hundred bytes."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 10) + "]" for k in range(1, levels)]
+    body = "\n".join(lines) + "\n" + GOOD_NODES
+    if where == "outputs":
+        return body + f"outputs:\n  o: *l{levels - 1}\n"
+    return body.replace("args: {image: $image}}", f"args: {{image: $image}}, description: *l{levels - 1}}}")
+
+
+def refused(text: str) -> list[str]:
+    with pytest.raises(WorkflowError) as caught:
+        Workflow.loads(text, source="wf.yaml", registry=REGISTRY)
+    return str(caught.value).splitlines()
+
+
+# ---------------------------------------------------------------------------------- alias expansion
+
+
+@pytest.mark.parametrize("where", ["outputs", "description"])
+def test_an_alias_bomb_is_refused_at_the_alias_by_the_command_line_within_bounded_memory(tmp_path, where):
+    # 10**9 strings once expanded; before the fix this took gigabytes and printed hundreds of MB.
+    # A child process under an address-space limit, so a regression fails here instead of taking the machine.
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb(9, where))
+    assert path.stat().st_size < 1000
+    child = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+        from orchestrator.cli import main
+        sys.exit(main(["graph", "validate", {str(path)!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2, done.stderr[-2000:]
+    printed = done.stdout + done.stderr
+    assert "Traceback" not in printed and len(printed) < 2000
+    assert f"{path}:5: alias *l3 takes the workflow past 100000 values" in printed
+
+
+def test_merge_keys_cannot_multiply_a_mapping_past_the_limit():
+    text = "m0: &m0 {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7, h: 8, i: 9, j: 10}\n"
+    text += "".join(f"m{k}: &m{k} {{<<: [" + ", ".join([f"*m{k - 1}"] * 10) + "]}\n" for k in range(1, 8))
+    found = refused(text + GOOD_NODES)
+    assert len(found) == 1 and "takes the workflow past 100000 values" in found[0] and found[0].startswith("wf.yaml:5:")
+
+
+def test_aliases_of_one_long_text_are_counted_by_their_characters():
+    text = f'big: &big "{"x" * 50_000}"\nmany: [' + ", ".join(["*big"] * 50) + "]\n" + GOOD_NODES
+    found = refused(text)
+    assert len(found) == 1 and "past 2000000 characters of text" in found[0] and found[0].startswith("wf.yaml:2:")
+
+
+def test_an_alias_inside_the_value_it_names_is_refused():
+    found = refused("loop: &loop [1, *loop]\n" + GOOD_NODES)
+    assert found == ["wf.yaml:1: alias *loop is used inside the value it names, which would never end"]
+
+
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ("{a: ", "}"), ("- ", "")])
+def test_deep_nesting_is_one_line_not_a_recursion_error(opening, closing):
+    depth = 5000  # Python's limit is 1000 frames; PyYAML's composer takes ~3 a level
+    start = "deep:\n  " if opening == "- " else "deep: "  # block sequences nest on one line: - - - 1
+    text = start + opening * depth + "1" + closing * depth + "\n"
+    found = refused(text + GOOD_NODES)
+    assert len(found) == 1 and f"values nested more than {MAX_YAML_DEPTH} deep" in found[0]
+
+
+def test_a_workflow_file_over_a_megabyte_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text(GOOD_NODES + "description: " + "x" * 1_100_000 + "\n")
+    with pytest.raises(WorkflowError, match="over 1000000 bytes"):
+        Workflow.load(path, REGISTRY)
+
+
+def test_values_a_file_cannot_hold_are_errors_with_their_line():
+    assert refused("when_made: 2021-13-45\n" + GOOD_NODES)[0].startswith("wf.yaml:1: not valid YAML: cannot read this value")
+    assert refused("n: " + "9" * 5000 + "\n" + GOOD_NODES)[0].startswith("wf.yaml:1: not valid YAML: cannot read this value")
+
+
+def test_every_echoed_value_is_bounded():
+    long_name = "n" * 1000  # PyYAML allows keys up to 1024 characters
+    text = (f"{long_name}: 1\ninputs:\n  {long_name}: image\nnodes:\n  {long_name}: {{tool: stub-find}}\n"
+            f"  find:\n    tool: {'t' * 5000}\n  other:\n    tool: stub-wait\n    args: {{{long_name}: 1}}\n"
+            f"    description: [{', '.join(['x' * 100] * 100)}]\n    when: {'w' * 5000}\n"
+            f"outputs:\n  o: {'y' * 5000}\n  p: ${'z' * 5000}\n")
+    found = refused(text)
+    assert len(found) == 9, found
+    assert all(len(line) < 400 for line in found), max(found, key=len)
+    assert sum("(1000 characters)" in line for line in found) == 4
+    assert sum("(5000 characters)" in line or "(5001 characters)" in line for line in found) == 4
+
+
+def test_the_number_of_problems_shown_is_bounded():
+    text = "".join(f"unknown{k}: 1\n" for k in range(500)) + GOOD_NODES
+    found = refused(text)
+    assert len(found) == MAX_PROBLEMS + 1 and found[-1] == f"wf.yaml: … and {500 - MAX_PROBLEMS} more problem(s)"
+
+
+def test_shown_cuts_texts_and_structures_without_building_them_whole():
+    assert shown("short") == "'short'"
+    assert shown("x" * 1000) == repr("x" * 60) + "… (1000 characters)"
+    nested: list = ["x" * 1000]
+    for _ in range(500):
+        nested = [nested] * 10  # 10**500 items if expanded
+    assert len(shown(nested)) < 100
+
+
+# ---------------------------------------------------------------------------------- conditions
+
+
+@pytest.mark.parametrize("condition, message", [
+    ("__r0 == 1", "unknown name '__r0'"),
+    ("$find.summary == 'a' and __r0 == 1", "names like __r0 are not allowed"),
+    ("int == 1", "int is a function; call it on a value"),
+    ("count == 0", "count is a function"),
+    ("$find.summary == '$find.summary'", "a $reference inside quotes is not a value"),
+    ("not " * 40 + "$find.summary", "nests more than 24 deep"),
+    ("-" * 10_000 + "1", "longer than 500 characters"),
+    ("(" * 300 + "1" + ")" * 300, "longer than 500 characters"),
+])
+def test_conditions_that_would_fail_at_run_time_are_refused_when_read(condition, message):
+    found = refused(GOOD_NODES + f"  check:\n    tool: stub-wait\n    when: {condition!r}\n")
+    assert len(found) == 1 and found[0].startswith("wf.yaml:6: node 'check':") and message in found[0], found
+    assert len(found[0]) < 400
+
+
+def test_a_condition_that_validates_runs():
+    parsed = parse_condition("int($a.b) > 2 and lower($c)[0] == 'x'")
+    assert [str(r) for r in parsed.references] == ["$a.b", "$c"]
+
+
+# ---------------------------------------------------------------------------------- names are not paths
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("../../../tmp/x", "tmp-x"), ("/etc/passwd", "etc-passwd"), ("..", "workflow"), ("grounded-segmentation",
+     "grounded-segmentation"), ("My workflow", "My workflow"), ("a\x00b\nc", "a-b-c"), ("．．／．．／x", "x"),
+    ("\u202eevil", "evil"), ("-rf", "rf"), ("x" * 300, "x" * 48),
+])
+def test_safe_filename_leaves_one_plain_name(name, expected):
+    assert safe_filename(name) == expected
+
+
+@pytest.fixture
+def cli_home(tmp_path, monkeypatch):
+    from orchestrator.config import current_settings
+
+    before = current_settings()
+    use_settings(Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"}))
+    monkeypatch.setattr("orchestrator.registry.ToolRegistry.default", classmethod(lambda cls: REGISTRY))
+    yield tmp_path
+    use_settings(before)
+
+
+def test_graph_show_writes_a_name_with_slashes_into_the_current_folder(cli_home, monkeypatch, capsys):
+    from orchestrator.cli import main
+
+    here = cli_home / "a" / "b" / "c"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    path = cli_home / "evil.yaml"
+    path.write_text("name: ../../../escaped\n" + GOOD_NODES)
+    assert main(["graph", "show", str(path)]) == 0
+    assert (here / "escaped.png").is_file()
+    assert [p.relative_to(cli_home) for p in cli_home.rglob("*.png")] == [Path("a/b/c/escaped.png")]
+
+
+def test_a_name_with_control_characters_or_too_long_is_refused():
+    assert "'name' must be one line" in refused("name: \"a\\nb\"\n" + GOOD_NODES)[0]
+    assert "at most 100 characters" in refused(f"name: {'n' * 200}\n" + GOOD_NODES)[0]
+
+
+# ---------------------------------------------------------------------------------- batch results
+
+
+@pytest.mark.parametrize("cell, expected", [
+    ("=HYPERLINK(\"http://x\",\"y\").png", "'=HYPERLINK(\"http://x\",\"y\").png"), ("+1", "'+1"), ("-1", "'-1"),
+    ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx"), ("photo.png", "photo.png"), ("", ""), (None, ""),
+    ("a=b", "a=b"),
+])
+def test_csv_cells_that_a_spreadsheet_would_run_get_a_quote(cell, expected):
+    assert csv_cell(cell) == expected
+
+
+def test_a_batch_file_named_like_a_formula_is_text_in_results_csv(settings, tmp_path):
+    orchestrator = Orchestrator(settings=settings, registry=REGISTRY, planner=None, composer=Composer(None))
+    try:
+        folder = tmp_path / "in"
+        folder.mkdir()
+        hostile = '=HYPERLINK("https:evil.example","click").png'
+        Image.new("RGB", (32, 32), "red").save(folder / hostile)
+        Image.new("RGB", (32, 32), "blue").save(folder / "+cmd.png")
+        workflow = Workflow.loads(GOOD_NODES + "outputs:\n  summary: $find.summary\n", registry=REGISTRY)
+        report = run_batch(orchestrator, workflow, folder, tmp_path / "out", jobs=1)
+    finally:
+        orchestrator.runner.shutdown()
+    assert [r.status for r in report.rows] == ["done", "done"]
+    raw = (tmp_path / "out" / "results.csv").read_text()
+    table = list(csv.reader(raw.splitlines()))
+    assert [row[0] for row in table[1:]] == ["'+cmd.png", "'" + hostile]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in table for cell in row)
+    assert all(line.startswith('"') for line in raw.splitlines())  # every cell quoted
+    # The saved outputs went into a folder made from the file's name, inside the output folder.
+    for row in report.rows:
+        for value in row.outputs.values():
+            assert all(Path(p).resolve().is_relative_to((tmp_path / "out").resolve()) for p in value["files"])
+
+
+def test_saved_outputs_of_a_workflow_built_in_code_stay_in_their_folder(settings, tmp_path):
+    class Result:
+        session = "s"
+        outputs = {"../../escape": None}
+
+    assert save_outputs(None, Result(), tmp_path / "out") == {}  # nothing produced, nothing written
+    stored = Orchestrator(settings=settings, registry=REGISTRY, planner=None, composer=Composer(None))
+    try:
+        artifact = stored.store.put_value(__import__("orchestrator.artifacts").artifacts.ArtifactKind.TEXT, "hi",
+                                          session="s")
+        Result.outputs = {"../../escape": artifact.id}
+        saved = save_outputs(stored.store, Result(), tmp_path / "out")
+    finally:
+        stored.runner.shutdown()
+    [path] = saved["../../escape"]["files"]
+    assert Path(path).parent == tmp_path / "out" and Path(path).name == "escape.txt"
