@@ -301,9 +301,14 @@ class Orchestrator:
         """Stop a running run: running tasks are abandoned, nothing new starts; resume() continues it."""
         self._cancel_events.setdefault(check_run_id(run_id), threading.Event()).set()
 
-    def result(self, run_id: str) -> RunResult:
-        """What a run has produced so far (finished or not)."""
-        record = self.journal.get_run(check_run_id(run_id))
+    def result(self, run_id: str, *, session: str | None = None) -> RunResult:
+        """What a run has produced so far (finished or not).
+
+        Owner-level: without ``session`` any run of any session is read, as the local owner (the CLI,
+        a script on this machine) may. Anything acting for someone else (the coming HTTP server) must
+        go through that caller's :class:`Session` (``session.result(run_id)``), which passes its id
+        here, so a run of another session is reported as not found."""
+        record = self.journal.get_run(check_run_id(run_id), session=session)
         graph = self._graph_of(record)
         snapshot = graph.get_state(self._config(run_id))
         values = snapshot.values or {}
@@ -512,7 +517,11 @@ def summary_line(record: RunRecord) -> str:
 
 
 class Session:
-    """A conversation: every turn is a run of the same session, so earlier outputs stay referable."""
+    """A conversation: every turn is a run of the same session, so earlier outputs stay referable.
+
+    Also the session-scoped view of the Orchestrator: its runs, results and artifacts are this
+    session's only (another session's are reported as not found). The Orchestrator's own readers
+    (``result``, ``store``, ``journal``) are the local owner's and see every session."""
 
     def __init__(self, orchestrator: Orchestrator, thread_id: str):
         self.orchestrator = orchestrator
@@ -530,6 +539,25 @@ class Session:
     def artifacts(self, kind: ArtifactKind | str | None = None) -> list[Artifact]:
         """Everything this session holds (inputs and outputs of every turn), oldest first."""
         return self.orchestrator.store.list(session=self.id, kind=kind, limit=100_000)
+
+    def result(self, run_id: str) -> RunResult:
+        """A run of this session (another session's is not found)."""
+        return self.orchestrator.result(run_id, session=self.id)
+
+    def resume(self, run_id: str, *, approve: Any = None) -> RunResult:
+        """Continue a run of this session (an approval decision, or after a crash)."""
+        self.orchestrator.journal.get_run(check_run_id(run_id), session=self.id)
+        return self.orchestrator.resume(run_id, approve=approve)
+
+    def artifact(self, artifact_id: str) -> Artifact:
+        """The record of an artifact this session may see."""
+        return self.orchestrator.store.get(artifact_id, session=self.id)
+
+    def load(self, artifact_id: str) -> Any:
+        return self.orchestrator.store.load(artifact_id, session=self.id)
+
+    def export(self, artifact_id: str, destination: str | os.PathLike[str]) -> Path:
+        return self.orchestrator.store.export(artifact_id, destination, session=self.id)
 
     def attach(self, files: Sequence[str | os.PathLike[str]]) -> list[Artifact]:
         return self.orchestrator.ingest([Path(f) for f in files], self.id)

@@ -15,6 +15,10 @@ Safety properties the tests hold us to:
   unreferenced blob, never an index row pointing at partial bytes;
 * ids are checked against a strict pattern before use and blob paths come from our own index, so no
   id can reach outside the store;
+* every read takes ``session=``: given, another session's artifact is reported as not found (one
+  stored without a session is shared by all); ``None`` is owner-level access, for the local owner
+  only (the CLI's ``artifacts`` commands, scripts on this machine). Code acting for someone else
+  passes that caller's session, as :class:`~orchestrator.agent.Session` does;
 * SQLite in WAL mode with a busy timeout, one connection per thread and per process, makes
   concurrent writers from threads and processes safe.
 """
