@@ -6,6 +6,7 @@ JSON-able values for json); :mod:`orchestrator.codecs` turns them into bytes and
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,39 @@ class AudioClip:
 # What a TimeSeries' timestamps count (its time_unit; None: as written, unit unknown).
 TIME_UNIT_EPOCH = "seconds since 1970-01-01 UTC"  # dates and datetimes
 TIME_UNIT_CLOCK = "seconds since 00:00 of the first row's day"  # times of day without dates
+SECONDS_UNITS = (TIME_UNIT_EPOCH, TIME_UNIT_CLOCK)
+
+
+def has_clock_times(timestamps: np.ndarray) -> bool:
+    """Whether any timestamp (in seconds) falls inside a day rather than at its midnight."""
+    return bool(np.any(np.asarray(timestamps, dtype=np.float64) % 86400))
+
+
+def time_text(seconds: float, unit: str | None, clock: bool = True) -> Any:
+    """A timestamp as a person reads it: '2024-02-21' (``clock=False``: no row has a time of day),
+    '2024-02-21 13:45', '13:45 (day 2)'; for any other unit the number itself."""
+    if unit == TIME_UNIT_EPOCH:
+        try:
+            moment = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):  # beyond the years a datetime holds: the number it is
+            return int(seconds) if float(seconds).is_integer() else float(seconds)
+        if not clock:
+            return moment.date().isoformat()
+        return moment.strftime("%Y-%m-%d %H:%M:%S" if moment.second or moment.microsecond else "%Y-%m-%d %H:%M")
+    if unit == TIME_UNIT_CLOCK:
+        day, rest = divmod(int(seconds), 86400)
+        text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}" + (f":{rest % 60:02d}" if rest % 60 else "")
+        return text + (f" (day {day + 1})" if day else "")
+    return int(seconds) if float(seconds).is_integer() else float(seconds)
+
+
+def duration_text(seconds: float) -> str:
+    """A span of seconds in the largest unit that keeps it readable: '7 days', '24 hours', '1.5 minutes'."""
+    for size, name in ((86400 * 365.25, "year"), (86400 * 7, "week"), (86400, "day"), (3600, "hour"), (60, "minute")):
+        if abs(seconds) >= size and (name != "week" or abs(seconds / size - round(seconds / size)) < 0.001):
+            count = seconds / size
+            return f"{count:.3g} {name}{'' if count == 1 else 's'}"
+    return f"{seconds:.3g} second{'' if seconds == 1 else 's'}"
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .media import AudioClip, Detections, Masks, TimeSeries
+from .media import TIME_UNIT_EPOCH, AudioClip, Detections, Masks, TimeSeries
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40)]
@@ -101,13 +101,23 @@ def spectrogram(audio: AudioClip, *, title: str | None = None) -> Image.Image:
     return _figure_to_image(figure)
 
 
+def time_axis(series: TimeSeries) -> np.ndarray:
+    """The x values of a plot: dates for a dated series (matplotlib labels them as dates), else the
+    timestamps, else the index."""
+    if series.timestamps is None:
+        return np.arange(series.length)
+    if series.time_unit == TIME_UNIT_EPOCH and np.all(np.abs(series.timestamps) < 2.5e11):  # within datetime64's years
+        return (series.timestamps * 1e6).astype("datetime64[us]")
+    return series.timestamps
+
+
 def plot_time_series(series: TimeSeries, *, title: str | None = None) -> Image.Image:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = series.timestamps if series.timestamps is not None else np.arange(series.length)
+    x = time_axis(series)
     values = series.values.reshape(series.length, -1)
     names = series.channel_names or [f"channel {i}" for i in range(values.shape[1])]
     figure, axis = plt.subplots(figsize=(8, 3))

@@ -290,8 +290,48 @@ def test_cli_describes_a_dated_csv_with_gaps(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "tool", "time-series-description", "--series", str(path)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "visitors (24 points, 103 to 172): an upward trend of +3 per step" in done.stdout
+    assert ("visitors (24 points, one per day, from 2024-03-01 to 2024-03-24; values 103 to 172): an upward trend of +3 "
+            "per step") in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     [artifact] = ArtifactStore(tmp_path / "home" / "artifacts").list(kind="time_series")
     assert artifact.metadata["missing_filled"] == 3
     assert (artifact.metadata["start"], artifact.metadata["end"]) == ("2024-03-01", "2024-03-24")
+
+
+def test_a_dated_series_reports_its_events_as_dates_not_epoch_seconds(tmp_path: Path):
+    """'The day with more visitors than usual was 1708473600' came from epoch seconds in the describer's text."""
+    from orchestrator.config import Settings
+    from tools.time_series import TimeSeriesDescription
+
+    rows = ["date,visitors"]
+    for day in range(60):
+        value = 100 + 10 * (day % 7 in (5, 6)) + 0.5 * ((day * 37) % 5 - 2)  # a weekly cycle, a little jitter
+        value += 60 if day == 20 else 0  # 2024-02-21
+        value += 25 if day >= 40 else 0  # a step on 2024-03-12
+        rows.append(f"2024-{2 + (day >= 29):02d}-{day + 1 - 29 * (day >= 29):02d},{value}")
+    series = read("\n".join(rows) + "\n")[0]
+    tool = TimeSeriesDescription(settings=Settings.from_dict({"home": str(tmp_path), "offline": True}))
+    out = tool.run(tool.build_method(), {"series": series}, tool.check_params({}))
+    text, [report] = out["text"].value, out["report"].value["channels"]
+    assert "2024-02-21 (" in text and "level shift at 2024-03-12" in text, text
+    assert "from 2024-02-01 to 2024-03-31" in text and "one per day" in text
+    assert "1708473600" not in text and "t=" not in text
+    spike = next(item for item in report["spikes"]["items"] if item["index"] == 20)
+    assert spike["date"] == "2024-02-21" and spike["time"] == 1708473600  # the number stays for programs
+    assert report["span"] == {"from": "2024-02-01", "to": "2024-03-31"} and report["step"] == "1 day"
+    count, unit = report["seasonality"]["period"].split()  # '6.98 days' (a week to the estimate's precision)
+    assert unit == "days" and float(count) == pytest.approx(7, abs=0.1)
+
+
+def test_times_of_day_are_reported_as_clock_times(tmp_path: Path):
+    from orchestrator.config import Settings
+    from tools.time_series import TimeSeriesDescription
+
+    values = [10.0 + (h % 2) * 0.1 for h in range(48)]
+    values[30] = 40.0
+    rows = ["time,load"] + [f"2024-05-0{1 + h // 24} {h % 24:02d}:00,{v}" for h, v in enumerate(values)]
+    series = read("\n".join(rows) + "\n")[0]
+    tool = TimeSeriesDescription(settings=Settings.from_dict({"home": str(tmp_path), "offline": True}))
+    out = tool.run(tool.build_method(), {"series": series}, tool.check_params({}))
+    text = out["text"].value
+    assert "2024-05-02 06:00 (40" in text and "one per hour, from 2024-05-01 00:00 to 2024-05-02 23:00" in text, text

@@ -484,3 +484,44 @@ def test_time_series_inputs_are_checked(settings):
         describe(np.arange(40.0), spike_threshold=1.0, settings=settings)
     assert TimeSeriesDescription(settings=settings).available().source.origin == "packaged"
     assert not TimeSeriesDescription(model="arima", settings=settings).available()
+
+
+@pytest.mark.parametrize("exponent", [-300, -200, -120, 120, 200, 300])
+def test_any_magnitude_is_described_as_at_ordinary_scale(exponent, settings):
+    """Squares overflow past 1e154 and underflow below 1e-154: the describer works at a power-of-two scale
+    and reports in the series' own units, so a series and the same series times 10^k read alike."""
+    t = np.arange(120, dtype=np.float64)
+    y = 0.02 * t + np.sin(2 * np.pi * t / 12) + np.random.default_rng(8).normal(0, 0.1, t.size)
+    y[60] += 5
+    ordinary = only(describe(y, settings=settings)["report"])
+    factor = 10.0**exponent
+    scaled = only(describe(y * factor, settings=settings)["report"])
+    assert json.dumps(scaled, allow_nan=False)  # every number finite
+    assert scaled["trend"]["direction"] == ordinary["trend"]["direction"] == "up"
+    assert scaled["trend"]["slope_per_step"] == pytest.approx(ordinary["trend"]["slope_per_step"] * factor, rel=1e-3)
+    assert scaled["seasonality"]["period_steps"] == pytest.approx(ordinary["seasonality"]["period_steps"], abs=0.01)
+    assert [s["index"] for s in scaled["spikes"]["items"]] == [s["index"] for s in ordinary["spikes"]["items"]] == [60]
+    assert scaled["spikes"]["items"][0]["value"] == pytest.approx(y[60] * factor, rel=1e-3)
+    assert scaled["noise"]["sd"] == pytest.approx(ordinary["noise"]["sd"] * factor, rel=1e-3)
+    assert (scaled["max"], scaled["min"]) == pytest.approx((ordinary["max"] * factor, ordinary["min"] * factor), rel=1e-3)
+
+
+def test_a_constant_series_has_no_spikes_from_rounding(settings):
+    """The last bit of a constant series once made 13 'spikes' with z = inf, which no JSON could store."""
+    for level in (1.0, -3.7, 1e12, 0.0):
+        channel = only(describe(np.full(40, level), settings=settings)["report"])
+        assert channel["spikes"]["count"] == 0 and channel["level_shifts"]["count"] == 0, level
+        assert channel["trend"]["direction"] == "flat"
+        assert json.dumps(channel, allow_nan=False)
+
+
+@pytest.mark.parametrize("values", [[1e308, -1e308] * 10, [0.0] * 19 + [1.7e308]])
+def test_values_too_large_to_compare_are_refused_before_running(values, settings, store, pool):
+    from tools.time_series import TimeSeriesDescription
+
+    series = store.put_value("time_series", TimeSeries(np.array(values)))
+    before = store.count()
+    with pytest.raises(InvalidInputError, match=r"values must be below 1\.07e\+301 in magnitude") as caught:
+        run_tool(TimeSeriesDescription(settings=settings, pool=pool), {"series": series.id}, store=store)
+    assert "\n" not in str(caught.value) and "at index" in str(caught.value)
+    assert store.count() == before  # no output stored for a refused run

@@ -24,6 +24,7 @@ estimated in a few alternating rounds, each piece with a robust method:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ import numpy as np
 
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import TimeSeries
+from orchestrator.media import SECONDS_UNITS, TIME_UNIT_EPOCH, TimeSeries, duration_text, has_clock_times, time_text
+from orchestrator.render import time_axis
 from orchestrator.tool import Input, Output, OutputValue, Param, WeightlessTool
 
 METHOD = "statistical"
@@ -301,8 +303,9 @@ def decompose(y: np.ndarray, *, spike_threshold: float, shift_threshold: float, 
     t_threshold = max(5.0, math.sqrt(2 * math.log(n)) + 2.0)  # far above the max of n noise-only t statistics
     slope, intercept, low, high = theil_sen(t, y)
     trend = intercept + slope * t
-    # Below this, "noise" is rounding: a noise-free sine would otherwise turn its last digits into spikes.
-    floor = 1e-4 * float(y.std())
+    # Below this, "noise" is rounding: a noise-free sine would otherwise turn its last digits into spikes, and
+    # a constant series (std 0) its last bit.
+    floor = max(1e-4 * float(y.std()), 64 * np.finfo(np.float64).eps * float(np.abs(y).max()))
     clean = y.copy()
     seasonal = np.zeros(n)
     found: tuple[float, float] | None = None
@@ -372,7 +375,62 @@ def _number(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict[str, Any]) -> tuple[dict[str, Any], Decomposition]:
+# Beyond these magnitudes squares and variances overflow or underflow; such a series is described at a
+# power-of-two scale (exact in floating point) and its numbers scaled back.
+_SAFE_MAGNITUDE = (2.0**-100, 2.0**100)
+# Above this, differences between values (a range, a step, a deviation) may not fit in a float at all.
+MAX_MAGNITUDE = 2.0**1000
+# Report numbers measured in the series' own units (the rest are counts, ratios, positions or z-scores).
+_VALUE_FIELDS = {
+    None: ("mean", "min", "max"),
+    "trend": ("slope_per_step", "change_over_series", "slope_per_time_unit", "slope_first_half", "slope_second_half"),
+    "seasonality": ("amplitude",),
+    "noise": ("sd", "short_term_sd"),
+}
+_ITEM_VALUE_FIELDS = {"spikes": ("value", "expected", "deviation"), "level_shifts": ("size", "level_before", "level_after")}
+
+
+def _scale_exponent(y: np.ndarray) -> int:
+    """0 for a series of ordinary magnitude, else the power of two that brings its largest value near 1."""
+    peak = float(np.abs(y).max())
+    if peak == 0.0 or _SAFE_MAGNITUDE[0] <= peak <= _SAFE_MAGNITUDE[1]:
+        return 0
+    return math.frexp(peak)[1]
+
+
+def _scaled_back(report: dict[str, Any], d: Decomposition, exponent: int) -> tuple[dict[str, Any], Decomposition]:
+    def back(value: float) -> float:
+        return _number(math.ldexp(value, exponent))
+
+    for section, keys in _VALUE_FIELDS.items():
+        part = report if section is None else report[section]
+        for key in keys:
+            if key in part:
+                part[key] = back(part[key])
+    report["trend"]["slope_interval_95"] = [back(v) for v in report["trend"]["slope_interval_95"]]
+    for section, keys in _ITEM_VALUE_FIELDS.items():
+        for item in report[section]["items"]:
+            for key in keys:
+                item[key] = back(item[key])
+    arrays = {name: np.ldexp(getattr(d, name), exponent) for name in ("trend", "seasonal", "residual", "baseline")}
+    numbers = {name: math.ldexp(getattr(d, name), exponent) for name in ("slope", "intercept", "noise", "short_term_noise")}
+    interval = (math.ldexp(d.slope_interval[0], exponent), math.ldexp(d.slope_interval[1], exponent))
+    return report, dataclasses.replace(d, **arrays, **numbers, slope_interval=interval)
+
+
+def describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict[str, Any],
+                     time_unit: str | None = None) -> tuple[dict[str, Any], Decomposition]:
+    exponent = _scale_exponent(y)
+    if exponent == 0:
+        return _describe_channel(y, timestamps, params, time_unit)
+    report, d = _describe_channel(np.ldexp(y, -exponent), timestamps, params, time_unit)
+    report, d = _scaled_back(report, d, exponent)
+    report.update(min=_number(float(y.min())), max=_number(float(y.max())))  # as given, not via the scale
+    return report, d
+
+
+def _describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict[str, Any],
+                      time_unit: str | None) -> tuple[dict[str, Any], Decomposition]:
     n = y.size
     d = decompose(y, spike_threshold=params["spike_threshold"], shift_threshold=params["shift_threshold"],
                   period=params["period"])
@@ -388,11 +446,16 @@ def describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict[
         direction = "up" if d.slope > 0 else "down"
     step = float(np.median(np.diff(timestamps))) if timestamps is not None and n > 1 else None
 
+    dated = timestamps is not None and time_unit in SECONDS_UNITS
+    clock = dated and has_clock_times(timestamps)
+
     def where(index: int) -> dict[str, Any]:
         place: dict[str, Any] = {"index": int(index)}
         if timestamps is not None:
             moment = float(timestamps[index])  # never rounded: epoch seconds need all their digits
             place["time"] = int(moment) if moment.is_integer() else moment
+            if dated:  # what a reader is told; "time" stays the number, for programs
+                place["date" if time_unit == TIME_UNIT_EPOCH else "clock"] = time_text(moment, time_unit, clock)
         return place
 
     shape = trend_shape(t, level_free, d.noise)
@@ -418,7 +481,7 @@ def describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict[
     for c in d.changes:
         before, after = float(d.trend[c - 1]), float(d.trend[c])
         shifts.append({**where(c), "size": _number(after - before - d.slope), "level_before": _number(before), "level_after": _number(after)})
-    report = {
+    report: dict[str, Any] = {
         "length": n, "mean": _number(float(y.mean())), "min": _number(float(y.min())), "max": _number(float(y.max())),
         "trend": trend, "seasonality": seasonality,
         "noise": {"sd": _number(d.noise), "method": "1.4826 * MAD of the residual",
@@ -426,6 +489,13 @@ def describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict[
         "spikes": {"count": len(spikes), "threshold_z": params["spike_threshold"], "items": spikes[:MAX_LISTED]},
         "level_shifts": {"count": len(shifts), "items": shifts[:MAX_LISTED]},
     }
+    if dated:
+        report["span"] = {"from": time_text(float(timestamps[0]), time_unit, clock),
+                          "to": time_text(float(timestamps[-1]), time_unit, clock)}
+        if step:
+            report["step"] = duration_text(step)
+        if d.period is not None and step:
+            seasonality["period"] = duration_text(d.period * step)
     return report, d
 
 
@@ -451,6 +521,8 @@ def trend_shape(t: np.ndarray, x: np.ndarray, noise: float) -> dict[str, Any]:
 
 
 def _place_text(item: dict[str, Any]) -> str:
+    if "date" in item or "clock" in item:
+        return str(item.get("date") or item["clock"])
     return f"t={item['time']:.12g} (index {item['index']})" if "time" in item else f"index {item['index']}"
 
 
@@ -467,7 +539,11 @@ def channel_text(name: str, report: dict[str, Any], time_unit: bool) -> str:
         parts[-1] += (f", {trend['shape']} (slope {trend['slope_first_half']:+g} per step in the first half, "
                       f"{trend['slope_second_half']:+g} in the second)")
     if seasonality["present"]:
-        period = f"{seasonality['period_steps']:g} steps" + (f" ({seasonality['period_time']:g} time units)" if time_unit else "")
+        period = f"{seasonality['period_steps']:g} steps"
+        if "period" in seasonality:
+            period += f" ({seasonality['period']})"
+        elif time_unit:
+            period += f" ({seasonality['period_time']:g} time units)"
         parts.append(f"a repeating cycle every {period}, amplitude \u00b1{seasonality['amplitude']:g}, strength "
                      f"{seasonality['strength']:.2f}, peaking {seasonality['peak_phase_steps']} steps into each cycle")
     else:
@@ -489,7 +565,15 @@ def channel_text(name: str, report: dict[str, Any], time_unit: bool) -> str:
         parts.append(f"{shifts['count']} level shift{'s' if shifts['count'] > 1 else ''} at {listed}{more}")
     else:
         parts.append("no level shifts")
-    return f"{name} ({report['length']} points, {report['min']:g} to {report['max']:g}): " + "; ".join(parts) + "."
+    if "span" in report:
+        every = ""
+        if "step" in report:  # '1 day' -> 'one per day'; '2.5 hours' -> 'one every 2.5 hours'
+            every = f", one per {report['step'][2:]}" if report["step"].startswith("1 ") else f", one every {report['step']}"
+        head = (f"{name} ({report['length']} points{every}, from {report['span']['from']} to {report['span']['to']}; "
+                f"values {report['min']:g} to {report['max']:g})")
+    else:
+        head = f"{name} ({report['length']} points, {report['min']:g} to {report['max']:g})"
+    return f"{head}: " + "; ".join(parts) + "."
 
 
 def plot(series: TimeSeries, names: list[str], decompositions: list[Decomposition], max_panels: int = 8):
@@ -500,7 +584,7 @@ def plot(series: TimeSeries, names: list[str], decompositions: list[Decompositio
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    x = series.timestamps if series.timestamps is not None else np.arange(series.length)
+    x = time_axis(series)
     values = series.values.reshape(series.length, -1)
     panels = min(len(names), max_panels)
     figure, axes = plt.subplots(panels, 1, figsize=(9, 2.4 * panels + 0.4), sharex=True, squeeze=False)
@@ -511,7 +595,8 @@ def plot(series: TimeSeries, names: list[str], decompositions: list[Decompositio
         if d.spikes:
             axis.scatter(x[d.spikes], values[d.spikes, row], s=28, color="#d62728", zorder=3, label="spikes")
         for i, c in enumerate(d.changes):
-            axis.axvline((x[c - 1] + x[c]) / 2, color="#ff7f0e", linestyle=":", linewidth=1.5, label="level shift" if i == 0 else None)
+            axis.axvline(x[c - 1] + (x[c] - x[c - 1]) / 2, color="#ff7f0e", linestyle=":", linewidth=1.5,
+                         label="level shift" if i == 0 else None)
         axis.set_ylabel(names[row])
         axis.grid(alpha=0.3)
         axis.legend(loc="upper left", fontsize=8)
@@ -549,6 +634,15 @@ class TimeSeriesDescription(WeightlessTool):
     def build_method(self) -> Any:
         return _Method()
 
+    def validate(self, inputs: dict[str, Any], params: dict[str, Any]) -> None:
+        series: TimeSeries = inputs["series"]
+        peak = float(np.abs(series.values).max())
+        if peak > MAX_MAGNITUDE:
+            index = np.unravel_index(int(np.abs(series.values).argmax()), series.values.shape)
+            where = int(index[0]) if len(index) == 1 else tuple(int(i) for i in index)
+            raise InvalidInputError(f"{self.name}: input 'series' holds {float(series.values[index]):g} (at index {where}); "
+                                    f"values must be below {MAX_MAGNITUDE:.3g} in magnitude to be compared (rescale the series)")
+
     def run(self, method: _Method, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         series: TimeSeries = inputs["series"]
         if series.length < MIN_POINTS:
@@ -563,7 +657,7 @@ class TimeSeriesDescription(WeightlessTool):
         names = series.channel_names or ([f"channel {i + 1}" for i in range(values.shape[1])] if values.shape[1] > 1 else ["series"])
         reports, decompositions, paragraphs = [], [], []
         for column in range(values.shape[1]):
-            report, decomposition = describe_channel(values[:, column], series.timestamps, params)
+            report, decomposition = describe_channel(values[:, column], series.timestamps, params, series.time_unit)
             reports.append({"channel": names[column], **report})
             decompositions.append(decomposition)
             paragraphs.append(channel_text(names[column], report, series.timestamps is not None))
