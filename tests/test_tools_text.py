@@ -1,14 +1,14 @@
 """Text experts on tiny random checkpoints saved with save_pretrained: the same from_pretrained path as hub weights.
 
-sentencepiece is not installed here, so MarianTokenizer (and M2M100Tokenizer) cannot be built: the Marian
-models below carry a byte-level BPE tokenizer instead, which exercises the MarianMT model, the generation
-and the language handling; NLLB's tokenizer is tokenizers-based and is built for real.
+A MarianTokenizer (and M2M100Tokenizer) needs SentencePiece model files that a tiny checkpoint would have
+to ship: the Marian models below carry a byte-level BPE tokenizer instead, which exercises the MarianMT
+model, the generation and the language handling; NLLB's tokenizer is tokenizers-based and is built for real.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -220,15 +220,40 @@ def test_translation_with_a_fixed_pair_marian_model(models, settings, store, poo
     assert "could not be checked" in spelled.outputs["translation"].metadata["note"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sentencepiece") is not None, reason="sentencepiece is installed")
-def test_a_sentencepiece_tokenizer_without_sentencepiece_says_what_to_install(models, settings, pool, tmp_path):
-    """Real opus-mt checkpoints ship a MarianTokenizer (source.spm/target.spm), which needs sentencepiece."""
+# Run where sentencepiece is absent: transformers decides which tokenizer classes exist when it is
+# imported, so the package is hidden (None in sys.modules: find_spec and import both fail) before that.
+WITHOUT_SENTENCEPIECE = """
+import sys
+sys.modules["sentencepiece"] = None
+from orchestrator.config import Settings
+from orchestrator.errors import ToolUnavailableError
+from tools.text import Translation
+settings = Settings.from_dict({"home": sys.argv[2], "offline": True, "device": "cpu"})
+try:
+    Translation(model=sys.argv[1], settings=settings)(text="hello")
+except ToolUnavailableError as exc:
+    print("ToolUnavailableError:", exc)
+"""
+
+
+def test_a_sentencepiece_tokenizer_without_sentencepiece_says_what_to_install(models, tmp_path):
+    """Real opus-mt checkpoints ship a MarianTokenizer (source.spm/target.spm), which needs sentencepiece
+    (a core dependency, so the machine running this test has it: the child process hides it)."""
+    import subprocess
+    import sys
+
     folder = tmp_path / "opus-mt-like"
     folder.mkdir()
     (folder / "config.json").write_text((models["marian"] / "config.json").read_text())
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
-    with pytest.raises(ToolUnavailableError, match="needs the Python package sentencepiece.*pip install sentencepiece"):
-        Translation(model=str(folder), settings=settings, pool=pool)(text="hello")
+    repo = Path(__file__).resolve().parents[1]
+    child = subprocess.run([sys.executable, "-c", WITHOUT_SENTENCEPIECE, str(folder), str(tmp_path / "home")],
+                           cwd=repo, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"})
+    assert child.returncode == 0, child.stderr[-3000:]
+    message = child.stdout.strip()
+    assert message.startswith("ToolUnavailableError: tool 'translation': the tokenizer of"), message
+    assert "needs the Python package sentencepiece; install it with pip install sentencepiece" in message
 
 
 def test_translation_multilingual_models_need_and_validate_language_codes(models, settings, store, pool):
