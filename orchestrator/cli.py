@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,11 @@ from rich.progress import (
 from rich.table import Table
 
 from .artifacts import Artifact, ArtifactKind, is_artifact_id
-from .cli_agent import add_agent_commands
+from .cli_agent import add_agent_commands, print_table
 from .cli_graph import add_graph_commands
 from .cli_models import add_models_commands
 from .native.cli_train import add_train_parser
-from .codecs import EXTENSION_KINDS
+from .codecs import EXTENSION_KINDS, check_input_file, file_reference, json_argument, shown, text_argument
 from .config import current_settings
 from .errors import AnymodaError, InvalidInputError
 from .registry import ToolRegistry
@@ -68,22 +69,27 @@ def cmd_tools(args: argparse.Namespace) -> int:
     table = Table(title=f"{len(registry)} tools", show_lines=False)
     for column in ("name", "task", "inputs -> outputs", "model", "runs here?"):
         table.add_column(column, overflow="fold")
+    unavailable = False
     for tool_class in registry:
         tool = tool_class()
-        availability = tool.available()
+        availability = tool.available()  # looks, never loads or converts: the contract of available()
+        unavailable = unavailable or not availability.ok
         signature = (
             ", ".join(f"{n}:{s.kind.value}" for n, s in tool_class.inputs.items())
             + " -> "
             + ", ".join(f"{n}:{s.kind.value}" for n, s in tool_class.outputs.items())
         )
-        status = f"[green]yes[/] ({availability.summary})" if availability.ok else f"[red]no[/]: {availability.summary}"
-        table.add_row(tool_class.name, tool_class.task, signature, tool.model_id, status)
-    out.print(table)
-    if any(not tool_class().available() for tool_class in registry):
+        if availability.ok:
+            status = "[green]yes[/]" + (f" ({escape(availability.summary)})" if availability.summary else "")
+        else:
+            status = f"[red]no[/]: {escape(availability.summary or availability.reason)}"
+        table.add_row(tool_class.name, tool_class.task, signature, escape(tool.model_id), status)
+    print_table(table, out)
+    if unavailable:
         console.print("[dim]Tools marked 'weights not here' download their model on first use when the hub is reachable "
                       "(offline mode is on); `anymoda tool NAME ...` says how to get it.[/]")
     for error in registry.plugin_errors:
-        console.print(f"[yellow]warning:[/] {error}")
+        console.print(f"[yellow]warning:[/] {escape(error)}")
     return 0
 
 
@@ -92,9 +98,13 @@ def _tool_parser(tool_class: type) -> argparse.ArgumentParser:
         prog=f"anymoda tool {tool_class.name}",
         description=f"{tool_class.description} [task: {tool_class.task}; default model: {tool_class.default_model}]",
     )
-    group = parser.add_argument_group("inputs (a file, an artifact id, or for text/json a literal)")
+    group = parser.add_argument_group(
+        "inputs", "media: a file or an artifact id. text: the words themselves, or @FILE to read a file (@@ starts "
+                  "a text with one @). json: JSON written out, or @FILE. Files are read only when asked for.")
     for name, spec in tool_class.inputs.items():
-        group.add_argument(f"--{name}", metavar=spec.kind.value.upper(), required=spec.required, help=spec.description)
+        kind = spec.kind.value.upper()
+        metavar = f"{kind}|@FILE" if spec.kind in (ArtifactKind.TEXT, ArtifactKind.JSON) else "FILE|ID"
+        group.add_argument(f"--{name}", metavar=metavar, required=spec.required, help=f"({spec.kind.value}) {spec.description}")
     params = parser.add_argument_group("params")
     for name, spec in tool_class.params.items():
         bounds = []
@@ -114,25 +124,43 @@ def _tool_parser(tool_class: type) -> argparse.ArgumentParser:
 
 
 def _input_argument(store: ArtifactStore, name: str, kind: ArtifactKind, value: str) -> Any:
+    """What ``--NAME VALUE`` stands for: an artifact id; for text and json the value itself or, with ``@path``,
+    a file's contents; for media a file (a leading @ is allowed there too)."""
     if is_artifact_id(value):
         return value
-    path = Path(value).expanduser()
-    if path.exists():
-        return store.ingest_file(path, kind, session=CLI_SESSION).id
-    if kind is ArtifactKind.TEXT:
-        return value
-    if kind is ArtifactKind.JSON:
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"--{name}: not a file, artifact id or valid JSON ({exc.msg})") from None
-    raise InvalidInputError(f"--{name}: {value!r} is neither an existing file nor an artifact id")
+    what = f"--{name}"
+    if kind in (ArtifactKind.TEXT, ArtifactKind.JSON):
+        if kind is ArtifactKind.TEXT:
+            text, file_name = text_argument(value, what, store.limits)
+            if file_name is None:
+                _hint_if_file(what, value)
+                return text
+            return store.put_value(kind, text, metadata={"name": file_name}, session=CLI_SESSION).id
+        parsed, file_name = json_argument(value, what, store.limits)
+        if file_name is None:
+            return parsed
+        return store.put_value(kind, parsed, metadata={"name": file_name}, session=CLI_SESSION).id
+    path = check_input_file(file_reference(value) or value, store.limits.max_bytes, what)
+    return store.ingest_file(path, kind, session=CLI_SESSION).id
+
+
+def _hint_if_file(what: str, value: str) -> None:
+    """A text that names an existing file was probably meant as that file: say how to read it, use the words."""
+    if len(value) > 1024 or "\n" in value:
+        return
+    try:
+        is_file = Path(value).expanduser().is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: words, not a path
+        return
+    if is_file:
+        console.print(f"[dim]note: {escape(what)} is the text {escape(shown(value))}; to read that file, write "
+                      f"{escape(what)} @{escape(value)}[/]", highlight=False)
 
 
 def _save_outputs(store: ArtifactStore, outputs: dict[str, Artifact], destination: str) -> list[Path]:
     target = Path(destination).expanduser()
     wanted = EXTENSION_KINDS.get(target.suffix.lower())
-    if target.suffix and not target.is_dir():
+    if target.suffix and not target.is_dir() and not destination.endswith(("/", os.sep)):
         matching = [a for a in outputs.values() if a.kind is wanted] or (
             [a for a in outputs.values() if a.kind is ArtifactKind.TEXT] if target.suffix.lower() in (".txt", ".md") else []
         )
@@ -140,7 +168,10 @@ def _save_outputs(store: ArtifactStore, outputs: dict[str, Artifact], destinatio
             kinds = ", ".join(f"{n} ({a.kind.value})" for n, a in outputs.items())
             raise InvalidInputError(f"-o {destination}: no output fits a {target.suffix} file; outputs: {kinds}")
         return [store.export(matching[0].id, target, session=CLI_SESSION)]
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(f"-o {shown(destination)}: cannot make that folder ({exc.strerror or exc})") from None
     return [store.export(a.id, target, session=CLI_SESSION) for a in outputs.values()]
 
 
@@ -169,21 +200,21 @@ def print_outputs(run: Any, outputs: dict[str, Artifact], values: dict[str, Any]
         header = f"[bold]{name}[/] [dim]{artifact.id}[/]"
         if artifact.kind is ArtifactKind.TEXT:
             out.print(header)
-            out.print(value, markup=False, highlight=False)
+            out.print(value, markup=False, highlight=False, soft_wrap=True)  # a pipe gets the lines as written
         elif artifact.kind is ArtifactKind.DETECTIONS:
             table = Table(title=escape(f"{name}: {len(value)} detection(s) [{artifact.id}]"))
             for column in ("label", "score", "box (x0, y0, x1, y1)"):
                 table.add_column(column)
             for box, label, score in zip(value.boxes, value.labels, value.scores):
                 table.add_row(escape(label), f"{score:.3f}", ", ".join(f"{v:.0f}" for v in box))
-            out.print(table)
+            print_table(table, out)
         elif artifact.kind is ArtifactKind.JSON:
             if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-                out.print(_records_table(escape(f"{name} [{artifact.id}]"), value))
+                print_table(_records_table(escape(f"{name} [{artifact.id}]"), value), out)
             else:
                 out.print(header)
                 text = json.dumps(value, ensure_ascii=False)
-                out.print(text if len(text) < 2000 else text[:2000] + " ...", markup=False, highlight=False)
+                out.print(text if len(text) < 2000 else text[:2000] + " ...", markup=False, highlight=False, soft_wrap=True)
         else:
             out.print(f"{header} {artifact.describe()}")
 
@@ -240,8 +271,8 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
             table.add_column(column, overflow="fold")
         for artifact in store.list(session=args.session, kind=args.kind, limit=args.limit, newest=True):
             table.add_row(artifact.id, artifact.kind.value, f"{artifact.size:,}", artifact.metadata.get("tool", "input"),
-                          artifact.session or "-", str(artifact.metadata.get("name") or artifact.metadata.get("preview") or ""))
-        out.print(table)
+                          artifact.session or "-", escape(str(artifact.metadata.get("name") or artifact.metadata.get("preview") or "")))
+        print_table(table, out)
     elif args.action == "show":
         artifact = store.get(args.id)
         out.print_json(json.dumps(artifact.to_dict()))
@@ -252,11 +283,35 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
     return 0
 
 
+# What a picture may be saved as (Pillow picks the format by the extension).
+_PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".gif": "GIF",
+                    ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def _picture_destination(destination: str) -> tuple[Path, str]:
+    """Where ``render -o`` writes and in which format; refused before anything is loaded or drawn."""
+    target = Path(destination).expanduser()
+    picture_format = _PICTURE_FORMATS.get(target.suffix.lower())
+    if destination.endswith(("/", os.sep)) or target.is_dir():
+        raise InvalidInputError(f"-o {shown(destination)} is a folder; name the picture file, e.g. {target / 'picture.png'}")
+    if picture_format is None:
+        raise InvalidInputError(f"-o {shown(destination)}: a picture is written as {', '.join(_PICTURE_FORMATS)}; "
+                                f"{shown(target.suffix or 'no extension')} is none of them")
+    folder = target.parent
+    if not folder.is_dir():
+        raise InvalidInputError(f"-o {shown(destination)}: the folder {shown(str(folder))} does not exist")
+    return target, picture_format
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from . import render
 
+    target, picture_format = _picture_destination(args.output)
     store = _store()
     artifact = store.get(args.id)
+    if artifact.kind not in (ArtifactKind.DETECTIONS, ArtifactKind.MASKS, ArtifactKind.AUDIO, ArtifactKind.TIME_SERIES,
+                             ArtifactKind.IMAGE):
+        raise InvalidInputError(f"{artifact.kind.value} artifacts are read, not rendered; use `anymoda artifacts show`")
     value = store.load(artifact.id)
     if artifact.kind in (ArtifactKind.DETECTIONS, ArtifactKind.MASKS):
         image_parent = next((a for a in store.ancestors(artifact.id) if a.kind is ArtifactKind.IMAGE), None)
@@ -268,12 +323,15 @@ def cmd_render(args: argparse.Namespace) -> int:
         picture = render.spectrogram(value, title=artifact.id)
     elif artifact.kind is ArtifactKind.TIME_SERIES:
         picture = render.plot_time_series(value, title=artifact.id)
-    elif artifact.kind is ArtifactKind.IMAGE:
-        picture = value
     else:
-        raise InvalidInputError(f"{artifact.kind.value} artifacts are read, not rendered; use `anymoda artifacts show`")
-    picture.save(args.output)
-    console.print(f"saved {args.output}")
+        picture = value
+    if picture_format == "JPEG" and picture.mode not in ("RGB", "L"):
+        picture = picture.convert("RGB")  # JPEG has no alpha channel or palette
+    try:
+        picture.save(target, format=picture_format)
+    except OSError as exc:
+        raise InvalidInputError(f"-o {shown(args.output)}: cannot write the picture ({exc.strerror or exc})") from None
+    console.print(f"saved {escape(str(target))}")
     return 0
 
 
@@ -370,13 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     show = actions.add_parser("show")
     show.add_argument("id")
-    export = actions.add_parser("export")
+    export = actions.add_parser("export", help="copy an artifact out to a file, or into a folder (a name ending in / "
+                                               "or an existing folder) as <id><ext>")
     export.add_argument("id")
     export.add_argument("destination")
     artifacts.set_defaults(handler=cmd_artifacts)
     render = commands.add_parser("render", help="draw detections/masks over their image, a spectrogram or a series plot")
     render.add_argument("id")
-    render.add_argument("-o", "--output", required=True, help="PNG file to write")
+    render.add_argument("-o", "--output", required=True,
+                        help="the picture file to write, in an existing folder: .png, .jpg, .webp, .bmp, .gif or .tiff")
     render.set_defaults(handler=cmd_render)
     config = commands.add_parser("config", help="print the settings in force")
     config.set_defaults(handler=cmd_config)
@@ -416,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     except AnymodaError as exc:
         if debug:
             raise
-        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        # One line however long (a log or a pipe would otherwise get it cut at 80 columns); bounded at the source.
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -137,17 +137,41 @@ class RunView:
         return Group(*parts)
 
 
+def print_table(table: Table, console: Console) -> None:
+    """A table as wide as its contents where no terminal reads it (a pipe, a file): wrapped at 80 columns,
+    a name broken mid-word would no longer be found by grep."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    natural = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
+    width = console.width
+    console.width = max(width, natural)  # print(width=...) cannot go beyond the console's own width
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def show_run(events: Iterator[Event], *, live: bool = True, request: str = "") -> RunView:
     view = RunView(request)
     if not live:
         for event in events:
             view.apply(event)
         return view
-    with Live(view.render(), console=console, refresh_per_second=8, transient=False) as display:
-        for event in events:
-            view.apply(event)
-            display.update(view.render())
-    console.print()  # Live leaves the cursor at the end of its last line
+    finished = False
+    try:
+        with Live(view.render(), console=console, refresh_per_second=8, transient=False) as display:
+            for event in events:
+                view.apply(event)
+                display.update(view.render())
+        finished = True
+    finally:
+        # Off a terminal, Live leaves the cursor at the end of the tree's last line; an error raised from the
+        # stream is printed next and must not land on that line. (A terminal's Live ends its own line.)
+        if finished or not console.is_terminal:
+            console.print()
     return view
 
 
@@ -312,7 +336,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for record in orchestrator.journal.runs(session=args.session, limit=args.limit):
             table.add_row(record.id, record.session, record.status, escape(record.request[:60]),
                           escape((record.answer or record.error or "")[:60]))
-        out.print(table)
+        print_table(table, out)
         return 0
     if args.action == "show":
         return _show(orchestrator, args)
@@ -368,7 +392,7 @@ def _show(orchestrator: Orchestrator, args: argparse.Namespace) -> int:
         table.add_row(task.task, task.tool, task.status, str(task.attempts),
                       f"{task.seconds:.2f}" if task.seconds is not None else "", escape(inputs[:200]),
                       escape("\n".join(lineage)), escape(note.strip()))
-    out.print(table)
+    print_table(table, out)
     if record.answer:
         out.print(Panel(Text(record.answer), title="answer", border_style="green"))
     if record.error:

@@ -16,17 +16,21 @@ import datetime as dt
 import io
 import json
 import math
+import os
 import re
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .artifacts import ArtifactKind
 from .errors import InvalidInputError
-from .media import TIME_UNIT_CLOCK, TIME_UNIT_EPOCH, AudioClip, Detections, Masks, TimeSeries
+from .media import (TIME_UNIT_CLOCK, TIME_UNIT_EPOCH, AudioClip, Detections, Masks, TimeSeries, has_clock_times,
+                    time_text)
 
 DETECTIONS_MIME = "application/vnd.anymoda.detections+json"
 MASKS_MIME = "application/vnd.anymoda.masks+npz"
@@ -141,6 +145,106 @@ def encode(kind: ArtifactKind, value: Any) -> tuple[bytes, str | None]:
     if encoder is None:
         raise InvalidInputError(f"a {kind.value} artifact must be given as bytes, got {type(value).__name__}")
     return encoder(value)
+
+
+# --------------------------------------------------------------------------- files named by users
+
+# Kernel and device views: their sizes lie (0 or 4096 whatever they hold) and reading some never ends or
+# has side effects, so no input is read from them even when stat calls them regular files.
+_PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+_FILE_TYPES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a value echoed in an error must not flood the terminal."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}...({len(text):,} characters)"
+
+
+def check_input_file(path: str | os.PathLike[str], max_bytes: int, what: str) -> Path:
+    """``path`` as a regular file of at most ``max_bytes`` that may be read, or an error naming what is wrong.
+
+    Directories, pipes, devices, sockets and anything under /proc, /sys or /dev are refused before
+    they are opened (opening a FIFO blocks; /dev/zero never ends).
+    """
+    text = os.fspath(path)
+    if not text:
+        raise InvalidInputError(f"{what}: no file named (the path is empty)")
+    file = Path(text).expanduser()
+    try:
+        resolved = file.resolve()  # through symlinks: a link into /proc is still /proc
+        info = os.stat(file)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidInputError(f"{what}: no file {shown(text)}") from None
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, EACCES on a folder, a NUL byte
+        raise InvalidInputError(f"{what}: cannot read {shown(text)} ({getattr(exc, 'strerror', None) or exc})") from None
+    if any(resolved == root or root in resolved.parents for root in _PSEUDO_FILESYSTEMS):
+        raise InvalidInputError(f"{what}: {shown(text)} is a special file of the system ({resolved.parts[1]}), not a "
+                                "file of data; copy what you need into a regular file")
+    if stat.S_ISDIR(info.st_mode):
+        raise InvalidInputError(f"{what}: {shown(text)} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_TYPES if test(info.st_mode)), "not a regular file")
+        raise InvalidInputError(f"{what}: {shown(text)} is {kind}, not a regular file")
+    if info.st_size > max_bytes:
+        raise InvalidInputError(f"{what}: {shown(text)} is {info.st_size:,} bytes, over the limit of {max_bytes:,}")
+    return file
+
+
+def read_input_file(path: str | os.PathLike[str], max_bytes: int, what: str) -> bytes:
+    """The bytes of a user's file (see :func:`check_input_file`), never more than ``max_bytes``."""
+    file = check_input_file(path, max_bytes, what)
+    try:
+        # O_NONBLOCK: should the path have been swapped for a FIFO since the check, open() must not hang on it.
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise InvalidInputError(f"{what}: {shown(os.fspath(path))} is not a regular file")
+            data = handle.read(max_bytes + 1)  # a file still growing is cut here, not read to the end
+    except OSError as exc:
+        raise InvalidInputError(f"{what}: cannot read {shown(os.fspath(path))} ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise InvalidInputError(f"{what}: {shown(os.fspath(path))} is over the limit of {max_bytes:,} bytes")
+    return data
+
+
+def file_reference(value: str) -> str | None:
+    """The path of an ``@path`` argument, else None. ``@@...`` is no reference: it stands for a text that
+    begins with one '@' (see :func:`literal_argument`)."""
+    if value.startswith("@") and not value.startswith("@@"):
+        return value[1:]
+    return None
+
+
+def literal_argument(value: str) -> str:
+    """A text or JSON argument that is no ``@path``, as meant: ``@@x`` is the text ``@x``."""
+    return value[1:] if value.startswith("@@") else value
+
+
+def text_argument(value: str, what: str, limits: MediaLimits) -> tuple[str, str | None]:
+    """A text argument from the command line: the words themselves, or with ``@path`` the file's contents.
+
+    Returns the text and the file's name (None for a literal). A text is never taken for a path because
+    a file of that name happens to exist: reading a file is asked for with '@'.
+    """
+    path = file_reference(value)
+    if path is None:
+        text = literal_argument(value)
+        name = None
+    else:
+        text = _decode_utf8(read_input_file(path, limits.max_bytes, what), f"{what}: file {shown(path)}")
+        name = Path(path).name
+    if len(text) > limits.max_text_chars:
+        raise InvalidInputError(f"{what}: the text has {len(text):,} characters, over the limit of {limits.max_text_chars:,}")
+    return text, name
+
+
+def json_argument(value: str, what: str, limits: MediaLimits) -> tuple[Any, str | None]:
+    """A JSON argument from the command line: JSON written out, or with ``@path`` a JSON file; and the file's name."""
+    text, name = text_argument(value, what, limits)
+    source = f"{what}: file {shown(file_reference(value))}" if name is not None else what
+    return _parse_json(text.encode("utf-8"), source), name
 
 
 # --------------------------------------------------------------------------- text and json
@@ -436,20 +540,6 @@ def _csv_epoch(year: int, month: int, day: int, clock: tuple, zone: str | None) 
     return dt.datetime(year, month, day, *_clock_seconds(*clock), tzinfo=tz).timestamp()
 
 
-def _csv_time_text(seconds: float, unit: str | None, clock: bool = True) -> Any:
-    """A timestamp as a person reads it, for the metadata (dates alone when no row has a time of day)."""
-    if unit == _EPOCH_UNIT:
-        moment = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
-        if not clock:
-            return moment.date().isoformat()
-        return moment.strftime("%Y-%m-%d %H:%M:%S" if moment.second or moment.microsecond else "%Y-%m-%d %H:%M")
-    if unit == _CLOCK_UNIT:
-        day, rest = divmod(int(seconds), 86400)
-        text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}" + (f":{rest % 60:02d}" if rest % 60 else "")
-        return text + (f" (day {day + 1})" if day else "")
-    return int(seconds) if float(seconds).is_integer() else float(seconds)
-
-
 def _csv_times(rows: list[tuple[int, list[str]]], family: str | None) -> tuple[np.ndarray, str | None]:
     """The first column as timestamps (numbers when ``family`` is None) and their unit; refusals name the cell."""
     def refuse(line: int, message: str) -> InvalidInputError:
@@ -685,10 +775,10 @@ def _time_series_from_csv(text: str, limits: MediaLimits) -> tuple[TimeSeries, d
     values = channels[0] if len(channels) == 1 else np.column_stack(channels)
     info: dict[str, Any] = {}
     if timestamps is not None:
-        clock = bool(np.any(timestamps % 86400))
+        clock = has_clock_times(timestamps)
         info.update({"time_column": name(0), "time_unit": unit or "as written",
-                     "start": _csv_time_text(float(timestamps[0]), unit, clock),
-                     "end": _csv_time_text(float(timestamps[-1]), unit, clock)})
+                     "start": time_text(float(timestamps[0]), unit, clock),
+                     "end": time_text(float(timestamps[-1]), unit, clock)})
     if order.step == -1:
         info["reversed"] = True
     if filled:

@@ -350,14 +350,23 @@ class ArtifactStore:
         return self._blob_path(self.get(artifact_id, session=session).sha256)
 
     def export(self, artifact_id: str, destination: str | os.PathLike[str], *, session: str | None = None) -> Path:
-        """Copy an artifact out; a directory destination gets ``<id><ext>`` inside it."""
+        """Copy an artifact out. Into a folder (one that exists, or a name ending in '/', made if missing) it goes
+        as ``<id><ext>``; any other destination is the file to write."""
         artifact = self.get(artifact_id, session=session)
-        destination = Path(destination)
-        if destination.is_dir():
-            destination = destination / f"{artifact.id}{extension_for(artifact.mime)}"
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self._blob_path(artifact.sha256), destination)
-        return destination
+        named = os.fspath(destination)
+        target = Path(named).expanduser()
+        into_folder = named.endswith(("/", os.sep)) or target.is_dir()
+        try:
+            if into_folder:
+                target.mkdir(parents=True, exist_ok=True)
+                target = target / f"{artifact.id}{extension_for(artifact.mime)}"
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self._blob_path(artifact.sha256), target)
+        except OSError as exc:  # a folder where a file is meant, no permission, a full disk
+            where = named if len(named) <= 120 else named[:117] + "..."
+            raise InvalidInputError(f"cannot export {artifact.id} to {where!r}: {exc.strerror or exc}") from None
+        return target
 
     def list(
         self, *, session: str | None = None, kind: ArtifactKind | str | None = None, limit: int = 1000, newest: bool = False

@@ -1,0 +1,293 @@
+"""Hostile and careless command-line input: texts that look like paths, paths that are no files, outputs
+that go nowhere. Each is a one-line error and exit code 2 (never a traceback), and a refused input stores nothing.
+
+The tool run here is a weightless echo registered for these tests, so no model is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import orchestrator.cli as cli
+from orchestrator import cli_agent
+from orchestrator.artifacts import ArtifactKind
+from orchestrator.config import Settings, current_settings, use_settings
+from orchestrator.errors import InvalidInputError
+from orchestrator.events import Event
+from orchestrator.media import TimeSeries
+from orchestrator.registry import ToolRegistry
+from orchestrator.store import ArtifactStore
+from orchestrator.tool import Input, Output, WeightlessTool
+
+PARAGRAPH = ("The harbour was quiet that morning; the fishing boats had gone out before dawn and the gulls followed "
+             "them past the breakwater, leaving the quay to a man mending nets and a dog asleep in the sun. By noon "
+             "the wind turned, and the first boats came back early, low in the water, their decks silver with fish.")
+
+
+class Echo(WeightlessTool):
+    name = "echo"
+    task = "echo"
+    description = "Says what it was given."
+    inputs = {"text": Input(ArtifactKind.TEXT, "words"), "data": Input(ArtifactKind.JSON, "JSON", required=False),
+              "image": Input(ArtifactKind.IMAGE, "a picture", required=False)}
+    outputs = {"text": Output(ArtifactKind.TEXT, "what came in")}
+    default_model = "echo"
+
+    def build_method(self) -> Any:
+        return "echo"
+
+    def run(self, model: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return {"text": inputs["text"]}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A private home whose store the CLI uses, and a registry holding only the echo tool."""
+    previous = current_settings()
+    root = tmp_path / "home"
+    use_settings(Settings.from_dict({"home": str(root), "offline": True, "device": "cpu",
+                                     "limits": {"max_bytes": 4096}}))
+    monkeypatch.setattr(ToolRegistry, "default", classmethod(lambda cls: cls([Echo])))
+    monkeypatch.setenv("COLUMNS", "400")
+    yield root
+    use_settings(previous)
+
+
+def run_cli(*argv: Any) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli.main([str(a) for a in argv])
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def store(home: Path) -> ArtifactStore:
+    return ArtifactStore(home / "artifacts")
+
+
+def echoed(home: Path) -> list[str]:
+    """The texts stored as the echo tool's inputs, oldest first."""
+    texts = store(home).list(kind="text")
+    return [store(home).load(a.id) for a in texts if a.metadata.get("tool") != "echo"]
+
+
+def one_line_error(code: int, out: str, err: str, *words: str) -> str:
+    assert code == 2, (out, err)
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------ text is text
+
+
+def test_a_long_paragraph_is_the_text_not_a_file_name(home):
+    code, out, err = run_cli("tool", "echo", "--text", PARAGRAPH)
+    assert code == 0, err
+    assert echoed(home) == [PARAGRAPH]
+
+
+def test_a_path_given_as_text_is_the_words_with_a_note_on_reading_the_file(home, tmp_path):
+    note = tmp_path / "hostname"
+    note.write_text("secret-machine\n")
+    code, out, err = run_cli("tool", "echo", "--text", note)
+    assert code == 0, err
+    assert echoed(home) == [str(note)]  # the words, not the file's contents
+    assert "secret-machine" not in out
+    assert f"--text @{note}" in " ".join(err.split())
+
+
+def test_at_path_reads_the_file_and_keeps_its_name(home, tmp_path):
+    note = tmp_path / "note.txt"
+    note.write_text("mend the nets before noon\n", encoding="utf-8")
+    code, out, err = run_cli("tool", "echo", "--text", f"@{note}")
+    assert code == 0, err
+    [stored] = [a for a in store(home).list(kind="text") if a.metadata.get("name") == "note.txt"]
+    assert store(home).load(stored.id) == "mend the nets before noon\n"
+
+
+def test_a_double_at_is_a_text_that_begins_with_at(home):
+    code, _, err = run_cli("tool", "echo", "--text", "@@harbourmaster")
+    assert code == 0, err
+    assert echoed(home) == ["@harbourmaster"]
+
+
+def _fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda tmp: "@/nonexistent/note.txt", ("--text", "no file", "/nonexistent/note.txt")),
+        (lambda tmp: f"@{tmp}", ("--text", "is a directory")),
+        (lambda tmp: f"@{_fifo(tmp)}", ("--text", "named pipe")),
+        (lambda tmp: "@/proc/self/status", ("--text", "special file", "proc")),
+        (lambda tmp: "@/dev/zero", ("--text", "special file", "dev")),
+        (lambda tmp: "@" + "x" * 300, ("--text", "cannot read", "File name too long", "characters)")),
+        (lambda tmp: "@" + str(Path(tmp) / "bin.png"), ("--text", "not valid UTF-8", "image/png")),
+        (lambda tmp: "@" + str(Path(tmp) / "big.txt"), ("--text", "over the limit of 4,096")),
+    ],
+    ids=["missing", "directory", "fifo", "proc", "device", "name-too-long", "binary", "too-big"],
+)
+def test_unreadable_text_files_are_one_line_errors_and_store_nothing(home, tmp_path, make, words):
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "bin.png")
+    (tmp_path / "big.txt").write_text("a" * 5000)
+    code, out, err = run_cli("tool", "echo", "--text", make(tmp_path))
+    message = one_line_error(code, out, err, *words)
+    assert len(message) < 400  # a 300-character name is echoed cut short
+    assert store(home).count() == 0
+
+
+def test_a_file_growing_past_the_limit_after_its_size_was_checked_is_cut_at_the_limit(tmp_path, monkeypatch):
+    from orchestrator import codecs
+
+    path = tmp_path / "growing.txt"
+    path.write_text("a" * 100)
+    monkeypatch.setattr(codecs, "check_input_file", lambda p, limit, what: Path(p))  # as if checked when it was small
+    path.write_text("a" * 10_000)
+    with pytest.raises(InvalidInputError, match="over the limit of 1,000 bytes"):
+        codecs.read_input_file(path, 1000, "--text")
+
+
+# ------------------------------------------------------------------------------------------ json and media
+
+
+def test_json_is_written_out_or_read_with_at(home, tmp_path):
+    data = tmp_path / "rows.json"
+    data.write_text('[{"boat": "Mary"}]')
+    assert run_cli("tool", "echo", "--text", "hi", "--data", '{"a": 1}')[0] == 0
+    assert run_cli("tool", "echo", "--text", "hi", "--data", f"@{data}")[0] == 0
+    stored = [store(home).load(a.id) for a in store(home).list(kind="json")]
+    assert {"a": 1} in stored and [{"boat": "Mary"}] in stored
+
+
+@pytest.mark.parametrize(("value", "words"), [("{'a': 1}", ("--data", "not valid JSON")),
+                                               ("@bad.json", ("--data", "bad.json", "not valid JSON", "line 1"))])
+def test_bad_json_is_a_one_line_error(home, tmp_path, monkeypatch, value, words):
+    (tmp_path / "bad.json").write_text("{nope")
+    monkeypatch.chdir(tmp_path)
+    one_line_error(*run_cli("tool", "echo", "--text", "hi", "--data", value), *words)
+    assert store(home).count() == 0
+
+
+@pytest.mark.parametrize(("value", "words"), [("/dev/zero", ("--image", "special file")),
+                                               ("@/dev/null", ("--image", "special file")),
+                                               ("{tmp}", ("--image", "is a directory")),
+                                               ("@{tmp}/none.png", ("--image", "no file"))])
+def test_media_paths_that_are_no_files_are_refused_before_reading(home, tmp_path, value, words):
+    one_line_error(*run_cli("tool", "echo", "--text", "hi", "--image", value.format(tmp=tmp_path)), *words)
+    assert store(home).count() == 0
+
+
+def test_a_media_file_may_be_given_with_or_without_at(home, tmp_path):
+    Image.new("RGB", (8, 8), "blue").save(tmp_path / "p.png")
+    assert run_cli("tool", "echo", "--text", "hi", "--image", tmp_path / "p.png")[0] == 0
+    assert run_cli("tool", "echo", "--text", "hi", "--image", f"@{tmp_path / 'p.png'}")[0] == 0
+    assert len(store(home).list(kind="image")) == 2
+
+
+def test_tool_help_says_how_files_are_read(home, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["tool", "echo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--text TEXT|@FILE" in help_text and "--image FILE|ID" in help_text
+    assert "@FILE to read a file" in help_text and "@@" in help_text
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+@pytest.fixture
+def series_id(home) -> str:
+    t = np.arange(30.0)
+    return store(home).put_value("time_series", TimeSeries(np.sin(t / 3), 1_708_000_000 + 86400 * t, None,
+                                                           "seconds since 1970-01-01 UTC")).id
+
+
+@pytest.mark.parametrize(("where", "words"), [("x.xyz", (".xyz", ".png")), ("nowhere/x.png", ("does not exist",)),
+                                              ("noext", ("no extension",)), ("{tmp}/", ("is a folder",))])
+def test_render_refuses_a_destination_before_drawing(home, tmp_path, monkeypatch, series_id, where, words):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.ArtifactStore, "load", lambda *a, **k: pytest.fail("loaded before the -o check"))
+    one_line_error(*run_cli("render", series_id, "-o", where.format(tmp=tmp_path)), *words)
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "x.xyz").exists()
+
+
+def test_render_writes_the_format_its_extension_names(home, tmp_path, series_id):
+    code, _, err = run_cli("render", series_id, "-o", tmp_path / "plot.jpg")
+    assert code == 0, err
+    assert Image.open(tmp_path / "plot.jpg").format == "JPEG"
+
+
+def test_export_into_a_new_folder_named_with_a_slash(home, tmp_path, series_id, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli("artifacts", "export", series_id, "newdir/")
+    assert code == 0, err
+    assert (tmp_path / "newdir").is_dir()
+    assert [p.name for p in (tmp_path / "newdir").iterdir()] == [f"{series_id}.json"]
+    # An existing folder is also "into"; any other name is the file itself.
+    assert run_cli("artifacts", "export", series_id, "newdir")[0] == 0
+    assert len(list((tmp_path / "newdir").iterdir())) == 1
+    assert run_cli("artifacts", "export", series_id, "copy.json")[0] == 0
+    assert (tmp_path / "copy.json").read_bytes() == (tmp_path / "newdir" / f"{series_id}.json").read_bytes()
+
+
+def test_export_under_a_file_is_a_one_line_error(home, tmp_path, series_id):
+    (tmp_path / "plain").write_text("x")
+    one_line_error(*run_cli("artifacts", "export", series_id, tmp_path / "plain" / "inside.json"), "cannot export", "plain")
+
+
+# ------------------------------------------------------------------------------------------ what a pipe gets
+
+
+def test_tables_keep_whole_names_when_piped(tmp_path, monkeypatch):
+    """At 80 columns without a terminal, 'document-question-answering' came out as 'document-ques' / 'tion-answerin' / 'g'."""
+    previous = current_settings()
+    use_settings(Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"}))
+    monkeypatch.setenv("COLUMNS", "80")
+    try:
+        code, out, _ = run_cli("tools")
+    finally:
+        use_settings(previous)
+    assert code == 0
+    for tool in ToolRegistry.default():
+        row = re.search(rf"^│ {re.escape(tool.name)}\s+│ {re.escape(tool.task)}\s+│.*│ {re.escape(tool.default_model)}\s", out,
+                        re.MULTILINE)
+        if tool.offline_fallback is None:  # those may show their offline fallback as the model
+            assert row, tool.name
+
+
+def test_an_error_after_the_live_tree_starts_on_its_own_line(capsys):
+    def events():
+        yield Event("run_started", "run-1", data={"request": "count the boats"})
+        yield Event("plan_ready", "run-1", data={"plan": {"tasks": [{"id": "t1", "tool": "echo", "args": {}}]}})
+        yield Event("task_started", "run-1", task="t1")
+        raise InvalidInputError("the harbour camera is offline")
+
+    assert not cli_agent.console.is_terminal
+    with pytest.raises(InvalidInputError):
+        cli_agent.show_run(events())
+    cli.console.print("error: the harbour camera is offline")
+    lines = capsys.readouterr().err.splitlines()
+    assert "error: the harbour camera is offline" in lines, lines
+    assert any(line.rstrip().endswith("t1 echo 0.0 s") or "t1 echo" in line for line in lines)
+    assert not any("t1 echo" in line and "error" in line for line in lines)
+
+
+if sys.platform == "win32":  # FIFOs and /proc are POSIX
+    pytest.skip("POSIX special files", allow_module_level=True)
