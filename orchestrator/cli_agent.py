@@ -249,7 +249,17 @@ def _report(orchestrator: Orchestrator, result: RunResult, args: argparse.Namesp
     return 0 if not result.failures else 1
 
 
+def _checked_files(paths: list[str], what: str) -> list[str]:
+    """Files to attach, each refused before any planning unless it is a readable regular file within the limits."""
+    from .codecs import check_input_file
+    from .config import current_settings
+
+    limit = current_settings().limits.max_bytes
+    return [str(check_input_file(path, limit, what)) for path in paths]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    args.file = _checked_files(args.file or [], "--file")
     orchestrator = _orchestrator(args)
     events = orchestrator.stream(args.request, files=args.file or [], session=args.session)
     run_id = ""
@@ -287,7 +297,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             return 0
         if line.startswith("/attach "):
             try:
-                for artifact in session.attach([line.split(" ", 1)[1].strip()]):
+                for artifact in session.attach(_checked_files([line.split(" ", 1)[1].strip()], "/attach")):
                     attached.append(artifact.id)
                     console.print(f"attached {artifact.describe()}")
             except Exception as exc:  # noqa: BLE001 - a bad file should not end the chat

@@ -209,6 +209,15 @@ def test_tool_help_says_how_files_are_read(home, capsys):
     assert "@FILE to read a file" in help_text and "@@" in help_text
 
 
+@pytest.mark.parametrize(("path", "words"), [("/proc/self/status", ("--file", "special file")),
+                                              ("/dev/zero", ("--file", "special file")),
+                                              ("{tmp}", ("--file", "is a directory")),
+                                              ("{tmp}/none.wav", ("--file", "no file"))])
+def test_run_refuses_files_that_are_no_files_before_planning(home, tmp_path, monkeypatch, path, words):
+    monkeypatch.setattr(cli_agent, "Orchestrator", lambda *a, **k: pytest.fail("planned with a bad --file"))
+    one_line_error(*run_cli("run", "what is in this file?", "--file", path.format(tmp=tmp_path)), *words)
+
+
 # ------------------------------------------------------------------------------------------ outputs
 
 
