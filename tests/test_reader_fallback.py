@@ -253,7 +253,8 @@ def test_document_qa_answers_from_the_ocr_text_with_the_lines_as_evidence(packag
     calls = scripted("$42.50")
     tool = document_tool(settings, pool)
     image = store.put_value("image", page())
-    run = run_tool(tool, {"image": image.id, "question": "What is the total?"}, store=store)
+    # Not one of the questions a receipt's layout answers by itself, so the LLM reads the page.
+    run = run_tool(tool, {"image": image.id, "question": "What is written near the bottom?"}, store=store)
     answer, details, evidence = run.values["answer"], run.values["details"], run.values["evidence"]
     text = "\n".join(RECEIPT)
     assert answer == details["answer"] == "42.50" and text[details["start"]:details["end"]] == "42.50"
@@ -264,13 +265,13 @@ def test_document_qa_answers_from_the_ocr_text_with_the_lines_as_evidence(packag
     assert evidence.boxes == [(10.0, 70.0, 200.0, 88.0)] and evidence.labels == ["42.50"]
     assert evidence.scores == [pytest.approx(0.87)] and evidence.extra[0]["line"] == "TOTAL $42.50"
     assert run.outputs["answer"].metadata["score"] is None
-    assert "TOTAL $42.50" in calls[0]["prompt"] and "Question: What is the total?" in calls[0]["prompt"]
+    assert "TOTAL $42.50" in calls[0]["prompt"] and "Question: What is written near the bottom?" in calls[0]["prompt"]
 
 
 @needs_ocr_runtime
 def test_document_qa_gives_no_answer_rather_than_an_invented_one(packaged, settings, pool, scripted):
     scripted("The total is 57.20")
-    out = document_tool(settings, pool)(image=page(), question="What is the total?")
+    out = document_tool(settings, pool)(image=page(), question="What is written near the bottom?")
     details = out["details"]
     assert out["answer"] == "" and details["answer"] == "" and not details["grounded"]
     assert len(out["evidence"]) == 0 and details["candidates"] == [] and details["start"] is None
@@ -284,3 +285,23 @@ def test_document_qa_evidence_for_words_found_apart(packaged, settings, pool, sc
     details = out["details"]
     assert out["answer"] == "card sourdough" and details["grounded"] and details["start"] is None
     assert [extra["line"] for extra in out["evidence"].extra] == ["Sourdough loaf 6.50", "Paid by card"]
+
+
+@needs_ocr_runtime
+def test_document_qa_answers_receipt_questions_from_the_layout_not_the_llm(packaged, settings, store, pool, scripted):
+    """The 0.5B reader once answered "how much was the hobbit" with the total, in pages; on a receipt the
+    layout answers the questions it can, and the LLM is not asked."""
+    calls = scripted("The hobbit was 40.48 pages long")
+    tool = document_tool(settings, pool)
+    image = store.put_value("image", page())
+    run = run_tool(tool, {"image": image.id, "question": "how much was the sourdough?"}, store=store)
+    details, evidence = run.values["details"], run.values["evidence"]
+    assert run.values["answer"] == "6.50" and details["reader"] == "receipt-layout"
+    assert details["question_kind"] == "item-price" and details["rows"] == ["Sourdough loaf 6.50"]
+    assert "\n".join(RECEIPT)[details["start"]:details["end"]] == "6.50"
+    assert [extra["line"] for extra in evidence.extra] == ["Sourdough loaf 6.50"] and evidence.labels == ["6.50"]
+    listed = tool(image=page(), question="how many things did I buy?")
+    assert listed["answer"] == "2 items: Sourdough loaf, Coffee beans 500g" and listed["details"]["question_kind"] == "item-count"
+    assert calls == []  # neither question reached the LLM
+    # What the layout cannot answer still goes to the LLM, whose answer must be on the page.
+    assert tool(image=page(), question="What is written near the bottom?")["answer"] == "" and len(calls) == 1

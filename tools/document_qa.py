@@ -1,7 +1,10 @@
 """Document question answering: read the page with the OCR tool, then pick the answer span with an extractive QA model.
 
-Offline without that model, the packaged LLM reads the OCR text instead (tools.text's generative reader), and
-its answer is kept only if the page's text holds it.
+On a receipt, the questions its layout answers (total, tip, an item's price, date, shop, the items and
+their number) are answered from the layout (tools.receipt_layout) when the reader is the packaged LLM
+(offline without the QA model); an extractive reader still quotes spans, and the layout answers only
+what no span can (the items, how many). Other questions go to the reader; the LLM's answer is kept
+only if the page's text holds it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from orchestrator.tool import Availability, Input, Output, OutputValue, Param, T
 
 from .captioning import transformers_hub_location
 from .ocr import OpticalCharacterRecognition
+from .receipt_layout import LayoutAnswer, parse_receipt
+from .receipt_layout import answer as receipt_answer
 from .text import GenerativeReaderFallback, is_generative, read_generatively, word_occurs
 from .torch_runtime import torch_dtype
 
@@ -154,6 +159,12 @@ class DocumentQuestionAnswering(GenerativeReaderFallback, Tool):
             raise InvalidInputError(
                 f"tool {self.name!r}: no text was found in the image (try a sharper or larger scan, or a lower min_ocr_score)"
             )
+        receipt = parse_receipt(text)
+        if receipt is not None:
+            found = receipt_answer(receipt, question)
+            # An extractive reader quotes a total or a price well, with a score; lists and counts are no span.
+            if found is not None and (is_generative(reader) or found.kind in ("items", "item-count")):
+                return self._layout_output(found, text, regions)
         if is_generative(reader):
             return self._run_generative(reader, question, text, regions)
         # Rows become sentences of one paragraph: the same offsets, and no newline tokens SQuAD models never saw.
@@ -175,6 +186,32 @@ class DocumentQuestionAnswering(GenerativeReaderFallback, Tool):
                    "reader": "extractive"}
         metadata = {"score": round(best.score, 4), "no_answer_score": round(no_answer, 4), "ocr_lines": len(regions)}
         return {"answer": OutputValue(answer, metadata), "details": details, "evidence": evidence}
+
+    def _layout_output(self, found: LayoutAnswer, text: str, regions: Detections) -> dict[str, Any]:
+        """The tool's outputs for an answer read from the receipt's layout, its rows' OCR lines as evidence."""
+        rows = text.split("\n")
+        starts = [sum(len(r) + 1 for r in rows[:i]) for i in range(len(rows))]
+        chosen = [(starts[i], starts[i] + len(rows[i])) for i in found.rows]
+        used = [i for i, (a, b) in enumerate(line_spans(text, regions.labels))
+                if a >= 0 and any(start <= a and b <= end for start, end in chosen)]
+        evidence = Detections(
+            [regions.boxes[i] for i in used], [found.answer] * len(used), [regions.scores[i] for i in used],
+            image_size=regions.image_size,
+            extra=[{"line": regions.labels[i], **(regions.extra[i] if regions.extra else {})} for i in used],
+        )
+        start = text.find(found.answer) if found.answer else -1
+        span = (start, start + len(found.answer)) if start >= 0 else (None, None)
+        details: dict[str, Any] = {
+            "answer": found.answer, "score": None, "start": span[0], "end": span[1], "no_answer_score": None,
+            "candidates": [{"answer": found.answer, "score": None, "start": span[0], "end": span[1]}] if found.answer else [],
+            "text": text, "reader": "receipt-layout",
+            "question_kind": found.kind, "rows": [rows[i] for i in found.rows],
+        }
+        if found.note:
+            details["note"] = found.note
+        metadata = {"score": None, "no_answer_score": None, "ocr_lines": len(regions), "reader": details["reader"],
+                    "grounded": bool(found.answer)}
+        return {"answer": OutputValue(found.answer, metadata), "details": details, "evidence": evidence}
 
     def _run_generative(self, loaded: Any, question: str, text: str, regions: Detections) -> dict[str, Any]:
         """An LLM reads the OCR text (the offline fallback, or an LLM chosen as the model): greedy, one short
