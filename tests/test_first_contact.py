@@ -119,3 +119,9 @@ def test_anymoda_tools_on_a_fresh_home_is_quick_and_converts_nothing(tmp_path):
     assert not list((home / "cache").glob("*.gguf")) if (home / "cache").exists() else True
     # The budget of benchmarks/first_contact.py is 3 s; a shared test machine gets some slack.
     assert seconds < 15, f"anymoda tools took {seconds:.1f} s on a fresh home"
+    # Piped (as here), every tool's row holds its whole name: `anymoda tools | grep NAME` finds it.
+    from orchestrator.registry import ToolRegistry
+
+    rows = done.stdout.splitlines()
+    for tool in ToolRegistry.default():
+        assert any(line.startswith(f"│ {tool.name} ") and f" {tool.task} " in line for line in rows), tool.name
