@@ -19,9 +19,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .agent import Orchestrator
-from .artifacts import ArtifactKind
+from .artifacts import ArtifactKind, is_artifact_id
+from .codecs import MediaLimits, check_input_file, file_reference, json_argument, text_argument
+from .config import current_settings
 from .errors import InvalidInputError
-from .workflow import Workflow, WorkflowError, safe_filename
+from .workflow import Workflow, WorkflowError, safe_filename, shown
 
 SHIPPED = Path(__file__).resolve().parents[1] / "graphs"
 
@@ -42,28 +44,30 @@ def workflow_path(name_or_path: str) -> Path:
                             f"(shipped: {', '.join(shipped) or 'none'})")
 
 
-def parse_inputs(workflow: Workflow, pairs: list[str]) -> dict[str, Any]:
-    """``--input name=value``: a path for media, the text itself (or @file) for text, JSON for json."""
+def parse_inputs(workflow: Workflow, pairs: list[str], limits: MediaLimits | None = None) -> dict[str, Any]:
+    """``--input name=value``: a file (or artifact id) for media; for text the words themselves, for json JSON
+    written out, each read from a file only with ``@path`` (``@@`` starts a literal '@'), as ``anymoda tool``
+    reads its arguments. Files are checked (regular, readable, within ``limits``) before they are opened."""
+    limits = limits or current_settings().limits
     values: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise InvalidInputError(f"--input takes NAME=VALUE, got {pair!r}")
+            raise InvalidInputError(f"--input takes NAME=VALUE, got {shown(pair)}")
         if name not in workflow.inputs:
-            raise InvalidInputError(f"workflow {workflow.name!r} has no input {name!r}; its inputs: "
+            raise InvalidInputError(f"workflow {workflow.name!r} has no input {shown(name)}; its inputs: "
                                     + ", ".join(f"{n} ({i.kind.value})" for n, i in workflow.inputs.items()))
         if name in values:
             raise InvalidInputError(f"input {name!r} is given twice")
-        kind = workflow.inputs[name].kind
+        kind, what = workflow.inputs[name].kind, f"--input {name}"
         if kind is ArtifactKind.TEXT:
-            values[name] = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+            values[name] = text_argument(value, what, limits)[0]
         elif kind is ArtifactKind.JSON:
-            try:
-                values[name] = json.loads(Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"input {name!r} (json): not valid JSON ({exc.msg})") from None
+            values[name] = json_argument(value, what, limits)[0]
+        elif is_artifact_id(value):
+            values[name] = value
         else:
-            values[name] = Path(value)
+            values[name] = check_input_file(file_reference(value) or value, limits.max_bytes, what)
     return values
 
 
@@ -227,7 +231,8 @@ def add_graph_commands(commands: argparse._SubParsersAction) -> None:
     run = actions.add_parser("run", help="run a workflow on inputs, or over every file of a folder with --batch")
     run.add_argument("workflow", help="a workflow file or a shipped workflow's name (anymoda graph list)")
     run.add_argument("--input", "-i", action="append", metavar="NAME=VALUE",
-                     help="an input: a file path for media, the text (or @file) for text, JSON for json (repeatable)")
+                     help="an input: a file (or artifact id) for media; the text itself for text and JSON written "
+                          "out for json, or @FILE to read either from a file (@@ starts a literal @) (repeatable)")
     run.add_argument("--out", help="save the outputs here (with --batch: one folder per file, plus results.csv/.jsonl)")
     run.add_argument("--session", help="run in this session (default: a session of its own)")
     run.add_argument("--json", action="store_true", help="print the result as JSON, no live display")

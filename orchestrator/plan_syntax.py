@@ -164,7 +164,7 @@ class CompactSyntax:
                 if name is None:
                     raise InvalidInputError(f"line {number}: every argument needs a name (name=value)")
                 if name in args:
-                    raise InvalidInputError(f"line {number}: argument {name!r} is given twice")
+                    raise InvalidInputError(f"line {number}: argument {name[:40]!r} is given twice")
                 args[name] = self._resolve_value(value, by_handle, number, name)
             tasks.append(PlanTask(f"t{match['index']}", match["tool"], args))
         return Plan(tuple(tasks))
@@ -178,7 +178,8 @@ class CompactSyntax:
             return f"<t{reference['index']}{'.' + reference['output'] if reference['output'] else ''}>"
         if value.text in by_handle:
             return by_handle[value.text]
-        raise InvalidInputError(f"line {line}, argument {name!r}: {value.text!r} is neither an input, a task "
+        shown = repr(value.text) if len(value.text) <= 60 else f"{value.text[:60]!r}… ({len(value.text)} characters)"
+        raise InvalidInputError(f"line {line}, argument {name[:40]!r}: {shown} is neither an input, a task "
                                 f"output (tN) nor quoted text; inputs: {', '.join(sorted(by_handle)) or 'none'}")
 
     # ------------------------------------------------------------------ the grammar, one line at a time
@@ -377,6 +378,8 @@ def _parse_values(source: str, where: str) -> list[tuple[str | None, Any]]:
                 value, end = decoder.raw_decode(source, position)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(f"{where}: bad quoted value at column {position + 1}: {exc.msg}") from None
+            except RecursionError:  # [[[[... a thousand deep: json recurses per level
+                raise InvalidInputError(f"{where}: the value at column {position + 1} is nested too deeply") from None
             position = end
         else:
             word = re.match(r"[^,\s)]+", source[position:])
@@ -389,6 +392,9 @@ def _parse_values(source: str, where: str) -> list[tuple[str | None, Any]]:
             elif token == "null":
                 value = None
             elif _NUMBER.match(token):
+                if len(token) > 40:  # int() refuses over 4300 digits; no argument needs more than a few
+                    raise InvalidInputError(f"{where}: the number at column {position - len(token) + 1} has "
+                                            f"{len(token)} characters; numbers are at most 40")
                 value = float(token) if any(c in token for c in ".eE") else int(token)
             else:
                 value = _Bare(token)

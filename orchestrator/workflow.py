@@ -39,6 +39,7 @@ import json
 import re
 import reprlib
 import unicodedata
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,7 +212,7 @@ class WorkflowError(InvalidInputError):
         self.problems = sorted(problems, key=lambda p: p.line)
         # Every message may quote the file; bounded here whatever a check above forgot to bound.
         where = bounded(source, MAX_NAME_CHARS)
-        lines = [f"{where}:{p.line}: {bounded(p.message)}" for p in self.problems[:MAX_PROBLEMS]]
+        lines = [f"{where}:{p.line}: {bounded(' '.join(p.message.split(chr(10))))}" for p in self.problems[:MAX_PROBLEMS]]
         if len(self.problems) > MAX_PROBLEMS:
             lines.append(f"{where}: … and {len(self.problems) - MAX_PROBLEMS} more problem(s)")
         super().__init__("\n".join(lines))
@@ -366,6 +367,11 @@ class Workflow:
             line = mark.line + 1 if mark is not None else 1
             prefix = "" if isinstance(exc, _Refused) else "not valid YAML: "
             raise WorkflowError(source, [WorkflowProblem(line, f"{prefix}{exc.problem or exc.context}")]) from None
+        except yaml.reader.ReaderError as exc:  # a character YAML does not allow (control characters)
+            line = text[:exc.position].count("\n") + 1 if isinstance(exc.position, int) else 1
+            character = f"#x{exc.character:04x}" if isinstance(exc.character, int) else shown(exc.character)
+            raise WorkflowError(source, [WorkflowProblem(line, f"not valid YAML: the character {character} is not "
+                                                               "allowed")]) from None
         except yaml.YAMLError as exc:
             raise WorkflowError(source, [WorkflowProblem(1, f"not valid YAML: {exc}")]) from None
         except RecursionError:  # the composer's depth limit should come first; this is the backstop
@@ -807,7 +813,9 @@ def parse_condition(text: str) -> Condition:
     if "$" in source:
         raise ValueError(f"condition {shown(text)}: a '$' that starts no reference")
     try:
-        tree = ast.parse(source.strip(), mode="eval")
+        with warnings.catch_warnings():  # '1jand' or 'x is 1' would print Python's SyntaxWarning on stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ValueError(f"condition {shown(text)} is not an expression ({exc.msg})") from None
     except (RecursionError, MemoryError):  # CPython's parser gives up on deep nesting in these ways too

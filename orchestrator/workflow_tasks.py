@@ -190,14 +190,8 @@ class WorkflowGraph:
 
     def _condition_holds(self, node: WorkflowNode, condition: Condition, results: dict[str, TaskResult],
                          item: Any) -> bool:
-        values = [self._value(r, results, item) for r in condition.references]
-        try:
-            return bool(_evaluate(condition.tree.body, values))
-        except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError) as exc:
-            # What the values turned out to be (int('n/a'), an index past the end); how the condition is
-            # written was checked when the workflow was read.
-            raise InvalidInputError(f"node {node.name!r}: the condition {shown(condition.text)} could not be evaluated "
-                                    f"({type(exc).__name__}: {bounded(str(exc), 200)})") from None
+        return evaluate_condition(condition, [self._value(r, results, item) for r in condition.references],
+                                  f"node {node.name!r}")
 
     def _expand(self, node: WorkflowNode, results: dict[str, TaskResult]) -> list[Any]:
         """The node's items, once everything they come from exists; [] before that or when there are none."""
@@ -290,6 +284,18 @@ _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, as
             ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
 _FUNCTIONS = {"count": len, "len": len, "lower": lambda v: str(v).lower(), "upper": lambda v: str(v).upper(),
               "strip": lambda v: str(v).strip(), "float": float, "int": int}
+
+
+def evaluate_condition(condition: Condition, values: list[Any], where: str) -> bool:
+    """Whether ``condition`` holds for ``values`` (one per reference, in order); a value it cannot work
+    on (``int('n/a')``, an index past the end) is an :class:`InvalidInputError` naming ``where``. How the
+    condition is written was checked when the workflow was read, so only the values can fail here."""
+    try:
+        return bool(_evaluate(condition.tree.body, values))
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError, RecursionError) as exc:
+        # RecursionError: str() or == of a JSON value nested thousands deep
+        raise InvalidInputError(f"{where}: the condition {shown(condition.text)} could not be evaluated "
+                                f"({type(exc).__name__}: {bounded(str(exc), 200)})") from None
 
 
 def _evaluate(node: ast.AST, values: list[Any]) -> Any:

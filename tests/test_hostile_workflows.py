@@ -250,3 +250,41 @@ def test_saved_outputs_of_a_workflow_built_in_code_stay_in_their_folder(settings
         stored.runner.shutdown()
     [path] = saved["../../escape"]["files"]
     assert Path(path).parent == tmp_path / "out" and Path(path).name == "escape.txt"
+
+
+# ---------------------------------------------------------------------------------- --input values
+
+
+@pytest.mark.parametrize("value, words", [
+    ("@/nonexistent/note.txt", ["--input note", "no file", "/nonexistent/note.txt"]),
+    ("@{tmp}", ["--input note", "is a directory"]),
+    ("@{tmp}/binary.bin", ["--input note", "UTF-8"]),
+    ("@/proc/self/environ", ["--input note", "special file"]),
+])
+def test_graph_run_refuses_bad_input_files_in_one_line(cli_home, capsys, value, words):
+    from orchestrator.cli import main
+
+    (cli_home / "binary.bin").write_bytes(bytes(range(256)) * 4)
+    path = cli_home / "wf.yaml"
+    path.write_text("inputs: {note: text}\nnodes:\n  wait: {tool: stub-wait, args: {a: $note, seconds: 0}}\n")
+    assert main(["graph", "run", str(path), "--input", "note=" + value.format(tmp=cli_home), "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) <= 2, err
+    assert all(word.lower() in err.lower() for word in words), err
+
+
+def test_graph_run_takes_text_as_the_words_and_reads_a_file_only_with_at(cli_home, capsys):
+    from orchestrator.cli import main
+
+    (cli_home / "note.txt").write_text("from the file")
+    path = cli_home / "wf.yaml"
+    path.write_text("inputs: {note: text}\nnodes:\n  wait: {tool: stub-wait, args: {a: $note, seconds: 0}}\n"
+                    "outputs:\n  said: $wait.text\n")
+    texts = []
+    for value in (str(cli_home / "note.txt"), "@" + str(cli_home / "note.txt"), "@@home"):
+        assert main(["graph", "run", str(path), "--input", f"note={value}", "--out", str(cli_home / "out"),
+                     "--json"]) == 0
+        capsys.readouterr()
+        texts.append((cli_home / "out" / "said.txt").read_text())
+    assert texts[0].startswith("done | " + str(cli_home / "note.txt"))
+    assert texts[1].startswith("done | from the file") and texts[2].startswith("done | @home")

@@ -78,6 +78,10 @@ def test_parse_maps_handles_references_and_literals(registry):
     ('t1 = translation(text="unterminated)', "bad quoted value"),
     ('t1 = translation("no name")', "needs a name"),
     ('answer("a")\nt1 = ocr(image=photo.jpg)', "nothing may follow"),
+    # Found by tests/test_fuzz_workflows.py: a RecursionError and a ValueError escaped as themselves.
+    ("t1 = ocr(image=" + "[" * 5000 + "]" * 5000 + ")", "line 1: the value at column 7 is nested too deeply"),
+    ("t1 = summarization(text=t0, num_beams=" + "9" * 5000 + ")", "line 1: the number at column 20 has 5000"),
+    ("t1 = ocr(image=" + "x" * 5000 + ")", r"'x{60}'… \(5000 characters\) is neither an input"),
 ])
 def test_parse_refuses_malformed_lines_by_number(text, message):
     with pytest.raises(InvalidInputError, match=message):
