@@ -210,6 +210,23 @@ def test_long_text_is_cut_with_an_ellipsis_to_fit():
     assert _fit("x" * 400, 0.01, 10) == "…"
 
 
+def test_a_megabyte_title_is_measured_only_in_part(monkeypatch):
+    # A workflow file's description becomes the picture's title; measuring a million characters a
+    # dozen times took minutes (issue 15). Only a bounded prefix may ever reach the measuring.
+    from matplotlib.textpath import text_to_path
+
+    measure = text_to_path.get_text_width_height_descent
+    longest = []
+
+    def recording(text, *args, **kwargs):
+        longest.append(len(text))
+        return measure(text, *args, **kwargs)
+
+    monkeypatch.setattr(text_to_path, "get_text_width_height_descent", recording)
+    wide = _fit("word " * 200_000, 1000.0, 10)
+    assert max(longest) <= 2001 and wide.endswith("…") and len(wide) <= 2001
+
+
 def test_label_spots_lie_on_the_drawn_s_curve():
     start, end = (1.0, 2.0), (3.0, 5.0)
     assert _gap_point(start, end, 0.0) == pytest.approx(start)
