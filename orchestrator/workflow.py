@@ -209,10 +209,11 @@ class WorkflowError(InvalidInputError):
 
     def __init__(self, source: str, problems: list[WorkflowProblem]):
         self.source = source
-        self.problems = sorted(problems, key=lambda p: p.line)
-        # Every message may quote the file; bounded here whatever a check above forgot to bound.
-        where = bounded(source, MAX_NAME_CHARS)
-        lines = [f"{where}:{p.line}: {bounded(' '.join(p.message.split(chr(10))))}" for p in self.problems[:MAX_PROBLEMS]]
+        # Every message may quote the file: one line each, bounded here whatever a check forgot to bound.
+        self.problems = sorted((WorkflowProblem(p.line, bounded(p.message.replace("\n", " "))) for p in problems),
+                               key=lambda p: p.line)
+        where = bounded(source, 1000)  # a path the user gave: kept whole unless absurd
+        lines = [f"{where}:{p.line}: {p.message}" for p in self.problems[:MAX_PROBLEMS]]
         if len(self.problems) > MAX_PROBLEMS:
             lines.append(f"{where}: … and {len(self.problems) - MAX_PROBLEMS} more problem(s)")
         super().__init__("\n".join(lines))
@@ -250,14 +251,13 @@ class _LineLoader(yaml.SafeLoader):
             size = self._expanded.get(id(node))
             alias = f"alias *{event.anchor[:40]}" + ("…" if len(event.anchor) > 40 else "")
             if size is None:  # its anchor's value is still being composed: the alias is inside it
-                raise _Refused(None, None, f"{alias} is used inside the value it names, which "
-                                                              "would never end", event.start_mark)
+                raise _Refused(None, None, f"{alias} is used inside the value it names, which would never end",
+                               event.start_mark)
             self._count(*size, event.start_mark, alias)
             return node
         self._depth += 1
         if self._depth > MAX_YAML_DEPTH:
-            raise _Refused(None, None, f"values nested more than {MAX_YAML_DEPTH} deep",
-                                              event.start_mark)
+            raise _Refused(None, None, f"values nested more than {MAX_YAML_DEPTH} deep", event.start_mark)
         try:
             node = super().compose_node(parent, index)
         finally:
@@ -286,9 +286,8 @@ class _LineLoader(yaml.SafeLoader):
         if self._values > MAX_YAML_VALUES or self._characters > MAX_YAML_CHARS:
             limit = (f"{MAX_YAML_VALUES} values" if self._values > MAX_YAML_VALUES
                      else f"{MAX_YAML_CHARS} characters of text")
-            raise _Refused(None, None, f"{what} takes the workflow past {limit} once every alias is "
-                                                          "expanded (anchors and aliases repeat values; a workflow "
-                                                          "needs far fewer)", mark)
+            raise _Refused(None, None, f"{what} takes the workflow past {limit} once every alias is expanded "
+                                       "(anchors and aliases repeat values; a workflow needs far fewer)", mark)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:

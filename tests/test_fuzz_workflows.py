@@ -131,7 +131,8 @@ YAML_TOKENS = [
     "      image: $image\n", "      image: $a.caption\n", "      text: $a.caption\n", "      text: \"{$a.caption}!\"\n",
     "      image: $item\n", "    for_each: {crops: $a.detections, of: $image}\n", "    for_each: $a.caption\n",
     "    when: count($a.detections) > 0\n", "    when: __r0 == 1\n", "  image: image\n", "  image: {kind: image}\n",
-    "  q: {kind: text, default: hi}\n", "  o: $b.audio\n", "  o: $a\n", "  o: *x\n", "&x [1, 2]\n", "*x\n", "- ", "{", "}",
+    "  q: {kind: text, default: hi}\n", "  o: $b.audio\n", "  o: $a\n", "  o: *x\n", "&x [1, 2]\n", "*x\n", "- ",
+    "{", "}",
     "[", "]", ": ", "? ", "!!binary x\n", "!!python/object:os.system x\n", "<<: *x\n", "2021-13-45\n", "'", '"', "\t",
     "#", "%YAML 1.1\n", "---\n", "...\n", " ", "\n", "9" * 40, "~\n", ".inf\n", "\x00", "\ufeff",
 ]
@@ -211,16 +212,17 @@ def menu_documents(draw) -> dict:
                                       + INPUT_CONDITIONS)
             nodes[name]["when"] = draw(st.one_of(fitting, fitting, condition_texts))
     outputs = [MENU_OUTPUTS[n] for n in chosen]
-    name = st.sampled_from(["photo report", "../../../tmp/x", "Bild für Fotos", "x" * 100])
-    document = {"name": draw(st.one_of(name, name, name, names)), "inputs": {"image": "image", "objects": {"kind": "text", "default": "a dog"},
-                                                "threshold": {"kind": "json", "default": 1}},
-                "nodes": nodes,
+    usual = st.sampled_from(["photo report", "../../../tmp/x", "Bild für Fotos", "x" * 100])
+    inputs = {"image": "image", "objects": {"kind": "text", "default": "a dog"},
+              "threshold": {"kind": "json", "default": 1}}
+    document = {"name": draw(st.one_of(usual, usual, usual, names)), "inputs": inputs, "nodes": nodes,
                 "outputs": {f"o{k}": draw(st.sampled_from(outputs)) for k in range(draw(st.integers(0, 3)))}}
     for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):  # perturbations
         name = draw(st.sampled_from(chosen))
         key = draw(st.sampled_from(["tool", "when", "for_each", "description", "model", *nodes[name]["args"]]))
         value = draw(st.one_of(scalars, json_values, references))
-        (nodes[name] if key in ("tool", "when", "for_each", "description", "model") else nodes[name]["args"])[key] = value
+        where = nodes[name] if key in ("tool", "when", "for_each", "description", "model") else nodes[name]["args"]
+        where[key] = value
     return document
 
 
