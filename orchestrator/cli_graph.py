@@ -40,7 +40,7 @@ def workflow_path(name_or_path: str) -> Path:
     shipped = shipped_workflows()
     if name_or_path in shipped:
         return shipped[name_or_path]
-    raise InvalidInputError(f"no workflow file {name_or_path!r}, and no shipped workflow of that name "
+    raise InvalidInputError(f"no workflow file {shown(name_or_path)}, and no shipped workflow of that name "
                             f"(shipped: {', '.join(shipped) or 'none'})")
 
 

@@ -48,6 +48,7 @@ from .workflow import (
     WorkflowOutput,
     parse_condition,
     parse_value,
+    shown,
 )
 
 
@@ -127,8 +128,11 @@ class Pipeline:
         if name in self._nodes or name in self._inputs:
             raise InvalidInputError(f"pipeline {self.name!r} already has {name!r}")
         fan_out = for_each if isinstance(for_each, FanOut) or for_each is None else FanOut("each", for_each.reference)
-        node = WorkflowNode(name, tool, {k: self._value(v) for k, v in args.items()},
-                            parse_condition(when) if when else None, fan_out, model)
+        try:
+            condition = parse_condition(when) if when else None
+        except ValueError as exc:  # the same words a workflow file gets, as the error every caller catches
+            raise InvalidInputError(f"node {name!r}: {exc}") from None
+        node = WorkflowNode(name, tool, {k: self._value(v) for k, v in args.items()}, condition, fan_out, model)
         self._nodes[name] = node
         return NodeHandle(self, name)
 
@@ -145,9 +149,12 @@ class Pipeline:
         return self
 
     def output(self, name: str, value: Handle | str) -> Pipeline:
-        reference = value.reference if isinstance(value, Handle) else parse_value(value)
+        try:
+            reference = value.reference if isinstance(value, Handle) else parse_value(value)
+        except ValueError as exc:
+            raise InvalidInputError(f"output {name!r}: {exc}") from None
         if not isinstance(reference, Reference):
-            raise InvalidInputError(f"output {name!r} must be a handle or a $reference, got {value!r}")
+            raise InvalidInputError(f"output {name!r} must be a handle or a $reference, got {shown(value)}")
         self._outputs[name] = WorkflowOutput(name, reference)
         return self
 

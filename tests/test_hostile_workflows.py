@@ -288,3 +288,14 @@ def test_graph_run_takes_text_as_the_words_and_reads_a_file_only_with_at(cli_hom
         texts.append((cli_home / "out" / "said.txt").read_text())
     assert texts[0].startswith("done | " + str(cli_home / "note.txt"))
     assert texts[1].startswith("done | from the file") and texts[2].startswith("done | @home")
+
+
+def test_a_pipeline_refuses_a_bad_condition_or_output_as_invalid_input():
+    from orchestrator.errors import InvalidInputError
+    from orchestrator.pipeline import Pipeline
+
+    pipeline = Pipeline("p", registry=REGISTRY).input("image", "image")
+    with pytest.raises(InvalidInputError, match="node 'find': condition '__r0 == 1': unknown name '__r0'"):
+        pipeline.add("find", "stub-find", when="__r0 == 1", image=pipeline["image"])
+    with pytest.raises(InvalidInputError, match=r"output 'o': '\$x\.'"):
+        pipeline.output("o", "$x.")
