@@ -128,6 +128,7 @@ class Orchestrator:
             if self._planner is None and self._planner_spec == "default":
                 from .planner import Planner, llm_backend
 
+                from tools.attachment_traits import attachment_traits
                 from tools.native_chat import planner_perception
 
                 # The planner sees every tool, runnable here or not: a tool that cannot run is reported as
@@ -135,7 +136,8 @@ class Orchestrator:
                 # [planner] in the config picks the LLM: the packaged Qwen by default, any causal LM, or an endpoint.
                 self._planner = Planner(llm_backend(self.settings.planner, self.settings), self.registry, store=self.store,
                                         settings=self.settings,
-                                        perception=planner_perception(self.settings, self.store))
+                                        perception=planner_perception(self.settings, self.store),
+                                        traits=attachment_traits(self.settings, self.store))
             return self._planner
 
     @property

@@ -15,7 +15,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -281,7 +281,8 @@ class Planner:
                  embedder: Embedder | None = None, prefer_available: bool | str = False, max_tasks: int = 8,
                  hints: bool = True, stop_bias: float = 2.0, prune: bool = True, settings: Settings | None = None,
                  perception: Callable[[Artifact], str | None] | None = None, follow_selection: bool = True,
-                 selector_head: SelectorHead | None | str = "default"):
+                 selector_head: SelectorHead | None | str = "default",
+                 traits: Callable[[Artifact], frozenset[str]] | None = None):
         if max_repairs < 0:
             raise ValueError("max_repairs must not be negative")
         if syntax not in SYNTAXES:
@@ -307,6 +308,8 @@ class Planner:
         self.settings = settings  # whose models and cache decide what runs here (None: the process's)
         # What a trained native model perceives in an attached item, shown beside it (tools.native_chat).
         self.perception = perception
+        # What an attached file is (a document, speech: tools.attachment_traits), for the tool selection.
+        self.traits = traits
         # The tools chosen for a request (tool_selection) are shown as a hint and, with follow_selection,
         # are the only tools the grammar lets each line call, in order.
         self.follow_selection = follow_selection
@@ -320,12 +323,19 @@ class Planner:
         return self._embedder
 
     def hint(self, request: str, tools: Sequence[type[Tool]], kinds: Sequence[ArtifactKind] = (),
-             new_kinds: Sequence[ArtifactKind] = ()) -> list[str]:
+             new_kinds: Sequence[ArtifactKind] = (), traits: Collection[str] = ()) -> list[str]:
         """The tools the request's clauses ask for, in order (empty when hints are off); ``new_kinds``: the
-        kinds of the files that came with the request, each of which some tool must read."""
+        kinds of the files that came with the request, each of which some tool must read; ``traits``: what
+        those files are."""
         if not self.hints:
             return []
-        return self.selector(tools).hint(request, kinds, new_kinds)
+        return self.selector(tools).hint(request, kinds, new_kinds, traits)
+
+    def attachment_traits(self, artifacts: Sequence[Artifact]) -> frozenset[str]:
+        """The traits of the files that came with this request (none without a probe)."""
+        if self.traits is None:
+            return frozenset()
+        return frozenset().union(*(self.traits(a) for a in artifacts if is_new_input(a)))
 
     def selector(self, tools: Sequence[type[Tool]]) -> ToolSelector:
         key = tuple(tool.name for tool in tools)
@@ -396,8 +406,8 @@ class Planner:
         request = request.strip()
         inputs = plan_inputs(artifacts)
         tools = self.tools_for(request, [a.kind for a in artifacts])
-        hint = self.hint(request, tools, [a.kind for a in artifacts], [a.kind for a in artifacts if is_new_input(a)]) \
-            if self.syntax == "compact" else []
+        hint = self.hint(request, tools, [a.kind for a in artifacts], [a.kind for a in artifacts if is_new_input(a)],
+                         self.attachment_traits(artifacts)) if self.syntax == "compact" else []
         messages = self.messages(request, tools, artifacts, hint, context)
         attempts: list[Attempt] = []
         follow = True

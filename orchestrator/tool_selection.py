@@ -22,7 +22,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,41 @@ _CONTEXT = re.compile(
 CONTEXT_FACTOR = 0.3
 # A tool asked for twice in one request is rare; a second, non-adjacent use must be clearly asked for.
 REPEAT_FACTOR = 0.2
+# What an attached file is (tools.attachment_traits) changes what a request about it means: a question about
+# a receipt is a question about its text, one about a voicemail a question about what was said. Tools that
+# look at the wrong thing are scaled down, and what they lose goes to the file's reader, as does the share of
+# question-answering tools that cannot read this file.
+TRAIT_FACTORS = {
+    "document": {"image-captioning": 0.2, "image-classification": 0.2, "object-detection": 0.2,
+                 "open-vocabulary-detection": 0.2, "visual-question-answering": 0.2, "image-editing": 0.2,
+                 "image-to-image": 0.2},
+    "speech": {"audio-classification": 0.2, "voice-activity-detection": 0.3},
+}
+QUESTION_TOOLS = ("document-question-answering", "visual-question-answering", "question-answering")
+_QUESTION = re.compile(r"\?|^\W*(?:what|which|who|whom|whose|when|where|why|how|is|are|was|were|did|does|do|can|could)\b",
+                       re.IGNORECASE)
+
+
+_WHOLE_TEXT = re.compile(r"\b(?:text|words|wording|transcribe|extract|ocr|type\s+(?:it|this|that)\s+out)\b"
+                         r"|^\W*(?:please\s+)?read\s+(?:it|this|that|everything|all)\b", re.IGNORECASE)
+
+
+# Asking to hear the answer ("read the message to me out loud") asks for speech, whichever clause says it.
+_ALOUD = re.compile(r"\b(?:out\s+loud|aloud|read\s+(?:it|this|that|them)\s+(?:to\s+me|back)|speak\s+(?:it|this|that)"
+                    r"|as\s+(?:audio|speech|a\s+voice\s+(?:note|message)))\b", re.IGNORECASE)
+SPEECH_TOOL = "text-to-speech"
+
+
+def trait_reader(trait: str, clause: str) -> str | None:
+    """The tool that reads a file with this trait for this clause: a document's whole text comes from OCR,
+    anything asked about it from document QA; anything about speech from speech recognition."""
+    if trait == "document":
+        return "ocr" if _WHOLE_TEXT.search(clause) else "document-question-answering"
+    if trait == "speech":
+        return "speech-recognition"
+    return None
+
+
 # A quoted text of three or more characters ('...', "...", or typographic quotes); the group that matched holds it.
 QUOTED = re.compile(r"'([^']{3,})'|\"([^\"]{3,})\"|\u2018([^\u2019]{3,})\u2019|\u201c([^\u201d]{3,})\u201d")
 
@@ -270,10 +305,11 @@ class ToolSelector:
         return probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
 
     def select(self, request: str, input_kinds: Sequence[ArtifactKind] = (),
-               new_kinds: Sequence[ArtifactKind] = ()) -> Selection:
+               new_kinds: Sequence[ArtifactKind] = (), traits: Collection[str] = ()) -> Selection:
         """The tools, in order. ``new_kinds``: the kinds of files that came with this request; one that no
         chosen tool reads means a step is missing ("read me the total out loud" with a receipt attached
-        asks to read the receipt first), so the tool most probably meant for it is put first."""
+        asks to read the receipt first), so the tool most probably meant for it is put first. ``traits``:
+        what those files are (see TRAIT_FACTORS)."""
         clauses = request_clauses(request)
         if not clauses:
             return Selection((), (), (), 0.0)
@@ -284,6 +320,8 @@ class ToolSelector:
             if none is not None and _CONTEXT.match(clause):
                 row *= CONTEXT_FACTOR
                 row[none] += 1.0 - row.sum()
+            for trait in traits:
+                self._apply_trait(row, trait, clause)
         # Beam over clauses: (log probability, chosen labels, kinds available so far).
         start = set(input_kinds) | ({ArtifactKind.TEXT} if has_text_body(request) else set())
         beams: list[tuple[float, tuple[str, ...], frozenset[ArtifactKind]]] = [(0.0, (), frozenset(start))]
@@ -318,14 +356,36 @@ class ToolSelector:
             readers = [j for j, label in enumerate(labels) if label != NO_TOOL and label not in tools
                        and kind in {spec.kind for spec in self.tools[label].inputs.values()}
                        and feasible(self.tools[label], set(input_kinds) | {ArtifactKind.TEXT})]
-            if readers:
+            known = [labels.index(name) for trait in traits if (name := trait_reader(trait, clauses[0])) in labels
+                     and labels.index(name) in readers]
+            if known:
+                tools = (labels[known[0]],) + tools
+            elif readers:
                 best = max(readers, key=lambda j: float(probs[:, j].max()))
                 tools = (labels[best],) + tools
+        if _ALOUD.search(request) and SPEECH_TOOL in self.tools and SPEECH_TOOL not in tools:
+            tools = tools + (SPEECH_TOOL,)
         return Selection(tools, tuple(clauses), chosen, math.exp(score / len(chosen)))
 
+    def _apply_trait(self, row: np.ndarray, trait: str, clause: str) -> None:
+        reader = trait_reader(trait, clause)
+        if reader not in self.labels or reader not in self.tools:
+            return
+        factors = TRAIT_FACTORS.get(trait, {})
+        moved = 0.0
+        for j, label in enumerate(self.labels):
+            if label in factors:
+                kept = row[j] * factors[label]
+                moved += row[j] - kept
+                row[j] = kept
+            elif label in QUESTION_TOOLS and label != reader and reader != "ocr":
+                moved += row[j]  # the question is about this file, so the tool that reads it answers
+                row[j] = 0.0
+        row[self.labels.index(reader)] += moved
+
     def hint(self, request: str, input_kinds: Sequence[ArtifactKind] = (),
-             new_kinds: Sequence[ArtifactKind] = ()) -> list[str]:
-        return list(self.select(request, input_kinds, new_kinds).tools)
+             new_kinds: Sequence[ArtifactKind] = (), traits: Collection[str] = ()) -> list[str]:
+        return list(self.select(request, input_kinds, new_kinds, traits).tools)
 
 
 def load_head(path: Path = HEAD_FILE) -> SelectorHead | None:

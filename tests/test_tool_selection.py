@@ -211,7 +211,7 @@ def test_a_planner_whose_llm_keeps_making_text_up_falls_back_to_the_wired_tools(
 
     audio = Artifact("audio-0123456789abcdef", ArtifactKind.AUDIO, "audio/wav", 1, "", {"name": "example.wav"})
     planner = Planner(MakesTextUp(), registry, demos=None, embedder=lexical_embedder(), max_repairs=1)
-    planner.hint = lambda request, tools, kinds=(), new_kinds=(): ["speech-recognition", "text-to-video"]
+    planner.hint = lambda request, tools, kinds=(), new_kinds=(), traits=(): ["speech-recognition", "text-to-video"]
     result = planner.plan("turn example.wav into a video", artifacts=[audio])
     assert result.wired and [t.tool for t in result.plan.plan.tasks] == ["speech-recognition", "text-to-video"]
     assert result.plan.plan.tasks[1].args == {"prompt": "<t1.text>"}
@@ -227,3 +227,56 @@ def test_files_from_earlier_turns_are_not_new_inputs():
     assert is_new_input(image(name="receipt.png"))
     assert not is_new_input(image(name="receipt.png", from_earlier_turn=True))  # a file the user sent before
     assert not is_new_input(image(name="earlier_image")) and not is_new_input(image(name="previous_answer"))
+
+
+@pytest.fixture()
+def looking_phrases(tmp_path):
+    """Phrasings where the words alone pick a tool that looks at the wrong thing."""
+    data = {"_none": ["I have a photo", "hello"],
+            "image-captioning": ["which place is this from", "describe the picture"],
+            "object-detection": ["list the things in the picture"],
+            "document-question-answering": ["what is the total on the document"],
+            "ocr": ["read the text in the image"],
+            "voice-activity-detection": ["what time does the speech start"],
+            "audio-classification": ["what does the caller want"],
+            "speech-recognition": ["transcribe the recording"],
+            "text-to-speech": ["say it out loud"],
+            "chat": ["reply to the message"]}
+    path = tmp_path / "phrases.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_what_an_attached_file_is_decides_which_tool_reads_it(registry, looking_phrases):
+    selector = ToolSelector(list(registry), lexical_embedder(), phrases_file=looking_phrases)
+    image, audio = [ArtifactKind.IMAGE], [ArtifactKind.AUDIO]
+    # Over a photo the words decide; over a receipt (a document) questions go to document QA, the text to OCR.
+    assert selector.select("which place is this from?", image, image, ["photo"]).tools == ("image-captioning",)
+    assert selector.select("which place is this from?", image, image, ["document"]).tools == ("document-question-answering",)
+    assert selector.select("list the things in the picture", image, image, ["document"]).tools == ("document-question-answering",)
+    assert selector.select("read the text in the image", image, image, ["document"]).tools == ("ocr",)
+    # Over speech, a question about it is answered from the transcript.
+    assert selector.select("what does the caller want?", audio, audio, ["speech"]).tools == ("speech-recognition",)
+    assert selector.select("what time does the speech start?", audio, audio, ["speech"]).tools == ("speech-recognition",)
+    assert selector.select("what does the caller want?", audio, audio, ["sound"]).tools == ("audio-classification",)
+    # A file nothing was chosen for is read by its trait's reader.
+    assert selector.select("I have a photo of it too", audio, audio, ["speech"]).tools == ("speech-recognition",)
+
+
+def test_asking_to_hear_the_answer_adds_speech(registry, looking_phrases):
+    selector = ToolSelector(list(registry), lexical_embedder(), phrases_file=looking_phrases)
+    assert selector.select("reply to the message, read it to me out loud", []).tools == ("chat", "text-to-speech")
+    assert selector.select("reply to the message aloud", []).tools[-1] == "text-to-speech"
+    assert selector.select("reply to the message", []).tools == ("chat",)
+
+
+def test_traits_from_what_the_tools_read():
+    from tools.attachment_traits import document_traits, speech_traits
+
+    receipt = "CORNER SHOP\n12/01/2025\nMilk 1.20\nBread 2.10\nTOTAL 3.30\nThank you"
+    assert document_traits(receipt) == {"document"}
+    assert document_traits("STOP") == {"photo"} and document_traits("") == {"photo"}
+    assert document_traits("OPEN\n24 h") == {"photo"}  # a shop sign in a street photo
+    assert speech_traits([{"start": 0.2, "end": 2.8}], 3.0) == {"speech"}
+    assert speech_traits([{"start": 4.0, "end": 4.4}], 10.0) == {"sound"}
+    assert speech_traits([], 0.0) == {"sound"}
