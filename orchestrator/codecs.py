@@ -325,15 +325,26 @@ def _open_image(data: bytes, limits: MediaLimits):
             )
         try:
             image.load()
+            # Counting frames reads every frame's header (GIF, TIFF, WebP): a corrupt later frame raises here,
+            # at the door, rather than (IndexError, TypeError...) in whoever decodes the stored image later.
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
         except Exception as exc:
-            raise InvalidInputError(f"corrupt or truncated {image.format} image: {exc}") from None
+            raise InvalidInputError(f"corrupt or truncated {image.format} image: {type(exc).__name__}: {exc}") from None
     return image
+
+
+def _orientation(image: Any) -> int | None:
+    try:
+        return image.getexif().get(0x0112)
+    except Exception as exc:  # a broken EXIF block: the picture itself decoded
+        raise InvalidInputError(f"{image.format} image has corrupt EXIF metadata ({type(exc).__name__}: {exc})") from None
 
 
 def _inspect_image(data: bytes, limits: MediaLimits, mime: str | None) -> tuple[str, dict[str, Any]]:
     image = _open_image(data, limits)
     width, height = image.size
-    if image.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: stored on its side, decoded upright
+    if _orientation(image) in (5, 6, 7, 8):  # EXIF orientation: stored on its side, decoded upright
         width, height = height, width
     meta = {"width": width, "height": height, "mode": image.mode, "format": image.format}
     return _IMAGE_FORMATS[image.format], meta
@@ -343,10 +354,12 @@ def _decode_image(data: bytes, mime: str, limits: MediaLimits):
     from PIL import ImageOps
 
     image = _open_image(data, limits)
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
+    _orientation(image)
     # Phone photos store their rotation in EXIF; models must see them upright.
-    return ImageOps.exif_transpose(image)
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as exc:
+        raise InvalidInputError(f"{image.format} image cannot be turned upright ({type(exc).__name__}: {exc})") from None
 
 
 def _encode_image(value: Any) -> tuple[bytes, str]:
