@@ -157,17 +157,26 @@ def _hint_if_file(what: str, value: str) -> None:
                       f"{escape(what)} @{escape(value)}[/]", highlight=False)
 
 
-def _save_outputs(store: ArtifactStore, outputs: dict[str, Artifact], destination: str) -> list[Path]:
+def _output_choice(outputs: dict[str, ArtifactKind], destination: str) -> str | None:
+    """Which output ``-o destination`` saves: one output's name for a file, None for a folder (all of them).
+    Known from the tool's declared outputs, so a destination that fits none is refused before the tool runs."""
     target = Path(destination).expanduser()
+    if not target.suffix or target.is_dir() or destination.endswith(("/", os.sep)):
+        return None
     wanted = EXTENSION_KINDS.get(target.suffix.lower())
-    if target.suffix and not target.is_dir() and not destination.endswith(("/", os.sep)):
-        matching = [a for a in outputs.values() if a.kind is wanted] or (
-            [a for a in outputs.values() if a.kind is ArtifactKind.TEXT] if target.suffix.lower() in (".txt", ".md") else []
-        )
-        if not matching:
-            kinds = ", ".join(f"{n} ({a.kind.value})" for n, a in outputs.items())
-            raise InvalidInputError(f"-o {destination}: no output fits a {target.suffix} file; outputs: {kinds}")
-        return [store.export(matching[0].id, target, session=CLI_SESSION)]
+    matching = [n for n, kind in outputs.items() if kind is wanted] or (
+        [n for n, kind in outputs.items() if kind is ArtifactKind.TEXT] if target.suffix.lower() in (".txt", ".md") else [])
+    if not matching:
+        kinds = ", ".join(f"{n} ({kind.value})" for n, kind in outputs.items())
+        raise InvalidInputError(f"-o {shown(destination)}: no output fits a {shown(target.suffix)} file; outputs: {kinds}")
+    return matching[0]
+
+
+def _save_outputs(store: ArtifactStore, outputs: dict[str, Artifact], destination: str) -> list[Path]:
+    chosen = _output_choice({n: a.kind for n, a in outputs.items()}, destination)
+    target = Path(destination).expanduser()
+    if chosen is not None:
+        return [store.export(outputs[chosen].id, target, session=CLI_SESSION)]
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -226,6 +235,8 @@ def cmd_tool(argv: list[str]) -> int:
     registry = ToolRegistry.default()
     tool_class = registry.get(argv[0])
     args = _tool_parser(tool_class).parse_args(argv[1:])
+    if args.output:  # before the inputs are stored or the model loads
+        _output_choice({n: spec.kind for n, spec in tool_class.outputs.items()}, args.output)
     store = _store()
     arguments: dict[str, Any] = {}
     for name, spec in tool_class.inputs.items():

@@ -261,6 +261,19 @@ def test_export_under_a_file_is_a_one_line_error(home, tmp_path, series_id):
     one_line_error(*run_cli("artifacts", "export", series_id, tmp_path / "plain" / "inside.json"), "cannot export", "plain")
 
 
+def test_tool_output_that_fits_no_output_is_refused_before_running(home, tmp_path, monkeypatch):
+    monkeypatch.setattr(Echo, "run", lambda *a: pytest.fail("ran with an -o it could not honour"))
+    one_line_error(*run_cli("tool", "echo", "--text", "hi", "-o", tmp_path / "out.wav"), "-o", "'.wav'", "text (text)")
+    assert store(home).count() == 0
+
+
+def test_tool_output_into_a_folder_named_with_a_slash(home, tmp_path):
+    code, _, err = run_cli("tool", "echo", "--text", "hi", "-o", f"{tmp_path}/out.d/")
+    assert code == 0, err
+    [saved] = list((tmp_path / "out.d").iterdir())
+    assert saved.suffix == ".txt" and saved.read_text() == "hi"
+
+
 # ------------------------------------------------------------------------------------------ what a pipe gets
 
 
