@@ -136,7 +136,12 @@ def _input_argument(store: ArtifactStore, name: str, kind: ArtifactKind, value: 
                 _hint_if_file(what, value)
                 return text
             return store.put_value(kind, text, metadata={"name": file_name}, session=CLI_SESSION).id
-        parsed, file_name = json_argument(value, what, store.limits)
+        try:
+            parsed, file_name = json_argument(value, what, store.limits)
+        except InvalidInputError as exc:
+            if file_reference(value) is None and _names_a_file(value):
+                raise InvalidInputError(f"{exc}; to read the file {shown(value)}, write {what} @{value}") from None
+            raise
         if file_name is None:
             return parsed
         return store.put_value(kind, parsed, metadata={"name": file_name}, session=CLI_SESSION).id
@@ -144,15 +149,18 @@ def _input_argument(store: ArtifactStore, name: str, kind: ArtifactKind, value: 
     return store.ingest_file(path, kind, session=CLI_SESSION).id
 
 
+def _names_a_file(value: str) -> bool:
+    if len(value) > 1024 or "\n" in value:
+        return False
+    try:
+        return Path(value).expanduser().is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: words, not a path
+        return False
+
+
 def _hint_if_file(what: str, value: str) -> None:
     """A text that names an existing file was probably meant as that file: say how to read it, use the words."""
-    if len(value) > 1024 or "\n" in value:
-        return
-    try:
-        is_file = Path(value).expanduser().is_file()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: words, not a path
-        return
-    if is_file:
+    if _names_a_file(value):
         console.print(f"[dim]note: {escape(what)} is the text {escape(shown(value))}; to read that file, write "
                       f"{escape(what)} @{escape(value)}[/]", highlight=False)
 

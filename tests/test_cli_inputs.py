@@ -177,7 +177,8 @@ def test_json_is_written_out_or_read_with_at(home, tmp_path):
 
 
 @pytest.mark.parametrize(("value", "words"), [("{'a': 1}", ("--data", "not valid JSON")),
-                                               ("@bad.json", ("--data", "bad.json", "not valid JSON", "line 1"))])
+                                               ("@bad.json", ("--data", "bad.json", "not valid JSON", "line 1")),
+                                               ("bad.json", ("--data", "not valid JSON", "write --data @bad.json"))])
 def test_bad_json_is_a_one_line_error(home, tmp_path, monkeypatch, value, words):
     (tmp_path / "bad.json").write_text("{nope")
     monkeypatch.chdir(tmp_path)
