@@ -32,14 +32,14 @@ from langgraph.types import interrupt
 from orchestrator.artifacts import Artifact
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.compose import Composer
-from orchestrator.config import Settings
+from orchestrator.config import Settings, current_settings
 from orchestrator.errors import AnymodaError, InvalidInputError
 from orchestrator.events import Event
 from orchestrator.executor import ExecutionHooks, PlanExecutor, TaskResult
 from orchestrator.journal import FINISHED_RUN_STATUSES, RunJournal
 from orchestrator.plan import Plan, ValidatedPlan, validate_plan
 from orchestrator.planner import Planner
-from orchestrator.recovery import AgentHooks, is_empty_result, replaced_plan
+from orchestrator.recovery import AgentHooks, is_empty_result, replaced_plan, with_stand_ins
 from orchestrator.registry import ToolRegistry
 from orchestrator.store import ArtifactStore
 
@@ -103,7 +103,10 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
                 "seconds": round(sum(a.seconds for a in result.attempts), 3),
                 "dropped": [t.id for t in result.dropped], "text": result.attempts[-1].text,
                 "wired": getattr(result, "wired", False)}
-        return {"plan": result.plan.plan.to_json(), "planner": info}
+        # A tool that cannot run here keeps its place in the plan (and is reported); a weaker one that can
+        # answer part of it runs beside it (recovery.STAND_INS), and the answer says which and how much.
+        plan = with_stand_ins(result.plan.plan, parts.registry, parts.settings or current_settings())
+        return {"plan": plan.to_json(), "planner": info}
 
     def validate(state: AgentState) -> dict[str, Any]:
         if state.get("error"):

@@ -17,6 +17,7 @@ under the same task id, and the journal keeps both attempts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -27,7 +28,7 @@ from typing import Any
 from .artifacts import ArtifactKind, is_artifact_id
 from .config import Settings, current_settings
 from .errors import AnymodaError, InvalidInputError
-from .plan import Plan, PlanTask, ValidatedPlan, parse_reference, validate_plan
+from .plan import TASK_ID, Plan, PlanTask, ValidatedPlan, parse_reference, validate_plan
 from .registry import ToolRegistry
 from .store import ArtifactStore
 from .tool import Tool
@@ -54,6 +55,7 @@ class Unavailable:
     fetch_command: str  # the exact command that makes it available
     why: str = "weights"  # weights | runtime | gpu | hub
     action: str = ""  # what the task was to do, in words ("find and cut out 'dog'")
+    stand_in: str = ""  # the tool that ran in its place (see STAND_INS), if one did
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +81,65 @@ class Unavailable:
             fetch = f" Fetch {'them' if self.why != 'runtime' else 'it'} with: {self.fetch_command}"
         else:  # nothing to download (a checkpoint to train, say): the reason's own advice
             fetch = f" ({self.reason.split(': ', 1)[-1].strip()})" if self.why == "weights" and self.reason else ""
-        return f"I can't {self.action or 'do the ' + self.tool.replace('-', ' ') + ' step'} here: {need}.{fetch}"
+        instead = ""
+        if self.stand_in and self.stand_in == STAND_INS.get(self.tool, ("",))[0]:
+            instead = f" Instead, {self.stand_in.replace('-', ' ')} ran, which {STAND_INS[self.tool][1]}."
+        # The fetch command comes last, so that nothing follows it on its line when it is copied.
+        return f"I can't {self.action or 'do the ' + self.tool.replace('-', ' ') + ' step'} here: {need}.{instead}{fetch}"
+
+
+# A weaker tool that runs here and answers part of what an unavailable one would: it runs beside it (the
+# unavailable tool is still reported, with how to fetch it) and the answer says what it can and cannot do.
+# Only where part of the answer is still the answer: "what's in this photo?" is partly answered by a
+# classifier's labels; "how many horses?" is not answered by any label, so VQA has no stand-in.
+STAND_INS: dict[str, tuple[str, str]] = {
+    "image-captioning": ("image-classification",
+                         "only names the most likely subject among 1,000 everyday categories and cannot describe the scene"),
+}
+STAND_IN_SUFFIX = "_instead"
+
+
+def with_stand_ins(plan: Plan, registry: ToolRegistry, settings: Settings) -> Plan:
+    """``plan`` with a stand-in task after each task whose tool cannot run here and has a stand-in that can
+    (``{task}_instead``, fed the same inputs by kind). Nothing depends on it: it adds a partial answer, it
+    does not pretend to be the missing step."""
+    tasks = list(plan.tasks)
+    taken = {t.id for t in tasks}
+    for task in plan.tasks:
+        if task.tool not in STAND_INS or task.tool not in registry:
+            continue
+        substitute = STAND_INS[task.tool][0]
+        stand_in_id = f"{task.id}{STAND_IN_SUFFIX}"
+        if substitute not in registry or stand_in_id in taken or not TASK_ID.match(stand_in_id):
+            continue
+        try:
+            # Weights that must first come from the hub may not come (offline, or the hub unreachable): the
+            # stand-in runs then too, so that the answer has something if the download fails.
+            availability = registry.get(task.tool)(settings=settings).available()
+            if availability.ok and (availability.source is None or availability.source.origin != "hub"):
+                continue
+            stand_in = registry.get(substitute)
+            if not stand_in(settings=settings).available():
+                continue
+        except AnymodaError:
+            continue
+        kinds = {spec.kind: name for name, spec in registry.get(task.tool).inputs.items()}
+        args = {name: task.args[kinds[spec.kind]] for name, spec in stand_in.inputs.items()
+                if spec.kind in kinds and kinds[spec.kind] in task.args}
+        if any(spec.required and name not in args for name, spec in stand_in.inputs.items()):
+            continue
+        deps = tuple(dict.fromkeys(ref[0] for value in args.values() if (ref := parse_reference(value))))
+        tasks.insert(tasks.index(task) + 1, PlanTask(stand_in_id, substitute, args, deps))
+        taken.add(stand_in_id)
+    return dataclasses.replace(plan, tasks=tuple(tasks))
+
+
+def stand_in_of(plan: Plan | None, task_id: str) -> str:
+    """The tool of the stand-in task planned for ``task_id`` ("" when there is none)."""
+    if plan is None:
+        return ""
+    found = next((t for t in plan.tasks if t.id == f"{task_id}{STAND_IN_SUFFIX}"), None)
+    return found.tool if found is not None else ""
 
 
 # What a task was to do, in words: (with the named argument's literal text, without it).
@@ -235,7 +295,9 @@ class AgentHooks:
                                         registry=self.registry)
         except AnymodaError:
             return None  # a tool that cannot even say: let it run and fail with its own message
-        return record.to_json() if record is not None else None
+        if record is None:
+            return None
+        return dataclasses.replace(record, stand_in=stand_in_of(self.plan, task_id)).to_json()
 
     def _plan_args(self, task_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
         if self.plan is not None:

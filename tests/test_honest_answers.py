@@ -734,3 +734,37 @@ def test_weights_that_cannot_be_downloaded_are_explained_not_promised(settings):
     from tools.native_chat import NativeChat
 
     assert _local_fetch_command(NativeChat(settings=settings), "weights", ["trained-native-checkpoint"]) == ""
+
+
+def test_a_weaker_tool_stands_in_beside_an_unavailable_one_and_the_answer_says_so(settings, photo: Path, monkeypatch):
+    """'What's in this photo?' without captioning weights: the classifier's labels answer part of it; the
+    captioner is still reported (with its fetch command), and the answer says what the stand-in cannot do."""
+    from orchestrator import recovery
+
+    monkeypatch.setitem(recovery.STAND_INS, "stub-cutout", ("stub-name", "only names the main colour"))
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    image = None
+
+    def plan_reply(messages: list[dict[str, str]]) -> str:
+        return json.dumps({"tasks": [{"id": "t1", "tool": "stub-cutout", "args": {"image": image, "labels": "dog"}}]})
+
+    orch = make(settings, store=store, planner=scripted_planner(ScriptedBackend(plan_reply), REGISTRY, store))
+    image = orch.ingest([photo], "stand-in")[0].id
+    result = orch.run("cut out the dog", files=[], session="stand-in")
+    assert [t["id"] for t in result.plan["tasks"]] == ["t1", "t1_instead"]
+    assert result.tasks["t1"].status == "unavailable" and result.tasks["t1_instead"].status == "done"
+    assert result.tasks["t1_instead"].tool == "stub-name" and result.status == "partial"
+    (missing,) = result.unavailable
+    assert missing.stand_in == "stub-name" and missing.tool == "stub-cutout"
+    sentence = missing.sentence()
+    assert "Instead, stub name ran, which only names the main colour." in sentence
+    assert sentence.endswith(missing.fetch_command)  # the command stays last, nothing glued to it
+    assert "Instead, stub name ran" in result.answer and missing.fetch_command in result.answer
+
+    # A tool that can run gets no stand-in; neither does one without a listed stand-in.
+    monkeypatch.setitem(recovery.STAND_INS, "stub-name", ("stub-wait", "waits"))
+    plan = Plan.from_json({"tasks": [{"id": "t1", "tool": "stub-name", "args": {"image": image}}]})
+    assert recovery.with_stand_ins(plan, REGISTRY, settings) == plan
+    monkeypatch.delitem(recovery.STAND_INS, "stub-cutout")
+    plan = Plan.from_json({"tasks": [{"id": "t1", "tool": "stub-cutout", "args": {"image": image, "labels": "dog"}}]})
+    assert recovery.with_stand_ins(plan, REGISTRY, settings) == plan
