@@ -639,9 +639,10 @@ class Composer:
                  on_token: Callable[[str], None] | None = None) -> Answer:
         """A request no tool serves: answered from the conversation so far (the model, grounded to it, or a
         template quoting the earlier requests); with no conversation, the planner's own direct answer."""
-        direct = (direct or "").strip()
+        # The planner's direct answer is LLM text too: an artifact id in it names nothing this run made.
+        direct, struck = strike_unknown_ids((direct or "").strip(), set())
         if not turns and not history.strip():
-            return Answer(direct, (), (), "plan")
+            return Answer(direct, (), (), "plan", tuple(struck))
         reason = "no language model"
         if self.backend is not None:
             conversation = history.strip() or "\n".join(f"User: {q}\nAssistant: {a}" for q, a in turns)

@@ -768,3 +768,13 @@ def test_a_weaker_tool_stands_in_beside_an_unavailable_one_and_the_answer_says_s
     monkeypatch.delitem(recovery.STAND_INS, "stub-cutout")
     plan = Plan.from_json({"tasks": [{"id": "t1", "tool": "stub-cutout", "args": {"image": image, "labels": "dog"}}]})
     assert recovery.with_stand_ins(plan, REGISTRY, settings) == plan
+
+
+def test_a_direct_answer_never_keeps_an_artifact_id_the_planner_made_up(settings):
+    invented = "image-0123456789abcdef"
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    planner = scripted_planner(ScriptedBackend(json.dumps({"tasks": [], "answer": f"Here it is: {invented}."})),
+                               REGISTRY, store)
+    result = make(settings, store=store, planner=planner).run("hello there")
+    assert invented not in result.answer and result.answer == "Here it is: [no such artifact]."
+    assert result.composed_by == "plan" and not result.artifacts
