@@ -64,6 +64,9 @@ class MediaLimits:
     max_audio_seconds: float = 4 * 3600.0
     max_time_series_points: int = 10_000_000
     max_text_chars: int = 10_000_000
+    # What one request may hold for the planner's LLM (estimated tokens, see token_budget): a 100,000-character
+    # request once planned for ten minutes at 6.6 GB; a request has a few sentences, a document goes in a file.
+    max_request_tokens: int = 2_000
 
 
 def describe_content(data: bytes) -> str:
@@ -176,7 +179,7 @@ def check_input_file(path: str | os.PathLike[str], max_bytes: int, what: str) ->
         resolved = file.resolve()  # through symlinks: a link into /proc is still /proc
         info = os.stat(file)
     except (FileNotFoundError, NotADirectoryError):
-        raise InvalidInputError(f"{what}: no file {shown(text)}") from None
+        raise InvalidInputError(f"{what}: no file {shown(text)}: that path does not exist") from None
     except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, EACCES on a folder, a NUL byte
         raise InvalidInputError(f"{what}: cannot read {shown(text)} ({getattr(exc, 'strerror', None) or exc})") from None
     if any(resolved == root or root in resolved.parents for root in _PSEUDO_FILESYSTEMS):
