@@ -41,6 +41,7 @@ from .recovery import Unavailable
 from .registry import ToolRegistry
 from .runner import LocalTaskRunner, TaskRunner
 from .store import ArtifactStore, enable_wal
+from .token_budget import check_request_size
 
 DEFAULT_SESSION = "default"
 RECENT_TURNS = 4  # turns shown verbatim to the planner and composer; older ones are summarised
@@ -226,6 +227,7 @@ class Orchestrator:
         session = check_session_id(session if session is not None else run_id)
         if not isinstance(request, str) or (not request.strip() and plan is None):
             raise InvalidInputError("the request is empty")
+        check_request_size(request, self.settings.limits.max_request_tokens)
         inputs = self.ingest(files, session)
         history, context = self.session_context(session, request)
         state: dict[str, Any] = {"run": run_id, "session": session, "request": request.strip(),

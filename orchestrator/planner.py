@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .artifacts import Artifact, ArtifactKind
-from .config import LLMSettings, Settings
+from .config import LLMSettings, Settings, current_settings
 from .errors import AnymodaError, InvalidInputError
 from .plan import (Plan, PlanError, PlanTask, ValidatedPlan, literal_provenance_problems, parse_reference, plan_json_schema,
                    validate_plan)
@@ -28,6 +28,7 @@ from .plan_syntax import CompactSyntax, PlanInput, numbers_in, plan_inputs
 from .planner_retrieval import DemoSelector, Embedder, default_embedder, load_demos, shortlist_tools
 from .registry import ToolRegistry
 from .store import ArtifactStore
+from .token_budget import check_request_size
 from .tool import Tool
 from .tool_selection import SelectorHead, ToolSelector, load_head, quoted_texts
 
@@ -403,6 +404,7 @@ class Planner:
         """``on_text`` receives the plan's text as the LLM writes it (each attempt), where the backend streams."""
         if not request or not request.strip():
             raise InvalidInputError("the request is empty")
+        check_request_size(request, (self.settings or current_settings()).limits.max_request_tokens)
         request = request.strip()
         inputs = plan_inputs(artifacts)
         tools = self.tools_for(request, [a.kind for a in artifacts])

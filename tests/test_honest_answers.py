@@ -25,7 +25,7 @@ from orchestrator.agent import Orchestrator
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.cli import main
 from orchestrator.compose import Composer, Sources, ungrounded
-from orchestrator.errors import ModelNotAvailableError
+from orchestrator.errors import InvalidInputError, ModelNotAvailableError
 from orchestrator.plan import Plan, validate_plan
 from orchestrator.planner import Attempt, PlanResult
 from orchestrator.registry import ToolRegistry
@@ -778,3 +778,20 @@ def test_a_direct_answer_never_keeps_an_artifact_id_the_planner_made_up(settings
     result = make(settings, store=store, planner=planner).run("hello there")
     assert invented not in result.answer and result.answer == "Here it is: [no such artifact]."
     assert result.composed_by == "plan" and not result.artifacts
+
+
+def test_a_request_too_long_for_the_planner_is_refused_before_a_run(settings, capsys):
+    from orchestrator.token_budget import check_request_size, estimate_tokens
+
+    assert estimate_tokens("What is the total on this receipt?") == 9  # "receipt" is two pieces
+    assert estimate_tokens("internationalisation") == 4  # long words cost several tokens
+    orch = make(settings)
+    with pytest.raises(InvalidInputError, match=r"about [\d,]+ tokens; at most 2,000 .*max_request_tokens"):
+        orch.run("please " * 3000)
+    assert orch.journal.runs(limit=10) == []  # refused before anything was recorded
+    check_request_size("word " * 1500, 2000)  # under the limit: nothing to say
+    # The CLI says it in one line, exit code 2.
+    assert main(["run", "tell me " * 5000]) == 2
+    err = capsys.readouterr().err.strip()
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]  # after the live view's header
+    assert "max_request_tokens" in line and "Traceback" not in err and err.endswith(line), err
