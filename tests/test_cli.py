@@ -292,7 +292,8 @@ def test_render_refuses_a_text_artifact(read_receipt, capsys, tmp_path):
 
 @pytest.mark.real_weights
 @requires_offline_extra
-def test_demo_answers_the_spoken_question(cli_home, capsys, tmp_path):
+def test_demo_answers_the_spoken_question(cli_home, packaged_llm, capsys, tmp_path):
+    packaged_llm.use_in(cli_home)  # the session's one conversion of the packaged Qwen (tests/conftest.py)
     out_dir = tmp_path / "demo"
     code, out, err = cli(capsys, "demo", "--out", out_dir)
     assert code == 0, out + err

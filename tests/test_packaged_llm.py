@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import resource
-import shutil
 import time
 from pathlib import Path
 
@@ -178,33 +177,15 @@ def _peak_rss_mb() -> float:
 
 @pytest.mark.real_weights
 @pytest.mark.skipif(_real_parts_missing() is not None, reason=str(_real_parts_missing()))
-def test_real_gguf_converts_once_and_answers(tmp_path_factory, capsys):
-    cache = tmp_path_factory.mktemp("qwen-cache")
-    try:
-        _convert_load_and_ask(cache, capsys)
-    finally:
-        # pytest keeps the last three runs' temp folders: 3 GB each is not worth keeping.
-        shutil.rmtree(cache, ignore_errors=True)
-
-
-def _convert_load_and_ask(cache: Path, capsys) -> None:
+def test_real_gguf_converts_once_and_answers(packaged_llm, capsys):
+    # The conversion is the session's one (tests/conftest.py packaged_llm), made by whichever test needed it first.
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    figures = {}
-
-    started = time.monotonic()
-    gguf = pl.assemble_gguf(cache)
-    figures["assemble_s"] = time.monotonic() - started
-    assert gguf is not None and gguf.stat().st_size == pl.GGUF_SIZE
-
-    steps = []
-    started = time.monotonic()
-    folder = pl.converted_checkpoint(cache, progress=lambda done, total, message: steps.append((done, message)))
-    figures["convert_s"] = time.monotonic() - started
-    figures["peak_rss_after_convert_mb"] = _peak_rss_mb()
+    cache, folder, figures = packaged_llm.cache, packaged_llm.folder, dict(packaged_llm.figures)
+    assert (cache / pl.GGUF_NAME).stat().st_size == pl.GGUF_SIZE
     assert folder == cache / pl.CHECKPOINT_NAME
-    assert [done for done, _ in steps] == [0, 1, 2, 3, 4]
+    assert [done for done, _ in packaged_llm.steps] == [0, 1, 2, 3, 4]
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja", pl.SOURCE_MARKER} <= names
     assert any(name.endswith(".safetensors") for name in names)
