@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -77,8 +79,22 @@ class OpticalCharacterRecognition(Tool):
     def run(self, engine: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         image = inputs["image"].convert("RGB")
         bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])  # RapidOCR takes OpenCV's BGR order
-        result, _ = engine(bgr, use_cls=params["rotated_text"], text_score=params["min_score"],
-                           box_thresh=params["box_threshold"])
+        # The same page is often read twice in one request (the planner looks whether it is a document, then
+        # document QA reads it): the engine keeps its last few readings, by content and settings.
+        key = (hashlib.sha256(bgr.tobytes()).hexdigest(), bgr.shape, params["rotated_text"], params["min_score"],
+               params["box_threshold"])
+        readings = getattr(engine, "anymoda_readings", None)
+        if readings is None:
+            readings = engine.anymoda_readings = OrderedDict()
+        if key in readings:
+            result = readings[key]
+            readings.move_to_end(key)
+        else:
+            result, _ = engine(bgr, use_cls=params["rotated_text"], text_score=params["min_score"],
+                               box_thresh=params["box_threshold"])
+            readings[key] = result
+            while len(readings) > 8:
+                readings.popitem(last=False)
         rows = reading_rows([(box, text, float(score)) for box, text, score in (result or [])])
         boxes, labels, scores, extra = [], [], [], []
         for polygon, text, score in (line for row in rows for line in row):
