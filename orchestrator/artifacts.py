@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, shown
 
 
 class ArtifactKind(str, Enum):
@@ -54,7 +54,7 @@ def is_artifact_id(value: object) -> bool:
 def check_artifact_id(value: object) -> str:
     if not is_artifact_id(value):
         raise InvalidInputError(
-            f"{value!r} is not a valid artifact id (expected '<kind>-<16 hex digits>', e.g. 'image-0123456789abcdef')"
+            f"{shown(value)} is not a valid artifact id (expected '<kind>-<16 hex digits>', e.g. 'image-0123456789abcdef')"
         )
     return value  # type: ignore[return-value]
 

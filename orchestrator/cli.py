@@ -42,9 +42,9 @@ from .cli_agent import add_agent_commands, print_table
 from .cli_graph import add_graph_commands
 from .cli_models import add_models_commands
 from .native.cli_train import add_train_parser
-from .codecs import EXTENSION_KINDS, check_input_file, file_reference, json_argument, shown, text_argument
+from .codecs import EXTENSION_KINDS, check_input_file, file_reference, json_argument, text_argument
 from .config import current_settings
-from .errors import AnymodaError, InvalidInputError
+from .errors import AnymodaError, InvalidInputError, shown
 from .registry import ToolRegistry
 from .store import ArtifactStore
 

@@ -22,8 +22,8 @@ from .agent import Orchestrator
 from .artifacts import ArtifactKind, is_artifact_id
 from .codecs import MediaLimits, check_input_file, file_reference, json_argument, text_argument
 from .config import current_settings
-from .errors import InvalidInputError
-from .workflow import Workflow, WorkflowError, safe_filename, shown
+from .errors import InvalidInputError, shown
+from .workflow import Workflow, WorkflowError, safe_filename
 
 SHIPPED = Path(__file__).resolve().parents[1] / "graphs"
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import ArtifactKind
-from .errors import InvalidInputError
+from .errors import InvalidInputError, shown
 from .media import (TIME_UNIT_CLOCK, TIME_UNIT_EPOCH, AudioClip, Detections, Masks, TimeSeries, has_clock_times,
                     time_text)
 
@@ -157,12 +157,6 @@ def encode(kind: ArtifactKind, value: Any) -> tuple[bytes, str | None]:
 _PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
 _FILE_TYPES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters: a value echoed in an error must not flood the terminal."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}...({len(text):,} characters)"
 
 
 def check_input_file(path: str | os.PathLike[str], max_bytes: int, what: str) -> Path:

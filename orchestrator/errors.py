@@ -7,6 +7,9 @@ the planner's repair loop can show it to a person or an LLM as it is.
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 
 class AnymodaError(Exception):
     """Base class of every deliberate anymoda error."""
@@ -46,3 +49,22 @@ class ConfigError(AnymodaError, ValueError):
 
 class TransientError(AnymodaError):
     """A failure worth retrying (a dropped connection, a busy resource); the executor retries with backoff."""
+
+
+# A value from outside quoted back in an error message: bounded, whatever its size.
+MAX_SHOWN_CHARS = 60
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 2, 4, 4, 3
+_SHOWN.maxstring, _SHOWN.maxother = MAX_SHOWN_CHARS, MAX_SHOWN_CHARS
+
+
+def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``value`` quoted for a message, at most about ``limit`` characters: a long text is cut with an
+    ellipsis and its length, a big list or mapping shows its first items (reprlib never builds the
+    whole repr, so a huge value costs nothing)."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    text = _SHOWN.repr(value)
+    return text if len(text) <= limit + 20 else f"{text[:limit]}… ({type(value).__name__})"

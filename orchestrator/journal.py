@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import AnymodaError, InvalidInputError
+from .errors import AnymodaError, InvalidInputError, shown
 from .store import _pid_alive, enable_wal
 
 _SCHEMA = """
@@ -124,7 +124,7 @@ def check_run_id(value: object) -> str:
 def check_session_id(value: object) -> str:
     if not isinstance(value, str) or not SESSION_ID.fullmatch(value):
         raise InvalidInputError(
-            f"{value!r} is not a usable session id: 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+            f"{shown(value)} is not a usable session id: 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
         )
     return value
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import reprlib
 import unicodedata
 import warnings
 from collections.abc import Iterable
@@ -48,7 +47,7 @@ from typing import Any
 import yaml
 
 from .artifacts import Artifact, ArtifactKind, is_artifact_id
-from .errors import InvalidInputError
+from .errors import InvalidInputError, shown
 from .plan import TASK_ID, Plan, PlanError, PlanTask, parse_reference, validate_plan
 from .registry import ToolRegistry
 
@@ -68,27 +67,9 @@ MAX_YAML_DEPTH = 48
 MAX_CONDITION_CHARS = 500
 MAX_CONDITION_DEPTH = 24
 MAX_NAME_CHARS = 100
-MAX_SHOWN_CHARS = 60  # a value from the file quoted back in a message
 MAX_PROBLEM_CHARS = 300
 MAX_PROBLEMS = 40
 _ARGUMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-_SHOWN = reprlib.Repr()
-_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 2, 4, 4, 3
-_SHOWN.maxstring, _SHOWN.maxother = MAX_SHOWN_CHARS, MAX_SHOWN_CHARS
-
-
-def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
-    """``value`` quoted for a message, at most about ``limit`` characters: a long text is cut with an
-    ellipsis and its length, a big list or mapping shows its first items (reprlib never builds the
-    whole repr, so a huge value costs nothing)."""
-    if isinstance(value, str):
-        if len(value) <= limit:
-            return repr(value)
-        return f"{value[:limit]!r}… ({len(value)} characters)"
-    text = _SHOWN.repr(value)
-    return text if len(text) <= limit + 20 else f"{text[:limit]}… ({type(value).__name__})"
-
-
 def bounded(message: str, limit: int = MAX_PROBLEM_CHARS) -> str:
     """A message cut to ``limit`` characters (with an ellipsis and its full length) where it is longer."""
     return message if len(message) <= limit else f"{message[:limit]}… ({len(message)} characters in all)"
