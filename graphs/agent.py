@@ -125,7 +125,8 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
             return {}
         validated = _validated(parts, state)
         agent_hooks = AgentHooks(parts.registry, parts.store, state["session"], settings=parts.settings,
-                                 planner=parts.planner, request=state["request"], validated=validated, run=state["run"])
+                                 planner=parts.planner, request=state["request"], validated=validated, run=state["run"],
+                                 history=state.get("history", ""))
         repairs = parts.repair and parts.planner is not None
         hooks = ExecutionHooks(
             unavailable=agent_hooks.unavailable, prepare=agent_hooks.prepare,

@@ -269,7 +269,8 @@ class AgentHooks:
     availability check, the text-to-speech guard, and repairs through the planner."""
 
     def __init__(self, registry: ToolRegistry, store: ArtifactStore, session: str, *, settings: Settings | None = None,
-                 planner: Any = None, request: str = "", validated: ValidatedPlan | None = None, run: str = ""):
+                 planner: Any = None, request: str = "", validated: ValidatedPlan | None = None, run: str = "",
+                 history: str = ""):
         self.registry = registry
         self.store = store
         self.session = session
@@ -279,6 +280,7 @@ class AgentHooks:
         self.validated = validated
         self.plan = validated.plan if validated is not None else None
         self.run = run
+        self.history = history  # what this conversation said before (the agent's history text)
         self.replaced: dict[str, PlanTask] = {}  # task id -> the repaired call (references kept)
         self._lock = threading.Lock()
 
@@ -310,8 +312,16 @@ class AgentHooks:
 
     def prepare(self, task_id: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """Arguments as they will run: the text a text-to-speech tool reads never holds an artifact id
-        (a stored text with ids becomes a cleaned copy, with lineage to it)."""
-        if tool not in self.registry or self.registry.get(tool).task != "text-to-speech":
+        (a stored text with ids becomes a cleaned copy, with lineage to it); a text-generation step in a
+        conversation is given the conversation as its context when the plan gave it none ("describe in
+        words what it would look like" means nothing without the turn that said what "it" is)."""
+        if tool not in self.registry:
+            return arguments
+        task = self.registry.get(tool).task
+        if task == "text-generation" and self.history.strip() and arguments.get("context") is None \
+                and "context" in self.registry.get(tool).inputs:
+            return {**arguments, "context": "Earlier in this conversation:\n" + strip_ids(self.history.strip())}
+        if task != "text-to-speech":
             return arguments
         return clean_spoken_text(self.store, self.session, arguments, task=f"{self.run}/{task_id}" if self.run else None)
 

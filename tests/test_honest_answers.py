@@ -795,3 +795,25 @@ def test_a_request_too_long_for_the_planner_is_refused_before_a_run(settings, ca
     err = capsys.readouterr().err.strip()
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]  # after the live view's header
     assert "max_request_tokens" in line and "Traceback" not in err and err.endswith(line), err
+
+
+def test_text_generation_in_a_conversation_gets_the_conversation_as_context(settings):
+    """'describe in words what it would look like' after 'draw a cat wearing a tiny hat' (which could not be
+    drawn here): the writing step must know what 'it' is."""
+    from orchestrator.recovery import AgentHooks
+
+    from tools.text import TextGeneration
+
+    registry = ToolRegistry((*STUB_TOOLS, TextGeneration))
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    history = "User: draw a cat wearing a tiny hat\nAssistant: I can't draw that here [made: image-0123456789abcdef]"
+    hooks = AgentHooks(registry, store, "cat", settings=settings, history=history)
+    prepared = hooks.prepare("t1", "text-generation", {"prompt": "describe in words what it would look like"})
+    assert prepared["context"].startswith("Earlier in this conversation:\nUser: draw a cat wearing a tiny hat")
+    assert "image-0123456789abcdef" not in prepared["context"]
+    # A context the plan gave is kept; outside a conversation nothing is added; other tools are left alone.
+    given = {"prompt": "summarise", "context": "text-0123456789abcdef"}
+    assert hooks.prepare("t1", "text-generation", given) == given
+    alone = AgentHooks(registry, store, "cat", settings=settings)
+    assert alone.prepare("t1", "text-generation", {"prompt": "write a poem"}) == {"prompt": "write a poem"}
+    assert hooks.prepare("t1", "stub-wait", {"label": "x"}) == {"label": "x"}
