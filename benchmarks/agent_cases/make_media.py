@@ -108,10 +108,10 @@ RECEIPTS = (
 )
 
 
-def make_receipts() -> None:
+def make_receipts(receipts: tuple[Receipt, ...] | list[Receipt] | None = None) -> None:
     from orchestrator.sample_inputs import receipt_image
 
-    for receipt in RECEIPTS:
+    for receipt in RECEIPTS if receipts is None else receipts:
         lines = [(_wide(receipt.shop), "center")]
         lines += [(_row(*line) if isinstance(line, tuple) else _wide(line), "left" if line else None)
                   for line in receipt.lines]

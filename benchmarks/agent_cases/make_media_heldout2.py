@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import make_media as base  # noqa: E402  (also puts the repository on sys.path)
-from make_media import MEDIA, SPEECH_RATE, Receipt, _normal, _row, _wide, _write_csv  # noqa: E402
+from make_media import MEDIA, SPEECH_RATE, Receipt, _normal, _write_csv  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- receipts
 
@@ -81,14 +81,8 @@ def _sums_add_up() -> None:
 
 
 def make_receipts() -> None:
-    from orchestrator.sample_inputs import receipt_image
-
     _sums_add_up()
-    for receipt in RECEIPTS:
-        lines = [(_wide(receipt.shop), "center")]
-        lines += [(_row(*line) if isinstance(line, tuple) else _wide(line), "left" if line else None)
-                  for line in receipt.lines]
-        receipt_image(lines).save(MEDIA / receipt.name, optimize=True)
+    base.make_receipts(RECEIPTS)
 
 
 # ---------------------------------------------------------------------------------------------- speech
