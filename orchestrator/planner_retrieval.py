@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -66,6 +67,7 @@ def minilm_embedder() -> Embedder | None:
         with tool.loaded_model() as model:
             return np.asarray(tool.embed(model, list(texts)), dtype=np.float32)
 
+    embed.cache_key = f"{tool.model_id}@{tool.resolve().path}"  # type: ignore[attr-defined]  # vectors on disk are reusable
     return embed
 
 
@@ -137,7 +139,7 @@ class DemoSelector:
             return []
         with self._lock:
             if self._vectors is None:
-                self._vectors = self.embedder([d.request for d in self.demos])
+                self._vectors = cached_vectors(self.embedder, [d.request for d in self.demos], "planner-demos")
         query = self.embedder([request])[0]
         wanted = set(input_kinds)
         scores = {}
@@ -147,6 +149,33 @@ class DemoSelector:
             scores[index] = float(self._vectors[index] @ query) + 0.05 * (kinds == wanted)
         best = sorted(usable, key=lambda i: -scores[i])[:k]
         return [self.demos[i] for i in reversed(best)]
+
+
+def cached_vectors(embedder: Embedder, texts: list[str], name: str) -> np.ndarray:
+    """``embedder(texts)``, kept in the cache folder for an embedder that names its weights (``cache_key``):
+    the demo pool's ~2,500 requests took 5-7 s to embed at every start of a process."""
+    key = getattr(embedder, "cache_key", None)
+    if key is None:
+        return embedder(texts)
+    from .config import current_settings
+
+    digest = hashlib.sha256(json.dumps([key, texts]).encode("utf-8")).hexdigest()[:16]
+    path = current_settings().cache_dir / f"{name}-{digest}.npy"
+    try:
+        vectors = np.load(path, allow_pickle=False)
+        if vectors.shape[0] == len(texts):
+            return vectors
+    except (OSError, ValueError):
+        pass  # not there yet, or damaged: embed again
+    vectors = embedder(texts)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+        np.save(temporary, vectors)
+        temporary.replace(path)  # atomic: a concurrent reader never sees half a file
+    except OSError:
+        pass  # a read-only cache only costs the next start the same seconds
+    return vectors
 
 
 def shortlist_tools(request: str, tools: Sequence[type[Tool]], input_kinds: Sequence[ArtifactKind],

@@ -73,3 +73,39 @@ def test_a_question_to_be_said_out_loud_is_two_steps():
         ["how much the sun cream cost", "say it out loud"]
     assert request_clauses("read me the total out loud") == ["read me the total", "say it out loud"]
     assert request_clauses("read the text aloud") == ["read the text aloud"]  # one step: speak the text
+
+
+def test_demo_vectors_are_kept_on_disk_for_an_embedder_that_names_its_weights(tmp_path):
+    from orchestrator import planner_retrieval
+    from orchestrator.config import Settings, current_settings, use_settings
+
+    session_settings = current_settings()
+    settings = Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"})
+    use_settings(settings)
+    try:
+        _check_demo_vector_cache(planner_retrieval, settings)
+    finally:
+        use_settings(session_settings)
+
+
+def _check_demo_vector_cache(planner_retrieval, settings):
+
+    calls = []
+
+    def embed(texts):
+        calls.append(len(texts))
+        return np.ones((len(texts), 3), dtype=np.float32)
+
+    embed.cache_key = "example-embedder@/weights"
+    first = planner_retrieval.cached_vectors(embed, ["a", "b"], "demos")
+    again = planner_retrieval.cached_vectors(embed, ["a", "b"], "demos")
+    assert calls == [2] and np.array_equal(first, again)
+    planner_retrieval.cached_vectors(embed, ["a", "c"], "demos")  # other texts: embedded again
+    assert calls == [2, 2] and len(list(settings.cache_dir.glob("demos-*.npy"))) == 2
+
+    def plain(texts):  # an embedder without a name for its weights is never cached
+        calls.append(len(texts))
+        return np.ones((len(texts), 3), dtype=np.float32)
+
+    planner_retrieval.cached_vectors(plain, ["a", "b"], "demos")
+    assert calls == [2, 2, 2]
