@@ -93,6 +93,23 @@ def cmd_tools(args: argparse.Namespace) -> int:
     return 0
 
 
+def tool_option(name: str) -> str:
+    """The command-line spelling of a tool's input or param: dashes (``time_series`` -> ``--time-series``)."""
+    return "--" + name.replace("_", "-")
+
+
+def dashed_tool_options(argv: list[str], tool_class: type) -> list[str]:
+    """``argv`` with the underscore spelling of any of the tool's options (``--time_series``, ``--max_new_tokens=4``)
+    written as its dashed one: both spellings are accepted for every tool, the help shows the dashed one."""
+    known = {tool_option(name) for name in (*tool_class.inputs, *tool_class.params)}
+    spelled = []
+    for arg in argv:
+        option, sep, value = arg.partition("=")
+        dashed = option.replace("_", "-")
+        spelled.append(dashed + sep + value if arg.startswith("--") and dashed != option and dashed in known else arg)
+    return spelled
+
+
 def _tool_parser(tool_class: type) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"anymoda tool {tool_class.name}",
@@ -104,7 +121,8 @@ def _tool_parser(tool_class: type) -> argparse.ArgumentParser:
     for name, spec in tool_class.inputs.items():
         kind = spec.kind.value.upper()
         metavar = f"{kind}|@FILE" if spec.kind in (ArtifactKind.TEXT, ArtifactKind.JSON) else "FILE|ID"
-        group.add_argument(f"--{name}", metavar=metavar, required=spec.required, help=f"({spec.kind.value}) {spec.description}")
+        group.add_argument(tool_option(name), dest=name, metavar=metavar, required=spec.required,
+                           help=f"({spec.kind.value}) {spec.description}")
     params = parser.add_argument_group("params")
     for name, spec in tool_class.params.items():
         bounds = []
@@ -115,7 +133,7 @@ def _tool_parser(tool_class: type) -> argparse.ArgumentParser:
         if spec.choices:
             bounds.append("one of " + ", ".join(map(str, spec.choices)))
         extra = f" ({'; '.join(bounds)})" if bounds else ""
-        params.add_argument(f"--{name.replace('_', '-')}", dest=f"param__{name}", metavar=spec.type.__name__.upper(),
+        params.add_argument(tool_option(name), dest=f"param__{name}", metavar=spec.type.__name__.upper(),
                             help=f"{spec.description}{extra}; default {spec.default!r}")
     parser.add_argument("--model", help="hub id or local path of the model to use instead of the default")
     parser.add_argument("-o", "--output", help="save the output here: a file (its extension picks the output) or a directory")
@@ -242,7 +260,7 @@ def cmd_tool(argv: list[str]) -> int:
         return 2
     registry = ToolRegistry.default()
     tool_class = registry.get(argv[0])
-    args = _tool_parser(tool_class).parse_args(argv[1:])
+    args = _tool_parser(tool_class).parse_args(dashed_tool_options(argv[1:], tool_class))
     if args.output:  # before the inputs are stored or the model loads
         _output_choice({n: spec.kind for n, spec in tool_class.outputs.items()}, args.output)
     store = _store()
