@@ -487,3 +487,47 @@ def test_resume_restores_optimizer_and_scheduler_state(llama_dir: Path, tmp_path
         run_optimizer.step()
     for a, b in zip(model.connectors.parameters(), resumed.connectors.parameters()):
         torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------------------------------------ labelled tokens
+
+
+def test_labelled_tokens_interleave_with_their_text_alone_and_in_a_batch(qwen_dir: Path) -> None:
+    """Features with token_texts (ts-patch@steps): each real token follows its label; padded tokens get neither;
+    a row scores and generates the same alone or in a batch; score_responses gives forward's loss."""
+    model = build_model(qwen_dir, {"ts": "mlp2x_gelu"}).eval()
+    labelled = MediaFeatures("ts", torch.randn(4, FEATURE_DIMS["ts"]), torch.tensor([True, True, True, False]), "[s] ",
+                             ("7:", "23:", "39:", "55:"))
+    plain = media("ts", 5, seed=3)
+    examples = [Example("<ts>\nWhere is the spike?", [labelled], "23"), Example("<ts>\ntrend?", [plain], "up")]
+    batch = model.collate(examples)
+    row = batch["input_ids"][0].tolist()
+    positions = (batch["media"]["ts"]["positions"][:3] % batch["input_ids"].shape[1]).tolist()
+    for label, position in zip(("7:", "23:", "39:"), positions):
+        encoded = model.tokenizer(label, add_special_tokens=False)["input_ids"]
+        assert row[position - len(encoded):position] == encoded  # the label's tokens, then the patch's position
+    assert "55" not in model.tokenizer.decode(row)  # the padded token has no label
+    with torch.no_grad():
+        scores = model.score_responses(batch)
+        assert float(scores.loss) == pytest.approx(float(model(batch).loss), rel=1e-5)
+        alone = model.score_responses(model.collate(examples[:1]))
+        torch.testing.assert_close(scores.row_loss[0], alone.row_loss[0], rtol=1e-4, atol=1e-5)
+        prompts = [Example(e.prompt, e.media) for e in examples]
+        assert model.generate(prompts, max_new_tokens=3)[0] == model.generate(prompts[:1], max_new_tokens=3)[0]
+    resampler = build_model(qwen_dir, {"ts": "qformer"})
+    with pytest.raises(InvalidInputError, match="tokenwise connector"):
+        resampler.collate(examples[:1])
+
+
+def test_ts_patch_steps_labels_each_patch_with_its_centre_step() -> None:
+    import numpy as np
+
+    from orchestrator.native.encoders import build_encoder
+
+    encoder = build_encoder("ts-patch@steps")
+    assert encoder.identity == "ts-patch16@steps" and build_encoder(encoder.identity).step_labels
+    features = encoder.encode(np.arange(40.0))
+    assert features.token_texts == ("7:", "23:", "35:")  # steps 0-15, 16-31 and the short last patch 32-39
+    assert build_encoder("ts-patch").encode(np.arange(40.0)).token_texts is None
+    with pytest.raises(InvalidInputError, match="one per token"):
+        MediaFeatures("ts", torch.zeros(2, 4), None, "", ("a",))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -152,17 +153,21 @@ def test_outputs_curve_summary_and_checkpoint_round_trip(llm_dir, data, tmp_path
 
     model = fresh_model(llm_dir, data)
     result = train_connector(model, data.train, data.eval,
-                             config(max_steps=8, eval_every=4, eval_generate_limit=3, max_new_tokens=4,
-                                    output_dir=str(tmp_path)),
-                             grader=data.grader, extra={"task": data.task}, progress=False)
+                             config(max_steps=8, eval_every=4, eval_subset=4, eval_generate_limit=2, final_generate_limit=3,
+                                    max_new_tokens=4, output_dir=str(tmp_path)),
+                             grader=data.grader, extra={"task": data.task}, progress=False, eval_kinds=data.eval_kinds)
     assert result.loss_curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(result.loss_curve) as curve:
         assert curve.size[0] > 300 and curve.size[1] > 200
     summary = json.loads(result.summary_path.read_text())
     assert summary["steps"] == 8 and summary["task"] == "timeseries-qa"
     assert [e["step"] for e in summary["evals"]] == [4, 8]
-    assert 0.0 <= summary["final_eval"]["accuracy"] <= 1.0
+    periodic, final = summary["evals"]
+    assert (periodic["examples"], periodic["generated"]) == (4, 2)   # cheap: a subset, few answers generated
+    assert (final["examples"], final["generated"], final["final"]) == (6, 3, True)
+    assert 0.0 <= summary["final_eval"]["accuracy"] <= 1.0 and 0.0 <= summary["final_eval"]["forced_exact"] <= 1.0
     assert any(key.startswith("accuracy/") for key in summary["final_eval"])
+    assert any(key.startswith("forced_exact/") for key in summary["final_eval"])
     assert len(result.final_eval.predictions) == 3
 
     reloaded = load_multimodal_lm(result.checkpoint)
@@ -170,6 +175,39 @@ def test_outputs_curve_summary_and_checkpoint_round_trip(llm_dir, data, tmp_path
     wrong = fresh_model(llm_dir, data, "qformer", **QFORMER_OPTIONS)
     with pytest.raises(CheckpointMismatchError, match="kind"):
         load_checkpoint(result.checkpoint, wrong)
+
+
+def test_forced_scoring_matches_the_loss_and_stands_for_greedy_answers(llm_dir, data) -> None:
+    """score_responses gives forward()'s loss from logits of the answer columns only; an example it calls exact is
+    one greedy decoding answers word for word (so evaluation grades it without generating it again)."""
+    from dataclasses import replace
+
+    model = fresh_model(llm_dir, data)
+    # The same answer to every question: a tiny model learns to write it word for word for some of them.
+    train = [replace(example, response="up") for example in data.train[:16]]
+    examples = [replace(example, response="up") for example in data.eval]
+    train_connector(model, train, examples, config(max_steps=30, lr=3e-2), progress=False)
+    model.eval()
+    batch = model.collate(examples)
+    with torch.no_grad():
+        scores = model.score_responses(batch)
+        assert float(scores.loss) == pytest.approx(float(model(batch).loss), rel=1e-5)
+        generated = model.generate([replace(e, response=None) for e in examples], max_new_tokens=4)
+    assert any(scores.exact.tolist())  # the test means something only when some answers are exact
+    for hit, answer in zip(scores.exact.tolist(), generated):
+        assert not hit or answer == "up", (hit, answer)
+
+
+def test_training_shows_evaluation_progress_and_the_time_left(llm_dir, data, capsys) -> None:
+    result = train_connector(fresh_model(llm_dir, data), data.train, data.eval,
+                             config(max_steps=4, eval_every=2, eval_subset=3, eval_generate_limit=1, max_new_tokens=3),
+                             grader=data.grader, progress=True, eval_kinds=data.eval_kinds)
+    printed = capsys.readouterr().err
+    assert "evaluation @ step 2" in printed and "final evaluation @ step 4" in printed       # their own progress lines
+    assert "step 2 evaluation: held-out loss" in printed and "on 3 held-out examples" in printed
+    assert "step 4 final evaluation: held-out loss" in printed and "on 6 held-out examples" in printed
+    assert re.search(r"left=~?(\d+m)?\d+s incl\. \d eval", printed), printed                # the rest of the run, evaluations included
+    assert result.final_eval.generated == 6
 
 
 def test_stage_two_adds_lora_on_top_of_a_stage_one_connector(llm_dir, data, tmp_path) -> None:

@@ -4,6 +4,11 @@ The model is a checkpoint folder, configured like any tool's model: ``[models] n
 (or ``ANYMODA_MODEL_NATIVE_CHAT``, or ``--model`` on the command line). The checkpoint names its LLM, its
 frozen encoders and its connectors; loading rebuilds all three and goes through the model pool, so the
 planner's perception (:func:`describe_media_for_planner`) and the tool share one loaded copy.
+
+Without one configured, the tool uses the connector anymoda ships (:data:`SHIPPED_CONNECTOR`, in
+``orchestrator/data/native_ts``): time-series trend and spike-position questions through the packaged
+Qwen2.5-Coder-0.5B, offline. The planner is shown what a native model perceives only when a checkpoint is
+configured (:func:`planner_perception`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from orchestrator.pool import measure_size
 from orchestrator.resolve import HubLocation, ModelSource
 from orchestrator.tool import Availability, Input, Output, OutputValue, Param, Tool
 
-NO_CHECKPOINT = "trained-native-checkpoint"  # the default "model": a reminder that one must be trained first
+NO_CHECKPOINT = "trained-native-checkpoint"  # the "model" when none ships: a reminder that one must be trained first
+# The connector that ships with anymoda (package data): trained by the command in the README's native-path section.
+SHIPPED_CONNECTOR = "anymoda/native-ts-qwen2.5-coder-0.5b"
+SHIPPED_FOLDER = ("data", "native_ts")
 # Tool input name -> (modality of the native path, artifact kind); the order placeholders take in the prompt.
 MEDIA_INPUTS = {"image": ("image", ArtifactKind.IMAGE), "audio": ("audio", ArtifactKind.AUDIO),
                 "time_series": ("ts", ArtifactKind.TIME_SERIES)}
@@ -65,6 +73,14 @@ class _Native:
         return self.metadata.get("extra") or {}
 
 
+def shipped_connector_folder() -> Path | None:
+    """Where the shipped connector lies (None when this installation has none)."""
+    import orchestrator
+
+    folder = Path(orchestrator.__file__).resolve().parent.joinpath(*SHIPPED_FOLDER)
+    return folder if (folder / "native.json").is_file() else None
+
+
 class NativeChat(Tool):
     name = "native-chat"
     task = "multimodal-chat"
@@ -83,13 +99,16 @@ class NativeChat(Tool):
     }
     outputs = {"answer": Output(ArtifactKind.TEXT, "the model's answer")}
     params = {"max_new_tokens": Param(int, 32, "longest answer in tokens", minimum=1, maximum=512)}
-    default_model = NO_CHECKPOINT
+    default_model = SHIPPED_CONNECTOR if shipped_connector_folder() is not None else NO_CHECKPOINT
     requires = ("torch", "transformers")
     uses_torch_device = True
     thread_safe = False  # one generate at a time on a shared model
 
     def hub_location(self, model_id: str) -> HubLocation | None:
         return None  # checkpoints are made here, never downloaded
+
+    def packaged_weights(self) -> dict[str, Any]:
+        return {SHIPPED_CONNECTOR: shipped_connector_folder}
 
     def _resolve(self, download: bool) -> ModelSource:
         if self.model_id == NO_CHECKPOINT:
@@ -100,21 +119,35 @@ class NativeChat(Tool):
     def available(self) -> Availability:
         if self.model_id == NO_CHECKPOINT:
             return Availability(False, NOT_CONFIGURED, summary="no trained checkpoint configured")
-        return super().available()
+        availability = super().available()
+        if not availability or availability.source is None:
+            return availability
+        # The connector is only half of it: its LLM must be here too (looked for, never converted or downloaded).
+        from orchestrator.native.checkpoint import read_metadata
+
+        from orchestrator.native.cli_train import find_llm
+
+        try:
+            metadata = read_metadata(availability.source.path)
+            find_llm(_recorded_llm(metadata), purpose=self.name, download=False)
+        except (ModelNotAvailableError, InvalidInputError) as exc:
+            return Availability(False, f"the checkpoint's LLM is not here: {exc}", summary="its LLM is not here")
+        return availability
 
     def load(self, source: ModelSource, device: str) -> _Native:
-        from orchestrator.native.checkpoint import load_multimodal_lm, read_metadata
+        from orchestrator.native.checkpoint import TOKENIZER_FOLDER, load_multimodal_lm, read_metadata
         from orchestrator.native.cli_train import load_llm
         from orchestrator.native.encoders import build_encoder
 
         metadata = read_metadata(source.path)
-        # The id the run was started with (e.g. the packaged Qwen's hub id) finds the LLM on any machine;
-        # the recorded path only on the one it was trained on.
-        llm_name = (metadata.get("extra") or {}).get("llm") or metadata["llm"].get("name_or_path")
+        llm_name = _recorded_llm(metadata)
         if not llm_name:
             raise InvalidInputError(f"tool {self.name!r}: checkpoint {source.path} records no LLM")
         llm = load_llm(llm_name, device=device, purpose=self.name)
-        model = load_multimodal_lm(source.path, llm=llm.model, device=device)
+        # A shipped (exported) connector carries no tokenizer: the LLM's own is the one it was trained with.
+        own_tokenizer = (source.path / TOKENIZER_FOLDER).is_dir()
+        model = load_multimodal_lm(source.path, llm=llm.model, tokenizer=None if own_tokenizer else llm.tokenizer,
+                                   device=device)
         encoders = {modality: build_encoder(identity) for modality, identity in metadata["encoders"].items()}
         missing = sorted(set(metadata["connectors"]) - set(encoders))
         if missing:
@@ -138,6 +171,12 @@ class NativeChat(Tool):
                     "connectors": {m: spec["kind"] for m, spec in native.metadata["connectors"].items()},
                     "llm": native.extra.get("llm") or native.metadata["llm"].get("name_or_path")}
         return {"answer": OutputValue(answer, metadata)}
+
+
+def _recorded_llm(metadata: dict[str, Any]) -> str | None:
+    # The id the run was started with (e.g. the packaged Qwen's hub id) finds the LLM on any machine;
+    # the recorded path only on the one it was trained on.
+    return (metadata.get("extra") or {}).get("llm") or metadata["llm"].get("name_or_path")
 
 
 def ask(native: _Native, question: str, media: dict[str, Any], *, max_new_tokens: int = 32) -> str:

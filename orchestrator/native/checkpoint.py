@@ -159,6 +159,32 @@ def load_multimodal_lm(path: Path | str, llm: Any | None = None, tokenizer: Any 
     return model.eval()
 
 
+def export_connector(checkpoint: Path | str, destination: Path | str, *, dtype: torch.dtype = torch.float16) -> Path:
+    """A checkpoint's trained parts alone, small enough to ship: ``native.json`` and the connector weights in
+    ``dtype`` (and ``lora/`` when it has one); no tokenizer (the LLM's own is used) and no optimiser or trainer
+    state. Loads like any checkpoint (the weights are cast back to the connector's dtype on loading)."""
+    from safetensors.torch import load_file, save_file
+
+    source = Path(checkpoint)
+    metadata = read_metadata(source)
+    target = Path(destination)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        weights = {key: tensor.to(dtype).contiguous() for key, tensor in load_file(str(source / CONNECTORS_FILE)).items()}
+        save_file(weights, str(staging / CONNECTORS_FILE), metadata={"dtype": str(dtype).removeprefix("torch.")})
+        if metadata.get("lora") is not None:
+            shutil.copytree(source / LORA_FOLDER, staging / LORA_FOLDER)
+        extra = dict(metadata.get("extra") or {})
+        extra.pop("train_config", None)
+        metadata["extra"] = extra
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _replace_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 # --------------------------------------------------------------------------- checks
 def _mismatch(folder: Path, subject: str, field: str, in_checkpoint: Any, in_model: Any) -> CheckpointMismatchError:
     return CheckpointMismatchError(

@@ -105,14 +105,15 @@ def prepare_task(
     cache: Any = None,
     data_dir: str | Path | None = None,
     qa_kinds: tuple[str, ...] | None = None,
-    series_length: int = 256,
+    series_length: int | tuple[int, int] = 256,
     progress: bool = True,
 ) -> TaskData:
     """Generate ``task``'s train and held-out examples and encode their media once (through ``cache``).
 
     The held-out split comes from a different seed stream than the training split, so no item is shared.
     ``data_dir`` holds generated files where a task needs them (speech recordings). ``qa_kinds`` limits
-    the time-series questions (default :data:`TIMESERIES_KINDS`).
+    the time-series questions (default :data:`TIMESERIES_KINDS`); ``series_length`` is a length or a
+    ``(shortest, longest)`` range each series' length is drawn from.
     """
     from .encoders import build_encoder
     from .feature_cache import FeatureCache, encode_all
@@ -222,6 +223,21 @@ class LoadedLLM:
     path: Path          # where the weights were read from
 
 
+def find_llm(name: str | None = None, *, purpose: str = "train connector", progress: Callable | None = None,
+             download: bool = True) -> Any:
+    """Where an LLM's weights are (a ModelSource): a local folder, the packaged Qwen, or the hub. With
+    ``download=False`` nothing is downloaded, joined or converted (the packaged Qwen is only peeked at)."""
+    from ..config import current_settings
+    from ..packaged_llm import QWEN_CODER_05B, packaged_llm_locator
+    from ..resolve import HubLocation, resolve_model
+
+    settings = current_settings()
+    model_id = (name or QWEN_CODER_05B).strip()
+    return resolve_model(model_id, tool=purpose, packaged={QWEN_CODER_05B: packaged_llm_locator(settings, progress)},
+                         hub=HubLocation(model_id) if not Path(model_id).expanduser().exists() else None,
+                         offline=settings.offline, download=download)
+
+
 def load_llm(name: str | None = None, *, device: str = "cpu", progress: Callable | None = None,
              purpose: str = "train connector") -> LoadedLLM:
     """A causal LM and its tokenizer: the packaged Qwen2.5-Coder-0.5B by default, else a hub id or local folder.
@@ -232,15 +248,10 @@ def load_llm(name: str | None = None, *, device: str = "cpu", progress: Callable
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..config import current_settings
-    from ..packaged_llm import QWEN_CODER_05B, packaged_llm_locator
-    from ..resolve import HubLocation, resolve_model
+    from ..packaged_llm import QWEN_CODER_05B
 
-    settings = current_settings()
     model_id = (name or QWEN_CODER_05B).strip()
-    source = resolve_model(model_id, tool=purpose, packaged={QWEN_CODER_05B: packaged_llm_locator(settings, progress)},
-                           hub=HubLocation(model_id) if not Path(model_id).expanduser().exists() else None,
-                           offline=settings.offline)
+    source = find_llm(model_id, purpose=purpose, progress=progress)
     if device == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
@@ -294,6 +305,17 @@ def _learning_rate(text: str) -> float:
     return value
 
 
+def _length_range(text: str) -> int | tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        values = (int(low), int(high)) if sep else (int(low),)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX (e.g. 64-256), got {text!r}") from None
+    if any(value < 32 for value in values) or (sep and values[0] > values[1]):
+        raise argparse.ArgumentTypeError(f"lengths must be at least 32 and MIN <= MAX, got {text!r}")
+    return values if sep else values[0]
+
+
 def _connector(text: str) -> str:
     if not CONNECTOR_PATTERN.match(text):
         raise argparse.ArgumentTypeError(f"unknown connector {text!r}; choose {CONNECTOR_HELP}")
@@ -313,7 +335,7 @@ def _connector_option(text: str) -> tuple[str, int]:
 # Settings a resumed run takes from the run it continues unless given again.
 _RESUMABLE = ("task", "llm", "encoder", "connector", "connector_option", "stage", "lora_r", "steps", "batch_size", "grad_accum",
               "lr", "warmup", "eval_every", "save_every", "train_size", "eval_size", "seed", "max_new_tokens",
-              "eval_generate", "qa_kinds")
+              "eval_generate", "qa_kinds", "series_length", "eval_subset", "final_generate")
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -346,11 +368,20 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--grad-accum", type=_whole(1), help="micro-batches per optimiser step (default 1)")
     parser.add_argument("--lr", type=_learning_rate, help=f"peak learning rate (default 1e-3 stage 1, {DEFAULT_LR_STAGE2:g} stage 2)")
     parser.add_argument("--warmup", type=_whole(0), help="linear warmup steps before the cosine decay (default 5%% of --steps)")
-    parser.add_argument("--eval-every", type=_whole(0), help="held-out evaluation every N steps (default: 4 times a run; 0 = at the end only)")
+    parser.add_argument("--series-length", type=_length_range, metavar="N|MIN-MAX",
+                        help="timeseries-qa: points per series, or a range each series' length is drawn from (default 256)")
+    parser.add_argument("--eval-every", type=_whole(0),
+                        help="a cheap held-out evaluation every N steps (default: a quarter of --steps, at least 10; "
+                             "0 = at the end only)")
+    parser.add_argument("--eval-subset", type=_whole(0),
+                        help="held-out examples each periodic evaluation scores (default 16; 0 = all); the final one scores all")
     parser.add_argument("--save-every", type=_whole(0), help="checkpoint every N steps (default 0: at the end only)")
     parser.add_argument("--train-size", type=_whole(1), help="training examples generated (default 512)")
     parser.add_argument("--eval-size", type=_whole(1), help="held-out examples generated (default 64)")
-    parser.add_argument("--eval-generate", type=_whole(0), help="held-out answers generated and scored per evaluation (default: all)")
+    parser.add_argument("--eval-generate", type=_whole(0),
+                        help="answers generated and graded in each periodic evaluation (default 8)")
+    parser.add_argument("--final-generate", type=_whole(0),
+                        help="answers generated and graded in the final evaluation (default: every held-out example)")
     parser.add_argument("--max-new-tokens", type=_whole(1), help="longest generated answer when scoring (default per task)")
     parser.add_argument("--seed", type=_whole(0), help="seed of the data, the initial weights and the batch order (default 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's device)")
@@ -359,6 +390,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--out", help="run folder to write (required unless --resume names one)")
     parser.add_argument("--resume", metavar="DIR", help="continue an earlier run: its folder or one of its checkpoints")
     parser.add_argument("--init-from", metavar="CHECKPOINT", help="start from a checkpoint's weights (e.g. stage 1 for stage 2)")
+    parser.add_argument("--export", metavar="DIR",
+                        help="also write the trained connector alone to DIR (native.json + fp16 weights, no tokenizer or "
+                             "optimiser state): what anymoda ships in orchestrator/data/native_ts")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=cmd_train)
     return parser
@@ -406,14 +440,15 @@ def resolve_arguments(args: argparse.Namespace) -> argparse.Namespace:
     defaults = {
         "task": task, "connector": "mlp2x_gelu", "stage": stage, "lora_r": 0, "steps": steps, "batch_size": 4,
         "grad_accum": 1, "lr": TASKS[task].default_lr_stage1 if stage == 1 else DEFAULT_LR_STAGE2,
-        "warmup": max(1, steps // 20) if steps > 1 else 0, "eval_every": max(1, steps // 4), "save_every": 0,
+        "warmup": max(1, steps // 20) if steps > 1 else 0, "eval_every": min(steps, max(10, steps // 4)), "save_every": 0,
         "train_size": 512, "eval_size": 64, "seed": 0, "max_new_tokens": TASKS[task].default_max_new_tokens,
+        "eval_subset": 16, "eval_generate": 8, "series_length": 256,
     }
     for name, default in defaults.items():
         if values.get(name) is None:
             values[name] = default
-    if values.get("eval_generate") is None:
-        values["eval_generate"] = values["eval_size"]
+    if isinstance(values["series_length"], list):  # a range, as the resumed run's JSON record holds it
+        values["series_length"] = tuple(values["series_length"])
     if values.get("out") is None:
         raise InvalidInputError("--out DIR is required (the run folder to write)")
     if values["lora_r"] and values["stage"] != 2:
@@ -452,7 +487,8 @@ def train_config_from(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         stage=args.stage, max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
         warmup_steps=args.warmup, lora_r=args.lora_r, eval_every=args.eval_every, save_every=args.save_every,
-        eval_generate_limit=args.eval_generate, max_new_tokens=args.max_new_tokens, autocast=args.autocast,
+        eval_subset=args.eval_subset, eval_generate_limit=args.eval_generate, final_generate_limit=args.final_generate,
+        max_new_tokens=args.max_new_tokens, autocast=args.autocast,
         seed=args.seed, output_dir=str(Path(args.out).expanduser()),
         resume_from=str(Path(args.resume).expanduser()) if args.resume else None,
         init_from=str(Path(args.init_from).expanduser()) if args.init_from else None,
@@ -476,9 +512,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     console.print(f"[bold]{args.task}[/]: {args.connector} connector, stage {args.stage}"
                   + (f" + LoRA r={args.lora_r}" if args.lora_r else "") + f", {args.steps} steps on {device}")
+    if args.series_length != 256 and args.task != "timeseries-qa":
+        raise InvalidInputError(f"--series-length is for --task timeseries-qa, not {args.task}")
     data = prepare_task(args.task, encoder=args.encoder, train_size=args.train_size, eval_size=args.eval_size,
-                        seed=args.seed,
-                        qa_kinds=tuple(args.qa_kinds.split(",")) if args.qa_kinds else None, progress=progress)
+                        seed=args.seed, qa_kinds=tuple(args.qa_kinds.split(",")) if args.qa_kinds else None,
+                        series_length=args.series_length, progress=progress)
     with console.status(f"loading the LLM {args.llm or QWEN_DEFAULT}"):
         llm = load_llm(args.llm, device=device)
     torch.manual_seed(args.seed)  # the connector's initial weights
@@ -487,20 +525,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     cli_record.update(llm=llm.model_id, encoder=data.encoder)
     extra = {"task": args.task, "llm": llm.model_id, "encoder": data.encoder, "connector": args.connector, "cli": cli_record}
 
-    from .train import train_connector
+    from .train import format_duration, train_connector
 
-    result = train_connector(model, data.train, data.eval, config, grader=data.grader, extra=extra, progress=progress)
+    result = train_connector(model, data.train, data.eval, config, grader=data.grader, extra=extra, progress=progress,
+                             eval_kinds=data.eval_kinds)
+    exported = None
+    if args.export:
+        from .checkpoint import export_connector
+
+        exported = export_connector(result.checkpoint, args.export)
 
     table = Table(title=f"{args.task}: {args.connector}, stage {args.stage}, {result.steps} steps")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("trainable parameters", f"{result.trainable_parameters:,}")
     table.add_row("seconds per step", f"{result.seconds_per_step:.3f}")
+    table.add_row("wall time (training + evaluation)", format_duration(result.seconds))
     table.add_row("final train loss", f"{result.final_train_loss:.4f}")
     if result.final_eval is not None:
         table.add_row("held-out loss", f"{result.final_eval.loss:.4f}")
         for name, value in result.final_eval.metrics.items():
             table.add_row(f"held-out {name}", f"{value:.3f}")
     Console().print(table)
-    console.print(f"checkpoint: {result.checkpoint}\nloss curve: {result.loss_curve}\nsummary:    {result.summary_path}")
+    console.print(f"checkpoint: {result.checkpoint}\nloss curve: {result.loss_curve}\nsummary:    {result.summary_path}"
+                  + (f"\nexported:   {exported}" if exported else ""))
     return 0

@@ -15,10 +15,11 @@ Names accepted by :func:`build_encoder`:
   any Whisper, CTranslate2 conversion or transformers checkpoint. The output is trimmed to the frames
   that hold audio (50 per second) and average-pooled by ``pool_stride`` (default 4).
 - ``ts-patch``: time series, normalised by mean and scale (told to the LLM in ``prefix_text``), cut
-  into patches of ``patch_size`` steps, each patch its values and their observed-mask.
+  into patches of ``patch_size`` steps, each patch its values and their observed-mask;
+  ``ts-patch@steps`` also labels each patch's token with the step at its centre (text, ``"40:"``).
 
 An identity may carry options after ``@`` (``whisper-ct2@pool2``, ``efficientnet-lite0@320px``,
-``clip:openai/clip-vit-base-patch32@layer-1``, ``ts-patch32``).
+``clip:openai/clip-vit-base-patch32@layer-1``, ``ts-patch32``, ``ts-patch16@steps``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class MediaFeatures:
     features: torch.Tensor   # [T, D] float32, on CPU, no grad
     mask: torch.Tensor | None = None   # [T] bool, True = real token (None = all real)
     prefix_text: str = ""    # text the LLM is told just before the placeholder, e.g. "[series: offset 12.3, scale 4.1] "
+    token_texts: tuple[str, ...] | None = None  # text before each feature token (e.g. "40:"), or None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -67,6 +69,11 @@ class MediaFeatures:
             self.mask = self.mask.detach().to("cpu", torch.bool)
         if not isinstance(self.prefix_text, str):
             raise InvalidInputError(f"media features: prefix_text must be a string, got {type(self.prefix_text).__name__}")
+        if self.token_texts is not None:
+            texts = tuple(self.token_texts)
+            if len(texts) != self.features.shape[0] or not all(isinstance(text, str) for text in texts):
+                raise InvalidInputError(f"media features: token_texts must be {self.features.shape[0]} strings, one per token")
+            self.token_texts = texts
 
     @property
     def num_tokens(self) -> int:
@@ -409,11 +416,16 @@ class TimeSeriesPatchEncoder:
     padding) followed by its mask (1 = observed). The offset (mean) and scale (standard deviation) go
     to the LLM as text, so absolute levels stay recoverable while the connector sees a well-scaled
     signal. The trainable patch MLP is the connector, not part of this encoder.
+
+    ``step_labels`` (identity ``ts-patch16@steps``): each patch's token follows the step at its centre as
+    text (``"8:"``, ``"24:"``, ...), so the LLM reads where in the series a patch lies instead of counting
+    tokens; asked where a spike is, it copies a number it was shown. A few tokens per patch (three for a
+    two-digit step); tokenwise connectors only.
     """
 
     modality = "ts"
 
-    def __init__(self, patch_size: int = 16, *, min_length: int = 2, max_length: int = 16_384):
+    def __init__(self, patch_size: int = 16, *, min_length: int = 2, max_length: int = 16_384, step_labels: bool = False):
         if not isinstance(patch_size, int) or not 1 <= patch_size <= 1024:
             raise InvalidInputError(f"ts-patch: patch_size must be an integer from 1 to 1024, got {patch_size!r}")
         if not isinstance(min_length, int) or not isinstance(max_length, int) or not 1 <= min_length <= max_length:
@@ -422,7 +434,8 @@ class TimeSeriesPatchEncoder:
         self.min_length = min_length
         self.max_length = max_length
         self.feature_dim = 2 * patch_size
-        self.identity = f"ts-patch{patch_size}"
+        self.step_labels = bool(step_labels)
+        self.identity = f"ts-patch{patch_size}" + ("@steps" if self.step_labels else "")
 
     def _values(self, value: Any) -> np.ndarray:
         if isinstance(value, TimeSeries):
@@ -469,12 +482,16 @@ class TimeSeriesPatchEncoder:
         mask = np.pad(observed.astype(np.float64), (0, padded)).reshape(patches, self.patch_size)
         features = torch.from_numpy(np.concatenate([values, mask], axis=1).astype(np.float32))
         prefix = series_prefix(length, offset, scale, int((~observed).sum()))
-        return MediaFeatures("ts", features, _all_real(patches), prefix)
+        labels = None
+        if self.step_labels:
+            labels = tuple(f"{(start + min(start + self.patch_size, length) - 1) // 2}:"
+                           for start in range(0, length, self.patch_size))
+        return MediaFeatures("ts", features, _all_real(patches), prefix, labels)
 
 
 # ---------------------------------------------------------------------------------------------- by name
 
-_OPTION = re.compile(r"^(?:(?P<px>\d+)px|pool(?P<pool>\d+)|layer(?P<layer>-?\d+))$")
+_OPTION = re.compile(r"^(?:(?P<px>\d+)px|pool(?P<pool>\d+)|layer(?P<layer>-?\d+)|(?P<steps>steps))$")
 
 
 def _split_options(name: str) -> tuple[str, dict[str, int]]:
@@ -490,6 +507,8 @@ def _split_options(name: str) -> tuple[str, dict[str, int]]:
             options["image_size"] = int(match["px"])
         elif match["pool"]:
             options["pool_stride"] = int(match["pool"])
+        elif match["steps"]:
+            options["step_labels"] = True
         else:
             options["layer"] = int(match["layer"])
     return base, options

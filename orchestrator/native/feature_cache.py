@@ -9,6 +9,7 @@ read back (truncated, corrupt, from another encoder) is deleted and recomputed.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import uuid
@@ -95,7 +96,8 @@ class FeatureCache:
                     raise ValueError(f"written by {metadata.get('identity')!r} (format {metadata.get('version')!r})")
                 features = entry.get_tensor("features")
                 mask = entry.get_tensor("mask") if "mask" in entry.keys() else None
-            return MediaFeatures(metadata["modality"], features, mask, metadata.get("prefix_text", ""))
+            labels = json.loads(metadata["token_texts"]) if "token_texts" in metadata else None
+            return MediaFeatures(metadata["modality"], features, mask, metadata.get("prefix_text", ""), labels)
         except Exception as exc:  # truncated file, bad header, wrong shapes: all mean "compute it again"
             logger.warning("feature cache entry %s is unreadable (%s); recomputing it", path, exc)
             self.corrupt += 1
@@ -112,6 +114,8 @@ class FeatureCache:
             tensors["mask"] = features.mask.contiguous()
         metadata = {"identity": identity, "modality": features.modality, "prefix_text": features.prefix_text,
                     "version": FORMAT_VERSION}
+        if features.token_texts is not None:
+            metadata["token_texts"] = json.dumps(list(features.token_texts))
         partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             save_file(tensors, str(partial), metadata=metadata)

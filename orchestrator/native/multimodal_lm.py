@@ -50,7 +50,18 @@ class Example:
 class _Tokenised:
     input_ids: list[int]
     labels: list[int]
-    media_spans: list[tuple[int, int]]  # (start, length) of each media item's reserved positions, in media order
+    media_spans: list[list[int]]  # each media item's reserved positions (in order), in media order
+
+
+@dataclass
+class ResponseScores:
+    """Teacher-forced scores of a batch's responses (see :meth:`MultimodalLM.score_responses`)."""
+
+    loss: torch.Tensor            # mean cross-entropy over every target token of the batch (what ``forward().loss`` is)
+    row_loss: torch.Tensor        # [B] summed cross-entropy of each row's target tokens
+    row_tokens: torch.Tensor      # [B] target tokens per row (the response and its end-of-text token)
+    exact: torch.Tensor           # [B] bool: every target token is the model's top choice given the ones before it,
+                                  # i.e. greedy decoding would write this response word for word and stop
 
 
 class MultimodalLM(nn.Module):
@@ -162,9 +173,9 @@ class MultimodalLM(nn.Module):
             input_ids[row_index, span] = torch.tensor(row.input_ids, dtype=torch.long)
             labels[row_index, span] = torch.tensor(row.labels, dtype=torch.long)
             attention_mask[row_index, span] = 1
-            for item, (start, count) in zip(example.media, row.media_spans):
-                first = row_index * length + offset + start
-                media_by_modality.setdefault(item.modality, []).append((item, list(range(first, first + count))))
+            for item, span in zip(example.media, row.media_spans):
+                first = row_index * length + offset
+                media_by_modality.setdefault(item.modality, []).append((item, [first + column for column in span]))
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask,
                                  "position_ids": position_ids, "media": {}}
@@ -212,14 +223,32 @@ class MultimodalLM(nn.Module):
                 f"after rendering, {len(media)} media items)")
 
         input_ids: list[int] = []
-        spans: list[tuple[int, int]] = []
+        spans: list[list[int]] = []
         pad_id = self._pad_token_id()
         for piece_index, text in enumerate(text_pieces):
             input_ids += self._encode(text)
             if piece_index < len(media):
                 item = media[piece_index]
-                count = self.connectors[item.modality].output_length(int(_real_tokens(item).sum()))
-                spans.append((len(input_ids), count))
+                real = _real_tokens(item)
+                labels_text = getattr(item, "token_texts", None)
+                if labels_text:
+                    # Text before each real feature token (e.g. the step a time-series patch is centred on):
+                    # the positions interleave with it, one per token, which only a tokenwise connector keeps.
+                    connector = self.connectors[item.modality]
+                    if connector.output_length(int(real.sum())) != int(real.sum()) or connector.kind in ("qformer", "perceiver"):
+                        raise InvalidInputError(
+                            f"{where}: the {item.modality} features label each token (encoder option @steps), which needs a "
+                            f"tokenwise connector (linear, mlpNx_gelu); this model's is {connector.kind}")
+                    span = []
+                    for label, keep in zip(labels_text, real.tolist()):
+                        if keep:
+                            input_ids += self._encode(label)
+                            span.append(len(input_ids))
+                            input_ids.append(pad_id)
+                    spans.append(span)
+                    continue
+                count = self.connectors[item.modality].output_length(int(real.sum()))
+                spans.append(list(range(len(input_ids), len(input_ids) + count)))
                 input_ids += [pad_id] * count  # placeholders only: these embeddings are replaced
         labels = [IGNORE_INDEX] * len(input_ids)
         if not for_generation:
@@ -316,6 +345,40 @@ class MultimodalLM(nn.Module):
             labels=None if labels is None else labels.to(device),
         )
 
+    def score_responses(self, batch: dict[str, Any]) -> ResponseScores:
+        """Teacher-forced scores of a training batch's responses, computing logits only where a target is predicted.
+
+        The loss equals ``forward(batch).loss``; the output projection (about a quarter of a 0.5B Qwen's compute per
+        token, and as much again in the backward pass) runs on the response columns only.
+        """
+        labels = batch.get("labels")
+        if labels is None:
+            raise InvalidInputError("score_responses needs a batch with responses (collate without for_generation)")
+        device = self.llm.get_input_embeddings().weight.device
+        targets = labels[:, 1:]                      # position t predicts the token at t + 1
+        wanted = targets != IGNORE_INDEX
+        if not bool(wanted.any()):
+            raise InvalidInputError("score_responses: the batch has no target tokens")
+        columns = wanted.any(0).nonzero().flatten()
+        first, last = int(columns.min()), int(columns.max())
+        options: dict[str, Any] = {}
+        if _takes_logits_to_keep(self.llm):
+            options["logits_to_keep"] = torch.arange(first, last + 1, device=device)
+        output = self.llm(inputs_embeds=self.embed(batch), attention_mask=batch["attention_mask"].to(device),
+                          position_ids=batch["position_ids"].to(device), **options)
+        logits = output.logits
+        if "logits_to_keep" not in options:
+            logits = logits[:, first:last + 1]
+        logits = logits.float()
+        kept = targets[:, first:last + 1].to(device)
+        mask = kept != IGNORE_INDEX
+        token_losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), kept, ignore_index=IGNORE_INDEX,
+                                                         reduction="none")
+        row_loss = (token_losses * mask).sum(1)
+        row_tokens = mask.sum(1)
+        exact = ((logits.argmax(-1) == kept) | ~mask).all(1)
+        return ResponseScores(row_loss.sum() / row_tokens.sum(), row_loss.detach(), row_tokens, exact)
+
     @torch.no_grad()
     def generate(self, examples: list[Example], max_new_tokens: int = 32, **generate_options: Any) -> list[str]:
         """Greedy by default; extra options go to the LLM's ``generate`` (e.g. ``do_sample=True``)."""
@@ -338,6 +401,17 @@ class MultimodalLM(nn.Module):
         configured = getattr(getattr(self.llm, "generation_config", None), "eos_token_id", None)
         stops = configured if isinstance(configured, list) else [configured]
         return sorted({token for token in [*stops, self.tokenizer.eos_token_id] if token is not None})
+
+
+def _takes_logits_to_keep(llm: Any) -> bool:
+    """Whether the causal LM (under any peft wrapper) can compute logits for chosen positions only."""
+    import inspect
+
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _real_tokens(item: Any) -> torch.Tensor:

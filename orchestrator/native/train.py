@@ -10,8 +10,12 @@ What a run does, in order:
    ``init_from`` loads an earlier checkpoint's weights first (stage 1 connector -> stage 2);
 2. AdamW over the trainable parameters, linear warmup then cosine decay, gradient clipping;
    bf16 autocast on a GPU that has it, else fp16 with a gradient scaler; plain fp32 on CPU;
-3. every ``eval_every`` steps: loss on the held-out examples and, when a grader is given, metrics on
-   generated answers (accuracy, word error rate...);
+3. every ``eval_every`` steps a cheap evaluation, with its own progress line: on the first ``eval_subset``
+   held-out examples, the teacher-forced loss and ``forced_exact`` (the share of answers greedy decoding
+   would write word for word: one forward pass, no generation) and, when a grader is given, metrics on
+   ``eval_generate_limit`` generated answers (accuracy, word error rate...); at the end the same on every
+   held-out example with ``final_generate_limit`` answers generated (default: all). An answer the forced
+   pass already shows greedy decoding reproduces is graded as written, not generated again;
 4. a checkpoint every ``save_every`` steps and at the end, holding the weights (through
    :func:`~orchestrator.native.checkpoint.save_checkpoint`) plus ``trainer_state.pt``: optimiser,
    scheduler, scaler, step, random states and the loss history, so a resumed run continues the same
@@ -29,6 +33,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -69,7 +74,9 @@ class TrainConfig:
     lora_dropout: float = 0.05
     eval_every: int = 0                # 0 = evaluate only at the end
     eval_batch_size: int = 0           # 0 = batch_size
-    eval_generate_limit: int = 64      # generated answers per evaluation (generation is the slow part)
+    eval_subset: int = 16              # held-out examples a periodic evaluation scores (0 = all); the final one scores all
+    eval_generate_limit: int = 8       # generated answers per periodic evaluation (generation is the slow part)
+    final_generate_limit: int | None = None  # generated answers at the end (None = every held-out example)
     max_new_tokens: int = 16
     save_every: int = 0                # 0 = only the final checkpoint
     keep_checkpoints: int = 2          # periodic checkpoints kept (the newest)
@@ -89,11 +96,14 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every"):
             value = getattr(self, name)
             require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be a whole number >= 1, got {value!r}")
-        for name in ("warmup_steps", "eval_every", "eval_batch_size", "eval_generate_limit", "save_every",
+        for name in ("warmup_steps", "eval_every", "eval_batch_size", "eval_subset", "eval_generate_limit", "save_every",
                      "keep_checkpoints", "lora_r", "max_new_tokens", "seed"):
             value = getattr(self, name)
             require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{name} must be a whole number >= 0, got {value!r}")
         require(self.max_new_tokens >= 1, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        final = self.final_generate_limit
+        require(final is None or (isinstance(final, int) and not isinstance(final, bool) and final >= 0),
+                f"final_generate_limit must be None (all) or a whole number >= 0, got {final!r}")
         require(math.isfinite(self.lr) and 0 < self.lr <= 1, f"lr must be in (0, 1], got {self.lr!r}")
         require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         require(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
@@ -117,9 +127,27 @@ class EvalResult:
     loss: float
     metrics: dict[str, float] = field(default_factory=dict)
     predictions: list[str] = field(default_factory=list)   # generated answers, in eval-example order
+    examples: int = 0                  # held-out examples scored (teacher-forced)
+    generated: int = 0                 # answers graded (generated, or reproduced by the forced pass)
+    seconds: float = 0.0
 
     def record(self) -> dict[str, Any]:
-        return {"step": self.step, "loss": self.loss, **self.metrics}
+        return {"step": self.step, "loss": self.loss, **self.metrics, "examples": self.examples,
+                "generated": self.generated, "seconds": round(self.seconds, 2)}
+
+    def line(self, label: str = "evaluation") -> str:
+        """One line for a log: the loss, forced-exact share and graded metrics, and what they cover."""
+        parts = [f"held-out loss {self.loss:.4f}"]
+        if "forced_exact" in self.metrics:
+            parts.append(f"forced-exact {self.metrics['forced_exact']:.3f}")
+        graded = [name for name in self.metrics if "/" not in name and name != "forced_exact"]
+        parts += [f"{name} {self.metrics[name]:.3f}" for name in graded]
+        kinds = sorted({name.split("/", 1)[1] for name in self.metrics if name.startswith(("accuracy/", "wer/"))})
+        if kinds:
+            parts.append("(" + ", ".join(f"{kind} {self.metrics.get('accuracy/' + kind, self.metrics.get('wer/' + kind)):.2f}"
+                                         for kind in kinds) + ")")
+        return (f"step {self.step} {label}: " + ", ".join(parts) + f" on {self.examples} held-out examples"
+                + (f", {self.generated} answers graded" if self.generated else "") + f" [{format_duration(self.seconds)}]")
 
 
 @dataclass
@@ -240,6 +268,16 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return move(batch) if device.type != "cpu" else batch
 
 
+def format_duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 @torch.no_grad()
 def evaluate(
     model,
@@ -251,44 +289,89 @@ def evaluate(
     max_new_tokens: int = 16,
     precision: Precision | None = None,
     step: int = 0,
+    kinds: Sequence[str] | None = None,
+    progress: bool = False,
+    description: str = "evaluation",
 ) -> EvalResult:
-    """Held-out loss on every example; with a grader, metrics on the answers generated for the first ``generate_limit``."""
+    """Teacher-forced loss and ``forced_exact`` on every example; with a grader, metrics on the answers to the
+    first ``generate_limit`` (greedy, ``max_new_tokens`` at most).
+
+    ``forced_exact`` is the share of examples whose every response token is the model's top choice given
+    the ones before it: exactly the examples greedy decoding answers word for word (one forward pass, a
+    lower bound of a grader that accepts near misses). Those answers are graded as written rather than
+    generated again; only the others are generated. ``kinds`` (one per example) adds per-kind shares
+    (``forced_exact/trend``). ``progress`` shows a progress line of its own (``description``).
+    """
     if not examples:
         raise InvalidInputError("evaluation needs at least one held-out example")
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    examples = list(examples)
     device = _model_device(model)
     precision = precision or Precision(device, None)
     was_training = model.training
     model.eval()
+    scored = examples[:generate_limit] if grader is not None and generate_limit > 0 else []
+    regenerate = []
+    bar = tqdm(total=len(examples), disable=not progress, desc=f"{description}: scoring", unit="example",
+               dynamic_ncols=True, leave=False, position=1)
     try:
         total, weight = 0.0, 0
-        for chunk in _batches(list(examples), batch_size):
+        exact: list[bool] = []
+        for chunk in _batches(examples, batch_size):
             batch = model.collate(list(chunk))
             with precision.autocast():
-                output = model(_to_device(batch, device))
-            # The loss is a mean over the batch's target tokens (labels shifted by one); weighting by that
-            # count makes the held-out loss a per-token mean that does not depend on the batch size.
-            targets = int((batch["labels"][:, 1:] != -100).sum())
-            total += float(output.loss) * targets
-            weight += targets
-        result = EvalResult(step=step, loss=total / max(1, weight))
-        if grader is not None and generate_limit > 0:
-            scored = list(examples)[:generate_limit]
+                scores = model.score_responses(_to_device(batch, device))
+            # A per-token mean over the whole split (rows weighted by their target tokens), so the held-out
+            # loss does not depend on the batch size.
+            total += float(scores.row_loss.sum())
+            weight += int(scores.row_tokens.sum())
+            exact += [bool(value) for value in scores.exact.tolist()]
+            bar.update(len(chunk))
+        result = EvalResult(step=step, loss=total / max(1, weight), examples=len(examples))
+        metrics = {"forced_exact": sum(exact) / len(exact)}
+        if kinds is not None:
+            for kind in sorted(set(kinds[:len(examples)])):
+                chosen = [hit for hit, k in zip(exact, kinds) if k == kind]
+                metrics[f"forced_exact/{kind}"] = sum(chosen) / len(chosen)
+        if scored:
+            answers: list[str | None] = [
+                example.response if hit and _fits(model, example.response, max_new_tokens) else None
+                for example, hit in zip(scored, exact)]
+            regenerate = [index for index, answer in enumerate(answers) if answer is None]
+            bar.reset(total=len(regenerate))
+            bar.set_description(f"{description}: generating")
+            bar.unit = "answer"
+            for chunk in _batches(regenerate, batch_size):
+                prompts = [replace(scored[index], response=None) for index in chunk]
+                with precision.autocast():
+                    generated = model.generate(prompts, max_new_tokens=max_new_tokens)
+                for index, answer in zip(chunk, generated):
+                    answers[index] = answer
+                bar.update(len(chunk))
             sums: dict[str, float] = {}
             counts: dict[str, int] = {}
-            for offset, chunk in enumerate(_batches(scored, batch_size)):
-                prompts = [replace(example, response=None) for example in chunk]
-                with precision.autocast():
-                    answers = model.generate(prompts, max_new_tokens=max_new_tokens)
-                for within, answer in enumerate(answers):
-                    index = offset * batch_size + within
-                    result.predictions.append(answer)
-                    for name, value in grader(index, answer).items():
-                        sums[name] = sums.get(name, 0.0) + float(value)
-                        counts[name] = counts.get(name, 0) + 1
-            result.metrics = {name: sums[name] / counts[name] for name in sorted(sums)}
+            for index, answer in enumerate(answers):
+                result.predictions.append(answer)
+                for name, value in grader(index, answer).items():
+                    sums[name] = sums.get(name, 0.0) + float(value)
+                    counts[name] = counts.get(name, 0) + 1
+            metrics.update({name: sums[name] / counts[name] for name in sorted(sums)})
+            result.generated = len(scored)
+        result.metrics = metrics
+        result.seconds = time.perf_counter() - started
         return result
     finally:
+        bar.close()
         model.train(was_training)
+
+
+def _fits(model, response: str | None, max_new_tokens: int) -> bool:
+    """Whether greedy decoding within ``max_new_tokens`` has room for the whole response and its end token."""
+    if not isinstance(response, str):
+        return False
+    return len(model.tokenizer(response, add_special_tokens=False)["input_ids"]) + 1 <= max_new_tokens
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -444,11 +527,14 @@ def train_connector(
     grader: Grader | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool = True,
+    eval_kinds: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train ``model``'s connectors (and LoRA in stage 2) on ``train_examples``; see the module docstring.
 
-    ``extra`` is recorded in every checkpoint (task, encoder identity, ...). Returns the history and,
-    when ``config.output_dir`` is set, where the checkpoint, loss curve and summary were written.
+    ``extra`` is recorded in every checkpoint (task, encoder identity, ...). ``eval_kinds`` (the question
+    kind of each held-out example) adds per-kind forced-exact shares. The progress bar shows the time the
+    rest of the run will take, evaluations included. Returns the history and, when ``config.output_dir``
+    is set, where the checkpoint, loss curve and summary were written.
     """
     config.validate()
     if not train_examples:
@@ -483,43 +569,61 @@ def train_connector(
         run.restore(read_trainer_state(resume_folder))
     trainable = sum(p.numel() for p in parameters)
     eval_batch = config.eval_batch_size or config.batch_size
-
-    def run_eval() -> EvalResult:
-        result = evaluate(model, eval_examples, batch_size=eval_batch, grader=grader, generate_limit=config.eval_generate_limit,
-                          max_new_tokens=config.max_new_tokens, precision=precision, step=run.step)
-        run.evals = [e for e in run.evals if e["step"] != run.step] + [result.record()]
-        return result
+    periodic_examples = list(eval_examples)[:config.eval_subset] if config.eval_subset else list(eval_examples)
+    final_generate = len(eval_examples) if config.final_generate_limit is None else config.final_generate_limit
+    clock = _Clock(config, len(periodic_examples), min(config.eval_generate_limit, len(periodic_examples)),
+                   len(eval_examples), min(final_generate, len(eval_examples)), has_grader=grader is not None)
 
     from tqdm.auto import tqdm
+
+    def run_eval(final: bool) -> EvalResult:
+        chosen = list(eval_examples) if final else periodic_examples
+        label = f"{'final evaluation' if final else 'evaluation'} @ step {run.step}"
+        result = evaluate(model, chosen, batch_size=eval_batch, grader=grader,
+                          generate_limit=final_generate if final else config.eval_generate_limit,
+                          max_new_tokens=config.max_new_tokens, precision=precision, step=run.step,
+                          kinds=eval_kinds, progress=progress, description=label)
+        clock.evaluated(result)
+        record = result.record() | ({"final": True} if final else {})
+        run.evals = [e for e in run.evals if e["step"] != run.step or e.get("final") != record.get("final")] + [record]
+        if progress:
+            tqdm.write(result.line("final evaluation" if final else "evaluation"), file=sys.stderr)
+        return result
 
     model.train()
     started = time.perf_counter()
     train_seconds, trained_steps = 0.0, 0
     final_eval: EvalResult | None = None
     bar = tqdm(total=config.max_steps, initial=run.step, disable=not progress, desc=f"stage {config.stage}", unit="step",
-               dynamic_ncols=True)
+               dynamic_ncols=True, bar_format="{desc}: {n_fmt}/{total_fmt} steps |{bar}| [{elapsed}, {rate_fmt}] {postfix}")
     try:
         while run.step < config.max_steps:
             step_started = time.perf_counter()
             loss = _optimiser_step(run, train_examples)
-            train_seconds += time.perf_counter() - step_started
+            elapsed = time.perf_counter() - step_started
+            train_seconds += elapsed
             trained_steps += 1
+            clock.stepped(elapsed)
             run.step += 1
             lr = run.scheduler.get_last_lr()[0]
             if run.step % config.log_every == 0 or run.step == config.max_steps:
                 run.history.append({"step": run.step, "loss": loss, "lr": lr})
             postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"}
-            if eval_examples and config.eval_every and run.step % config.eval_every == 0 and run.step < config.max_steps:
-                result = run_eval()
-                postfix["eval"] = f"{result.loss:.4f}"
-            bar.set_postfix(postfix)
+            if run.evals:
+                postfix["eval"] = f"{run.evals[-1]['loss']:.4f}"
+            postfix["left"] = clock.left(run.step, eval_examples_given=bool(eval_examples))
+            bar.set_postfix(postfix, refresh=False)
             bar.update(1)
+            if eval_examples and config.eval_every and run.step % config.eval_every == 0 and run.step < config.max_steps:
+                result = run_eval(final=False)
+                postfix.update(eval=f"{result.loss:.4f}", left=clock.left(run.step, eval_examples_given=True))
+                bar.set_postfix(postfix)
             if output_dir is not None and config.save_every and run.step % config.save_every == 0 and run.step < config.max_steps:
                 periodic = output_dir / PERIODIC_CHECKPOINTS
                 _save(run, periodic / f"step-{run.step:07d}", extra)
                 _prune_periodic(periodic, config.keep_checkpoints)
         if eval_examples:
-            final_eval = run_eval()
+            final_eval = run_eval(final=True)
             bar.set_postfix({"loss": f"{run.history[-1]['loss']:.4f}" if run.history else "-", "eval": f"{final_eval.loss:.4f}"})
     finally:
         bar.close()
@@ -544,6 +648,55 @@ def train_connector(
     return result
 
 
+class _Clock:
+    """How long the rest of a run will take: training steps at their measured pace, plus the evaluations
+    still due. An evaluation is priced by a guess from the step time (scoring an example is a forward pass,
+    about a third of a training example's cost; generating an answer is its prefill plus a quarter of that
+    per new token), scaled by how far the last evaluation's measured time was from its own guess."""
+
+    def __init__(self, config: TrainConfig, periodic_examples: int, periodic_generate: int, final_examples: int,
+                 final_generate: int, *, has_grader: bool):
+        self.config = config
+        self.periodic = (periodic_examples, periodic_generate if has_grader else 0)
+        self.final = (final_examples, final_generate if has_grader else 0)
+        self.step_seconds: list[float] = []
+        self.calibration: float | None = None   # measured / guessed seconds of the last evaluation
+
+    def stepped(self, seconds: float) -> None:
+        self.step_seconds.append(seconds)
+
+    def evaluated(self, result: EvalResult) -> None:
+        guessed = self._guess(result.examples, result.generated)
+        if guessed > 0:
+            self.calibration = result.seconds / guessed
+
+    def _step(self) -> float:
+        recent = self.step_seconds[-20:]
+        return float(np.median(recent)) if recent else 0.0
+
+    def _guess(self, examples: int, generated: int) -> float:
+        per_example = self._step() / (3 * self.config.batch_size * self.config.grad_accum)
+        return examples * per_example + generated * per_example * (1 + 0.25 * self.config.max_new_tokens)
+
+    def _evaluation(self, examples: int, generated: int) -> float:
+        return self._guess(examples, generated) * (self.calibration or 1.0)
+
+    def left(self, step: int, *, eval_examples_given: bool) -> str:
+        """``4m10s incl. 3 eval``: the rest of the run; ``~`` while no evaluation has been timed yet."""
+        if not self.step_seconds:
+            return "?"
+        seconds = (self.config.max_steps - step) * self._step()
+        evaluations = 0
+        if eval_examples_given:
+            if self.config.eval_every:
+                evaluations = sum(1 for s in range(step + 1, self.config.max_steps) if s % self.config.eval_every == 0)
+                seconds += evaluations * self._evaluation(*self.periodic)
+            seconds += self._evaluation(*self.final)
+            evaluations += 1
+        guessed = self.calibration is None and eval_examples_given
+        return ("~" if guessed else "") + format_duration(seconds) + (f" incl. {evaluations} eval" if evaluations else "")
+
+
 def _optimiser_step(run: _Run, examples: Sequence[Any]) -> float:
     """One optimiser step over ``grad_accum`` micro-batches; returns their mean loss."""
     config, model, precision = run.config, run.model, run.precision
@@ -555,8 +708,7 @@ def _optimiser_step(run: _Run, examples: Sequence[Any]) -> float:
     for micro in range(config.grad_accum):
         chosen = [examples[i] for i in order[micro * config.batch_size:(micro + 1) * config.batch_size]]
         with precision.autocast():
-            output = model(_to_device(model.collate(chosen), device))
-        loss = output.loss.float()
+            loss = model.score_responses(_to_device(model.collate(chosen), device)).loss.float()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the training loss became {float(loss)} at step {run.step + 1}; lower the learning rate")
         losses.append(float(loss.detach()))

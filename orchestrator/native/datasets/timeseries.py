@@ -221,21 +221,33 @@ def _forced_for(kind: str, rng: np.random.Generator) -> dict[str, Any]:
     return {}
 
 
-def timeseries_qa(n: int, seed: int, length: int = 256, *, kinds: tuple[str, ...] = QA_KINDS,
+def timeseries_qa(n: int, seed: int, length: int | tuple[int, int] = 256, *, kinds: tuple[str, ...] = QA_KINDS,
                   missing_fraction: float = 0.0) -> list[tuple[np.ndarray, QAItem]]:
-    """``n`` (series, question) pairs, the question kinds in equal shares and shuffled, all from ``seed``."""
+    """``n`` (series, question) pairs, the question kinds in equal shares and shuffled, all from ``seed``.
+
+    ``length`` is every series' length, or ``(shortest, longest)``: each series' length drawn from that
+    range (from a stream of its own, so the series themselves are drawn as with a fixed length).
+    """
     check_count(n)
     unknown = set(kinds) - set(QA_KINDS)
     if not kinds or unknown:
         raise InvalidInputError(f"time series QA: kinds must be among {', '.join(QA_KINDS)}, got {kinds!r}")
+    if isinstance(length, tuple):
+        if len(length) != 2 or not all(isinstance(v, int) and MIN_LENGTH <= v <= MAX_LENGTH for v in length) \
+                or length[0] > length[1]:
+            raise InvalidInputError(f"time series QA: a length range must be (shortest, longest) within "
+                                    f"{MIN_LENGTH}..{MAX_LENGTH}, got {length!r}")
+        lengths = np.random.default_rng([seed, 7919]).integers(length[0], length[1] + 1, size=n).tolist()
+    else:
+        lengths = [length] * n
     rng = np.random.default_rng(seed)
     plan = [kinds[i % len(kinds)] for i in range(n)]
     rng.shuffle(plan)
     items = []
-    for kind in plan:
-        values, attributes = make_series(rng, length, missing_fraction=missing_fraction, **_forced_for(kind, rng))
+    for kind, size in zip(plan, lengths):
+        values, attributes = make_series(rng, int(size), missing_fraction=missing_fraction, **_forced_for(kind, rng))
         question = str(rng.choice(_QUESTIONS[kind]))
-        truth = asdict(attributes) | {"length": length}
+        truth = asdict(attributes) | {"length": int(size)}
         items.append((values, QAItem(question, _answer(kind, attributes), kind, truth)))
     return items
 
