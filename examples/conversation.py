@@ -8,6 +8,7 @@ that each turn takes some 15-40 s on two CPU cores.
 """
 
 import sys
+import time
 from pathlib import Path
 
 from orchestrator.agent import Orchestrator
@@ -23,8 +24,11 @@ receipt_image().save(receipt)
 # The Orchestrator is built from the settings (~/.anymoda/config.toml, ANYMODA_* variables): planner,
 # experts, artifact store, run journal and checkpoints. A session is one conversation: every turn is a run
 # of the same session, and the planner of a later turn is shown what the earlier ones asked, answered and made.
+# Sessions live in the run journal under the anymoda home: orch.session("receipt-chat") in another process,
+# tomorrow, continues the same conversation. This example starts a new one each time it runs.
 orch = Orchestrator()
-chat = orch.session("receipt-chat")
+chat = orch.session(time.strftime("receipt-chat-%Y%m%d-%H%M%S"))
+print(f"session: {chat.id}")
 
 
 def show(turn: int, result) -> None:

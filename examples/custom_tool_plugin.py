@@ -12,7 +12,7 @@ tools are registered. Offline: PP-OCR reads the receipt, the packaged Qwen2.5-Co
 import sys
 from pathlib import Path
 
-from orchestrator import ToolRegistry, current_settings
+from orchestrator import ArtifactStore, ToolRegistry, current_settings
 from orchestrator.agent import Orchestrator
 from orchestrator.planner import Planner, llm_backend
 from orchestrator.sample_inputs import receipt_image
@@ -35,13 +35,15 @@ print(f"receipt-items comes from: {registry.origin('receipt-items')}")
 tool = registry.get("receipt-items")()
 print("called directly:", tool(text="Bread   3.20\nMilk   1.10\nTOTAL   4.30", currency="EUR"))
 
-# Now the agent plans with it. The Orchestrator's planner sees every registered tool. Its tool selector is
-# trained on phrasings of the built-in tools only and cannot pick a plugin yet, so we give the Orchestrator a
-# planner without the trained selector head: tools are then chosen by similarity to their descriptions,
-# plugins' included (same LLM, same grammar and validation otherwise).
+# Now the agent plans with it: Orchestrator(registry=registry) plans over every tool of the registry.
+# One catch: the planner's tool selector (which picks the tools before the LLM writes the plan) is a head
+# trained on phrasings of the built-in tools, and cannot pick a plugin. So this Orchestrator gets a planner
+# without that head: tools are then chosen by how close the request is to their phrasings and, for a plugin,
+# its description. Same LLM (the configured one), same grammar and validation otherwise.
 settings = current_settings()
-planner = Planner(llm_backend(settings.planner, settings), registry, selector_head=None, settings=settings)
-orch = Orchestrator(registry=registry, planner=planner)
+store = ArtifactStore(settings.store_dir, settings.limits)
+planner = Planner(llm_backend(settings.planner, settings), registry, store=store, settings=settings, selector_head=None)
+orch = Orchestrator(registry=registry, store=store, planner=planner)
 
 receipt = out / "receipt.png"
 receipt_image().save(receipt)

@@ -27,11 +27,11 @@ receipt = out / "receipt.png"
 receipt_image().save(receipt)  # a receipt photo, drawn on the spot
 
 orch = Orchestrator()
-progress = Progress(SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(), TextColumn("{task.fields[note]}"),
-                    TimeElapsedColumn(), console=console)
+progress = Progress(SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(),
+                    TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)
 rows = {}          # task id -> the progress row that shows it
-answer = []        # the answer's tokens, as they arrive
-plan_text = ""     # the plan's text, as it is written
+plan_text = ""     # the plan's text, as the LLM writes it
+answer = ""        # the answer's text, as it streams in
 
 # stream() yields Event(type, run, task, data) while the run works: run_started, plan_token..., plan_ready,
 # then task_started / task_progress / task_finished (or task_failed, task_skipped) per task, answer_token...,
@@ -58,13 +58,21 @@ with progress, open(out / "events.jsonl", "w", encoding="utf-8") as log:
             progress.update(rows[event.task], note=data.get("message") or "running")
         elif event.type in ("task_finished", "task_failed", "task_skipped"):
             note = {"task_finished": "done", "task_failed": "failed", "task_skipped": "skipped"}[event.type]
+            if event.data.get("unavailable"):           # its tool cannot run here: data says what it needs
+                note = f"cannot run here: {event.data['unavailable']['fetch_command']}"
             progress.update(rows[event.task], total=1, completed=1, note=note)
-        elif event.type == "answer_token":
-            answer.append(event.data["text"])
+        elif event.type == "answer_token":              # the LLM writing the answer, a few characters at a time
+            if not answer:
+                answering = progress.add_task("answer", total=None, note="")
+            answer += event.data["text"]
+            progress.update(answering, note=answer.strip()[-40:])
+        elif event.type == "run_started":
+            run_id = event.run
 
-# The answer's tokens came while the run worked; the checked answer is in the run's result.
-result = orch.result(event.run)
-console.print(f"streamed: {''.join(answer).strip()}")
+# What streamed is the LLM's reply; the answer is that reply once checked against what the tools found
+# (if it fails a check, a template answer replaces it: result.composed_by and result.fallback_reason say so).
+result = orch.result(run_id)
+console.print(f"streamed: {answer.strip()}")
 console.print(f"answer ({result.status}): {result.answer}")
 for artifact in result.artifacts:
     console.print(f"delivered: {artifact.kind.value} saved as {orch.session(result.session).export(artifact.id, out)}")

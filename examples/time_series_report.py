@@ -29,7 +29,8 @@ sales = 200 + 0.5 * days + 30 * (days % 7 >= 5) + rng.normal(0, 6, days.size)
 sales[250] += 150
 start = date(2024, 1, 1)
 csv = out / "sales.csv"
-csv.write_text("date,sales\n" + "".join(f"{start + timedelta(days=int(d))},{v:.1f}\n" for d, v in zip(days, sales)))
+rows = [f"{start + timedelta(days=int(day))},{value:.1f}" for day, value in zip(days, sales, strict=True)]
+csv.write_text("date,sales\n" + "\n".join(rows) + "\n")
 
 # The shipped workflows are files inside the `graphs` package (`anymoda graph list` shows them).
 workflow = files("graphs") / "time-series-report.yaml"

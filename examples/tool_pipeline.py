@@ -10,6 +10,7 @@ models are the packaged offline ones; the whole run takes some 20-40 s on two CP
 import sys
 from pathlib import Path
 
+from orchestrator import ArtifactKind
 from orchestrator.agent import Orchestrator
 from orchestrator.pipeline import pipeline_function, step
 from orchestrator.sample_inputs import eagle_photo_path, receipt_image
@@ -22,9 +23,10 @@ receipt_image().save(receipt)  # a receipt drawn on the spot; the eagle photo sh
 
 # The function is called once, with handles instead of values, to record the graph: each step() is a node,
 # its arguments say where its inputs come from (`read.text` is the ocr node's output named "text"), and
-# the returned dict names the pipeline's outputs. Parameters are the inputs, annotated with their kinds.
+# the returned dict names the pipeline's outputs. Parameters are the inputs, annotated with their kinds
+# (ArtifactKind.IMAGE, or the string "image").
 @pipeline_function
-def read_receipt_aloud(receipt: "image", photo: "image"):
+def read_receipt_aloud(receipt: ArtifactKind.IMAGE, photo: ArtifactKind.IMAGE):
     read = step("ocr", image=receipt)                                  # text, plus a box per line
     spoken = step("text-to-speech", text=read.text)                     # the text, spoken
     heard = step("speech-recognition", audio=spoken.audio)              # ... and transcribed back

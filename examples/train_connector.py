@@ -40,7 +40,8 @@ encoder = build_encoder("ts-patch")                            # frozen: no weig
 def examples(count: int, seed: int) -> tuple[list[Example], list]:
     pairs = timeseries_qa(count, seed, length=128, kinds=("trend",))
     # "<ts>" marks where the series' feature tokens go; the answer is what the LLM learns to write.
-    return [Example(f"<ts>\n{qa.question}", [encoder.encode(values)], qa.answer) for values, qa in pairs], [qa for _, qa in pairs]
+    examples = [Example(f"<ts>\n{qa.question}", [encoder.encode(values)], qa.answer) for values, qa in pairs]
+    return examples, [qa for _, qa in pairs]
 
 
 train, _ = examples(64, seed=1)
@@ -55,8 +56,8 @@ print(f"connector: {connector.num_parameters():,} trainable parameters; the LLM'
 
 # 3. Train: stage 1 trains the connector alone (stage 2 would add LoRA adapters to the LLM: stage=2, lora_r=8).
 #    The held-out questions are answered at the end and graded; the run folder gets the checkpoint (what the
-#    native-chat tool loads), loss_curve.png and summary.json.
-# A higher learning rate than the command's default (1e-3) suits this short run; 1e-3 for 200 steps.
+#    native-chat tool loads), loss_curve.png and summary.json. The learning rate is higher than the command's
+#    default (1e-3, right for 200 steps) to suit this short run.
 config = TrainConfig(max_steps=steps, batch_size=4, lr=3e-3, warmup_steps=2, max_new_tokens=4, output_dir=str(out))
 
 
@@ -81,3 +82,6 @@ for trend in ("up", "down"):
     answer = native_chat(question="Which way does the series trend: up, down or flat?",
                          time_series=TimeSeries(values), max_new_tokens=4)["answer"]
     print(f"a series going {trend}: the model says {answer.strip()!r}")
+
+# Ten steps teach the connector the form of the answer (one word, up / down / flat) more than the trend itself:
+# expect some wrong answers. Trained for 200 steps (the command in the docstring) it tells trends apart.

@@ -23,7 +23,8 @@ folder.mkdir(parents=True, exist_ok=True)
 
 # A folder of inputs: three receipts from different shops, drawn on the spot, and a blank page (no text,
 # so the workflow's condition skips finding and speaking a total for it: that file is still a result).
-shops = {"bakery": ("CORNER BAKERY", "42.50"), "grocer": ("GREEN GROCER", "17.35"), "books": ("PAGE TURNER BOOKS", "63.00")}
+shops = {"bakery": ("CORNER BAKERY", "42.50"), "grocer": ("GREEN GROCER", "17.35"),
+         "books": ("PAGE TURNER BOOKS", "63.00")}
 for stem, (shop, total) in shops.items():
     lines = [(shop, "center"), ("", None), ("Item one               10.00", "left"),
              ("Item two                5.00", "left"), ("", None), (f"TOTAL {total:>22}", "left"),

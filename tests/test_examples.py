@@ -134,15 +134,19 @@ def test_conversation_reuses_the_first_turns_output(tmp_path: Path, home: Path) 
 
     from orchestrator.journal import RunJournal
 
-    first, second, third = sorted(RunJournal(home / "runs.sqlite").runs(session="receipt-chat"),
-                                  key=lambda record: record.created_at)
+    session = lines_after(stdout, "session:")[0]
+    turns_recorded = sorted(RunJournal(home / "runs.sqlite").runs(session=session), key=lambda r: r.created_at)
+    assert len(turns_recorded) == 3
+    first = turns_recorded[0]
     made_in_turn_one = {first.answer_id} | {output for task in first.tasks for output in (task.outputs or {}).values()}
     speech = re.search(r"^delivered: (audio-\w+) \(audio\)$", stdout, re.MULTILINE).group(1)
-    lineage = {a.id for a in store_of(home).ancestors(speech, session="receipt-chat")}
+    lineage = {a.id for a in store_of(home).ancestors(speech, session=session)}
     assert lineage & made_in_turn_one, (lineage, made_in_turn_one)
     assert set(lines_after(stdout, "turn 2 reused from turn 1:")[0].split(", ")) <= lineage
     assert (tmp_path / "out" / f"{speech}.wav").is_file()
-    assert "receipt" in lines_after(stdout, "answer:")[-1].lower()  # "what did I ask you first?"
+    # "What did I ask you first?", answered from the history (the LLM's wording varies: "You asked me to read the
+    # receipt", "... about the text in the picture").
+    assert re.search(r"\b(receipt|read|text|picture)\b", lines_after(stdout, "answer:")[-1].lower())
 
 
 def test_custom_tool_installed_as_a_plugin_is_planned_and_called(tmp_path: Path, home: Path) -> None:
@@ -150,10 +154,11 @@ def test_custom_tool_installed_as_a_plugin_is_planned_and_called(tmp_path: Path,
     # into a folder of its own that the child process gets on its path: the entry point is then found.
     source, site = tmp_path / "plugin-src", tmp_path / "site"
     shutil.copytree(EXAMPLES / "plugin", source)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--target", str(site), str(source)], check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(site), str(source)], check=True, capture_output=True, timeout=300)
     stdout = run_example("custom_tool_plugin.py", tmp_path, home=home, extra_env={"PYTHONPATH": str(site)})
-    assert lines_after(stdout, "receipt-items comes from:") == ["entry point 'receipt-items' (receipt_items:ReceiptItems)"]
+    origin = lines_after(stdout, "receipt-items comes from:")
+    assert origin == ["entry point 'receipt-items' (receipt_items:ReceiptItems)"]
     assert "'total': '4.30 EUR'" in lines_after(stdout, "called directly:")[0]
     tasks = re.findall(r"^task (t\d+): ([\w-]+) -> (\w+)$", stdout, re.MULTILINE)
     assert ("receipt-items", "done") in [(tool, status) for _, tool, status in tasks], stdout  # planned and run
@@ -174,8 +179,9 @@ def test_progress_events_arrive_in_order(tmp_path: Path, home: Path) -> None:
     for task in tasks:
         assert plan_ready < position[("task_started", task)] < position[("task_finished", task)]
     progress = [i for i, e in enumerate(events) if e["type"] == "task_progress"]
-    assert progress and all(position[("task_started", events[i]["task"])] < i < position[("task_finished", events[i]["task"])]
-                            for i in progress)
+    assert progress
+    for i in progress:
+        assert position[("task_started", events[i]["task"])] < i < position[("task_finished", events[i]["task"])]
     tokens = [i for i, t in enumerate(types) if t == "answer_token"]
     assert tokens and min(tokens) > max(position[("task_finished", t)] for t in tasks)
     assert max(tokens) < types.index("answer") < types.index("run_finished")

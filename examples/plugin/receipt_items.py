@@ -39,9 +39,9 @@ class ReceiptItems(WeightlessTool):
     inputs = {"text": Input(ArtifactKind.TEXT, "the receipt's text, one line per row (an OCR output)")}
     outputs = {
         "items": Output(ArtifactKind.JSON, "list of {item, amount}, in the receipt's order"),
-        "total": Output(ArtifactKind.TEXT, "the total with its currency, empty when the receipt shows none"),
+        "total": Output(ArtifactKind.TEXT, "the receipt's total"),   # empty when the receipt shows none
     }
-    params = {"currency": Param(str, "", "the currency to write after amounts, e.g. EUR")}
+    params = {"currency": Param(str, "", "the currency to write after the total, e.g. EUR")}
     default_model = "receipt-regex-v1"       # a weightless tool's "model" is the name of its method
 
     def build_method(self) -> ReceiptParser:
