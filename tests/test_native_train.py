@@ -285,17 +285,36 @@ def test_connector_benchmark_prints_its_rows_and_both_text_baselines(llm_dir, tm
 
     code = benchmark.main(["--llm", str(llm_dir), "--connectors", "linear,mlp2x_gelu", "--steps", "2", "--warmup", "1",
                            "--train-size", "4", "--eval-size", "3", "--series-length", "32", "--speech-steps", "0",
-                           "--text-lora-steps", "2", "--out", str(tmp_path), "--no-progress"])
+                           "--text-lora-steps", "2", "--csv-eval", "4", "--csv-length", "40-60", "--out", str(tmp_path),
+                           "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.startswith("workload: time-series attribute QA") and "acc spike_position" in printed
+    assert "train wall" in printed and "CSV e2e" in printed and "CSV spike_position" in printed
     rows = json.loads((tmp_path / "results.json").read_text())["timeseries"]
     assert [row["connector"] for row in rows] == ["linear", "mlp2x_gelu", "text baseline (zero-shot)",
                                                   "text baseline (LoRA r=8, 2 steps)"]
     for row in rows:
         assert row["connector"] in printed and 0.0 <= row["metrics"]["accuracy"] <= 1.0
         assert len(row["predictions"]) == 3
+    for row in rows[:3]:  # trained rows and the zero-shot baseline answered the CSV files too
+        assert len(row["csv"]["answers"]) == 4 and set(row["csv"]["metrics"]) == {
+            "accuracy", "accuracy/trend", "accuracy/spike_position"}
+    assert rows[0]["wall_seconds"] > 0 and rows[2].get("wall_seconds") is None
     linear, mlp = rows[0]["trainable_parameters"], rows[1]["trainable_parameters"]
     assert 0 < linear < mlp and rows[2]["trainable_parameters"] == 0 and rows[3]["trainable_parameters"] > 0
+    # The users' files: a header, a date column, some empty or NA cells (never a spike's), as people write them.
+    files = sorted((tmp_path / "csv").glob("*.csv"))
+    assert any(",\n" in path.read_text() or ",NA\n" in path.read_text() for path in files)
+    assert len(files) == 4 and re.search(r"^date,\w+\n\d{4}-\d\d-\d\d,-?\d+\.\d\d$", files[0].read_text()[:60], re.M)
+
+    # A checkpoint already trained (as the shipped connector is) is asked end to end without training anything.
+    code = benchmark.main(["--llm", str(llm_dir), "--connectors", "none", "--native-checkpoint", rows[0]["checkpoint"],
+                           "--no-text-baseline", "--train-size", "4", "--eval-size", "3", "--csv-eval", "2",
+                           "--csv-length", "40", "--speech-steps", "0", "--out", str(tmp_path / "again"), "--no-progress"])
+    assert code == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())["timeseries"]
+    assert len(again) == 1 and again[0]["connector"].startswith("checkpoint ") and len(again[0]["csv"]["answers"]) == 2
+    assert again[0]["wall_seconds"] == pytest.approx(rows[0]["wall_seconds"], abs=0.1)  # recorded by the training run
     with pytest.raises(SystemExit):
         benchmark.main(["--connectors", ",", "--no-progress"])  # names none: refused before anything loads

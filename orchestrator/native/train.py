@@ -565,8 +565,11 @@ def train_connector(
     precision = pick_precision(config.autocast, device)
     run = _Run(model, config, parameters, precision)
     run.extra = extra
+    earlier_seconds = 0.0  # wall time of the sessions a resumed run continues
     if resume_folder is not None:
-        run.restore(read_trainer_state(resume_folder))
+        state = read_trainer_state(resume_folder)
+        run.restore(state)
+        earlier_seconds = float((state.get("extra") or {}).get("wall_seconds") or 0.0)
     trainable = sum(p.numel() for p in parameters)
     eval_batch = config.eval_batch_size or config.batch_size
     periodic_examples = list(eval_examples)[:config.eval_subset] if config.eval_subset else list(eval_examples)
@@ -637,13 +640,14 @@ def train_connector(
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         metrics = final_eval.record() if final_eval else {}
-        checkpoint = _save(run, output_dir / FINAL_CHECKPOINT, {**extra, "eval": metrics})
+        run.extra = {**extra, "wall_seconds": round(earlier_seconds + result.seconds, 1)}
+        checkpoint = _save(run, output_dir / FINAL_CHECKPOINT, {**run.extra, "eval": metrics})
         loss_curve = plot_loss_curve(run.history, run.evals, output_dir / LOSS_CURVE_NAME,
                                      title=f"stage {config.stage}, {trainable:,} trainable parameters")
         result.checkpoint, result.loss_curve = checkpoint, loss_curve
         summary_path = output_dir / SUMMARY_NAME
         result.summary_path = summary_path
-        summary = {**result.summary(), "config": asdict(config), **{k: v for k, v in extra.items() if k not in ("eval",)}}
+        summary = {**result.summary(), "config": asdict(config), **{k: v for k, v in run.extra.items() if k not in ("eval",)}}
         summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return result
 
