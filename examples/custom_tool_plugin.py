@@ -12,9 +12,8 @@ tools are registered. Offline: PP-OCR reads the receipt, the packaged Qwen2.5-Co
 import sys
 from pathlib import Path
 
-from orchestrator import ArtifactStore, ToolRegistry, current_settings
+from orchestrator import ToolRegistry
 from orchestrator.agent import Orchestrator
-from orchestrator.planner import Planner, llm_backend
 from orchestrator.sample_inputs import receipt_image
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("output") / "custom_tool_plugin")
@@ -35,15 +34,10 @@ print(f"receipt-items comes from: {registry.origin('receipt-items')}")
 tool = registry.get("receipt-items")()
 print("called directly:", tool(text="Bread   3.20\nMilk   1.10\nTOTAL   4.30", currency="EUR"))
 
-# Now the agent plans with it: Orchestrator(registry=registry) plans over every tool of the registry.
-# One catch: the planner's tool selector (which picks the tools before the LLM writes the plan) is a head
-# trained on phrasings of the built-in tools, and cannot pick a plugin. So this Orchestrator gets a planner
-# without that head: tools are then chosen by how close the request is to their phrasings and, for a plugin,
-# its description. Same LLM (the configured one), same grammar and validation otherwise.
-settings = current_settings()
-store = ArtifactStore(settings.store_dir, settings.limits)
-planner = Planner(llm_backend(settings.planner, settings), registry, store=store, settings=settings, selector_head=None)
-orch = Orchestrator(registry=registry, store=store, planner=planner)
+# Now the agent plans with it: Orchestrator(registry=registry) plans over every tool of the registry. The
+# planner's tool selector was trained on phrasings of the built-in tools; a plugin is known to it by the
+# `phrasings` it declares and the first sentence of its description, and chosen where a request fits them.
+orch = Orchestrator(registry=registry)
 
 receipt = out / "receipt.png"
 receipt_image().save(receipt)

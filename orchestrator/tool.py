@@ -187,6 +187,9 @@ class Tool:
     # A packaged model id used when the default model is not here and the hub may not be asked
     # (offline) or cannot be reached; never replaces a model the caller or the config chose.
     offline_fallback: ClassVar[str | None] = None
+    # A few requests in users' words that ask for this tool ("list the items on my receipt"): the tool
+    # selector learns a plugin from them (and its description) without retraining its head.
+    phrasings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

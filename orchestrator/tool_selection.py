@@ -270,6 +270,18 @@ class ToolSelector:
         self.embedder = embedder
         self.beam_width = beam_width
         self.head = head
+        # Tools the trained head never saw (plugins) are known by their phrasings and description, and
+        # chosen by the nearest-phrasing vote alone.
+        self._extra_labels: tuple[str, ...] = ()
+        self._extra_vectors: np.ndarray | None = None
+        if self.head is not None:
+            from .plan_syntax import first_sentence
+
+            unseen = [tool for tool in tools if tool.name not in self.head.labels]
+            texts = [(text, tool.name) for tool in unseen for text in (*tool.phrasings, first_sentence(tool.description))]
+            if texts:
+                self._extra_labels = tuple(label for _, label in texts)
+                self._extra_vectors = embedder([embedding_text(text) for text, _ in texts])
         if self.head is None:
             # No trained head for these embeddings: the nearest phrasing decides, sharpened into probabilities.
             # Tools without phrasings (plugins) are known by their description.
@@ -285,18 +297,26 @@ class ToolSelector:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        return self.head.labels if self.head is not None else self._label_names
+        if self.head is None:
+            return self._label_names
+        return self.head.labels + tuple(dict.fromkeys(self._extra_labels))
 
     def clause_probabilities(self, clauses: Sequence[str]) -> np.ndarray:
         vectors = self.embedder([embedding_text(c) for c in clauses])
         if self.head is not None:
-            probs = self.head.probabilities(vectors)
-            if self.head.phrase_vectors is not None:
+            known = len(self.head.labels)
+            probs = np.zeros((len(vectors), len(self.labels)))
+            probs[:, :known] = self.head.probabilities(vectors)
+            bank = [v for v in (self.head.phrase_vectors, self._extra_vectors) if v is not None]
+            if bank:
                 # The softmax generalises over wording; the nearest phrasing is sharp where a phrasing fits
-                # almost word for word. Their mean was measured better than either alone.
-                nearest = nearest_phrasing(vectors, self.head.phrase_vectors, self.head.phrase_labels, self.labels,
-                                           self.temperature)
-                probs = (1 - self.nearest_weight) * probs + self.nearest_weight * nearest
+                # almost word for word. Their mean was measured better than either alone. A plugin has no
+                # softmax column: its nearest-phrasing share counts in full.
+                nearest = nearest_phrasing(vectors, np.vstack(bank),
+                                           (*self.head.phrase_labels, *self._extra_labels) if self.head.phrase_vectors
+                                           is not None else self._extra_labels, self.labels, self.temperature)
+                probs[:, :known] = (1 - self.nearest_weight) * probs[:, :known] + self.nearest_weight * nearest[:, :known]
+                probs[:, known:] = nearest[:, known:]
         else:
             probs = nearest_phrasing(vectors, self._bank, self._bank_labels, self._label_names, self.temperature)
         # Tools the head knows but this registry lacks cannot be chosen.
@@ -323,7 +343,9 @@ class ToolSelector:
             for trait in traits:
                 self._apply_trait(row, trait, clause)
         # Beam over clauses: (log probability, chosen labels, kinds available so far).
-        start = set(input_kinds) | ({ArtifactKind.TEXT} if has_text_body(request) else set())
+        # A page of text or a recording of speech will be read into a text: text tools can work on it.
+        readable = bool(set(traits) & {"document", "speech"})
+        start = set(input_kinds) | ({ArtifactKind.TEXT} if has_text_body(request) or readable else set())
         beams: list[tuple[float, tuple[str, ...], frozenset[ArtifactKind]]] = [(0.0, (), frozenset(start))]
         for row in probs:
             candidates = []
@@ -356,7 +378,12 @@ class ToolSelector:
             readers = [j for j, label in enumerate(labels) if label != NO_TOOL and label not in tools
                        and kind in {spec.kind for spec in self.tools[label].inputs.values()}
                        and feasible(self.tools[label], set(input_kinds) | {ArtifactKind.TEXT})]
-            known = [labels.index(name) for trait in traits if (name := trait_reader(trait, clauses[0])) in labels
+            # A document whose first chosen tool works on text (a plugin that parses receipts) is read by OCR.
+            wants_text = bool(tools) and (self.tools[tools[0]].task in TEXT_BODY_TASKS or any(
+                spec.required and spec.kind is ArtifactKind.TEXT and name not in ("question", "prompt", "instruction")
+                for name, spec in self.tools[tools[0]].inputs.items()))
+            known = [labels.index(name) for trait in traits
+                     if (name := "ocr" if trait == "document" and wants_text else trait_reader(trait, clauses[0])) in labels
                      and labels.index(name) in readers]
             if known:
                 tools = (labels[known[0]],) + tools

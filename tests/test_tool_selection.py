@@ -280,3 +280,26 @@ def test_traits_from_what_the_tools_read():
     assert speech_traits([{"start": 0.2, "end": 2.8}], 3.0) == {"speech"}
     assert speech_traits([{"start": 4.0, "end": 4.4}], 10.0) == {"sound"}
     assert speech_traits([], 0.0) == {"sound"}
+
+
+def test_a_plugin_the_trained_head_never_saw_can_be_chosen(registry, phrases, tmp_path):
+    """A head trained on the built-in tools must not lock plugins out: a plugin is known by its phrasings and
+    description (nearest-phrasing vote), and wins where its words fit."""
+    from orchestrator.tool import Input, Output, WeightlessTool
+
+    class ReceiptItems(WeightlessTool):
+        name = "receipt-items"
+        task = "receipt-parsing"
+        description = "List the items on a receipt with their prices. Returns JSON."
+        inputs = {"text": Input(ArtifactKind.TEXT, "the receipt's text")}
+        outputs = {"items": Output(ArtifactKind.JSON, "the items")}
+        default_model = "regex"
+        phrasings = ("list the receipt items with their prices", "which items are on the receipt")
+
+    out = tmp_path / "head.npz"
+    train_tool_selector(lexical_embedder(), out, phrases_file=phrases, epochs=150)
+    selector = ToolSelector([*registry, ReceiptItems], lexical_embedder(), head=load_head(out))
+    assert "receipt-items" in selector.labels
+    assert selector.select("please list the receipt items with their prices", []).tools == ("receipt-items",)
+    # The built-in tools the head knows are chosen as before.
+    assert selector.select("please transcribe the recording", [ArtifactKind.AUDIO]).tools == ("speech-recognition",)

@@ -42,6 +42,11 @@ class ReceiptItems(WeightlessTool):
         "total": Output(ArtifactKind.TEXT, "the receipt's total"),   # empty when the receipt shows none
     }
     params = {"currency": Param(str, "", "the currency to write after the total, e.g. EUR")}
+    phrasings = (                            # requests in users' words: how the planner learns to pick this tool
+        "list the items on the receipt with their amounts",
+        "what are the line items and prices on this receipt",
+        "itemise the receipt",
+    )
     default_model = "receipt-regex-v1"       # a weightless tool's "model" is the name of its method
 
     def build_method(self) -> ReceiptParser:
