@@ -40,6 +40,12 @@ __all__ = ["ARTIFACT_ID_IN_TEXT", "Answer", "Composer", "delivered_artifacts", "
 
 REFUSAL = re.compile(r"^\W*(?:i'?m sorry|i am sorry|sorry|i can(?:no|')t|i cannot|i'm unable|i am unable|as an ai)\b",
                      re.IGNORECASE)
+# A small model that talks about answering instead of answering ("To answer this request, I'll need to
+# analyze the data...") has not answered, whatever words of the results it repeats.
+META_TALK = re.compile(r"\b(?:to answer (?:this|the|your)\b|i(?:'ll| will| would)? need to (?:analy[sz]e|look|check|know)"
+                       r"|we (?:would|will) need to\b|in order to (?:determine|answer)|let me (?:analy[sz]e|check|look))",
+                       re.IGNORECASE)
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
 MAX_RESULT_CHARS = 1500  # per text result shown to the composer: a small model's context is short
 MAX_QUOTE_CHARS = 4000  # per text quoted by the template
 MAX_SOURCE_CHARS = 50_000  # per JSON output read for the grounding check
@@ -451,6 +457,18 @@ def uses_results(reply: str, request: str, found: Sequence[str]) -> bool:
     return not new or bool(new & _salient_words(reply))
 
 
+def repeats_itself(text: str) -> bool:
+    """Whether a sentence of eight or more words comes twice (a small model looping on one thought)."""
+    seen = set()
+    for sentence in _SENTENCE_SPLIT.split(text):
+        words = tuple(re.findall(r"\w+", sentence.lower()))
+        if len(words) >= 8:
+            if words in seen:
+                return True
+            seen.add(words)
+    return False
+
+
 def strike_unknown_ids(text: str, known: set[str]) -> tuple[str, list[str]]:
     struck: list[str] = []
 
@@ -591,6 +609,10 @@ class Composer:
             return "the language model wrote nothing"
         if REFUSAL.match(text):
             return "the language model declined"
+        if META_TALK.search(text):
+            return "the reply talks about answering instead of answering"
+        if repeats_itself(text):
+            return "the reply repeats itself"
         tools = {r.tool for r in results.values()}
         consumed = consumed_tasks(validated, results)
         if _echoes_results(text, tools):

@@ -817,3 +817,22 @@ def test_text_generation_in_a_conversation_gets_the_conversation_as_context(sett
     alone = AgentHooks(registry, store, "cat", settings=settings)
     assert alone.prepare("t1", "text-generation", {"prompt": "write a poem"}) == {"prompt": "write a poem"}
     assert hooks.prepare("t1", "stub-wait", {"label": "x"}) == {"label": "x"}
+
+
+@pytest.mark.parametrize("reply, reason", [
+    ("To answer this request, I'll need to analyze the water data. The data shows a slope of -0.11 per step.",
+     "talks about answering"),
+    ("The damage is a complex problem that requires a comprehensive understanding of the situation. The damage is a "
+     "complex problem that requires a comprehensive understanding of the situation.", "repeats itself"),
+])
+def test_a_reply_that_does_not_answer_falls_back_to_the_template(settings, reply: str, reason: str):
+    from orchestrator.compose import META_TALK, repeats_itself
+
+    assert bool(META_TALK.search(reply)) or repeats_itself(reply)
+    assert not META_TALK.search("The total is 52.32.") and not repeats_itself("It rained. It rained.")
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    orch = make(settings, store=store, composer=Composer(ScriptedBackend(reply)))
+    result = orch.run("were there days we used way more water than usual?",
+                      plan={"tasks": [said("t1", "spikes on 2024-04-13")]})
+    assert result.composed_by == "template" and reason in result.fallback_reason
+    assert "2024-04-13" in result.answer

@@ -98,3 +98,13 @@ def test_prices_are_not_times_and_quantities_are_not_prices():
 ])
 def test_texts_that_are_not_receipts(text):
     assert parse_receipt(text) is None
+
+
+def test_a_total_with_its_extras_is_the_total_and_dates_come_in_many_shapes():
+    assert ask(DINER, "what did it come to incl the tip?").answer == "19.00"
+    assert ask(DINER, "how much with tip").answer == "19.00"
+    assert ask(HARDWARE, "what did i pay after tax").answer == "38.22"
+    assert ask(DINER, "whats the damage").answer == "19.00"
+    for printed in ("2024.10.05", "2024/10/05", "5-Oct-2024", "05.10.2024"):
+        text = HARDWARE.replace("Date: 11/03/2025 14:20", f"Date: {printed}")
+        assert ask(text, "wen did i get this").answer == printed

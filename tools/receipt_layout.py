@@ -20,7 +20,8 @@ _PRICE = re.compile(r"(?<![\w.,])[-–]?[$€£¥]?\s?(\d{1,3}(?:[,.\s]\d{3})*|\
 _MONTHS = ("jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|july|august|"
            "september|october|november|december")
 _DATE = re.compile(
-    r"\b(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{1,2}(?:st|nd|rd|th)?\s+(?:" + _MONTHS + r")\.?,?\s+\d{2,4}"
+    r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{1,2}(?:st|nd|rd|th)?[\s-]+(?:" + _MONTHS
+    + r")\.?,?[\s-]+\d{2,4}"
     r"|(?:" + _MONTHS + r")\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{2,4})\b", re.IGNORECASE)
 # "16:05", "4.05 pm"; "4.50" alone is a price, not a time.
 _TIME = re.compile(r"\b(?:([01]?\d|2[0-3]):([0-5]\d)(?:\s?[ap]\.?m\.?)?|(1[0-2]|0?\d)[.:]([0-5]\d)\s?[ap]\.?m\.?)(?![.\d])",
@@ -132,6 +133,7 @@ what which who whom whose when where why how much many much price prices cost co
 paying charge charged charges total amount bill receipt here there on in at for of from to with by and or please
 pls tell say give show read out loud aloud just only buy bought get got purchase purchased order ordered item items
 thing things stuff money euros dollars pounds did leave left have had can could would will shop store
+come came incl including inclusive plus after before excluding excl without damage whats how's
 """.split())
 
 
@@ -171,7 +173,7 @@ _ASK_LIST = re.compile(
     r"|what (?:items|things|products|did i pay for)|which (?:items|things|products)|what(?:'s| is| was) (?:on|in) (?:it|this|the)"
     r"|(?:items|things|products) (?:on|in|did|i))\b", re.I)
 _ASK_TIME = re.compile(r"\bwhat time\b|\bwhich time\b|\bat what time\b|\bhow late\b", re.I)
-_ASK_DATE = re.compile(r"\b(when|date|what day|which day|dated)\b", re.I)
+_ASK_DATE = re.compile(r"\b(when|wen|whn|date|what day|which day|dated)\b", re.I)  # as people type it
 _ASK_SHOP = re.compile(
     r"\b(shop|store|restaurant|cafe|café|coffee shop|place|merchant|business|station|pharmacy|chemist|company|vendor|"
     r"seller|supermarket|market|bakery|bar|pub|diner|garage|who\b.*\b(?:from|issued|sold))\b|\bwhere\b.*\b(?:from|buy|get|"
@@ -179,7 +181,7 @@ _ASK_SHOP = re.compile(
 _ASK_PAYMENT = re.compile(r"\bhow (?:did|do|was|were|is)\b.*\bpa(?:y|id)\b|\bpayment (?:method|type)\b|\bpa(?:y|id) (?:by|with|in) "
                           r"(?:card|cash)\b|\b(?:card|cash) or (?:card|cash)\b", re.I)
 _ASK_AMOUNT = re.compile(r"\b(how much|price|cost|costs|spend|spent|pay|paid|charge|charged|total|amount|owe|bill|"
-                         r"tip|tax|vat|service|discount|change|subtotal)\b", re.I)
+                         r"tip|tax|vat|service|discount|change|subtotal|damage|c[oa]me to)\b", re.I)
 
 
 def answer(receipt: Receipt, question: str) -> LayoutAnswer | None:
@@ -221,8 +223,13 @@ def answer(receipt: Receipt, question: str) -> LayoutAnswer | None:
     if re.search(r"\b(?:before|excluding|excl\.?|without|pre)[- ](?:the\s+)?(?:tax|vat|gst|tip|service)\b", lowered):
         row = receipt.summary("subtotal")
         return LayoutAnswer(row.price or "", (row.index,), "subtotal") if row else None
+    # "incl. the service charge", "with tip", "after tax": the bill with it, which is the total.
+    with_extra = re.search(r"\b(?:incl\.?|including|inclusive of|with|plus|after)\s+(?:the\s+|a\s+)?"
+                           r"(?:tax|vat|gst|tip|service|gratuity)\b", lowered)
     for kind in ("tip", "tax", "service", "discount", "subtotal", "change"):
         names = SUMMARY_KINDS[kind] + (("sub-total",) if kind == "subtotal" else ())
+        if with_extra and kind != "subtotal":
+            continue
         if kind == "subtotal" or not re.search(r"\btotal\b", lowered):
             if any(re.search(rf"\b{re.escape(name)}\b", lowered) for name in names if name not in ("net", "sum")):
                 row = receipt.summary(kind)
@@ -230,6 +237,8 @@ def answer(receipt: Receipt, question: str) -> LayoutAnswer | None:
                     return LayoutAnswer("", (), kind, note=f"the receipt has no {kind} line")
                 return LayoutAnswer(row.price or "", (row.index,), kind)
     items = matching_items(receipt, q)
+    if with_extra and not items and (total := receipt.summary("total")) is not None:
+        return LayoutAnswer(total.price or "", (total.index,), "total")
     if items:
         return LayoutAnswer(items[0].price or "", (items[0].index,), "item-price")
     total = receipt.summary("total")
