@@ -335,3 +335,22 @@ def test_times_of_day_are_reported_as_clock_times(tmp_path: Path):
     out = tool.run(tool.build_method(), {"series": series}, tool.check_params({}))
     text = out["text"].value
     assert "2024-05-02 06:00 (40" in text and "one per hour, from 2024-05-01 00:00 to 2024-05-02 23:00" in text, text
+
+
+@pytest.mark.parametrize("rows, words, key, value", [
+    # Monthly sales peaking in summer: "which months sell the most?" needs the month, not "7 steps in".
+    ([f"{2021 + i // 12}-{i % 12 + 1:02d}-01,{100 + 60 * np.cos(2 * np.pi * (i % 12 + 1 - 7) / 12) + 0.4 * i:.2f}"
+      for i in range(36)], "highest in July each year", "peak_month", "July"),
+    # Daily visits with a Saturday rush, from a Monday.
+    ([f"2024-01-{d + 1:02d},{50 + 30 * (d % 7 == 5) + d % 3}" for d in range(28)], "highest on Saturdays",
+     "peak_weekday", "Saturday"),
+])
+def test_a_calendar_cycle_says_when_it_peaks(tmp_path: Path, rows, words, key, value):
+    from orchestrator.config import Settings
+    from tools.time_series import TimeSeriesDescription
+
+    series = read("\n".join(["date,value", *rows]) + "\n")[0]
+    tool = TimeSeriesDescription(settings=Settings.from_dict({"home": str(tmp_path), "offline": True}))
+    out = tool.run(tool.build_method(), {"series": series}, tool.check_params({}))
+    assert words in out["text"].value, out["text"].value
+    assert out["report"].value["channels"][0]["seasonality"][key] == value

@@ -496,7 +496,34 @@ def _describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict
             report["step"] = duration_text(step)
         if d.period is not None and step:
             seasonality["period"] = duration_text(d.period * step)
+            if time_unit == TIME_UNIT_EPOCH:
+                seasonality.update(calendar_peak(timestamps, d.seasonal, d.period, d.period * step))
     return report, d
+
+
+DAY_S = 86_400.0
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def calendar_peak(timestamps: np.ndarray, seasonal: np.ndarray, period: float, period_s: float) -> dict[str, Any]:
+    """Where a yearly, weekly or daily cycle peaks in calendar words ("which months sell the most?" is asked
+    of monthly sales, not "7 steps into each cycle"): the month, weekday or hour most cycles peak at."""
+    import datetime
+
+    for low, high, key, name in ((300 * DAY_S, 430 * DAY_S, "peak_month", lambda d: MONTHS[d.month - 1]),
+                                 (6.5 * DAY_S, 7.5 * DAY_S, "peak_weekday", lambda d: WEEKDAYS[d.weekday()]),
+                                 (0.9 * DAY_S, 1.1 * DAY_S, "peak_hour", lambda d: f"{d.hour:02d}:00")):
+        if not low <= period_s <= high:
+            continue
+        length, found = int(math.ceil(period)), []
+        for start in range(0, len(seasonal) - length + 1, length):
+            peak = start + int(np.argmax(seasonal[start:start + length]))
+            found.append(name(datetime.datetime.fromtimestamp(float(timestamps[peak]), datetime.timezone.utc)))
+        if found:
+            return {key: max(set(found), key=found.count)}
+    return {}
 
 
 def trend_shape(t: np.ndarray, x: np.ndarray, noise: float) -> dict[str, Any]:
@@ -544,8 +571,12 @@ def channel_text(name: str, report: dict[str, Any], time_unit: bool) -> str:
             period += f" ({seasonality['period']})"
         elif time_unit:
             period += f" ({seasonality['period_time']:g} time units)"
+        peak = (f"highest in {seasonality['peak_month']} each year" if "peak_month" in seasonality else
+                f"highest on {seasonality['peak_weekday']}s" if "peak_weekday" in seasonality else
+                f"highest around {seasonality['peak_hour']} each day" if "peak_hour" in seasonality else
+                f"peaking {seasonality['peak_phase_steps']} steps into each cycle")
         parts.append(f"a repeating cycle every {period}, amplitude \u00b1{seasonality['amplitude']:g}, strength "
-                     f"{seasonality['strength']:.2f}, peaking {seasonality['peak_phase_steps']} steps into each cycle")
+                     f"{seasonality['strength']:.2f}, {peak}")
     else:
         parts.append("no seasonality")
     noise = report["noise"]
