@@ -508,7 +508,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     args = resolve_arguments(args)
     config = train_config_from(args)
     config.validate()
-    device = pick_device(args.device or current_settings().device)
+    settings = current_settings()
+    device = pick_device(args.device or settings.device)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)  # [torch] threads / ANYMODA_TORCH_THREADS, as the tools use it
     progress = not args.no_progress
     console.print(f"[bold]{args.task}[/]: {args.connector} connector, stage {args.stage}"
                   + (f" + LoRA r={args.lora_r}" if args.lora_r else "") + f", {args.steps} steps on {device}")

@@ -16,7 +16,7 @@ Names accepted by :func:`build_encoder`:
   that hold audio (50 per second) and average-pooled by ``pool_stride`` (default 4).
 - ``ts-patch``: time series, normalised by mean and scale (told to the LLM in ``prefix_text``), cut
   into patches of ``patch_size`` steps, each patch its values and their observed-mask;
-  ``ts-patch@steps`` also labels each patch's token with the step at its centre (text, ``"40:"``).
+  ``ts-patch@steps`` also labels each patch's token with the step at its centre (text, ``"39:"``).
 
 An identity may carry options after ``@`` (``whisper-ct2@pool2``, ``efficientnet-lite0@320px``,
 ``clip:openai/clip-vit-base-patch32@layer-1``, ``ts-patch32``, ``ts-patch16@steps``).
@@ -418,8 +418,8 @@ class TimeSeriesPatchEncoder:
     signal. The trainable patch MLP is the connector, not part of this encoder.
 
     ``step_labels`` (identity ``ts-patch16@steps``): each patch's token follows the step at its centre as
-    text (``"8:"``, ``"24:"``, ...), so the LLM reads where in the series a patch lies instead of counting
-    tokens; asked where a spike is, it copies a number it was shown. A few tokens per patch (three for a
+    text (``"7:"``, ``"23:"``, ...: steps 0-15, 16-31, ...), so the LLM reads where in the series a patch
+    lies instead of counting tokens; asked where a spike is, it copies a number it was shown. A few tokens per patch (three for a
     two-digit step); tokenwise connectors only.
     """
 
