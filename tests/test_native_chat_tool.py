@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from orchestrator.native.cli_train import build_model, load_llm, prepare_task
 from orchestrator.native.feature_cache import FeatureCache
 from orchestrator.native.train import TrainConfig, train_connector
 from orchestrator.pool import ModelPool
-from tools.native_chat import NativeChat, describe_media_for_planner, perceives
+from tools.native_chat import NO_CHECKPOINT, NativeChat, describe_media_for_planner, perceives
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def test_refuses_bad_requests(run_dir, settings, store, pool) -> None:
 
 
 def test_availability_says_what_is_missing(run_dir, settings, tmp_path) -> None:
-    unconfigured = NativeChat(settings=settings).available()
+    unconfigured = NativeChat(model=NO_CHECKPOINT, settings=settings).available()  # an installation that ships none
     assert not unconfigured and "anymoda train connector" in unconfigured.reason
     assert "[models] native-chat" in unconfigured.reason
     empty = tmp_path / "not-a-checkpoint"
@@ -83,7 +85,33 @@ def test_availability_says_what_is_missing(run_dir, settings, tmp_path) -> None:
     wrong = NativeChat(model=str(empty), settings=settings).available()
     assert not wrong and "not a native checkpoint" in wrong.reason
     with pytest.raises(ModelNotAvailableError, match="no trained native checkpoint"):
-        NativeChat(settings=settings).resolve()
+        NativeChat(model=NO_CHECKPOINT, settings=settings).resolve()
+    # A checkpoint whose LLM is nowhere here: the connector alone cannot answer.
+    lost = tmp_path / "lost-llm"
+    shutil.copytree(run_dir / "checkpoint", lost)
+    metadata = json.loads((lost / "native.json").read_text())
+    metadata["extra"]["llm"] = str(tmp_path / "no-such-llm")
+    (lost / "native.json").write_text(json.dumps(metadata))
+    orphan = NativeChat(model=str(lost), settings=settings).available()
+    assert not orphan and "LLM is not here" in orphan.reason
+
+
+def test_an_exported_connector_is_the_default_model_and_answers_like_its_checkpoint(run_dir, settings, store, pool,
+                                                                                   tmp_path, monkeypatch) -> None:
+    """The shipped connector is an export: native.json and fp16 weights, no tokenizer (the LLM's is used)."""
+    from orchestrator.native.checkpoint import export_connector
+    import tools.native_chat as native_chat
+
+    exported = export_connector(run_dir / "checkpoint", tmp_path / "data" / "native_ts")
+    assert sorted(p.name for p in exported.iterdir()) == ["connectors.safetensors", "native.json"]
+    assert (exported / "connectors.safetensors").stat().st_size < 0.6 * (run_dir / "checkpoint" / "connectors.safetensors").stat().st_size
+    monkeypatch.setattr(native_chat, "shipped_connector_folder", lambda: exported)
+    shipped = NativeChat(model=native_chat.SHIPPED_CONNECTOR, settings=settings, pool=pool)
+    assert shipped.available() and shipped.resolve().path == exported
+    full = NativeChat(model=str(run_dir), settings=settings, pool=pool)
+    stored = store.put_value(ArtifactKind.TIME_SERIES, series(3))
+    asked = {"time_series": stored.id, "question": "What is the overall trend of this series?", "max_new_tokens": 4}
+    assert run_tool(shipped, asked, store=store).values["answer"] == run_tool(full, asked, store=store).values["answer"]
 
 
 def test_planner_perception_line(run_dir, settings, store, pool) -> None:

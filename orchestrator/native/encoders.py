@@ -419,8 +419,8 @@ class TimeSeriesPatchEncoder:
 
     ``step_labels`` (identity ``ts-patch16@steps``): each patch's token follows the step at its centre as
     text (``"7:"``, ``"23:"``, ...: steps 0-15, 16-31, ...), so the LLM reads where in the series a patch
-    lies instead of counting tokens; asked where a spike is, it copies a number it was shown. A few tokens per patch (three for a
-    two-digit step); tokenwise connectors only.
+    lies instead of counting tokens; asked where a spike is, it copies a number it was shown. A few
+    tokens per patch (three for a two-digit step); tokenwise connectors only.
     """
 
     modality = "ts"
