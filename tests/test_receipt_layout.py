@@ -45,6 +45,7 @@ def test_rows_are_split_into_shop_date_items_and_totals():
 @pytest.mark.parametrize("question, expected, kind", [
     ("what was the total", "38.22", "total"),
     ("how much did I spend at the hardware shop?", "38.22", "total"),  # the shop's own name is no item
+    ("what did the barrels place charge me", "38.22", "total"),  # nor its plural
     ("how much was it before tax", "31.85", "subtotal"),
     ("what was the vat", "6.37", "tax"),
     ("how much tax did i pay", "6.37", "tax"),

@@ -134,6 +134,7 @@ paying charge charged charges total amount bill receipt here there on in at for 
 pls tell say give show read out loud aloud just only buy bought get got purchase purchased order ordered item items
 thing things stuff money euros dollars pounds did leave left have had can could would will shop store
 come came incl including inclusive plus after before excluding excl without damage whats how's
+place restaurant cafe station pharmacy chemist market supermarket bakery bar pub diner garage business company
 """.split())
 
 
@@ -242,8 +243,8 @@ def answer(receipt: Receipt, question: str) -> LayoutAnswer | None:
     if items:
         return LayoutAnswer(items[0].price or "", (items[0].index,), "item-price")
     total = receipt.summary("total")
-    shop_words = set(_WORDS.findall(receipt.shop.text.lower())) if receipt.shop else set()
-    named = [w for w in _content_words(q) if w not in shop_words and w not in _OCCASIONS]
+    shop_words = {_stem(w) for w in _WORDS.findall(receipt.shop.text.lower())} if receipt.shop else set()
+    named = [w for w in _content_words(q) if _stem(w) not in shop_words and w not in _OCCASIONS]
     if named and not re.search(r"\b(total|altogether|in all|overall|whole|all)\b", lowered):
         # The question names something no item is called ("what did I spend on fuel" over "Unleaded 38.2L").
         # The total would be a guess, and so would a synonym (a 0.5B model and MiniLM both match "coffee" to
