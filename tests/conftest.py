@@ -7,6 +7,8 @@ import os
 import resource
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,20 @@ def _isolated_settings(tmp_path_factory: pytest.TempPathFactory):
     use_settings(settings)
     yield settings
     use_settings(None)
+
+
+@contextmanager
+def cli_home_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry) -> Iterator[Path]:
+    """The CLI on a home of its own under ``tmp_path``, with ``registry`` as the default tool registry."""
+    from orchestrator.config import current_settings
+
+    before = current_settings()
+    use_settings(Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"}))
+    monkeypatch.setattr("orchestrator.registry.ToolRegistry.default", classmethod(lambda cls: registry))
+    try:
+        yield tmp_path
+    finally:
+        use_settings(before)
 
 
 @pytest.fixture

@@ -11,16 +11,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import cli_home_with
 from PIL import Image
 
 from orchestrator.agent import Orchestrator
 from orchestrator.batch import csv_cell, run_batch, save_outputs
 from orchestrator.compose import Composer
-from orchestrator.config import Settings, use_settings
 from orchestrator.registry import ToolRegistry
 from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.workflow import (MAX_PROBLEMS, MAX_YAML_DEPTH, Workflow, WorkflowError, parse_condition,
-                                   safe_filename, shown)
+from orchestrator.workflow import MAX_PROBLEMS, MAX_YAML_DEPTH, Workflow, WorkflowError, parse_condition, safe_filename, shown
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = ToolRegistry(STUB_TOOLS)
@@ -171,13 +170,8 @@ def test_safe_filename_leaves_one_plain_name(name, expected):
 
 @pytest.fixture
 def cli_home(tmp_path, monkeypatch):
-    from orchestrator.config import current_settings
-
-    before = current_settings()
-    use_settings(Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"}))
-    monkeypatch.setattr("orchestrator.registry.ToolRegistry.default", classmethod(lambda cls: REGISTRY))
-    yield tmp_path
-    use_settings(before)
+    with cli_home_with(tmp_path, monkeypatch, REGISTRY) as home:
+        yield home
 
 
 def test_graph_show_writes_a_name_with_slashes_into_the_current_folder(cli_home, monkeypatch, capsys):

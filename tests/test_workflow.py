@@ -15,7 +15,6 @@ from PIL import Image, ImageDraw
 from orchestrator.agent import Orchestrator
 from orchestrator.batch import STATE_FILE, run_batch
 from orchestrator.compose import Composer
-from orchestrator.config import Settings, use_settings
 from orchestrator.errors import InvalidInputError
 from orchestrator.pipeline import Pipeline, item, pipeline_function, step
 from orchestrator.registry import ToolRegistry
@@ -26,6 +25,7 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 import crash_child  # noqa: E402
+from conftest import cli_home_with  # noqa: E402
 
 REGISTRY = ToolRegistry([*STUB_TOOLS, crash_child.GatedWait])
 
@@ -426,13 +426,8 @@ def test_batch_refuses_bad_arguments(orch, tmp_path):
 
 @pytest.fixture
 def cli_home(tmp_path, monkeypatch):
-    from orchestrator.config import current_settings
-
-    before = current_settings()
-    use_settings(Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"}))
-    monkeypatch.setattr("orchestrator.registry.ToolRegistry.default", classmethod(lambda cls: REGISTRY))
-    yield tmp_path
-    use_settings(before)
+    with cli_home_with(tmp_path, monkeypatch, REGISTRY) as home:
+        yield home
 
 
 def test_cli_validate_run_batch_show(cli_home, capsys):

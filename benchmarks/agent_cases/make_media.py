@@ -153,7 +153,7 @@ RECORDINGS = (
 SPEECH_RATE = 16_000
 
 
-def make_recordings(only: set[str] | None = None) -> None:
+def make_recordings(only: set[str] | None = None, recordings: tuple | None = None) -> None:
     import numpy as np
     import soundfile
 
@@ -161,7 +161,7 @@ def make_recordings(only: set[str] | None = None) -> None:
 
     speaker = TextToSpeech()
     pad = np.zeros(SPEECH_RATE // 2, dtype=np.float32)
-    for recording in RECORDINGS:
+    for recording in RECORDINGS if recordings is None else recordings:
         if only is not None and recording.name not in only:
             continue
         samples = speaker(text=recording.text)["audio"].for_model(SPEECH_RATE)

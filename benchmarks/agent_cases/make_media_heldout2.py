@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import make_media as base  # noqa: E402  (also puts the repository on sys.path)
-from make_media import MEDIA, SPEECH_RATE, Receipt, _normal, _write_csv  # noqa: E402
+from make_media import MEDIA, Receipt, _normal, _write_csv  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- receipts
 
@@ -118,19 +118,7 @@ RECORDINGS = (
 
 
 def make_recordings(only: set[str] | None = None) -> None:
-    import numpy as np
-    import soundfile
-
-    from tools.speech_synthesis import TextToSpeech
-
-    speaker = TextToSpeech()
-    pad = np.zeros(SPEECH_RATE // 2, dtype=np.float32)
-    for recording in RECORDINGS:
-        if only is not None and recording.name not in only:
-            continue
-        samples = speaker(text=recording.text)["audio"].for_model(SPEECH_RATE)
-        samples = np.clip(np.concatenate([pad, samples, pad]), -1.0, 1.0)
-        soundfile.write(str(MEDIA / recording.name), samples, SPEECH_RATE, subtype="PCM_16", format="WAV")
+    base.make_recordings(only, RECORDINGS)
 
 
 # ---------------------------------------------------------------------------------------------- time series
