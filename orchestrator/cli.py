@@ -44,7 +44,7 @@ from .cli_models import add_models_commands
 from .native.cli_train import add_train_parser
 from .codecs import EXTENSION_KINDS, check_input_file, file_reference, json_argument, text_argument
 from .config import current_settings
-from .errors import AnymodaError, InvalidInputError, shown
+from .errors import AnymodaError, InvalidInputError, shown, shown_path
 from .registry import ToolRegistry
 from .store import ArtifactStore
 
@@ -194,7 +194,7 @@ def _output_choice(outputs: dict[str, ArtifactKind], destination: str) -> str | 
         [n for n, kind in outputs.items() if kind is ArtifactKind.TEXT] if target.suffix.lower() in (".txt", ".md") else [])
     if not matching:
         kinds = ", ".join(f"{n} ({kind.value})" for n, kind in outputs.items())
-        raise InvalidInputError(f"-o {shown(destination)}: no output fits a {shown(target.suffix)} file; outputs: {kinds}")
+        raise InvalidInputError(f"-o {shown_path(destination)}: no output fits a {shown(target.suffix)} file; outputs: {kinds}")
     return matching[0]
 
 
@@ -206,7 +206,7 @@ def _save_outputs(store: ArtifactStore, outputs: dict[str, Artifact], destinatio
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InvalidInputError(f"-o {shown(destination)}: cannot make that folder ({exc.strerror or exc})") from None
+        raise InvalidInputError(f"-o {shown_path(destination)}: cannot make that folder ({exc.strerror or exc})") from None
     return [store.export(a.id, target, session=CLI_SESSION) for a in outputs.values()]
 
 
@@ -330,13 +330,13 @@ def _picture_destination(destination: str) -> tuple[Path, str]:
     target = Path(destination).expanduser()
     picture_format = _PICTURE_FORMATS.get(target.suffix.lower())
     if destination.endswith(("/", os.sep)) or target.is_dir():
-        raise InvalidInputError(f"-o {shown(destination)} is a folder; name the picture file, e.g. {target / 'picture.png'}")
+        raise InvalidInputError(f"-o {shown_path(destination)} is a folder; name the picture file, e.g. {target / 'picture.png'}")
     if picture_format is None:
-        raise InvalidInputError(f"-o {shown(destination)}: a picture is written as {', '.join(_PICTURE_FORMATS)}; "
+        raise InvalidInputError(f"-o {shown_path(destination)}: a picture is written as {', '.join(_PICTURE_FORMATS)}; "
                                 f"{shown(target.suffix or 'no extension')} is none of them")
     folder = target.parent
     if not folder.is_dir():
-        raise InvalidInputError(f"-o {shown(destination)}: the folder {shown(str(folder))} does not exist")
+        raise InvalidInputError(f"-o {shown_path(destination)}: the folder {shown_path(str(folder))} does not exist")
     return target, picture_format
 
 
@@ -367,7 +367,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     try:
         picture.save(target, format=picture_format)
     except OSError as exc:
-        raise InvalidInputError(f"-o {shown(args.output)}: cannot write the picture ({exc.strerror or exc})") from None
+        raise InvalidInputError(f"-o {shown_path(args.output)}: cannot write the picture ({exc.strerror or exc})") from None
     console.print(f"saved {escape(str(target))}")
     return 0
 

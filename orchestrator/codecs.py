@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import ArtifactKind
-from .errors import InvalidInputError, shown
+from .errors import InvalidInputError, shown, shown_path
 from .media import (TIME_UNIT_CLOCK, TIME_UNIT_EPOCH, AudioClip, Detections, Masks, TimeSeries, has_clock_times,
                     time_text)
 
@@ -173,19 +173,19 @@ def check_input_file(path: str | os.PathLike[str], max_bytes: int, what: str) ->
         resolved = file.resolve()  # through symlinks: a link into /proc is still /proc
         info = os.stat(file)
     except (FileNotFoundError, NotADirectoryError):
-        raise InvalidInputError(f"{what}: no file {shown(text)}: that path does not exist") from None
+        raise InvalidInputError(f"{what}: no file {shown_path(text)}: that path does not exist") from None
     except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, EACCES on a folder, a NUL byte
-        raise InvalidInputError(f"{what}: cannot read {shown(text)} ({getattr(exc, 'strerror', None) or exc})") from None
+        raise InvalidInputError(f"{what}: cannot read {shown_path(text)} ({getattr(exc, 'strerror', None) or exc})") from None
     if any(resolved == root or root in resolved.parents for root in _PSEUDO_FILESYSTEMS):
-        raise InvalidInputError(f"{what}: {shown(text)} is a special file of the system ({resolved.parts[1]}), not a "
+        raise InvalidInputError(f"{what}: {shown_path(text)} is a special file of the system ({resolved.parts[1]}), not a "
                                 "file of data; copy what you need into a regular file")
     if stat.S_ISDIR(info.st_mode):
-        raise InvalidInputError(f"{what}: {shown(text)} is a directory, not a file")
+        raise InvalidInputError(f"{what}: {shown_path(text)} is a directory, not a file")
     if not stat.S_ISREG(info.st_mode):
         kind = next((name for test, name in _FILE_TYPES if test(info.st_mode)), "not a regular file")
-        raise InvalidInputError(f"{what}: {shown(text)} is {kind}, not a regular file")
+        raise InvalidInputError(f"{what}: {shown_path(text)} is {kind}, not a regular file")
     if info.st_size > max_bytes:
-        raise InvalidInputError(f"{what}: {shown(text)} is {info.st_size:,} bytes, over the limit of {max_bytes:,}")
+        raise InvalidInputError(f"{what}: {shown_path(text)} is {info.st_size:,} bytes, over the limit of {max_bytes:,}")
     return file
 
 
@@ -197,12 +197,12 @@ def read_input_file(path: str | os.PathLike[str], max_bytes: int, what: str) -> 
         fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
         with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise InvalidInputError(f"{what}: {shown(os.fspath(path))} is not a regular file")
+                raise InvalidInputError(f"{what}: {shown_path(os.fspath(path))} is not a regular file")
             data = handle.read(max_bytes + 1)  # a file still growing is cut here, not read to the end
     except OSError as exc:
-        raise InvalidInputError(f"{what}: cannot read {shown(os.fspath(path))} ({exc.strerror or exc})") from None
+        raise InvalidInputError(f"{what}: cannot read {shown_path(os.fspath(path))} ({exc.strerror or exc})") from None
     if len(data) > max_bytes:
-        raise InvalidInputError(f"{what}: {shown(os.fspath(path))} is over the limit of {max_bytes:,} bytes")
+        raise InvalidInputError(f"{what}: {shown_path(os.fspath(path))} is over the limit of {max_bytes:,} bytes")
     return data
 
 
@@ -230,7 +230,7 @@ def text_argument(value: str, what: str, limits: MediaLimits) -> tuple[str, str 
         text = literal_argument(value)
         name = None
     else:
-        text = _decode_utf8(read_input_file(path, limits.max_bytes, what), f"{what}: file {shown(path)}")
+        text = _decode_utf8(read_input_file(path, limits.max_bytes, what), f"{what}: file {shown_path(path)}")
         name = Path(path).name
     if len(text) > limits.max_text_chars:
         raise InvalidInputError(f"{what}: the text has {len(text):,} characters, over the limit of {limits.max_text_chars:,}")
@@ -240,7 +240,7 @@ def text_argument(value: str, what: str, limits: MediaLimits) -> tuple[str, str 
 def json_argument(value: str, what: str, limits: MediaLimits) -> tuple[Any, str | None]:
     """A JSON argument from the command line: JSON written out, or with ``@path`` a JSON file; and the file's name."""
     text, name = text_argument(value, what, limits)
-    source = f"{what}: file {shown(file_reference(value))}" if name is not None else what
+    source = f"{what}: file {shown_path(file_reference(value))}" if name is not None else what
     return _parse_json(text.encode("utf-8"), source), name
 
 

@@ -68,3 +68,12 @@ def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
         return f"{value[:limit]!r}… ({len(value)} characters)"
     text = _SHOWN.repr(value)
     return text if len(text) <= limit + 20 else f"{text[:limit]}… ({type(value).__name__})"
+
+
+def shown_path(path: Any, limit: int = 120) -> str:
+    """A path quoted for a message: whole up to ``limit`` characters, else its end (the file's name is the part
+    a person recognises) after an ellipsis, with the full length."""
+    text = str(path)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{'…' + text[-(limit - 1):]!r} ({len(text):,} characters)"
