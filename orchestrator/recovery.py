@@ -319,8 +319,8 @@ class AgentHooks:
             return arguments
         task = self.registry.get(tool).task
         if task == "text-generation" and self.history.strip() and arguments.get("context") is None \
-                and "context" in self.registry.get(tool).inputs:
-            return {**arguments, "context": "Earlier in this conversation:\n" + strip_ids(self.history.strip())}
+                and "context" in self.registry.get(tool).inputs and (context := conversation_context(self.history)):
+            return {**arguments, "context": context}
         if task != "text-to-speech":
             return arguments
         return clean_spoken_text(self.store, self.session, arguments, task=f"{self.run}/{task_id}" if self.run else None)
@@ -329,6 +329,14 @@ class AgentHooks:
 
     def repair(self, task_id: str, tool: str, arguments: dict[str, Any], error: str) -> tuple[str, dict[str, Any]] | None:
         return repair_task(self, task_id, tool, arguments, error)
+
+
+def conversation_context(history: str) -> str:
+    """The conversation as a writing step's context: what the user asked and what was found, without artifact
+    ids and without the turns that only said a tool could not run (a 0.5B writer copies those back)."""
+    kept = [line for line in strip_ids(history.strip()).splitlines()
+            if line.strip() and not re.match(r"^Assistant:\s*(?:I can't|I cannot|Nothing was produced)", line)]
+    return "Earlier in this conversation:\n" + "\n".join(kept) if kept else ""
 
 
 def clean_spoken_text(store: ArtifactStore, session: str, arguments: dict[str, Any], *,

@@ -806,11 +806,14 @@ def test_text_generation_in_a_conversation_gets_the_conversation_as_context(sett
 
     registry = ToolRegistry((*STUB_TOOLS, TextGeneration))
     store = ArtifactStore(settings.store_dir, settings.limits)
-    history = "User: draw a cat wearing a tiny hat\nAssistant: I can't draw that here [made: image-0123456789abcdef]"
+    history = ("User: draw a cat wearing a tiny hat\nAssistant: I can't draw 'a cat' here: that needs text to image\n"
+               "User: what colour are cats?\nAssistant: Often grey [made: image-0123456789abcdef]")
     hooks = AgentHooks(registry, store, "cat", settings=settings, history=history)
     prepared = hooks.prepare("t1", "text-generation", {"prompt": "describe in words what it would look like"})
-    assert prepared["context"].startswith("Earlier in this conversation:\nUser: draw a cat wearing a tiny hat")
-    assert "image-0123456789abcdef" not in prepared["context"]
+    # What the user asked and what was found; not the turn that only said a tool could not run (a small
+    # writer copied "I can't make the sound of ..." back as the lyrics it was asked for).
+    assert prepared["context"] == ("Earlier in this conversation:\nUser: draw a cat wearing a tiny hat\n"
+                                   "User: what colour are cats?\nAssistant: Often grey")
     # A context the plan gave is kept; outside a conversation nothing is added; other tools are left alone.
     given = {"prompt": "summarise", "context": "text-0123456789abcdef"}
     assert hooks.prepare("t1", "text-generation", given) == given
