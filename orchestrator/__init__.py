@@ -1,4 +1,13 @@
-"""anymoda's engine: artifacts, tools, the model pool, settings and the command line."""
+"""anymoda's engine: artifacts and their store, tools and their registry, the model pool, settings, and (loaded
+on first use, so that ``import orchestrator`` and ``anymoda --help`` stay fast) the agent (``Orchestrator``,
+``Session``, ``RunResult``, ``Event``), the planner, workflows and pipelines.
+
+    from orchestrator import Orchestrator
+    result = Orchestrator().run("what is the total on this receipt?", files=["receipt.png"])
+"""
+
+from importlib import import_module, metadata
+from typing import Any
 
 from .artifacts import Artifact, ArtifactKind
 from .codecs import MediaLimits
@@ -21,12 +30,35 @@ from .registry import ToolRegistry
 from .store import ArtifactStore
 from .tool import Availability, Input, Output, OutputValue, Param, Tool
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("anymoda")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
+# Public names whose modules pull in LangGraph, the LLM stack or YAML: imported when first asked for.
+_LAZY = {
+    "Orchestrator": ".agent", "Session": ".agent", "RunResult": ".agent", "Event": ".events",
+    "Planner": ".planner", "Composer": ".compose", "Workflow": ".workflow", "Pipeline": ".pipeline",
+    "step": ".pipeline", "item": ".pipeline", "pipeline_function": ".pipeline", "run_batch": ".batch",
+    "WeightlessTool": ".tool",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "AnymodaError", "Artifact", "ArtifactKind", "ArtifactNotFoundError", "ArtifactStore", "AudioClip", "Availability",
     "ConfigError", "Detections", "Input", "InvalidInputError", "Masks", "MediaLimits", "MemoryBudgetError",
     "ModelNotAvailableError", "ModelPool", "Output", "OutputValue", "Param", "Settings", "TimeSeries", "Tool",
     "ToolExecutionError", "ToolNotFoundError", "ToolRegistry", "ToolRun", "ToolUnavailableError", "current_settings",
-    "default_pool", "run_tool", "use_settings",
+    "default_pool", "run_tool", "use_settings", *_LAZY,
 ]
