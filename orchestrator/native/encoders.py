@@ -437,6 +437,11 @@ class TimeSeriesPatchEncoder:
         self.step_labels = bool(step_labels)
         self.identity = f"ts-patch{patch_size}" + ("@steps" if self.step_labels else "")
 
+    def centre_step(self, step: int, length: int) -> int:
+        """The centre step of the patch holding ``step`` in a series of ``length`` (what ``@steps`` labels it with)."""
+        start = step // self.patch_size * self.patch_size
+        return (start + min(start + self.patch_size, length) - 1) // 2
+
     def _values(self, value: Any) -> np.ndarray:
         if isinstance(value, TimeSeries):
             if value.channels != 1:
@@ -484,8 +489,7 @@ class TimeSeriesPatchEncoder:
         prefix = series_prefix(length, offset, scale, int((~observed).sum()))
         labels = None
         if self.step_labels:
-            labels = tuple(f"{(start + min(start + self.patch_size, length) - 1) // 2}:"
-                           for start in range(0, length, self.patch_size))
+            labels = tuple(f"{self.centre_step(start, length)}:" for start in range(0, length, self.patch_size))
         return MediaFeatures("ts", features, _all_real(patches), prefix, labels)
 
 

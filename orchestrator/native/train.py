@@ -144,8 +144,8 @@ class EvalResult:
         parts += [f"{name} {self.metrics[name]:.3f}" for name in graded]
         kinds = sorted({name.split("/", 1)[1] for name in self.metrics if name.startswith(("accuracy/", "wer/"))})
         if kinds:
-            parts.append("(" + ", ".join(f"{kind} {self.metrics.get('accuracy/' + kind, self.metrics.get('wer/' + kind)):.2f}"
-                                         for kind in kinds) + ")")
+            parts[-1] += " (" + ", ".join(f"{kind} {self.metrics.get('accuracy/' + kind, self.metrics.get('wer/' + kind)):.2f}"
+                                          for kind in kinds) + ")"
         return (f"step {self.step} {label}: " + ", ".join(parts) + f" on {self.examples} held-out examples"
                 + (f", {self.generated} answers graded" if self.generated else "") + f" [{format_duration(self.seconds)}]")
 
@@ -340,9 +340,9 @@ def evaluate(
                 example.response if hit and _fits(model, example.response, max_new_tokens) else None
                 for example, hit in zip(scored, exact)]
             regenerate = [index for index, answer in enumerate(answers) if answer is None]
-            bar.reset(total=len(regenerate))
-            bar.set_description(f"{description}: generating")
             bar.unit = "answer"
+            bar.set_description(f"{description}: generating", refresh=False)
+            bar.reset(total=len(regenerate))
             for chunk in _batches(regenerate, batch_size):
                 prompts = [replace(scored[index], response=None) for index in chunk]
                 with precision.autocast():
@@ -598,7 +598,7 @@ def train_connector(
     train_seconds, trained_steps = 0.0, 0
     final_eval: EvalResult | None = None
     bar = tqdm(total=config.max_steps, initial=run.step, disable=not progress, desc=f"stage {config.stage}", unit="step",
-               dynamic_ncols=True, bar_format="{desc}: {n_fmt}/{total_fmt} steps |{bar}| [{elapsed}, {rate_fmt}] {postfix}")
+               dynamic_ncols=True, bar_format="{desc}: {n_fmt}/{total_fmt} steps |{bar}| [{elapsed}, {rate_fmt}]{postfix}")
     try:
         while run.step < config.max_steps:
             step_started = time.perf_counter()
