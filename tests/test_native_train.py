@@ -318,3 +318,19 @@ def test_connector_benchmark_prints_its_rows_and_both_text_baselines(llm_dir, tm
     assert again[0]["wall_seconds"] == pytest.approx(rows[0]["wall_seconds"], abs=0.1)  # recorded by the training run
     with pytest.raises(SystemExit):
         benchmark.main(["--connectors", ",", "--no-progress"])  # names none: refused before anything loads
+
+
+def test_step_labels_teach_a_spike_at_its_patch_centre(tmp_path) -> None:
+    data = prepare_task("timeseries-qa", encoder="ts-patch@steps", train_size=6, eval_size=6, seed=2,
+                        qa_kinds=("trend", "spike_position"), series_length=(64, 200), cache=FeatureCache(tmp_path),
+                        progress=False)
+    assert data.encoder == "ts-patch16@steps"
+    for example, item in zip(data.eval, data.eval_references):
+        labels = [label.rstrip(":") for label in example.media[0].token_texts]
+        if item.kind == "spike_position":
+            exact = int(item.answer)
+            assert example.response == labels[exact // 16] and abs(int(example.response) - exact) <= 8
+            assert data.grader(data.eval.index(example), example.response)["accuracy"] == 1.0  # the taught answer scores
+        else:
+            assert example.response == item.answer
+    assert len({len(series) for series in data.eval_inputs}) > 1  # lengths drawn from the range
