@@ -417,15 +417,16 @@ def test_dog_photo_top5_has_a_dog_breed(classifier):
 def test_ocr_reads_the_same_page_once(ocr, receipt):
     """The planner's look at an attachment and document QA read the same page: the second reading is kept."""
     first = ocr(image=receipt)
-    with ocr.loaded_model() as engine:
-        calls = []
-        real = type(engine).__call__
-        type(engine).__call__ = lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
-        try:
-            again = ocr(image=receipt.copy())
-            other = ocr(image=receipt, min_score=0.6)  # other settings: read again
-        finally:
-            type(engine).__call__ = real
+    with ocr.loaded_model() as engine:  # the pooled engine (OCR is not thread-safe: the pool holds it while in use)
+        engine_class = type(engine)
+    calls = []
+    real = engine_class.__call__
+    engine_class.__call__ = lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
+    try:
+        again = ocr(image=receipt.copy())
+        other = ocr(image=receipt, min_score=0.6)  # other settings: read again
+    finally:
+        engine_class.__call__ = real
     assert again["text"] == first["text"] and again["regions"].boxes == first["regions"].boxes
     assert calls == [1]  # only the reading with other settings reached the engine
     assert other["text"]
