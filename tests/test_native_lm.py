@@ -517,9 +517,16 @@ def test_labelled_tokens_interleave_with_their_text_alone_and_in_a_batch(qwen_di
     resampler = build_model(qwen_dir, {"ts": "qformer"})
     with pytest.raises(InvalidInputError, match="tokenwise connector"):
         resampler.collate(examples[:1])
+    # Labels after their tokens (ts-patch@steps-after): each real token's position, then its label.
+    after = MediaFeatures("ts", labelled.features, labelled.mask, "[s] ", ("7,", "23,", "39,", "55,"), True)
+    batch = model.collate([Example("<ts>\nWhere is the spike?", [after], "23")])
+    row = batch["input_ids"][0].tolist()
+    for label, position in zip(("7,", "23,", "39,"), batch["media"]["ts"]["positions"].tolist()):
+        encoded = model.tokenizer(label, add_special_tokens=False)["input_ids"]
+        assert row[position + 1:position + 1 + len(encoded)] == encoded
 
 
-def test_ts_patch_steps_labels_each_patch_with_its_centre_step() -> None:
+def test_ts_patch_steps_labels_each_patch_with_its_centre_step(tmp_path: Path) -> None:
     import numpy as np
 
     from orchestrator.native.encoders import build_encoder
@@ -529,5 +536,16 @@ def test_ts_patch_steps_labels_each_patch_with_its_centre_step() -> None:
     features = encoder.encode(np.arange(40.0))
     assert features.token_texts == ("7:", "23:", "35:")  # steps 0-15, 16-31 and the short last patch 32-39
     assert build_encoder("ts-patch").encode(np.arange(40.0)).token_texts is None
+    after = build_encoder("ts-patch@steps-after")
+    assert after.identity == "ts-patch16@steps-after" and build_encoder(after.identity).step_labels == "after"
+    features = after.encode(np.arange(40.0))
+    assert features.token_texts == ("7,", "23,", "35,") and features.token_texts_after
+    from orchestrator.native.feature_cache import FeatureCache, encode_cached
+
+    cache = FeatureCache(tmp_path)
+    for encoder in (after, build_encoder("ts-patch@steps")):
+        first, again = (encode_cached(encoder, np.arange(40.0), cache) for _ in range(2))
+        assert (again.token_texts, again.token_texts_after) == (first.token_texts, first.token_texts_after)
+    assert cache.hits == 2
     with pytest.raises(InvalidInputError, match="one per token"):
         MediaFeatures("ts", torch.zeros(2, 4), None, "", ("a",))

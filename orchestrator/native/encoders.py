@@ -53,7 +53,8 @@ class MediaFeatures:
     features: torch.Tensor   # [T, D] float32, on CPU, no grad
     mask: torch.Tensor | None = None   # [T] bool, True = real token (None = all real)
     prefix_text: str = ""    # text the LLM is told just before the placeholder, e.g. "[series: offset 12.3, scale 4.1] "
-    token_texts: tuple[str, ...] | None = None  # text before each feature token (e.g. "40:"), or None
+    token_texts: tuple[str, ...] | None = None  # text beside each feature token (e.g. "39:"), or None
+    token_texts_after: bool = False             # the text follows its token instead of preceding it
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -425,7 +426,7 @@ class TimeSeriesPatchEncoder:
 
     modality = "ts"
 
-    def __init__(self, patch_size: int = 16, *, min_length: int = 2, max_length: int = 16_384, step_labels: bool = False):
+    def __init__(self, patch_size: int = 16, *, min_length: int = 2, max_length: int = 16_384, step_labels: bool | str = False):
         if not isinstance(patch_size, int) or not 1 <= patch_size <= 1024:
             raise InvalidInputError(f"ts-patch: patch_size must be an integer from 1 to 1024, got {patch_size!r}")
         if not isinstance(min_length, int) or not isinstance(max_length, int) or not 1 <= min_length <= max_length:
@@ -434,8 +435,10 @@ class TimeSeriesPatchEncoder:
         self.min_length = min_length
         self.max_length = max_length
         self.feature_dim = 2 * patch_size
-        self.step_labels = bool(step_labels)
-        self.identity = f"ts-patch{patch_size}" + ("@steps" if self.step_labels else "")
+        if step_labels not in (False, True, "before", "after"):
+            raise InvalidInputError(f"ts-patch: step_labels must be False, True/'before' or 'after', got {step_labels!r}")
+        self.step_labels = {False: False, True: "before"}.get(step_labels, step_labels)
+        self.identity = f"ts-patch{patch_size}" + {False: "", "before": "@steps", "after": "@steps-after"}[self.step_labels]
 
     def centre_step(self, step: int, length: int) -> int:
         """The centre step of the patch holding ``step`` in a series of ``length`` (what ``@steps`` labels it with)."""
@@ -489,13 +492,15 @@ class TimeSeriesPatchEncoder:
         prefix = series_prefix(length, offset, scale, int((~observed).sum()))
         labels = None
         if self.step_labels:
-            labels = tuple(f"{self.centre_step(start, length)}:" for start in range(0, length, self.patch_size))
-        return MediaFeatures("ts", features, _all_real(patches), prefix, labels)
+            after = self.step_labels == "after"
+            labels = tuple(f"{self.centre_step(start, length)}" + ("," if after else ":")
+                           for start in range(0, length, self.patch_size))
+        return MediaFeatures("ts", features, _all_real(patches), prefix, labels, self.step_labels == "after")
 
 
 # ---------------------------------------------------------------------------------------------- by name
 
-_OPTION = re.compile(r"^(?:(?P<px>\d+)px|pool(?P<pool>\d+)|layer(?P<layer>-?\d+)|(?P<steps>steps))$")
+_OPTION = re.compile(r"^(?:(?P<px>\d+)px|pool(?P<pool>\d+)|layer(?P<layer>-?\d+)|(?P<steps>steps(?:-after)?))$")
 
 
 def _split_options(name: str) -> tuple[str, dict[str, int]]:
@@ -512,7 +517,7 @@ def _split_options(name: str) -> tuple[str, dict[str, int]]:
         elif match["pool"]:
             options["pool_stride"] = int(match["pool"])
         elif match["steps"]:
-            options["step_labels"] = True
+            options["step_labels"] = "after" if match["steps"].endswith("after") else "before"
         else:
             options["layer"] = int(match["layer"])
     return base, options

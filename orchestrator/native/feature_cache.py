@@ -97,7 +97,8 @@ class FeatureCache:
                 features = entry.get_tensor("features")
                 mask = entry.get_tensor("mask") if "mask" in entry.keys() else None
             labels = json.loads(metadata["token_texts"]) if "token_texts" in metadata else None
-            return MediaFeatures(metadata["modality"], features, mask, metadata.get("prefix_text", ""), labels)
+            return MediaFeatures(metadata["modality"], features, mask, metadata.get("prefix_text", ""), labels,
+                                 metadata.get("token_texts_after") == "1")
         except Exception as exc:  # truncated file, bad header, wrong shapes: all mean "compute it again"
             logger.warning("feature cache entry %s is unreadable (%s); recomputing it", path, exc)
             self.corrupt += 1
@@ -116,6 +117,7 @@ class FeatureCache:
                     "version": FORMAT_VERSION}
         if features.token_texts is not None:
             metadata["token_texts"] = json.dumps(list(features.token_texts))
+            metadata["token_texts_after"] = "1" if features.token_texts_after else "0"
         partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             save_file(tensors, str(partial), metadata=metadata)

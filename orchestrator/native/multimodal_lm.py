@@ -240,11 +240,15 @@ class MultimodalLM(nn.Module):
                             f"{where}: the {item.modality} features label each token (encoder option @steps), which needs a "
                             f"tokenwise connector (linear, mlpNx_gelu); this model's is {connector.kind}")
                     span = []
+                    after = bool(getattr(item, "token_texts_after", False))
                     for label, keep in zip(labels_text, real.tolist()):
                         if keep:
-                            input_ids += self._encode(label)
+                            if not after:
+                                input_ids += self._encode(label)
                             span.append(len(input_ids))
                             input_ids.append(pad_id)
+                            if after:
+                                input_ids += self._encode(label)
                     spans.append(span)
                     continue
                 count = self.connectors[item.modality].output_length(int(real.sum()))
