@@ -386,7 +386,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                              "repeatable")
     parser.add_argument("--text-lora-steps", type=int, default=0, help="also LoRA-tune the text baseline this many steps")
     parser.add_argument("--no-text-baseline", action="store_true", help="skip the zero-shot text baseline")
-    parser.add_argument("--speech-steps", type=int, help="steps per connector for speech (default 20; --quick 0 = skip)")
+    parser.add_argument("--speech-steps", type=int, help="steps per connector for speech (default 20; --quick or "
+                                                         "--connectors none: 0 = skip)")
     parser.add_argument("--speech-connectors", default="mlp2x_gelu")
     parser.add_argument("--speech-train", type=int, default=40)
     parser.add_argument("--speech-eval", type=int, default=8)
@@ -400,9 +401,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     args.steps = args.steps if args.steps is not None else (8 if quick else 30)
     args.train_size = args.train_size if args.train_size is not None else (32 if quick else 120)
     args.eval_size = args.eval_size if args.eval_size is not None else (9 if quick else 24)
-    args.speech_steps = args.speech_steps if args.speech_steps is not None else (0 if quick else 20)
     args.csv_eval = args.csv_eval if args.csv_eval is not None else (6 if quick else 24)
     args.connectors = [c.strip() for c in args.connectors.split(",") if c.strip() and c.strip() != "none"]
+    # Nothing trained here (--connectors none: a checkpoint is only asked): no speech section unless asked for.
+    args.speech_steps = args.speech_steps if args.speech_steps is not None else (0 if quick or not args.connectors else 20)
     args.kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     args.speech_connectors = [c.strip() for c in args.speech_connectors.split(",") if c.strip()]
     for name in ("steps", "batch_size", "train_size", "eval_size", "speech_train", "speech_eval"):
