@@ -70,7 +70,9 @@ def workload_text(args: argparse.Namespace) -> str:
         f"workload: time-series attribute QA ({', '.join(args.kinds)}), series of {_length_text(args.series_length)} points, "
         f"{args.train_size} train / {args.eval_size} held-out examples (seed {args.seed}); stage 1, LLM frozen; "
         f"{args.steps} steps x batch {args.batch_size}, lr {args.lr:g}, warmup {args.warmup}; connectors: "
-        f"{', '.join(args.connectors)}; LLM: {args.llm or 'packaged Qwen2.5-Coder-0.5B-Instruct'}; "
+        f"{', '.join(args.connectors) or 'none trained'}"
+        + (f" (asked as trained: {', '.join(args.native_checkpoint)})" if args.native_checkpoint else "")
+        + f"; LLM: {args.llm or 'packaged Qwen2.5-Coder-0.5B-Instruct'}; "
         f"encoder {args.encoder}; text baseline: zero-shot" + (f" + LoRA {args.text_lora_steps} steps" if args.text_lora_steps else "")
         + (f"; end to end: {args.csv_eval} CSV files of {_length_text(args.csv_length)} rows ({', '.join(CSV_KINDS)})"
            if args.csv_eval else "; end to end on CSV: skipped")
