@@ -187,3 +187,26 @@ def test_shipped_connector_commands(tmp_path: Path, packaged_llm) -> None:
             printed = run(env, argv + ["--csv-eval", "2", "--train-size", "4", "--eval-size", "2", "--no-text-baseline",
                                        "--out", "bench-shipped", "--no-progress"], work, home)
             assert "shipped connector" in printed and "CSV e2e" in printed
+
+
+def test_the_shipped_connector_is_small_package_data() -> None:
+    """What a non-editable install gets: every file of orchestrator/data/native_ts matches the package-data globs."""
+    import fnmatch
+    import tomllib
+
+    from tools.native_chat import shipped_connector_folder
+
+    folder = shipped_connector_folder()
+    if folder is None:
+        pytest.skip("this checkout ships no native connector")
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["orchestrator"]
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    for path in files:
+        relative = path.relative_to(ROOT / "orchestrator").as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+    assert sum(path.stat().st_size for path in files) < 4_000_000  # a connector, not an LLM
+    from orchestrator.native.checkpoint import read_metadata
+
+    metadata = read_metadata(folder)
+    assert metadata["extra"]["llm"] == "Qwen/Qwen2.5-Coder-0.5B-Instruct" and metadata["lora"] is None
+    assert metadata["encoders"]["ts"].startswith("ts-patch16@steps")
