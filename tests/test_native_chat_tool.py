@@ -104,6 +104,7 @@ def test_an_exported_connector_is_the_default_model_and_answers_like_its_checkpo
 
     exported = export_connector(run_dir / "checkpoint", tmp_path / "data" / "native_ts")
     assert sorted(p.name for p in exported.iterdir()) == ["connectors.safetensors", "native.json"]
+    assert all(path.stat().st_mode & 0o004 for path in [exported, *exported.iterdir()])  # readable by all: shippable
     assert (exported / "connectors.safetensors").stat().st_size < 0.6 * (run_dir / "checkpoint" / "connectors.safetensors").stat().st_size
     monkeypatch.setattr(native_chat, "shipped_connector_folder", lambda: exported)
     shipped = NativeChat(model=native_chat.SHIPPED_CONNECTOR, settings=settings, pool=pool)

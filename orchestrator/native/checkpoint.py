@@ -17,6 +17,7 @@ names the modality, the field and both values.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -179,10 +180,18 @@ def export_connector(checkpoint: Path | str, destination: Path | str, *, dtype: 
         extra.pop("train_config", None)
         metadata["extra"] = extra
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _readable_by_all(staging)  # mkdtemp makes it private; what is exported is meant to be shipped
         _replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _readable_by_all(folder: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o755 if path.is_dir() else 0o644) & ~umask)
 
 
 # --------------------------------------------------------------------------- checks
