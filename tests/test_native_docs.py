@@ -99,10 +99,11 @@ def smaller(argv: list[str], tiny_llm: Path) -> list[str]:
     if argv[:3] == ["anymoda", "train", "connector"]:
         extra = ["--llm", str(tiny_llm), "--train-size", "8", "--eval-size", "3", "--batch-size", "2", "--eval-subset", "2",
                  "--eval-generate", "1", "--no-progress"]
-        if "--steps" in argv:
-            extra += ["--steps", str(max(1, math.ceil(int(argv[argv.index("--steps") + 1]) / 100)))]
-        if "--resume" in argv:
-            extra = extra[:2] + extra[-2:] + ["--no-progress"]  # a resumed run keeps its own settings
+        for option in ("--steps", "--eval-every", "--save-every"):  # a hundredth, as the steps
+            if option in argv:
+                extra += [option, str(max(1, math.ceil(int(argv[argv.index(option) + 1]) / 100)))]
+        if "--resume" in argv:  # a resumed run keeps its own settings: only the LLM and the step count are given
+            extra = ["--llm", str(tiny_llm), "--no-progress", "--steps", extra[extra.index("--steps") + 1]]
         return argv + extra
     if argv[:3] == ["anymoda", "tool", "native-chat"]:
         return argv + ["--max-new-tokens", "4"]

@@ -240,6 +240,9 @@ def test_cli_parses_and_validates(tmp_path) -> None:
     resolved = resolve_arguments(args)
     assert resolved.connector == "qformer" and resolved.connector_option == {"num_queries": 8}
     assert resolved.warmup == 2 and resolved.eval_every == 10 and resolved.lr == 1e-3 and resolved.stage == 1
+    assert resolved.encoder == "ts-patch"  # a resampler cannot take step labels
+    plain = resolve_arguments(parser().parse_args(["train", "connector", "--out", str(tmp_path)]))
+    assert plain.encoder == "ts-patch@steps-after" and plain.connector == "mlp2x_gelu" and plain.eval_every == 50
     for bad in (["--connector", "mlp0x_gelu"], ["--steps", "0"], ["--lr", "2"], ["--stage", "3"],
                 ["--task", "video"], ["--connector-option", "num_queries"], ["--batch-size", "x"]):
         with pytest.raises(SystemExit):
