@@ -131,7 +131,7 @@ def csv_cases(count: int, length, folder: Path, seed: int):
 
 
 def store_for(folder: Path):
-    from orchestrator.store import ArtifactStore
+    from orchestrator.storage.store import ArtifactStore
 
     return ArtifactStore(folder)
 
@@ -140,8 +140,8 @@ def native_chat_on_csv(checkpoint: str, cases, store, label: str, args: argparse
     """Each CSV file ingested like an attached file and asked through the native-chat tool; scored per kind."""
     from tqdm.auto import tqdm
 
-    from orchestrator.artifacts import ArtifactKind
-    from orchestrator.invoke import run_tool
+    from orchestrator.storage.artifacts import ArtifactKind
+    from orchestrator.tooling.invoke import run_tool
     from orchestrator.native.datasets.timeseries import score_answer
     from tools.native_chat import NativeChat
 
@@ -167,7 +167,7 @@ def text_baseline_on_csv(llm, cases, store, args: argparse.Namespace) -> dict[st
     """The LLM alone, given the same files' values as text (as decoded: gaps filled) and the answer format."""
     from tqdm.auto import tqdm
 
-    from orchestrator.artifacts import ArtifactKind
+    from orchestrator.storage.artifacts import ArtifactKind
     from orchestrator.native.datasets.timeseries import score_answer
 
     answers, hits = [], {}
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from orchestrator.native.llm import load_llm
     from orchestrator.native.tasks import corpus_word_error_rate, prepare_task
-    from orchestrator.resolve import pick_device
+    from orchestrator.models.resolve import pick_device
 
     args = parse_arguments(argv)
     print(workload_text(args), flush=True)

@@ -1,4 +1,4 @@
-"""``anymoda models list|pull|remove`` and ``orchestrator.model_store``.
+"""``anymoda models list|pull|remove`` and ``orchestrator.tooling.model_store``.
 
 Pulls are real: a fake hub on 127.0.0.1 (stdlib http.server in a thread) serves the routes that
 huggingface_hub's ``snapshot_download`` asks for, and the CLI runs in a child process whose
@@ -27,14 +27,14 @@ import pytest
 from conftest import offline_extra_installed, requires_offline_extra
 from tiny_llms import save_tiny_chat_qwen2
 
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.cli import main
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli.commands import main
 from orchestrator.config import Settings, current_settings, use_settings
-from orchestrator.model_store import fetch_command
-from orchestrator.packaged_llm import CHECKPOINT_NAME, QWEN_CODER_05B, part_paths
-from orchestrator.pool import default_pool
-from orchestrator.registry import ToolRegistry
-from orchestrator.tool import Input, Output, Tool
+from orchestrator.tooling.model_store import fetch_command
+from orchestrator.models.packaged_llm import CHECKPOINT_NAME, QWEN_CODER_05B, part_paths
+from orchestrator.models.pool import default_pool
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.tooling.tool import Input, Output, Tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_REPO = "tiny-org/tiny-qwen2"

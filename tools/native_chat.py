@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.artifacts import Artifact, ArtifactKind
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.pool import measure_size
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Availability, Input, Output, OutputValue, Param, Tool
+from orchestrator.models.pool import measure_size
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.tooling.tool import Availability, Input, Output, OutputValue, Param, Tool
 
 NO_CHECKPOINT = "trained-native-checkpoint"  # the "model" when none ships: a reminder that one must be trained first
 # The connector that ships with anymoda (package data): trained by the command in the README's native-path section.
@@ -268,7 +268,7 @@ def perceives(checkpoint: str | Path) -> set[ArtifactKind]:
 def _kind_of(value: Any) -> ArtifactKind:
     from PIL import Image
 
-    from orchestrator.media import AudioClip, TimeSeries
+    from orchestrator.storage.media import AudioClip, TimeSeries
 
     if isinstance(value, Image.Image):
         return ArtifactKind.IMAGE

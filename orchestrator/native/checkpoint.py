@@ -318,8 +318,8 @@ def _llm_location(recorded: dict[str, Any]) -> Path:
     """Where to load the recorded LLM from on this machine."""
     from ..config import current_settings
     from ..errors import ModelNotAvailableError
-    from ..packaged_llm import QWEN_CODER_05B, packaged_llm_locator
-    from ..resolve import HubLocation, resolve_model
+    from ..models.packaged_llm import QWEN_CODER_05B, packaged_llm_locator
+    from ..models.resolve import HubLocation, resolve_model
 
     candidates = [value for value in (recorded.get("name_or_path"), recorded.get("model_id")) if value]
     if not candidates:

@@ -91,7 +91,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     """Add ``train connector ...`` to the top-level subparsers (``commands``)."""
     train = commands.add_parser("train", help="train the native path's connectors, or the planner's tool selector")
     what = train.add_subparsers(dest="train_what", required=True)
-    from ..cli_planner import add_train_planner_parser
+    from ..cli.planner_commands import add_train_planner_parser
 
     add_train_planner_parser(what)
     tasks = "; ".join(f"{name}: {info.instruction} ({info.modality}, encoder {info.default_encoder})" for name, info in TASKS.items())
@@ -258,7 +258,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..config import current_settings
-    from ..resolve import pick_device
+    from ..models.resolve import pick_device
 
     console = Console(stderr=True)
     args = resolve_arguments(args)

@@ -38,8 +38,8 @@ import torch
 
 from orchestrator.config import current_settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import AudioClip, TimeSeries
-from orchestrator.resolve import HubLocation, pick_device, resolve_model
+from orchestrator.models.resolve import HubLocation, pick_device, resolve_model
+from orchestrator.storage.media import AudioClip, TimeSeries
 
 MODALITIES = ("image", "audio", "ts")
 

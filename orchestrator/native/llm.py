@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-QWEN_DEFAULT = "Qwen/Qwen2.5-Coder-0.5B-Instruct"  # orchestrator.packaged_llm.QWEN_CODER_05B, without importing it early
+QWEN_DEFAULT = "Qwen/Qwen2.5-Coder-0.5B-Instruct"  # orchestrator.models.packaged_llm.QWEN_CODER_05B, without importing it early
 
 @dataclass
 class LoadedLLM:
@@ -24,8 +24,8 @@ def find_llm(name: str | None = None, *, purpose: str = "train connector", progr
     """Where an LLM's weights are (a ModelSource): a local folder, the packaged Qwen, or the hub. With
     ``download=False`` nothing is downloaded, joined or converted (the packaged Qwen is only peeked at)."""
     from ..config import current_settings
-    from ..packaged_llm import QWEN_CODER_05B, packaged_llm_locator
-    from ..resolve import HubLocation, resolve_model
+    from ..models.packaged_llm import QWEN_CODER_05B, packaged_llm_locator
+    from ..models.resolve import HubLocation, resolve_model
 
     settings = current_settings()
     model_id = (name or QWEN_CODER_05B).strip()
@@ -44,7 +44,7 @@ def load_llm(name: str | None = None, *, device: str = "cpu", progress: Callable
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..packaged_llm import QWEN_CODER_05B
+    from ..models.packaged_llm import QWEN_CODER_05B
 
     model_id = (name or QWEN_CODER_05B).strip()
     source = find_llm(model_id, purpose=purpose, progress=progress)

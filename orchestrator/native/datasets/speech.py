@@ -19,7 +19,7 @@ import numpy as np
 
 from orchestrator.config import current_settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import AudioClip
+from orchestrator.storage.media import AudioClip
 
 from . import check_count
 
