@@ -29,19 +29,23 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from orchestrator.storage.artifacts import Artifact
-from orchestrator.storage.artifacts import ArtifactKind
-from orchestrator.execution.compose import Composer
 from orchestrator.config import Settings, current_settings
 from orchestrator.errors import AnymodaError, InvalidInputError
+from orchestrator.execution.compose import Composer
 from orchestrator.execution.events import Event
 from orchestrator.execution.executor import ExecutionHooks, PlanExecutor, TaskResult
 from orchestrator.execution.journal import FINISHED_RUN_STATUSES, RunJournal
+from orchestrator.execution.recovery import (
+    AgentHooks,
+    is_empty_result,
+    replaced_plan,
+    with_stand_ins,
+)
 from orchestrator.planning.plan import Plan, ValidatedPlan, validate_plan
 from orchestrator.planning.planner import Planner
-from orchestrator.execution.recovery import AgentHooks, is_empty_result, replaced_plan, with_stand_ins
-from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
 from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.registry import ToolRegistry
 
 
 class AgentState(TypedDict, total=False):

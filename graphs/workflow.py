@@ -19,9 +19,9 @@ from langgraph.graph import END, START, StateGraph
 from orchestrator.execution.events import Event
 from orchestrator.execution.executor import PlanExecutor, TaskResult
 from orchestrator.execution.journal import RunJournal
-from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.storage.store import ArtifactStore
-from orchestrator.workflows.workflow import Workflow
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.workflows.definition import Workflow
 from orchestrator.workflows.workflow_tasks import WorkflowGraph
 
 from .agent import ask_for_approval, execute_tasks

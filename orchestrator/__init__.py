@@ -38,7 +38,7 @@ except metadata.PackageNotFoundError:  # run from a source tree that was never i
 # Public names whose modules pull in LangGraph, the LLM stack or YAML: imported when first asked for.
 _LAZY = {
     "Orchestrator": ".agent", "Session": ".agent", "RunResult": ".agent", "Event": ".execution.events",
-    "Planner": ".planning.planner", "Composer": ".execution.compose", "Workflow": ".workflows.workflow",
+    "Planner": ".planning.planner", "Composer": ".execution.compose", "Workflow": ".workflows.definition",
     "Pipeline": ".workflows.pipeline", "step": ".workflows.pipeline", "item": ".workflows.pipeline",
     "pipeline_function": ".workflows.pipeline", "run_batch": ".workflows.batch", "WeightlessTool": ".tooling.tool",
 }

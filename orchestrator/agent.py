@@ -374,7 +374,7 @@ class Orchestrator:
         return self._finish(self.stream_workflow(workflow, inputs, session=session, run_id=run_id), approve)
 
     def load_workflow(self, workflow: Any):
-        from .workflows.workflow import Workflow
+        from .workflows.definition import Workflow
 
         if isinstance(workflow, (str, os.PathLike)):
             return Workflow.load(workflow, self.registry)

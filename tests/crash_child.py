@@ -192,7 +192,7 @@ def run_until_then_kill(tmp_path: Path, home: Path, ready: Callable[[dict[str, s
 def main(home: Path, mode: str = "plan", lease_s: str | None = None) -> None:
     orch = build_orchestrator(home, float(lease_s) if lease_s is not None else None)
     if mode == "workflow":
-        from orchestrator.workflows.workflow import Workflow
+        from orchestrator.workflows.definition import Workflow
 
         workflow = Workflow.loads(crash_workflow(home), registry=orch.registry)
         events = orch.stream_workflow(workflow, {"words": "x\ny\nz"})

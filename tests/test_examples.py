@@ -88,7 +88,7 @@ def test_tool_pipeline_makes_every_kind_it_names(tmp_path: Path, plain_home: Pat
     assert {a.id for a in store.ancestors(ids["heard"])} >= {ids["speech"], ids["text"]}
     assert (tmp_path / "out" / f"{ids['speech']}.wav").read_bytes()[:4] == b"RIFF"
 
-    from orchestrator.workflows.workflow import Workflow
+    from orchestrator.workflows.definition import Workflow
 
     saved = Workflow.load(tmp_path / "out" / "read-receipt-aloud.yaml")   # the saved file is a valid workflow
     assert {node.tool for node in saved.nodes.values()} >= {"ocr", "text-to-speech", "speech-recognition"}

@@ -16,13 +16,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import AnymodaError
-from orchestrator.workflows.graph_drawing import to_mermaid
 from orchestrator.planning.plan import Plan, ValidatedPlan, validate_plan
 from orchestrator.planning.plan_syntax import CompactSyntax, PlanInput
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.registry import ToolRegistry
-from orchestrator.workflows.workflow import Condition, Workflow, WorkflowError, parse_condition
+from orchestrator.workflows.conditions import parse_condition
+from orchestrator.workflows.definition import Condition, Workflow, WorkflowError
+from orchestrator.workflows.graph_drawing import to_mermaid
 from orchestrator.workflows.workflow_tasks import WorkflowGraph, evaluate_condition
 
 REGISTRY = ToolRegistry.default()

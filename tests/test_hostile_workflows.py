@@ -15,11 +15,19 @@ from conftest import cli_home_with
 from PIL import Image
 
 from orchestrator.agent import Orchestrator
-from orchestrator.workflows.batch import csv_cell, run_batch, save_outputs
+from orchestrator.errors import shown
 from orchestrator.execution.compose import Composer
 from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
-from orchestrator.workflows.workflow import MAX_PROBLEMS, MAX_YAML_DEPTH, Workflow, WorkflowError, parse_condition, safe_filename, shown
+from orchestrator.workflows.batch import csv_cell, run_batch, save_outputs
+from orchestrator.workflows.conditions import parse_condition
+from orchestrator.workflows.definition import (
+    MAX_PROBLEMS,
+    Workflow,
+    WorkflowError,
+    safe_filename,
+)
+from orchestrator.workflows.loading import MAX_YAML_DEPTH
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = ToolRegistry(STUB_TOOLS)

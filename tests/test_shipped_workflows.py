@@ -28,7 +28,7 @@ from orchestrator.config import Settings, current_settings, use_settings
 from orchestrator.execution.journal import RunJournal
 from orchestrator.storage.media import AudioClip, Detections, TimeSeries
 from orchestrator.storage.sample_inputs import receipt_image
-from orchestrator.workflows.workflow import Workflow
+from orchestrator.workflows.definition import Workflow
 from orchestrator.workflows.workflow_tasks import MIN_CROP_PIXELS
 from tiny_llms import CHATML
 from tiny_tokenizers import CORPUS, bert_tokenizer

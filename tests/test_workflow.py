@@ -19,7 +19,7 @@ from orchestrator.errors import InvalidInputError
 from orchestrator.workflows.pipeline import Pipeline, item, pipeline_function, step
 from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
-from orchestrator.workflows.workflow import Workflow, WorkflowError
+from orchestrator.workflows.definition import Workflow, WorkflowError
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -35,7 +35,7 @@ from ..storage.codecs import (
     json_argument,
     text_argument,
 )
-from ..workflows.workflow import Workflow, WorkflowError, safe_filename
+from ..workflows.definition import Workflow, WorkflowError, safe_filename
 
 SHIPPED = Path(__file__).resolve().parents[2] / "graphs"
 

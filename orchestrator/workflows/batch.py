@@ -29,7 +29,7 @@ from ..errors import AnymodaError, InvalidInputError
 from ..execution.journal import new_run_id
 from ..storage.artifacts import ArtifactKind
 from ..storage.store import extension_for
-from .workflow import Workflow, safe_filename
+from .definition import Workflow, safe_filename
 
 STATE_FILE = "batch-state.jsonl"
 FILE_KINDS = (ArtifactKind.IMAGE, ArtifactKind.AUDIO, ArtifactKind.VIDEO, ArtifactKind.TIME_SERIES)

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, shown
 from ..storage.artifacts import ArtifactKind
 from ..tooling.registry import ToolRegistry
-from .workflow import (
+from .conditions import parse_condition
+from .definition import (
     ITEM,
     FanOut,
     Reference,
@@ -46,9 +47,7 @@ from .workflow import (
     WorkflowInput,
     WorkflowNode,
     WorkflowOutput,
-    parse_condition,
     parse_value,
-    shown,
 )
 
 

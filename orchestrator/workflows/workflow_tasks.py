@@ -10,9 +10,7 @@ that makes a run resumable — is the executor's, shared with the agent.
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,8 @@ from ..storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from ..storage.media import Detections, Masks
 from ..storage.store import ArtifactStore
 from ..tooling.registry import ToolRegistry
-from .workflow import (
+from .conditions import evaluate_condition
+from .definition import (
     EMBEDDED_REFERENCE,
     ITEM,
     Condition,
@@ -34,8 +33,6 @@ from .workflow import (
     Template,
     Workflow,
     WorkflowNode,
-    bounded,
-    shown,
 )
 
 MAX_ITEMS = 256  # a fan-out larger than this is refused rather than flooding the runner
@@ -287,52 +284,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Masks):
         return list(value.labels)
     return True
-
-
-_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-            ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
-_FUNCTIONS = {"count": len, "len": len, "lower": lambda v: str(v).lower(), "upper": lambda v: str(v).upper(),
-              "strip": lambda v: str(v).strip(), "float": float, "int": int}
-
-
-def evaluate_condition(condition: Condition, values: list[Any], where: str) -> bool:
-    """Whether ``condition`` holds for ``values`` (one per reference, in order); a value it cannot work
-    on (``int('n/a')``, an index past the end) is an :class:`InvalidInputError` naming ``where``. How the
-    condition is written was checked when the workflow was read, so only the values can fail here."""
-    try:
-        return bool(_evaluate(condition.tree.body, values))
-    except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError, RecursionError) as exc:
-        # RecursionError: str() or == of a JSON value nested thousands deep
-        raise InvalidInputError(f"{where}: the condition {shown(condition.text)} could not be evaluated "
-                                f"({type(exc).__name__}: {bounded(str(exc), 200)})") from None
-
-
-def _evaluate(node: ast.AST, values: list[Any]) -> Any:
-    """Evaluate a condition tree that :func:`~orchestrator.workflows.workflow.parse_condition` admitted."""
-    if isinstance(node, ast.BoolOp):
-        if isinstance(node.op, ast.And):
-            return all(_evaluate(v, values) for v in node.values)
-        return any(_evaluate(v, values) for v in node.values)
-    if isinstance(node, ast.UnaryOp):
-        operand = _evaluate(node.operand, values)
-        return (not operand) if isinstance(node.op, ast.Not) else -operand
-    if isinstance(node, ast.Compare):
-        left = _evaluate(node.left, values)
-        for op, right_node in zip(node.ops, node.comparators):
-            right = _evaluate(right_node, values)
-            if not _COMPARE[type(op)](left, right):
-                return False
-            left = right
-        return True
-    if isinstance(node, ast.Call):
-        return _FUNCTIONS[node.func.id](_evaluate(node.args[0], values))
-    if isinstance(node, ast.Subscript):
-        return _evaluate(node.value, values)[_evaluate(node.slice, values)]
-    if isinstance(node, ast.Name):
-        return values[int(node.id[3:])]
-    if isinstance(node, ast.Constant):
-        return node.value
-    raise ValueError(f"{type(node).__name__} is not allowed in a condition")
 
 
 def bind_inputs(workflow: Workflow, values: dict[str, Any], store: ArtifactStore, session: str) -> dict[str, str]:
