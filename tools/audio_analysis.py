@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.storage.media import AudioClip
 from orchestrator.models.resolve import HubLocation, ModelSource, resolve_model
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import AudioClip
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 from .torch_runtime import seeded_torch

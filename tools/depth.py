@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.models.resolve import ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
-from .detection import rgb
+from .images import rgb
 from .torch_runtime import torch_dtype
 
 COLORMAPS = ("inferno", "magma", "viridis", "plasma", "turbo", "Spectral_r", "gray")

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"

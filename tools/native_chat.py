@@ -17,11 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.storage.artifacts import Artifact, ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
 from orchestrator.models.pool import measure_size
 from orchestrator.models.resolve import HubLocation, ModelSource
-from orchestrator.tooling.tool import Availability, Input, Output, OutputValue, Param, Tool
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
+from orchestrator.tooling.tool import (
+    Availability,
+    Input,
+    Output,
+    OutputValue,
+    Param,
+    Tool,
+)
 
 NO_CHECKPOINT = "trained-native-checkpoint"  # the "model" when none ships: a reminder that one must be trained first
 # The connector that ships with anymoda (package data): trained by the command in the README's native-path section.

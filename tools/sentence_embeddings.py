@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
 from orchestrator.models.resolve import ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 MAX_SENTENCES = 10_000

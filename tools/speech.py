@@ -11,10 +11,17 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
 from orchestrator.models.resolve import HubLocation, ModelSource, PreparedOnFirstUse
-from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool, packaged_file
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import (
+    Input,
+    Output,
+    OutputValue,
+    Param,
+    Tool,
+    packaged_file,
+)
 
 WHISPER_RATE = 16_000
 WHISPER_WINDOW_S = 30

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.storage.media import AudioClip
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, WeightlessTool
 

@@ -32,9 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
-from orchestrator.storage.media import SECONDS_UNITS, TIME_UNIT_EPOCH, TimeSeries, duration_text, has_clock_times, time_text
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import (
+    SECONDS_UNITS,
+    TIME_UNIT_EPOCH,
+    TimeSeries,
+    duration_text,
+    has_clock_times,
+    time_text,
+)
 from orchestrator.storage.render import time_axis
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, WeightlessTool
 
