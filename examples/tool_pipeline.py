@@ -37,7 +37,7 @@ def read_receipt_aloud(receipt: ArtifactKind.IMAGE, photo: ArtifactKind.IMAGE):
 
 
 # A pipeline is a workflow: validated against the tools' typed inputs and outputs before anything runs,
-# and savable as the same YAML file `anymoda graph run` takes.
+# and savable as the same YAML file `anymoda workflow run` takes.
 workflow_file = read_receipt_aloud.save(out / "read-receipt-aloud.yaml")
 print(f"workflow saved: {workflow_file}")
 

@@ -3,7 +3,7 @@
     python examples/workflow_on_folder.py [OUT_DIR]
 
 The workflow is examples/receipt-total.yaml (PP-OCR reads each receipt, MiniLM finds the total's line, Piper
-says it). The same as `anymoda graph run examples/receipt-total.yaml --batch receipts/ --out results/`.
+says it). The same as `anymoda workflow run examples/receipt-total.yaml --batch receipts/ --out results/`.
 Offline, some 30-60 s for the four files on two CPU cores.
 """
 

@@ -22,7 +22,7 @@ from orchestrator.execution.journal import RunJournal
 from orchestrator.storage.store import ArtifactStore
 from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.workflows.definition import Workflow
-from orchestrator.workflows.workflow_tasks import WorkflowGraph
+from orchestrator.workflows.workflow_tasks import WorkflowTaskGraph
 
 from .agent import ask_for_approval, execute_tasks
 
@@ -48,10 +48,10 @@ class WorkflowParts:
     cancel_events: dict[str, threading.Event] = field(default_factory=dict)
 
 
-def task_graph(parts: WorkflowParts, state: WorkflowState) -> WorkflowGraph:
+def task_graph(parts: WorkflowParts, state: WorkflowState) -> WorkflowTaskGraph:
     workflow = Workflow.from_dict(state["workflow"], source=state["workflow"].get("name", "workflow"))
     workflow.validate(parts.registry)  # a tool may have changed since the run started
-    return WorkflowGraph(workflow, parts.registry, parts.store, state["session"], state["run"], state["bindings"])
+    return WorkflowTaskGraph(workflow, parts.registry, parts.store, state["session"], state["run"], state["bindings"])
 
 
 def build_workflow_graph(parts: WorkflowParts) -> StateGraph:

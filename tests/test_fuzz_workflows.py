@@ -24,7 +24,7 @@ from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.workflows.conditions import parse_condition
 from orchestrator.workflows.definition import Condition, Workflow, WorkflowError
 from orchestrator.workflows.graph_drawing import to_mermaid
-from orchestrator.workflows.workflow_tasks import WorkflowGraph, evaluate_condition
+from orchestrator.workflows.workflow_tasks import WorkflowTaskGraph, evaluate_condition
 
 REGISTRY = ToolRegistry.default()
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.yaml"))
@@ -121,7 +121,7 @@ def check_loads(text: str) -> Workflow | None:
     assert again.fingerprint() == workflow.fingerprint()
     nodes, edges = workflow.drawing()
     assert "flowchart" in to_mermaid(nodes, edges, title=workflow.name)
-    graph = WorkflowGraph(workflow, REGISTRY, None, "session", "run", {})
+    graph = WorkflowTaskGraph(workflow, REGISTRY, None, "session", "run", {})
     assert set(graph.order) == set(workflow.nodes)
     return workflow
 

@@ -64,7 +64,7 @@ def test_an_alias_bomb_is_refused_at_the_alias_by_the_command_line_within_bounde
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
         from orchestrator.cli import main
-        sys.exit(main(["graph", "validate", {str(path)!r}]))
+        sys.exit(main(["workflow", "validate", {str(path)!r}]))
     """)
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 2, done.stderr[-2000:]
@@ -190,7 +190,7 @@ def test_graph_show_writes_a_name_with_slashes_into_the_current_folder(cli_home,
     monkeypatch.chdir(here)
     path = cli_home / "evil.yaml"
     path.write_text("name: ../../../escaped\n" + GOOD_NODES)
-    assert main(["graph", "show", str(path)]) == 0
+    assert main(["workflow", "show", str(path)]) == 0
     assert (here / "escaped.png").is_file()
     assert [p.relative_to(cli_home) for p in cli_home.rglob("*.png")] == [Path("a/b/c/escaped.png")]
 
@@ -269,7 +269,7 @@ def test_graph_run_refuses_bad_input_files_in_one_line(cli_home, capsys, value, 
     (cli_home / "binary.bin").write_bytes(bytes(range(256)) * 4)
     path = cli_home / "wf.yaml"
     path.write_text("inputs: {note: text}\nnodes:\n  wait: {tool: stub-wait, args: {a: $note, seconds: 0}}\n")
-    assert main(["graph", "run", str(path), "--input", "note=" + value.format(tmp=cli_home), "--json"]) == 2
+    assert main(["workflow", "run", str(path), "--input", "note=" + value.format(tmp=cli_home), "--json"]) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) <= 2, err
     assert all(word.lower() in err.lower() for word in words), err
@@ -284,7 +284,7 @@ def test_graph_run_takes_text_as_the_words_and_reads_a_file_only_with_at(cli_hom
                     "outputs:\n  said: $wait.text\n")
     texts = []
     for value in (str(cli_home / "note.txt"), "@" + str(cli_home / "note.txt"), "@@home"):
-        assert main(["graph", "run", str(path), "--input", f"note={value}", "--out", str(cli_home / "out"),
+        assert main(["workflow", "run", str(path), "--input", f"note={value}", "--out", str(cli_home / "out"),
                      "--json"]) == 0
         capsys.readouterr()
         texts.append((cli_home / "out" / "said.txt").read_text())

@@ -3,7 +3,7 @@
     anymoda run "REQUEST" [--file F ...] [--out DIR]  plan, run and answer a request (live task tree)
     anymoda chat [--session ID]                   multi-turn; /attach FILE; earlier outputs stay referable
     anymoda runs list|show RUN|resume RUN         a run's plan, tasks, timings, lineage; continue a run
-    anymoda graph validate|run|show|list|from-run  workflow files: type-check, run (or --batch a folder), draw
+    anymoda workflow validate|run|show|list|from-run  workflow files: type-check, run (or --batch a folder), draw
     anymoda train connector --task T --connector C  train the native path (encoder -> connector -> LLM)
     anymoda tools [--json]                       what is registered, and whether it can run here
     anymoda models list|pull|remove              which models are here; fetch them from the hub; delete them
@@ -52,7 +52,7 @@ from ..storage.store import ArtifactStore
 from ..tooling.registry import ToolRegistry
 from .agent_commands import add_agent_commands, print_table
 from .model_commands import add_models_commands
-from .workflow_commands import add_graph_commands
+from .workflow_commands import add_workflow_commands
 
 CLI_SESSION = "cli"
 console = Console(stderr=True)
@@ -457,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
     add_agent_commands(commands)
-    add_graph_commands(commands)
+    add_workflow_commands(commands)
     add_train_parser(commands)
     add_models_commands(commands)
     tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")

@@ -1,10 +1,10 @@
-"""``anymoda graph validate|run|show|list|from-run``: workflow files from the command line.
+"""``anymoda workflow validate|run|show|list|from-run``: workflow files from the command line.
 
-    anymoda graph validate graphs/grounded-segmentation.yaml      # file:line errors, exit 2 when invalid
-    anymoda graph run voice-question --input image=cat.png --input question=q.wav --out out/
-    anymoda graph run image-remix --batch photos/ --out results/ --jobs 2
-    anymoda graph show grounded-segmentation -o graph.png         # Mermaid on stdout, a PNG of the graph
-    anymoda graph from-run run-0123456789abcdef -o graphs/mine.yaml   # a planned run, re-runnable without the LLM
+    anymoda workflow validate graphs/grounded-segmentation.yaml   # file:line errors, exit 2 when invalid
+    anymoda workflow run voice-question --input image=cat.png --input question=q.wav --out out/
+    anymoda workflow run image-remix --batch photos/ --out results/ --jobs 2
+    anymoda workflow show grounded-segmentation -o workflow.png      # Mermaid on stdout, a PNG of the graph
+    anymoda workflow from-run run-0123456789abcdef -o workflows/mine.yaml  # a planned run, re-runnable without the LLM
 """
 
 from __future__ import annotations
@@ -87,9 +87,11 @@ def _orchestrator(args: argparse.Namespace) -> Orchestrator:
     return Orchestrator(planner=None, composer=None, approve_before=getattr(args, "approve_before", None) or ())
 
 
-def cmd_graph(args: argparse.Namespace) -> int:
+def cmd_workflow(args: argparse.Namespace) -> int:
     from .agent_commands import console, out
 
+    if args.command == DEPRECATED_NAME:
+        console.print(f"note: 'anymoda {DEPRECATED_NAME}' is now 'anymoda workflow'", highlight=False)
     try:
         return {"validate": _validate, "run": _run, "show": _show, "list": _list, "from-run": _from_run}[args.action](
             args, console, out)
@@ -209,7 +211,7 @@ def _show(args: argparse.Namespace, console: Any, out: Any) -> int:
 
 
 def _list(args: argparse.Namespace, console: Any, out: Any) -> int:
-    table = Table(title="shipped workflows (anymoda graph run NAME ...)")
+    table = Table(title="shipped workflows (anymoda workflow run NAME ...)")
     for column in ("name", "inputs", "nodes", "outputs", "description"):
         table.add_column(column, overflow="fold")
     for name, path in shipped_workflows().items():
@@ -231,18 +233,22 @@ def _from_run(args: argparse.Namespace, console: Any, out: Any) -> int:
                                   description=f"saved from {record.id}: {record.request}"[:300])
     path = workflow.save(args.output)
     out.print(f"saved {escape(str(path))}: inputs {', '.join(workflow.inputs) or 'none'}; "
-              f"run it with: anymoda graph run {escape(str(path))} "
+              f"run it with: anymoda workflow run {escape(str(path))} "
               + " ".join(f"--input {n}=..." for n in workflow.inputs), soft_wrap=True)
     return 0
 
 
-def add_graph_commands(commands: argparse._SubParsersAction) -> None:
-    graph = commands.add_parser("graph", help="workflow files: validate, run (one input or a folder), show, list")
-    actions = graph.add_subparsers(dest="action", required=True)
+DEPRECATED_NAME = "graph"
+
+
+def add_workflow_commands(commands: argparse._SubParsersAction) -> None:
+    workflow = commands.add_parser("workflow", aliases=[DEPRECATED_NAME],
+                                   help="workflow files: validate, run (one input or a folder), show, list")
+    actions = workflow.add_subparsers(dest="action", required=True)
     validate = actions.add_parser("validate", help="type-check workflow files against the tools (file:line errors)")
     validate.add_argument("files", nargs="+", help="workflow files or shipped workflow names")
     run = actions.add_parser("run", help="run a workflow on inputs, or over every file of a folder with --batch")
-    run.add_argument("workflow", help="a workflow file or a shipped workflow's name (anymoda graph list)")
+    run.add_argument("workflow", help="a workflow file or a shipped workflow's name (anymoda workflow list)")
     run.add_argument("--input", "-i", action="append", metavar="NAME=VALUE",
                      help="an input: a file (or artifact id) for media; the text itself for text and JSON written "
                           "out for json, or @FILE to read either from a file (@@ starts a literal @) (repeatable)")
@@ -264,4 +270,4 @@ def add_graph_commands(commands: argparse._SubParsersAction) -> None:
     from_run.add_argument("run")
     from_run.add_argument("--output", "-o", required=True, help="the workflow file to write")
     from_run.add_argument("--name", help="the workflow's name")
-    graph.set_defaults(handler=cmd_graph)
+    workflow.set_defaults(handler=cmd_workflow)

@@ -144,7 +144,7 @@ class TaskGraph(Protocol):
     def model(self, task_id: str) -> str | None: ...  # None: the tool's configured model
 
 
-class PlanGraph:
+class PlanTaskGraph:
     """A validated plan as a :class:`TaskGraph`."""
 
     def __init__(self, validated: ValidatedPlan):
@@ -198,7 +198,7 @@ class PlanExecutor:
     def execute(self, run_id: str, session: str, graph: ValidatedPlan | TaskGraph, *,
                 approvals: dict[str, bool] | None = None, cancel: threading.Event | None = None) -> dict[str, TaskResult]:
         if isinstance(graph, ValidatedPlan):
-            graph = PlanGraph(graph)
+            graph = PlanTaskGraph(graph)
         return RunScheduler(self, run_id, session, graph, approvals or {}, cancel or threading.Event()).run()
 
 

@@ -43,7 +43,7 @@ def item_task(node: str, index: int) -> str:
     return f"{node}[{index}]"
 
 
-class WorkflowGraph:
+class WorkflowTaskGraph:
     """The :class:`~orchestrator.execution.executor.TaskGraph` of one workflow run (see the module docstring).
 
     ``bindings`` maps every input name to an artifact id of this ``session`` (see
