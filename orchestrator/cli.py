@@ -46,6 +46,7 @@ from .codecs import EXTENSION_KINDS, check_input_file, file_reference, json_argu
 from .config import current_settings
 from .errors import AnymodaError, InvalidInputError, shown, shown_path
 from .registry import ToolRegistry
+from .serving.cli import add_serving_commands
 from .store import ArtifactStore
 
 CLI_SESSION = "cli"
@@ -449,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_commands(commands)
     add_train_parser(commands)
     add_models_commands(commands)
+    add_serving_commands(commands)
     tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")
     tools.add_argument("--json", action="store_true", help="print full tool cards with JSON schemas")
     tools.set_defaults(handler=cmd_tools)
