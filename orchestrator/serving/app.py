@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AnymodaError, ArtifactNotFoundError, InvalidInputError
 from .errors import ApiError
-from .limits import BodySizeLimit, retry_after
+from .limits import BODY_EXCEEDED, BodySizeLimit, body_too_large_message, retry_after
 from .media_input import PayloadTooLarge
 from .state import MODEL_ID, Caller, ServerState
 from .tenancy import NotFound
@@ -175,7 +175,12 @@ async def read_json(request: Request, model: type[BaseModel] | None = None) -> A
     if content_type not in JSON_TYPES:
         raise ApiError(415, f"send the body as application/json, not {content_type or 'no content type'}",
                        "invalid_request_error", "unsupported_media_type")
-    body = await request.body()
+    try:
+        body = await request.body()
+    except Exception:
+        if BODY_EXCEEDED in request.scope:
+            raise ApiError(413, body_too_large_message(request.scope[BODY_EXCEEDED]), "request_too_large") from None
+        raise
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from .errors import ApiError
+from .limits import BODY_EXCEEDED, body_too_large_message
 from .media_input import check_media, kind_of_mime, safe_filename
 from .state import Caller, ServerState, file_reference
 from .tenancy import files_session
@@ -39,6 +40,8 @@ def add_file_routes(app: FastAPI, state: ServerState, caller) -> None:
         except ApiError:
             raise
         except Exception as exc:  # the multipart parser's own complaints (malformed, too many parts)
+            if BODY_EXCEEDED in request.scope:
+                raise ApiError(413, body_too_large_message(request.scope[BODY_EXCEEDED]), "request_too_large") from None
             raise ApiError(400, f"the multipart body cannot be read: {getattr(exc, 'detail', exc)}") from None
         try:
             upload = form.get("file")

@@ -116,7 +116,8 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge()
+                    scope[BODY_EXCEEDED] = limit  # parsers may wrap the exception; the flag survives that
+                    raise BodyTooLarge()
             return message
 
         async def tracking_send(message):
@@ -127,13 +128,21 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _reply(send, 413, f"the request body is over the limit of {limit:,} bytes", "request_too_large")
+        except Exception:
+            if BODY_EXCEEDED not in scope or started:
+                raise
+            await _reply(send, 413, body_too_large_message(limit), "request_too_large")
 
 
-class _BodyTooLarge(Exception):
+BODY_EXCEEDED = "anymoda.body_exceeded"
+
+
+class BodyTooLarge(Exception):
     pass
+
+
+def body_too_large_message(limit: int) -> str:
+    return f"the request body is over the limit of {limit:,} bytes"
 
 
 async def _reply(send, status: int, message: str, kind: str) -> None:
