@@ -5,7 +5,7 @@
     POST /v1/threads/{thread_id}/runs                 start a run in the background -> the run
     POST /v1/threads/{thread_id}/runs/stream          start a run, its events as server-sent events
     POST /v1/threads/{thread_id}/runs/wait            start a run, answer when it ends (or waits)
-    GET  /v1/threads/{thread_id}/runs                 the thread's runs
+    GET  /v1/threads/{thread_id}/runs                 the thread's runs, newest first
     GET  /v1/threads/{thread_id}/runs/{run_id}        the run: status, answer, outputs, pending approvals
     GET  /v1/threads/{thread_id}/runs/{run_id}/stream join a run: every event so far, then live ones
     POST /v1/threads/{thread_id}/runs/{run_id}/cancel
@@ -188,6 +188,7 @@ def add_thread_routes(app: FastAPI, state: ServerState, caller) -> None:
     def list_runs(thread_id: str, who: Caller = Depends(caller), limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
         tenancy.thread(who.tenant, thread_id)
         records = state.orchestrator.journal.runs(session=thread_session(who.tenant, thread_id), limit=limit)
+        records.reverse()  # newest first, as LangGraph lists a thread's runs
         return [{"run_id": r.id, "thread_id": thread_id, "status": r.status, "request": r.request,
                  "created_at": r.created_at, "updated_at": r.updated_at} for r in records]
 
