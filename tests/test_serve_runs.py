@@ -165,3 +165,21 @@ def test_metrics_count_requests_and_runs(api):
     text = api.get("/metrics").text
     assert 'anymoda_http_requests_total{method="POST",route="/v1/threads/{thread_id}/runs/wait",status="200"}' in text
     assert 'anymoda_runs_finished_total{status="done"}' in text and "anymoda_runs_active" in text
+
+
+def test_boxes_are_previewed_over_their_image_and_a_plan_runs_on_the_threads_artifacts(api):
+    tid = api.post("/v1/threads", json={}).json()["thread_id"]
+    painted = api.post(f"/v1/threads/{tid}/runs/wait", json={"input": {"message": "paint it red"}}).json()
+    image_id = painted["artifacts"][0]
+    plan = {"tasks": [{"id": "find", "tool": "stub-find", "args": {"image": image_id}}]}
+    found = api.post(f"/v1/threads/{tid}/runs/wait", json={"input": {"message": "find the squares"}, "plan": plan}).json()
+    assert found["status"] == "done", found
+    boxes = next(f for f in found["files"] if f["kind"] == "detections")
+    assert boxes["preview_url"] == f"/v1/artifacts/{boxes['artifact']}/preview"
+    drawn = Image.open(io.BytesIO(api.get(boxes["preview_url"]).content))
+    assert drawn.size == (32, 32) and drawn.convert("RGB").getpixel((16, 16)) == (255, 0, 0)
+    assert drawn.convert("RGB").getpixel((0, 0)) != (255, 0, 0)  # the box's outline is drawn over the edge
+    text = next(f for f in found["files"] if f["kind"] == "text")
+    assert text["preview_url"] is None and api.get(f"/v1/artifacts/{text['artifact']}/preview").status_code == 422
+    other = api.post("/v1/threads", json={}).json()["thread_id"]  # the same tenant's other thread cannot plan on it
+    assert api.post(f"/v1/threads/{other}/runs/wait", json={"input": {"message": "x"}, "plan": plan}).status_code == 404

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from importlib import resources
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -134,6 +133,13 @@ def create_app(state: ServerState) -> FastAPI:
         return Response(state.store.read_bytes(found.id, session=found.session), media_type=found.mime,
                         headers={"Content-Disposition": f'attachment; filename="{download_name(found)}"'})
 
+    @app.get("/v1/artifacts/{artifact_id}/preview")
+    def artifact_preview(artifact_id: str, who: Caller = Depends(caller)) -> Response:
+        """A picture of an artifact that is not one: boxes or masks drawn over their image, a series plotted,
+        a sound's spectrogram (what ``anymoda render`` draws)."""
+        found = state.tenancy.check_artifact(who.tenant, artifact_id, state.store)
+        return Response(preview_png(state, found), media_type="image/png")
+
     from .files import add_file_routes
     from .openai_chat import add_chat_routes
     from .threads import add_thread_routes
@@ -181,6 +187,14 @@ async def read_json(request: Request, model: type[BaseModel] | None = None) -> A
         if BODY_EXCEEDED in request.scope:
             raise ApiError(413, body_too_large_message(request.scope[BODY_EXCEEDED]), "request_too_large") from None
         raise
+    if len(body) > 64 * 1024:  # parsing megabytes of base64 media would stall every other request
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(parse_json, body, model)
+    return parse_json(body, model)
+
+
+def parse_json(body: bytes, model: type[BaseModel] | None) -> Any:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -227,5 +241,30 @@ def download_name(artifact: Any) -> str:
     return safe_filename(artifact.metadata.get("name"), f"{artifact.id}{extension_for(artifact.mime)}")
 
 
-def web_asset(name: str) -> bytes:
-    return resources.files("orchestrator.serving").joinpath("web", name).read_bytes()
+def preview_png(state: ServerState, artifact: Any) -> bytes:
+    import io
+
+    from .. import render
+    from ..artifacts import ArtifactKind
+
+    store, session = state.store, artifact.session
+    value = store.load(artifact.id, session=session)
+    if artifact.kind in (ArtifactKind.DETECTIONS, ArtifactKind.MASKS):
+        image = next((a for a in store.ancestors(artifact.id, session=session) if a.kind is ArtifactKind.IMAGE), None)
+        if image is None:
+            raise ApiError(422, f"{artifact.id} has no image among its ancestors to draw on", "unprocessable_error")
+        base = store.load(image.id, session=session)
+        picture = (render.draw_detections(base, value) if artifact.kind is ArtifactKind.DETECTIONS
+                   else render.overlay_masks(base, value))
+    elif artifact.kind is ArtifactKind.TIME_SERIES:
+        picture = render.plot_time_series(value, title=artifact.id)
+    elif artifact.kind is ArtifactKind.AUDIO:
+        picture = render.spectrogram(value, title=artifact.id)
+    elif artifact.kind is ArtifactKind.IMAGE:
+        picture = value
+    else:
+        raise ApiError(422, f"{artifact.kind.value} artifacts are read, not drawn; GET /v1/artifacts/{artifact.id}/content",
+                       "unprocessable_error")
+    buffer = io.BytesIO()
+    picture.convert("RGBA" if picture.mode in ("RGBA", "LA", "P") else "RGB").save(buffer, "PNG")
+    return buffer.getvalue()

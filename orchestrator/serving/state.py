@@ -115,4 +115,6 @@ class ServerState:
 
 
 def file_reference(record: FileRecord) -> dict[str, Any]:
-    return {**record.to_openai(), "url": f"/v1/files/{record.id}/content"}
+    drawn = record.kind in ("detections", "masks", "time_series")
+    return {**record.to_openai(), "url": f"/v1/files/{record.id}/content", "artifact": record.artifact,
+            "preview_url": f"/v1/artifacts/{record.artifact}/preview" if drawn else None}

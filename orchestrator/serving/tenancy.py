@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import Artifact, is_artifact_id
-from ..errors import shown
+from ..errors import InvalidInputError, shown
 from ..journal import RUN_ID, RunRecord
 from .auth import ServingDatabase, check_tenant_name, serving_database
 
@@ -125,9 +125,12 @@ class Tenancy:
 
     # ------------------------------------------------------------------ threads
 
-    def check_thread_id(self, value: object) -> str:
+    @staticmethod
+    def check_thread_id(value: object) -> str:
+        """A thread id a client chose (in a body): malformed is the client's error, not a missing thread."""
         if not isinstance(value, str) or not THREAD_ID.fullmatch(value):
-            raise NotFound("thread", value)
+            raise InvalidInputError(f"a conversation (thread) id is 1-64 letters, digits, '_' and '-', starting with a "
+                                    f"letter or digit; got {shown(value)}")
         return value
 
     def ensure_thread(self, tenant: str, thread_id: str, metadata: dict[str, Any] | None = None) -> ThreadRecord:

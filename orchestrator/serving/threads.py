@@ -164,7 +164,7 @@ def add_thread_routes(app: FastAPI, state: ServerState, caller) -> None:
 
         run_id, events = await run_in_threadpool(prepare)
         channel = await state.runs.start(run_id, who.tenant, who.key.id, state.limits.concurrent_runs(who.key), events)
-        tenancy.ensure_thread(who.tenant, thread_id)  # touches updated_at: the thread is the newest
+        await run_in_threadpool(tenancy.ensure_thread, who.tenant, thread_id)  # updated_at: the thread is the newest
         return run_id, channel
 
     @app.post("/v1/threads/{thread_id}/runs")

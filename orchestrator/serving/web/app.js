@@ -115,8 +115,11 @@ async function outputElement(file) {
   const url = URL.createObjectURL(blob);
   const download = element("a", { class: "download", href: url, download: file.filename, text: `download ${file.filename}` });
   let preview = null;
-  if (file.kind === "image" || file.kind === "masks" && file.mime_type.startsWith("image/")) {
+  if (file.kind === "image") {
     preview = element("img", { class: "output", src: url, alt: file.filename });
+  } else if (file.preview_url) {  // boxes, masks, series: drawn by the server over their image
+    const drawn = URL.createObjectURL(await (await api(file.preview_url)).blob());
+    preview = element("img", { class: "output preview", src: drawn, alt: `${file.kind} ${file.filename}` });
   } else if (file.kind === "audio") {
     preview = element("audio", { class: "output", src: url, controls: "" });
   } else if (file.kind === "text" && blob.size < 100000) {
