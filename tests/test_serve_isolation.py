@@ -145,3 +145,24 @@ def test_a_revoked_key_gets_401_on_its_next_request(server):
     assert re.fullmatch(r"amk_[A-Za-z0-9_-]{43}", secret)
     stored = b"".join(p.read_bytes() for p in server.home.glob("serving.sqlite*"))  # the WAL too
     assert secret.encode() not in stored and record.id.encode() in stored  # kept hashed only
+
+
+def test_another_tenants_file_or_artifact_is_not_a_workflow_input(world):
+    b = world["b"]
+    thread = b.post("/v1/threads", json={}).json()["thread_id"]
+    workflow = "name: w\ninputs:\n  image: {kind: image}\nnodes:\n  up: {tool: stub-brighten, args: {image: $image}}\n" \
+               "outputs:\n  picture: $up.image\n"
+    for value in (world["file"], world["output_file"], "image-" + "0" * 16):
+        response = b.post(f"/v1/threads/{thread}/runs/wait", json={"assistant_id": "workflow", "workflow_yaml": workflow,
+                                                                   "input": {"image": value}})
+        assert response.status_code == 404, response.text
+
+
+def test_the_page_is_public_and_holds_no_data(server):
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and "<script src=\"/web/app.js\"" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    script = httpx.get(server.url + "/web/app.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert "Authorization" in script.text and "http://" not in script.text and "https://" not in script.text  # no CDN
+    assert httpx.get(server.url + "/web/secret.txt").status_code == 404
