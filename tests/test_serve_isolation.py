@@ -3,7 +3,6 @@ of tenant A's by any route; a foreign id answers exactly like one that does not 
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 

@@ -5,7 +5,6 @@ Screenshots go to the test's tmp dir."""
 
 from __future__ import annotations
 
-import io
 import shutil
 
 import pytest

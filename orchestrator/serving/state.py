@@ -12,7 +12,7 @@ from ..agent import Orchestrator
 from ..artifacts import Artifact
 from .auth import ApiKey, KeyStore
 from .errors import ApiError
-from .limits import RateLimiter, RunSlots, ServeLimits
+from .limits import RateLimiter, ServeLimits
 from .runs import RunManager
 from .tenancy import FileRecord, Tenancy
 
