@@ -178,3 +178,8 @@ def start_server(home: Path, *extra: str, timeout: float = 60.0) -> Server:
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"the server did not answer /health in {timeout} s: {log.read_text()[-3000:]}")
+
+
+def build_real_tools(settings) -> Orchestrator:
+    """The real built-in tools, no planner and no LLM composer: runs are given their plans or workflows."""
+    return Orchestrator(settings=settings, registry=ToolRegistry.default(), planner=None, composer=Composer(None))

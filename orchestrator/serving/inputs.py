@@ -31,6 +31,7 @@ MAX_TEXT_CHARS = 20_000
 class TurnInput:
     text: str = ""
     parts: list[MediaPart] = field(default_factory=list)
+    file_ids: list[str | None] = field(default_factory=list)  # beside parts: the file each came from, if any
 
     @property
     def media_bytes(self) -> int:
@@ -161,9 +162,35 @@ def agent_turn(state: ServerState, caller: Caller, thread_id: str, turn: TurnInp
 
     def events() -> Iterator[Event]:
         artifacts = store_parts(state.store, turn.parts, session)
-        yield from state.orchestrator.stream(turn.text, files=artifacts, session=session, run_id=run_id, plan=plan)
+        copies = {f: a.id for f, a in zip(turn.file_ids, artifacts) if f is not None}
+        given = substitute_ids(plan, copies) if plan is not None else None
+        yield from state.orchestrator.stream(turn.text, files=artifacts, session=session, run_id=run_id, plan=given)
 
     return events
+
+
+def file_ids_in(value: Any) -> list[str]:
+    """File ids a plan names as whole string values (each becomes the run's copy of that file)."""
+    found: list[str] = []
+    if isinstance(value, str) and FILE_ID.fullmatch(value):
+        found.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            found += file_ids_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += file_ids_in(item)
+    return list(dict.fromkeys(found))
+
+
+def substitute_ids(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return mapping.get(value, value)
+    if isinstance(value, dict):
+        return {k: substitute_ids(v, mapping) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_ids(v, mapping) for v in value]
+    return value
 
 
 def workflow_bindings(state: ServerState, caller: Caller, thread_id: str, workflow: Any,

@@ -18,6 +18,7 @@
     GET  /v1/workflows                                the shipped workflows this server's tools can run
 
 A run's body: ``{"assistant_id": "agent", "input": {"message": ..., "files": [file ids]}, "plan": {...}}``
+(a plan's arguments may name the caller's file ids: the run gets a copy of each and the plan uses it)
 or ``{"assistant_id": "workflow:<shipped name>" | "workflow", "workflow_yaml": "...", "input": {name: value}}``.
 """
 
@@ -34,8 +35,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..journal import new_run_id
 from .errors import ApiError
-from .inputs import (TurnInput, agent_turn, check_named_artifacts, check_plan_artifacts, file_part, workflow_bindings,
-                     workflow_turn)
+from .inputs import (TurnInput, agent_turn, check_named_artifacts, check_plan_artifacts, file_ids_in, file_part,
+                     workflow_bindings, workflow_turn)
 from .state import Caller, ServerState
 from .tenancy import thread_session
 
@@ -150,10 +151,11 @@ def add_thread_routes(app: FastAPI, state: ServerState, caller) -> None:
                 if not isinstance(message, str) or not isinstance(files, list) or len(files) > state.limits.max_message_parts:
                     raise ApiError(400, f"input.message must be text and input.files a list of at most "
                                         f"{state.limits.max_message_parts} file ids")
-                turn = TurnInput(message, [file_part(state, who, f) for f in files])
-                check_named_artifacts(state, who, thread_id, message)
-                if body.plan is not None:
+                if body.plan is not None:  # a plan may name the caller's files; the run gets its own copies
+                    files = list(dict.fromkeys([*files, *file_ids_in(body.plan)]))
                     check_plan_artifacts(state, who, thread_id, body.plan)
+                turn = TurnInput(message, [file_part(state, who, f) for f in files], list(files))
+                check_named_artifacts(state, who, thread_id, message)
                 return run_id, agent_turn(state, who, thread_id, turn, run_id, body.plan)
             if body.assistant_id.startswith("workflow"):
                 workflow = load_requested_workflow(state, body)
