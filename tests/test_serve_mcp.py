@@ -112,3 +112,24 @@ def test_streamable_http_needs_a_key_and_keeps_tenants_apart(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_stdio_on_the_real_tools_lists_the_shipped_workflows_and_reads_a_csv(tmp_path):
+    params = stdio_params(tmp_path / "home")
+    params.args[params.args.index("serve_harness:build_orchestrator")] = "serve_harness:build_real_tools"
+    csv = "t,v\n" + "".join(f"{i},{0.5 * i:.2f}\n" for i in range(60))
+
+    async def session():
+        async with Client(params, read_timeout_seconds=120) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert "workflow-time-series-report" in tools and "time-series-description" in tools
+            report = tools["workflow-time-series-report"].input_schema
+            assert report["required"] == ["series"] and "data: URL" in report["properties"]["series"]["description"]
+            result = await client.call_tool("time-series-description", {
+                "series": "data:text/csv;base64," + base64.b64encode(csv.encode()).decode()})
+            assert not result.is_error, result.content
+            text = " ".join(b.text for b in result.content if b.type == "text")
+            assert "60 points" in text and "upward trend of +0.5" in text
+            assert any(b.type == "image" for b in result.content)  # the plot
+
+    anyio.run(session)

@@ -132,6 +132,22 @@ def test_streaming_gives_text_deltas_and_the_runs_task_events(client):
     assert final["status"] == "done" and final["files"][0]["kind"] == "image"
 
 
+def test_the_clients_stream_helper_and_async_client_work(client, server):
+    with client.chat.completions.stream(model="anymoda", messages=[{"role": "user", "content": "paint it red"}]) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    assert "paint it red" in final.choices[0].message.content
+
+    async def ask():
+        async_client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key=client.api_key, max_retries=0)
+        return await async_client.chat.completions.create(model="anymoda", messages=[{"role": "user", "content": "say hi"}])
+
+    import asyncio
+
+    assert asyncio.run(ask()).choices[0].message.audio.id.startswith("file-")
+
+
 def test_the_tools_route_gives_each_tools_json_schema(server, client):
     import httpx
 
