@@ -110,6 +110,7 @@ def test_malformed_requests_are_400_and_store_nothing(server, api):
     refused(api.post("/v1/threads", json={"metadata": {"x": "y" * 5000}}), 400)
     refused(api.post("/v1/threads", json={"surprise": 1}), 400)
     assert api.get("/v1/files").json()["data"] == [] and stored(server) == before
+    assert api.get("/v1/threads").json() == []  # not even an empty conversation
 
 
 def test_an_unknown_model_is_404_model_not_found(api):

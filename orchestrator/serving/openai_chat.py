@@ -67,25 +67,27 @@ def add_chat_routes(app: FastAPI, state: ServerState, caller) -> None:
         def prepare():
             turn = parse_message_content(state, who, last.content)
             if body.conversation is not None:
-                thread = state.tenancy.ensure_thread(who.tenant, state.tenancy.check_thread_id(body.conversation))
+                thread_id = state.tenancy.check_thread_id(body.conversation)
             else:
-                thread = state.tenancy.new_thread(who.tenant, {"source": "chat"})
-            check_named_artifacts(state, who, thread.id, turn.text)
-            return turn, thread
+                thread_id = f"thread-{secrets.token_hex(8)}"
+            check_named_artifacts(state, who, thread_id, turn.text)
+            return turn, thread_id
 
-        turn, thread = await run_in_threadpool(prepare)
+        turn, thread_id = await run_in_threadpool(prepare)
         run_id = new_run_id()
         channel = await state.runs.start(run_id, who.tenant, who.key.id, state.limits.concurrent_runs(who.key),
-                                         agent_turn(state, who, thread.id, turn, run_id))
+                                         agent_turn(state, who, thread_id, turn, run_id))
+        # Recorded once the run has begun, so a refused request leaves no empty conversation behind.
+        await run_in_threadpool(state.tenancy.ensure_thread, who.tenant, thread_id, {"source": "chat"})
         completion_id = f"chatcmpl-{secrets.token_hex(12)}"
         created = int(time.time())
-        headers = {"X-Anymoda-Conversation": thread.id, "X-Anymoda-Run": run_id}
+        headers = {"X-Anymoda-Conversation": thread_id, "X-Anymoda-Run": run_id}
         if not body.stream:
             async for _ in channel.follow():
                 pass
-            payload = await run_in_threadpool(completion, state, who, thread.id, run_id, completion_id, created)
+            payload = await run_in_threadpool(completion, state, who, thread_id, run_id, completion_id, created)
             return JSONResponse(payload, headers=headers)
-        return StreamingResponse(stream_chunks(state, who, channel, thread.id, run_id, completion_id, created),
+        return StreamingResponse(stream_chunks(state, who, channel, thread_id, run_id, completion_id, created),
                                  media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
 
 

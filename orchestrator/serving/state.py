@@ -106,8 +106,10 @@ class ServerState:
         if existing is not None:
             return existing
         from ..store import extension_for
+        from .media_input import safe_filename
 
-        name = str(artifact.metadata.get("name") or f"{artifact.id}{extension_for(artifact.mime)}")
+        # The name goes into Content-Disposition headers: only the characters safe_filename keeps.
+        name = safe_filename(artifact.metadata.get("name"), f"{artifact.id}{extension_for(artifact.mime)}")
         return self.tenancy.add_file(caller.tenant, artifact, name, "assistants_output")
 
     def not_found(self, error: LookupError) -> ApiError:
