@@ -122,3 +122,13 @@ def test_a_wrong_key_is_told_and_nothing_is_listed(browser, server):
     sync_api.expect(page.locator("#key-state")).to_contain_text("invalid or revoked")
     assert page.locator("#threads li").count() == 0
     page.close()
+
+
+def test_task_events_show_live_while_the_run_works(page):
+    page.fill("#message", "slow 1.5")
+    page.click("#send")
+    task = page.locator(".turn").last.locator(".task[data-task='t1']")
+    sync_api.expect(task).to_have_attribute("data-status", "running", timeout=10_000)  # before the run has ended
+    assert page.locator(".turn").last.get_attribute("data-status") is None
+    sync_api.expect(task).to_have_attribute("data-status", "done", timeout=20_000)
+    sync_api.expect(page.locator(".turn").last.locator("pre.output")).to_have_text("slept")
