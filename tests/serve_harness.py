@@ -87,7 +87,7 @@ SERVE_TOOLS = (*STUB_TOOLS, StubTone, StubLouder, StubPost)
 class RulePlanner:
     """Plans by keyword, so the tests check the server, not an LLM:
     'slow N' waits N seconds; 'post' publishes (waits for approval); 'louder' with a sound in the
-    conversation makes it louder; 'tone' or 'say' makes a sound; an image offered is brightened;
+    conversation makes it louder; 'tone', 'say' or 'out loud' makes a sound; an image offered is brightened;
     anything else paints the colour named."""
 
     def __init__(self, registry: ToolRegistry):
@@ -103,7 +103,7 @@ class RulePlanner:
             task = {"id": "t1", "tool": "stub-post", "args": {"text": request}}
         elif "louder" in words and audio is not None:
             task = {"id": "t1", "tool": "stub-louder", "args": {"audio": audio.id}}
-        elif "tone" in words or "say" in words:
+        elif "tone" in words or "say" in words or "out loud" in words:
             task = {"id": "t1", "tool": "stub-tone", "args": {"text": request}}
         elif image is not None:
             task = {"id": "t1", "tool": "stub-brighten", "args": {"image": image.id}}
