@@ -13,9 +13,9 @@ from pathlib import Path
 from PIL import Image
 
 from orchestrator.agent import Orchestrator
-from orchestrator.batch import run_batch
-from orchestrator.sample_inputs import receipt_image
-from orchestrator.workflow import Workflow
+from orchestrator.storage.sample_inputs import receipt_image
+from orchestrator.workflows.batch import run_batch
+from orchestrator.workflows.definition import Workflow
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("output") / "workflow_on_folder")
 folder = out / "receipts"

@@ -9,8 +9,6 @@ on first use, so that ``import orchestrator`` and ``anymoda --help`` stay fast) 
 from importlib import import_module, metadata
 from typing import Any
 
-from .artifacts import Artifact, ArtifactKind
-from .codecs import MediaLimits
 from .config import Settings, current_settings, use_settings
 from .errors import (
     AnymodaError,
@@ -23,12 +21,14 @@ from .errors import (
     ToolNotFoundError,
     ToolUnavailableError,
 )
-from .invoke import ToolRun, run_tool
-from .media import AudioClip, Detections, Masks, TimeSeries
-from .pool import ModelPool, default_pool
-from .registry import ToolRegistry
-from .store import ArtifactStore
-from .tool import Availability, Input, Output, OutputValue, Param, Tool
+from .models.pool import ModelPool, default_pool
+from .storage.artifacts import Artifact, ArtifactKind
+from .storage.codecs import MediaLimits
+from .storage.media import AudioClip, Detections, Masks, TimeSeries
+from .storage.store import ArtifactStore
+from .tooling.invoke import ToolRun, run_tool
+from .tooling.registry import ToolRegistry
+from .tooling.tool import Availability, Input, Output, OutputValue, Param, Tool
 
 try:
     __version__ = metadata.version("anymoda")
@@ -37,10 +37,10 @@ except metadata.PackageNotFoundError:  # run from a source tree that was never i
 
 # Public names whose modules pull in LangGraph, the LLM stack or YAML: imported when first asked for.
 _LAZY = {
-    "Orchestrator": ".agent", "Session": ".agent", "RunResult": ".agent", "Event": ".events",
-    "Planner": ".planner", "Composer": ".compose", "Workflow": ".workflow", "Pipeline": ".pipeline",
-    "step": ".pipeline", "item": ".pipeline", "pipeline_function": ".pipeline", "run_batch": ".batch",
-    "WeightlessTool": ".tool",
+    "Orchestrator": ".agent", "Session": ".agent", "RunResult": ".agent", "Event": ".execution.events",
+    "Planner": ".planning.planner", "Composer": ".execution.compose", "Workflow": ".workflows.definition",
+    "Pipeline": ".workflows.pipeline", "step": ".workflows.pipeline", "item": ".workflows.pipeline",
+    "pipeline_function": ".workflows.pipeline", "run_batch": ".workflows.batch", "WeightlessTool": ".tooling.tool",
 }
 
 

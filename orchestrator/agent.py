@@ -28,20 +28,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import Artifact, ArtifactKind, is_artifact_id
-from .compose import ARTIFACT_ID_IN_TEXT, Composer
 from .config import Settings, current_settings
 from .errors import AnymodaError, InvalidInputError
-from .events import Event
-from .executor import ExecutionPolicy, PlanExecutor, TaskResult
-from .journal import (FINISHED_RUN_STATUSES, LeaseLostError, RunJournal, RunRecord, check_run_id, check_session_id,
-                      new_run_id)
-from .plan import Plan
-from .recovery import Unavailable
-from .registry import ToolRegistry
-from .runner import LocalTaskRunner, TaskRunner
-from .store import ArtifactStore, enable_wal
-from .token_budget import check_request_size
+from .execution.compose import ARTIFACT_ID_IN_TEXT, Composer
+from .execution.events import Event
+from .execution.executor import ExecutionPolicy, PlanExecutor, TaskResult
+from .execution.journal import (
+    FINISHED_RUN_STATUSES,
+    LeaseLostError,
+    RunJournal,
+    RunRecord,
+    check_run_id,
+    check_session_id,
+    new_run_id,
+)
+from .execution.recovery import Unavailable
+from .execution.runner import LocalTaskRunner, TaskRunner
+from .planning.plan import Plan
+from .planning.token_budget import check_request_size
+from .storage.artifacts import Artifact, ArtifactKind, is_artifact_id
+from .storage.store import ArtifactStore, enable_wal
+from .tooling.registry import ToolRegistry
 
 DEFAULT_SESSION = "default"
 RECENT_TURNS = 4  # turns shown verbatim to the planner and composer; older ones are summarised
@@ -127,10 +134,10 @@ class Orchestrator:
     def planner(self):
         with self._lock:
             if self._planner is None and self._planner_spec == "default":
-                from .planner import Planner, llm_backend
-
                 from tools.attachment_traits import attachment_traits
                 from tools.native_chat import planner_perception
+
+                from .planning.planner import Planner, llm_backend
 
                 # The planner sees every tool, runnable here or not: a tool that cannot run is reported as
                 # unavailable (with how to fetch it) rather than silently replaced by one that can.
@@ -145,7 +152,7 @@ class Orchestrator:
     def composer(self) -> Composer:
         if self._composer is None:
             if self.settings.composer is not None:  # [composer] configured apart from the planner
-                from .planner import llm_backend
+                from .planning.planner import llm_backend
 
                 self._composer = Composer(llm_backend(self.settings.composer, self.settings))
             else:
@@ -278,8 +285,9 @@ class Orchestrator:
             if approve is None:
                 yield Event("run_interrupted", run_id, data={"waiting": snapshot.interrupts[0].value["tasks"]})
                 return
-            from graphs.agent import normalise_decision
             from langgraph.types import Command
+
+            from graphs.agent import normalise_decision
 
             waiting = snapshot.interrupts[0].value["tasks"]
             decision = approve(waiting) if callable(approve) else approve
@@ -344,10 +352,10 @@ class Orchestrator:
 
     def stream_workflow(self, workflow: Any, inputs: dict[str, Any] | None = None, *, session: str | None = None,
                         run_id: str | None = None) -> Iterator[Event]:
-        """Run a workflow (a :class:`~orchestrator.workflow.Workflow`, a workflow file's path, or a
-        :class:`~orchestrator.pipeline.Pipeline`) on ``inputs`` (input name -> file path, artifact,
+        """Run a workflow (a :class:`~orchestrator.workflows.workflow.Workflow`, a workflow file's path, or a
+        :class:`~orchestrator.workflows.pipeline.Pipeline`) on ``inputs`` (input name -> file path, artifact,
         literal or in-memory value), yielding its events. No planner is involved."""
-        from .workflow_tasks import bind_inputs
+        from .workflows.workflow_tasks import bind_inputs
 
         workflow = self.load_workflow(workflow)
         run_id = run_id or new_run_id()
@@ -366,7 +374,7 @@ class Orchestrator:
         return self._finish(self.stream_workflow(workflow, inputs, session=session, run_id=run_id), approve)
 
     def load_workflow(self, workflow: Any):
-        from .workflow import Workflow
+        from .workflows.definition import Workflow
 
         if isinstance(workflow, (str, os.PathLike)):
             return Workflow.load(workflow, self.registry)

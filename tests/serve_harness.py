@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from orchestrator.agent import Orchestrator
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.compose import Composer
-from orchestrator.media import AudioClip
-from orchestrator.plan import Plan, validate_plan
-from orchestrator.planner import Attempt, PlanResult
-from orchestrator.registry import ToolRegistry
-from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.tool import Input, Output, Param, WeightlessTool
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.execution.compose import Composer
+from orchestrator.storage.media import AudioClip
+from orchestrator.planning.plan import Plan, validate_plan
+from orchestrator.planning.planner import Attempt, PlanResult
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.tooling.stub_tools import STUB_TOOLS
+from orchestrator.tooling.tool import Input, Output, Param, WeightlessTool
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

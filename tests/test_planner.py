@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from orchestrator import AudioClip, InvalidInputError, ToolRegistry
-from orchestrator.planner import (
+from orchestrator.planning.planner import (
     OpenAICompatibleBackend,
     Planner,
     PlannerBackendError,
@@ -189,7 +189,7 @@ def test_no_json_is_a_clear_error():
 
 
 def test_json_planner_shows_demos_as_earlier_turns_in_json(endpoint_factory, registry, store):
-    from orchestrator.planner_retrieval import DemoSelector, lexical_embedder, load_demos
+    from orchestrator.planning.planner_retrieval import DemoSelector, lexical_embedder, load_demos
 
     endpoint = endpoint_factory(['{"tasks": [{"id": "t1", "tool": "text-to-speech", "args": {"text": "hi"}}]}'])
     planner = planner_for(endpoint, registry, store, demos=DemoSelector(load_demos(), lexical_embedder()), num_demos=2)
@@ -203,7 +203,7 @@ def test_json_planner_shows_demos_as_earlier_turns_in_json(endpoint_factory, reg
 
 
 def test_prefer_available_plans_only_with_tools_that_run_here(registry):
-    from orchestrator.tool import Availability
+    from orchestrator.tooling.tool import Availability
 
     class Here(registry.get("text-to-speech")):
         name = "speak-here"
@@ -233,8 +233,8 @@ def test_prefer_available_plans_only_with_tools_that_run_here(registry):
 
 
 def test_unasked_trailing_tasks_are_dropped_but_used_or_hinted_ones_kept(registry):
-    from orchestrator.plan import Plan, PlanTask
-    from orchestrator.planner import drop_unasked_tail
+    from orchestrator.planning.plan import Plan, PlanTask
+    from orchestrator.planning.planner import drop_unasked_tail
 
     def plan(*tools_args):
         return Plan(tuple(PlanTask(f"t{i}", tool, args) for i, (tool, args) in enumerate(tools_args, 1)))
@@ -272,7 +272,7 @@ def test_a_streamed_answer_arrives_piece_by_piece(endpoint_factory):
 def test_planner_settings_choose_the_backend(monkeypatch):
     from orchestrator.config import LLMSettings, Settings
     from orchestrator.errors import ConfigError
-    from orchestrator.planner import llm_backend
+    from orchestrator.planning.planner import llm_backend
 
     monkeypatch.setenv("MY_KEY", "sk-test")
     settings = Settings.from_dict({"planner": {"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "qwen",

@@ -21,15 +21,15 @@ from PIL import Image, ImageDraw
 
 from conftest import requires_offline_extra
 from orchestrator.agent import Orchestrator, RunResult
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.cli import main
-from orchestrator.cli_graph import shipped_workflows
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli.commands import main
+from orchestrator.cli.workflow_commands import shipped_workflows
 from orchestrator.config import Settings, current_settings, use_settings
-from orchestrator.journal import RunJournal
-from orchestrator.media import AudioClip, Detections, TimeSeries
-from orchestrator.sample_inputs import receipt_image
-from orchestrator.workflow import Workflow
-from orchestrator.workflow_tasks import MIN_CROP_PIXELS
+from orchestrator.execution.journal import RunJournal
+from orchestrator.storage.media import AudioClip, Detections, TimeSeries
+from orchestrator.storage.sample_inputs import receipt_image
+from orchestrator.workflows.definition import Workflow
+from orchestrator.workflows.workflow_tasks import MIN_CROP_PIXELS
 from tiny_llms import CHATML
 from tiny_tokenizers import CORPUS, bert_tokenizer
 

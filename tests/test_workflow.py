@@ -13,13 +13,13 @@ import pytest
 from PIL import Image, ImageDraw
 
 from orchestrator.agent import Orchestrator
-from orchestrator.batch import STATE_FILE, run_batch
-from orchestrator.compose import Composer
+from orchestrator.workflows.batch import STATE_FILE, run_batch
+from orchestrator.execution.compose import Composer
 from orchestrator.errors import InvalidInputError
-from orchestrator.pipeline import Pipeline, item, pipeline_function, step
-from orchestrator.registry import ToolRegistry
-from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.workflow import Workflow, WorkflowError
+from orchestrator.workflows.pipeline import Pipeline, item, pipeline_function, step
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.tooling.stub_tools import STUB_TOOLS
+from orchestrator.workflows.definition import Workflow, WorkflowError
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -431,7 +431,7 @@ def cli_home(tmp_path, monkeypatch):
 
 
 def test_cli_validate_run_batch_show(cli_home, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.commands import main
 
     good = cli_home / "squares.yaml"
     good.write_text(SQUARES)
@@ -482,7 +482,7 @@ def test_approval_before_a_tool_pauses_the_workflow_until_answered(settings, tmp
 
 
 def test_cli_saves_a_planned_run_as_a_workflow_and_shows_workflow_runs(cli_home, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.commands import main
     from orchestrator.config import current_settings
 
     orchestrator = Orchestrator(settings=current_settings(), registry=REGISTRY, planner=None, composer=Composer(None))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.artifacts import Artifact, ArtifactKind
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
 from orchestrator.errors import AnymodaError
 
 DOCUMENT, PHOTO, SPEECH, SOUND = "document", "photo", "speech", "sound"

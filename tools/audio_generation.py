@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import ToolExecutionError, ToolUnavailableError
-from orchestrator.media import AudioClip
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param
+from orchestrator.storage.media import AudioClip
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param
 
 from .image_generation import (
     LoadedPipeline,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolExecutionError
-from orchestrator.pool import measure_size
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.pool import measure_size
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 from .torch_runtime import seeded_torch, torch_dtype
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolUnavailableError
-from orchestrator.media import Detections
-from orchestrator.render import draw_detections
-from orchestrator.resolve import ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.storage.media import Detections
+from orchestrator.storage.render import draw_detections
+from orchestrator.models.resolve import ModelSource
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 from .torch_runtime import torch_dtype
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolExecutionError
-from orchestrator.media import Detections
-from orchestrator.pool import measure_size
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Availability, Input, Output, OutputValue, Param, Tool
+from orchestrator.storage.media import Detections
+from orchestrator.models.pool import measure_size
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.tooling.tool import Availability, Input, Output, OutputValue, Param, Tool
 
 from .captioning import transformers_hub_location
 from .ocr import OpticalCharacterRecognition

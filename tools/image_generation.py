@@ -19,10 +19,10 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolUnavailableError
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 from .torch_runtime import torch_dtype
 

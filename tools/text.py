@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import (
     InvalidInputError,
     ToolExecutionError,
     ToolUnavailableError,
 )
-from orchestrator.chat_tokens import end_of_turn_ids
-from orchestrator.packaged_llm import QWEN_CODER_05B, packaged_llm_locator
-from orchestrator.resolve import ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.planning.chat_tokens import end_of_turn_ids
+from orchestrator.models.packaged_llm import QWEN_CODER_05B, packaged_llm_locator
+from orchestrator.models.resolve import ModelSource
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 from .torch_runtime import seeded_torch, torch_dtype
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import (
     InvalidInputError,
     ToolExecutionError,
     ToolUnavailableError,
 )
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param
 
 from .image_generation import (
     LoadedPipeline,

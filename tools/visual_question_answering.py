@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolExecutionError
-from orchestrator.pool import measure_size
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.pool import measure_size
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 from .captioning import model_type, transformers_hub_location
 from .torch_runtime import torch_dtype

@@ -59,7 +59,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(AnymodaError)
     async def on_anymoda(request: Request, exc: AnymodaError):
-        from ..journal import RunBusyError
+        from ..execution.journal import RunBusyError
 
         if isinstance(exc, RunBusyError):
             return reply(ApiError(409, str(exc), "conflict"))
@@ -235,7 +235,7 @@ def artifact_json(artifact: Any) -> dict[str, Any]:
 
 
 def download_name(artifact: Any) -> str:
-    from ..store import extension_for
+    from ..storage.store import extension_for
     from .media_input import safe_filename
 
     return safe_filename(artifact.metadata.get("name"), f"{artifact.id}{extension_for(artifact.mime)}")
@@ -244,8 +244,8 @@ def download_name(artifact: Any) -> str:
 def preview_png(state: ServerState, artifact: Any) -> bytes:
     import io
 
-    from .. import render
-    from ..artifacts import ArtifactKind
+    from ..storage import render
+    from ..storage.artifacts import ArtifactKind
 
     store, session = state.store, artifact.session
     value = store.load(artifact.id, session=session)

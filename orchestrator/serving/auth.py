@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInputError, shown
-from ..store import enable_wal
+from ..storage.store import enable_wal
 
 KEY_PREFIX = "amk_"
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")

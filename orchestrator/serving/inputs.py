@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..artifacts import Artifact, ArtifactKind, is_artifact_id
-from ..compose import ARTIFACT_ID_IN_TEXT
-from ..events import Event
-from ..journal import check_session_id
+from ..storage.artifacts import Artifact, ArtifactKind, is_artifact_id
+from ..execution.compose import ARTIFACT_ID_IN_TEXT
+from ..execution.events import Event
+from ..execution.journal import check_session_id
 from .errors import ApiError
 from .media_input import (AUDIO_FORMATS, MediaPart, PayloadTooLarge, check_media, decode_base64, decode_data_url,
                           fetch_url, kind_of_mime, safe_filename, store_parts)

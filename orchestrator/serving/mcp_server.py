@@ -20,7 +20,7 @@ import base64
 import json
 from typing import Any
 
-from ..artifacts import Artifact, ArtifactKind, is_artifact_id
+from ..storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from ..errors import AnymodaError
 from .auth import KeyStore, check_tenant_name
 from .errors import ApiError
@@ -56,7 +56,7 @@ class AnymodaMCP:
 
     def workflows(self) -> dict[str, Any]:
         from .threads import SHIPPED_WORKFLOWS
-        from ..workflow import Workflow
+        from ..workflows.definition import Workflow
 
         found = {}
         for path in sorted(SHIPPED_WORKFLOWS.glob("*.yaml")):

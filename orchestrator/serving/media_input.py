@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .. import codecs
-from ..artifacts import Artifact, ArtifactKind
-from ..codecs import EXTENSION_KINDS, MediaLimits
+from ..storage import codecs
+from ..storage.artifacts import Artifact, ArtifactKind
+from ..storage.codecs import EXTENSION_KINDS, MediaLimits
 from ..errors import InvalidInputError, shown
-from ..store import ArtifactStore, extension_for
+from ..storage.store import ArtifactStore, extension_for
 
 MEDIA_KINDS = (ArtifactKind.IMAGE, ArtifactKind.AUDIO, ArtifactKind.VIDEO)
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)

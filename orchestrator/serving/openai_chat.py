@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..journal import new_run_id
+from ..execution.journal import new_run_id
 from .errors import ApiError
 from .inputs import agent_turn, check_named_artifacts, parse_message_content
 from .state import MODEL_ID, Caller, ServerState, file_reference

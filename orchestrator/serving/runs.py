@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..events import Event
+from ..execution.events import Event
 from .errors import ApiError
 from .limits import RunSlots
 

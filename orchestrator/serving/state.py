@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..agent import Orchestrator
-from ..artifacts import Artifact
+from ..storage.artifacts import Artifact
 from .auth import ApiKey, KeyStore
 from .errors import ApiError
 from .limits import RateLimiter, ServeLimits
@@ -105,7 +105,7 @@ class ServerState:
         existing = self.tenancy.file_of_artifact(caller.tenant, artifact.id)
         if existing is not None:
             return existing
-        from ..store import extension_for
+        from ..storage.store import extension_for
         from .media_input import safe_filename
 
         # The name goes into Content-Disposition headers: only the characters safe_filename keeps.

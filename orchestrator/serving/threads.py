@@ -33,7 +33,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..journal import new_run_id
+from ..execution.journal import new_run_id
 from .errors import ApiError
 from .inputs import (TurnInput, agent_turn, check_named_artifacts, check_plan_artifacts, file_ids_in, file_part,
                      workflow_bindings, workflow_turn)
@@ -70,7 +70,7 @@ class ResumeRequest(BaseModel):
 
 def shipped_workflows(state: ServerState) -> dict[str, Any]:
     """name -> Workflow, for the shipped workflows whose tools this server has."""
-    from ..workflow import Workflow
+    from ..workflows.definition import Workflow
 
     found = {}
     for path in sorted(SHIPPED_WORKFLOWS.glob("*.yaml")):
@@ -259,7 +259,7 @@ def add_thread_routes(app: FastAPI, state: ServerState, caller) -> None:
 
 
 def load_requested_workflow(state: ServerState, body: RunCreate):
-    from ..workflow import Workflow
+    from ..workflows.definition import Workflow
 
     if body.assistant_id == "workflow":
         if not body.workflow_yaml:
