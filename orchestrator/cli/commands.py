@@ -40,6 +40,7 @@ from rich.table import Table
 from ..config import current_settings
 from ..errors import AnymodaError, InvalidInputError, shown, shown_path
 from ..native.cli_train import add_train_parser
+from ..serving.cli import add_serving_commands
 from ..storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from ..storage.codecs import (
     EXTENSION_KINDS,
@@ -460,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_workflow_commands(commands)
     add_train_parser(commands)
     add_models_commands(commands)
+    add_serving_commands(commands)
     tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")
     tools.add_argument("--json", action="store_true", help="print full tool cards with JSON schemas")
     tools.set_defaults(handler=cmd_tools)
