@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("execution", ("orchestrator.execution",)),
     ("workflows", ("orchestrator.workflows",)),
     ("agent", ("orchestrator.agent",)),
+    ("serving", ("orchestrator.serving",)),  # HTTP and MCP over the agent; the command line registers its commands
     ("cli", ("orchestrator.cli", "orchestrator.native.cli_train")),
     ("api", ("orchestrator",)),  # the package root: the lazy public API over everything
 ]
