@@ -109,7 +109,7 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
                 "wired": getattr(result, "wired", False)}
         # A tool that cannot run here keeps its place in the plan (and is reported); a weaker one that can
         # answer part of it runs beside it (recovery.STAND_INS), and the answer says which and how much.
-        plan = with_stand_ins(result.plan.plan, parts.registry, parts.settings or current_settings())
+        plan = with_stand_ins(result.plan, parts.registry, parts.settings or current_settings())
         return {"plan": plan.to_json(), "planner": info}
 
     def validate(state: AgentState) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """anymoda's engine: artifacts and their store, tools and their registry, the model pool, settings, and (loaded
 on first use, so that ``import orchestrator`` and ``anymoda --help`` stay fast) the agent (``Orchestrator``,
-``Session``, ``RunResult``, ``Event``), the planner, workflows and pipelines.
+``Session``, ``RunResult``, ``Event``), the planner, workflows and pipelines. ``@tool`` makes a tool of a function.
 
     from orchestrator import Orchestrator
     result = Orchestrator().run("what is the total on this receipt?", files=["receipt.png"])
@@ -26,6 +26,7 @@ from .storage.artifacts import Artifact, ArtifactKind
 from .storage.codecs import MediaLimits
 from .storage.media import AudioClip, Detections, Masks, TimeSeries
 from .storage.store import ArtifactStore
+from .tooling.function_tool import tool
 from .tooling.invoke import ToolRun, run_tool
 from .tooling.registry import ToolRegistry
 from .tooling.tool import Availability, Input, Output, OutputValue, Param, Tool
@@ -60,5 +61,5 @@ __all__ = [
     "ConfigError", "Detections", "Input", "InvalidInputError", "Masks", "MediaLimits", "MemoryBudgetError",
     "ModelNotAvailableError", "ModelPool", "Output", "OutputValue", "Param", "Settings", "TimeSeries", "Tool",
     "ToolExecutionError", "ToolNotFoundError", "ToolRegistry", "ToolRun", "ToolUnavailableError", "current_settings",
-    "default_pool", "run_tool", "use_settings", *_LAZY,
+    "default_pool", "run_tool", "tool", "use_settings", *_LAZY,
 ]

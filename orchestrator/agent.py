@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, current_settings
 from .errors import AnymodaError, InvalidInputError
@@ -49,6 +50,18 @@ from .planning.token_budget import check_request_size
 from .storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from .storage.store import ArtifactStore, enable_wal
 from .tooling.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from .planning.planner import Planner
+
+
+class BuiltFromSettings(enum.Enum):
+    """The default of the planner and the composer: built from the settings when first needed (``None`` is "none")."""
+
+    FROM_SETTINGS = "built from the settings"
+
+
+FROM_SETTINGS = BuiltFromSettings.FROM_SETTINGS
 
 DEFAULT_SESSION = "default"
 RECENT_TURNS = 4  # turns shown verbatim to the planner and composer; older ones are summarised
@@ -99,11 +112,13 @@ class Orchestrator:
     Every part can be passed in (``planner``, ``composer``, ``runner``, ``store``, ...); what is not
     is built from ``settings``: the local planner LLM (the packaged Qwen2.5-Coder-0.5B unless
     configured), the same model composing answers, a thread-pool runner, and the store, journal and
-    checkpoints under the settings' home. ``planner=None`` runs only plans given explicitly.
+    checkpoints under the settings' home. ``planner=None`` runs only plans given explicitly and workflows;
+    ``composer=None`` writes answers from a template, without an LLM.
     """
 
     def __init__(self, *, settings: Settings | None = None, registry: ToolRegistry | None = None,
-                 store: ArtifactStore | None = None, planner: Any = "default", composer: Composer | None | str = "default",
+                 store: ArtifactStore | None = None, planner: Planner | None | BuiltFromSettings = FROM_SETTINGS,
+                 composer: Composer | None | BuiltFromSettings = FROM_SETTINGS,
                  runner: TaskRunner | None = None, policy: ExecutionPolicy | None = None,
                  journal: RunJournal | None = None, checkpointer: Any = None, approve_before: Iterable[str] = ()):
         self.settings = settings or current_settings()
@@ -119,9 +134,8 @@ class Orchestrator:
         self.policy = policy
         self.runner = runner or LocalTaskRunner(self.registry, self.store, settings=self.settings)
         self._planner_spec = planner
-        self._planner = None if planner == "default" else planner
-        self._composer_spec = composer
-        self._composer = None if composer == "default" else (composer or Composer(None))
+        self._planner = None if planner is FROM_SETTINGS else planner
+        self._composer = None if composer is FROM_SETTINGS else (composer or Composer(None))
         self._checkpointer = checkpointer
         self._graph = None
         self._workflow_graph = None
@@ -133,7 +147,7 @@ class Orchestrator:
     @property
     def planner(self):
         with self._lock:
-            if self._planner is None and self._planner_spec == "default":
+            if self._planner is None and self._planner_spec is FROM_SETTINGS:
                 from tools.attachment_traits import attachment_traits
                 from tools.native_chat import planner_perception
 

@@ -84,7 +84,7 @@ def test_tiny_random_llm_under_the_grammar_always_plans_validly(tmp_path, regist
             assert result.repairs == 0 and result.syntax == "compact"
             plans += 1
             ids = {a.id for a in artifacts}
-            for task in result.plan.plan.tasks:
+            for task in result.plan.tasks:
                 tools_used.add(task.tool)
                 for value in task.args.values():
                     if isinstance(value, str) and value.split("-")[0] in ("image", "audio", "time_series"):

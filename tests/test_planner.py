@@ -106,7 +106,7 @@ def test_each_kind_of_bad_plan_is_caught_and_repaired(endpoint_factory, registry
         "```json\n" + json.dumps(good) + "\n```",                                                    # fenced, valid
     ])
     result = planner_for(endpoint, registry, store, max_repairs=4).plan("Read this receipt aloud", artifacts=[photo], session="s")
-    assert result.plan.order == ("t1", "t2") and result.repairs == 4
+    assert result.validated.order == ("t1", "t2") and result.repairs == 4
     problems = [attempt.problems for attempt in result.attempts]
     assert "not valid JSON" in problems[0][0]
     assert "no tool named 'read-text'" in problems[1][0]
@@ -139,7 +139,7 @@ def test_a_plan_that_stays_invalid_is_refused_with_the_last_plan_and_its_problem
 def test_a_request_needing_no_tool_gets_a_direct_answer(endpoint_factory, registry, store):
     endpoint = endpoint_factory([json.dumps({"tasks": [], "answer": "Paris."})])
     result = planner_for(endpoint, registry, store).plan("What is the capital of France?")
-    assert result.plan.plan.answer == "Paris." and result.plan.order == ()
+    assert result.plan.answer == "Paris." and result.validated.order == ()
 
 
 def test_endpoint_failures_are_clear(endpoint_factory, registry, store):
@@ -256,7 +256,7 @@ def test_unasked_trailing_tasks_are_dropped_but_used_or_hinted_ones_kept(registr
 def test_rate_limits_and_server_errors_are_retried_with_backoff(endpoint_factory, registry):
     endpoint = endpoint_factory([(429, "slow down"), (503, "warming up"), json.dumps({"tasks": [], "answer": "hi"})])
     backend = OpenAICompatibleBackend(endpoint.url, "m", backoff=0.01)
-    assert Planner(backend, registry).plan("say hi").plan.plan.answer == "hi"
+    assert Planner(backend, registry).plan("say hi").plan.answer == "hi"
     assert len(endpoint.requests) == 3
 
 
@@ -294,4 +294,4 @@ def test_the_plan_streams_as_the_endpoint_writes_it(endpoint_factory, registry):
     endpoint = endpoint_factory([("sse", [plan[:10], plan[10:]])])
     pieces = []
     result = Planner(OpenAICompatibleBackend(endpoint.url, "m"), registry).plan("say hi", on_text=pieces.append)
-    assert result.plan.plan.answer == "hi" and "".join(pieces) == plan and len(pieces) == 2
+    assert result.plan.answer == "hi" and "".join(pieces) == plan and len(pieces) == 2

@@ -213,8 +213,8 @@ def test_a_planner_whose_llm_keeps_making_text_up_falls_back_to_the_wired_tools(
     planner = Planner(MakesTextUp(), registry, demos=None, embedder=lexical_embedder(), max_repairs=1)
     planner.hint = lambda request, tools, kinds=(), new_kinds=(), traits=(): ["speech-recognition", "text-to-video"]
     result = planner.plan("turn example.wav into a video", artifacts=[audio])
-    assert result.wired and [t.tool for t in result.plan.plan.tasks] == ["speech-recognition", "text-to-video"]
-    assert result.plan.plan.tasks[1].args == {"prompt": "<t1.text>"}
+    assert result.wired and [t.tool for t in result.plan.tasks] == ["speech-recognition", "text-to-video"]
+    assert result.plan.tasks[1].args == {"prompt": "<t1.text>"}
 
 
 def test_files_from_earlier_turns_are_not_new_inputs():

@@ -411,7 +411,7 @@ def repair_task(hooks: AgentHooks, task_id: str, tool: str, arguments: dict[str,
         return None
     needed = {ref.output for ref in hooks.validated.references.values() if ref.task == task_id} \
         if hooks.validated is not None else set()
-    for candidate in result.plan.plan.tasks:
+    for candidate in result.plan.tasks:
         if any(parse_reference(v) is not None for v in candidate.args.values() if isinstance(v, str)):
             continue  # it takes another new task's output: not one call
         if candidate.tool not in hooks.registry:

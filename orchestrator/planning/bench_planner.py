@@ -84,7 +84,7 @@ def run_case(planner: Planner, case: Case, registry: ToolRegistry) -> CaseResult
     started = time.perf_counter()
     try:
         result = planner.plan(case.request, artifacts=artifacts)
-        plan, valid = result.plan.plan, True
+        plan, valid = result.plan, True
     except PlanningFailedError as failure:
         valid = False
         last_text = failure.last_text

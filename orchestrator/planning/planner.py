@@ -263,12 +263,19 @@ class Attempt:
 
 @dataclass(frozen=True)
 class PlanResult:
-    plan: ValidatedPlan
+    """What :meth:`Planner.plan` made: the plan (``plan``), the same plan checked and ordered (``validated``), and
+    how it came about (the LLM's attempts, the syntax, the tool hint, tasks pruned, whether it was wired by kind)."""
+
+    validated: ValidatedPlan
     attempts: tuple[Attempt, ...] = field(default_factory=tuple)
     syntax: str = "json"
     hint: tuple[str, ...] = ()
     dropped: tuple[PlanTask, ...] = ()  # trailing tasks the request did not ask for (see Planner.prune)
     wired: bool = False  # the LLM's attempts failed and the chosen tools were wired by kind (skeleton_plan)
+
+    @property
+    def plan(self) -> Plan:
+        return self.validated.plan
 
     @property
     def repairs(self) -> int:
