@@ -110,7 +110,8 @@ class LLMSettings:
             raise ConfigError(f"{source} must be a table or a spec string")
         known = {f.name for f in fields(cls)}
         if set(value) - known:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(set(value) - known))}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(set(value) - known))}; "
+                              f"known: {', '.join(sorted(known))}")
         backend = str(value.get("backend", "local")).strip().lower()
         if backend not in LLM_BACKENDS:
             raise ConfigError(f"{source}.backend must be one of {', '.join(LLM_BACKENDS)}, got {value.get('backend')!r}")
@@ -133,7 +134,9 @@ class LLMSettings:
         return replace(parsed, timeout=timeout, max_retries=retries)
 
     def spec(self) -> str:
-        return f"openai:{self.base_url}#{self.model}" if self.backend == "openai" else "local" + (f":{self.model}" if self.model else "")
+        if self.backend == "openai":
+            return f"openai:{self.base_url}#{self.model}"
+        return "local" + (f":{self.model}" if self.model else "")
 
 
 @dataclass(frozen=True)

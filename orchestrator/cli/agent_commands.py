@@ -197,7 +197,9 @@ def save_artifacts(orchestrator: Orchestrator, result: RunResult, destination: s
 
 
 def _print_saved(orchestrator: Orchestrator, result: RunResult, paths: list[Path]) -> None:
-    for artifact, path in zip(result.artifacts, paths):
+    if not paths:
+        return  # nothing saved (no --out)
+    for artifact, path in zip(result.artifacts, paths, strict=True):
         what = file_phrase(orchestrator.store, result.session, artifact.id, orchestrator.registry)
         console.print(f"saved {escape(str(path))} [dim]({escape(what)})[/]")
 

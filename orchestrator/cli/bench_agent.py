@@ -341,7 +341,7 @@ def _run_turn(orchestrator: Any, session: Any, case: AgentCase) -> CaseOutcome:
     for event in session.stream(case.request, files=[str(f) for f in case.files]):
         run_id = run_id or event.run
         if event.type == "run_started":
-            names = {artifact_id: file.name for artifact_id, file in zip(event.data.get("inputs", []), case.files)}
+            names = {artifact_id: file.name for artifact_id, file in zip(event.data.get("inputs", []), case.files, strict=True)}
         elif event.type == "answer":
             composed_by = event.data.get("composed_by")
     if run_id is None:

@@ -247,7 +247,7 @@ def print_outputs(run: Any, outputs: dict[str, Artifact], values: dict[str, Any]
             table = Table(title=escape(f"{name}: {len(value)} detection(s) [{artifact.id}]"))
             for column in ("label", "score", "box (x0, y0, x1, y1)"):
                 table.add_column(column)
-            for box, label, score in zip(value.boxes, value.labels, value.scores):
+            for box, label, score in zip(value.boxes, value.labels, value.scores, strict=True):
                 table.add_row(escape(label), f"{score:.3f}", ", ".join(f"{v:.0f}" for v in box))
             print_table(table, out)
         elif artifact.kind is ArtifactKind.JSON:
@@ -314,8 +314,9 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
         for column in ("id", "kind", "size", "task/tool", "session", "summary"):
             table.add_column(column, overflow="fold")
         for artifact in store.list(session=args.session, kind=args.kind, limit=args.limit, newest=True):
+            summary = artifact.metadata.get("name") or artifact.metadata.get("preview") or ""
             table.add_row(artifact.id, artifact.kind.value, f"{artifact.size:,}", artifact.metadata.get("tool", "input"),
-                          artifact.session or "-", escape(str(artifact.metadata.get("name") or artifact.metadata.get("preview") or "")))
+                          artifact.session or "-", escape(str(summary)))
         print_table(table, out)
     elif args.action == "show":
         artifact = store.get(args.id)
@@ -362,7 +363,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         if image_parent is None:
             raise InvalidInputError(f"{artifact.id} has no image among its ancestors to draw on")
         image = store.load(image_parent.id)
-        picture = render.draw_detections(image, value) if artifact.kind is ArtifactKind.DETECTIONS else render.overlay_masks(image, value)
+        if artifact.kind is ArtifactKind.DETECTIONS:
+            picture = render.draw_detections(image, value)
+        else:
+            picture = render.overlay_masks(image, value)
     elif artifact.kind is ArtifactKind.AUDIO:
         picture = render.spectrogram(value, title=artifact.id)
     elif artifact.kind is ArtifactKind.TIME_SERIES:

@@ -94,7 +94,8 @@ def run_demo(out_dir: Path, console: Console | None = None) -> int:
         match = step("finding the answer", "sentence-similarity",
                      {"source": heard.outputs["text"].id, "sentences": read.outputs["text"].id})
         answer_line = match.values["best"]
-        rows.append(("the line that answers it", match, f"{answer_line} (similarity {match.outputs['best'].metadata['score']:.2f})"))
+        similarity = match.outputs["best"].metadata["score"]
+        rows.append(("the line that answers it", match, f"{answer_line} (similarity {similarity:.2f})"))
 
         answer_text = f"The receipt says: {answer_line}."
         answer = store.put_value("text", answer_text, session=DEMO_SESSION, parents=[match.outputs["best"].id])

@@ -100,7 +100,7 @@ def _terminal_table(header: tuple[str, ...], rows: list[tuple[str, ...]], status
         last = i == columns[-1]
         table.add_column(header[i], no_wrap=not last and needed <= width, overflow="fold",
                          min_width=NOTE_MIN_WIDTH if last else None, justify="right" if header[i] == "size" else "left")
-    for status, row in zip(statuses, rows):
+    for status, row in zip(statuses, rows, strict=True):
         cells = [escape(cell) for cell in row]
         cells[3] = f"[{'yellow' if status.source == NOT_HERE else 'green'}]{cells[3]}[/]"
         table.add_row(*(cells[i] for i in columns))
@@ -109,8 +109,8 @@ def _terminal_table(header: tuple[str, ...], rows: list[tuple[str, ...]], status
 
 def plain_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     """Columns aligned with spaces, never wrapped; the last column is not padded."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]  # all but the last column
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
                      for row in [header, *rows])
 
 

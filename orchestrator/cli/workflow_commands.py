@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace, console: Any, out: Any) -> int:
     else:
         for name, value in result.outputs.items():
             out.print(f"[bold]{escape(name)}[/]: {escape(_shown(orchestrator, result, value))}")
-        for name, value in saved.items():
+        for value in saved.values():
             for path in value["files"]:
                 console.print(f"saved {escape(path)}")
     if result.status == "awaiting_approval":
@@ -263,7 +263,8 @@ def add_workflow_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--glob", default="*", help="which files of the batch folder (default '*')")
     show = actions.add_parser("show", help="print the workflow as Mermaid and draw it as a PNG")
     show.add_argument("workflow")
-    show.add_argument("--output", "-o", help="the PNG's path (default NAME.png in this folder, the name made safe as a file name)")
+    show.add_argument("--output", "-o",
+                      help="the PNG's path (default NAME.png in this folder, the name made safe as a file name)")
     show.add_argument("--no-png", action="store_true", help="only print the Mermaid text")
     actions.add_parser("list", help="the shipped workflows")
     from_run = actions.add_parser("from-run", help="save a planned run as a workflow file, to re-run without the LLM")

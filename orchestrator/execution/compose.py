@@ -257,7 +257,7 @@ def describe_outputs(store: ArtifactStore, session: str, tool: str, outputs: dic
     tag = _task_tag(registry, tool)
     sentences: list[str] = []
     labels_said = False
-    for name, artifact in artifacts.items():
+    for artifact in artifacts.values():
         if artifact.kind is ArtifactKind.JSON:
             items = _label_items(store.load(artifact.id, session=session))
             if items:
@@ -554,7 +554,7 @@ class Composer:
                     continue
                 items = _label_items(store.load(artifact_id, session=session)) if artifact.kind is ArtifactKind.JSON else None
                 if items:
-                    lines.append(f"{label}: " + ", ".join(f"{l} {_percent(s)}" for l, s in items[:5]))
+                    lines.append(f"{label}: " + ", ".join(f"{word} {_percent(score)}" for word, score in items[:5]))
                 elif artifact.kind in (ArtifactKind.IMAGE, ArtifactKind.AUDIO, ArtifactKind.VIDEO):
                     facts = _file_facts(artifact)
                     lines.append(f"{label}: {_KIND_WORDS[artifact.kind.value]}{', ' + facts if facts else ''}"

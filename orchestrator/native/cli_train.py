@@ -94,7 +94,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     from ..cli.planner_commands import add_train_planner_parser
 
     add_train_planner_parser(what)
-    tasks = "; ".join(f"{name}: {info.instruction} ({info.modality}, encoder {info.default_encoder})" for name, info in TASKS.items())
+    tasks = "; ".join(f"{name}: {info.instruction} ({info.modality}, encoder {info.default_encoder})"
+                      for name, info in TASKS.items())
     parser = what.add_parser(
         "connector", help="train a connector (stage 1) or connector + LoRA (stage 2) on an offline task",
         description=f"Train a connector between a frozen encoder and an LLM. Tasks: {tasks}. "
@@ -116,7 +117,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--steps", type=_whole(1), default=None, help="optimiser steps in total (default 200)")
     parser.add_argument("--batch-size", type=_whole(1), help="examples per micro-batch (default 4)")
     parser.add_argument("--grad-accum", type=_whole(1), help="micro-batches per optimiser step (default 1)")
-    parser.add_argument("--lr", type=_learning_rate, help=f"peak learning rate (default 1e-3 stage 1, {DEFAULT_LR_STAGE2:g} stage 2)")
+    parser.add_argument("--lr", type=_learning_rate,
+                        help=f"peak learning rate (default 1e-3 stage 1, {DEFAULT_LR_STAGE2:g} stage 2)")
     parser.add_argument("--warmup", type=_whole(0), help="linear warmup steps before the cosine decay (default 5%% of --steps)")
     parser.add_argument("--series-length", type=_length_range, metavar="N|MIN-MAX",
                         help="timeseries-qa: points per series, or a range each series' length is drawn from (default 256)")

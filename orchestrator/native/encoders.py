@@ -67,7 +67,8 @@ class MediaFeatures:
         if self.mask is not None:
             if not isinstance(self.mask, torch.Tensor) or tuple(self.mask.shape) != (self.features.shape[0],):
                 shape = tuple(self.mask.shape) if isinstance(self.mask, torch.Tensor) else type(self.mask).__name__
-                raise InvalidInputError(f"media features: mask must be a [T] tensor with T = {self.features.shape[0]}, got {shape}")
+                raise InvalidInputError(
+                    f"media features: mask must be a [T] tensor with T = {self.features.shape[0]}, got {shape}")
             self.mask = self.mask.detach().to("cpu", torch.bool)
         if not isinstance(self.prefix_text, str):
             raise InvalidInputError(f"media features: prefix_text must be a string, got {type(self.prefix_text).__name__}")
@@ -130,7 +131,8 @@ class EfficientNetLite0Encoder:
 
     def __init__(self, *, image_size: int = 224, device: str | None = None):
         if not isinstance(image_size, int) or not 32 <= image_size <= 1024 or image_size % 32:
-            raise InvalidInputError(f"efficientnet-lite0: image_size must be a multiple of 32 between 32 and 1024, got {image_size!r}")
+            raise InvalidInputError(
+                f"efficientnet-lite0: image_size must be a multiple of 32 between 32 and 1024, got {image_size!r}")
         self.image_size = image_size
         self.identity = "efficientnet-lite0" if image_size == 224 else f"efficientnet-lite0@{image_size}px"
         self._device_preference = device
@@ -190,7 +192,8 @@ class VisionTowerEncoder:
         if not isinstance(model_id, str) or not model_id.strip():
             raise InvalidInputError(f"{family}: the vision tower needs a hub id or local path, got {model_id!r}")
         if not isinstance(layer, int) or layer == 0:
-            raise InvalidInputError(f"{family}: layer must be a non-zero hidden-state index such as -2 (penultimate), got {layer!r}")
+            raise InvalidInputError(
+                f"{family}: layer must be a non-zero hidden-state index such as -2 (penultimate), got {layer!r}")
         self.family = family
         self.layer = layer
         self._source = _weights_folder(model_id.strip(), f"native-{family}-encoder")
@@ -225,7 +228,8 @@ class VisionTowerEncoder:
             raise InvalidInputError(f"{self.family}: {self._source.describe()} holds no readable config.json ({exc})") from None
         if model_type not in (self.family, f"{self.family}_vision_model"):
             raise InvalidInputError(
-                f"{self.family}: {self._source.describe()} holds no {self.family} vision config (its model_type is {model_type!r})"
+                f"{self.family}: {self._source.describe()} holds no {self.family} vision config "
+                f"(its model_type is {model_type!r})"
             )
         # A whole CLIP/SigLIP checkpoint keeps the tower's settings as vision_config; from_pretrained picks them out.
         return config_class.from_pretrained(str(self._source.path))
@@ -368,7 +372,8 @@ class WhisperAudioEncoder:
         if duration < 0.05:
             raise InvalidInputError(f"whisper: the audio lasts {duration:.3f} s; at least 0.05 s is needed")
         if duration > self.max_seconds:
-            raise InvalidInputError(f"whisper: the audio lasts {duration:.1f} s, over this encoder's max_seconds of {self.max_seconds:g}")
+            raise InvalidInputError(
+                f"whisper: the audio lasts {duration:.1f} s, over this encoder's max_seconds of {self.max_seconds:g}")
         self._loaded()
         frames = self._encode_ct2(samples) if self.backend == "ctranslate2" else self._encode_transformers(samples)
         tokens = average_pool_frames(frames, self.pool_stride).contiguous()
@@ -388,7 +393,8 @@ class WhisperAudioEncoder:
             storage = ctranslate2.StorageView.from_array(np.ascontiguousarray(segment[None], dtype=np.float32))
             states = np.array(model.model.encode(storage, to_cpu=True))[0]  # [1500, d_model]
             real = min(samples.shape[0] - start, samples_per_window)
-            pieces.append(torch.from_numpy(states[: math.ceil(real * WHISPER_FRAMES_PER_SECOND / WHISPER_RATE)].astype(np.float32)))
+            frames = math.ceil(real * WHISPER_FRAMES_PER_SECOND / WHISPER_RATE)
+            pieces.append(torch.from_numpy(states[:frames].astype(np.float32)))
         return torch.cat(pieces)
 
     def _encode_transformers(self, samples: np.ndarray) -> torch.Tensor:
@@ -462,14 +468,16 @@ class TimeSeriesPatchEncoder:
     def _values(self, value: Any) -> np.ndarray:
         if isinstance(value, TimeSeries):
             if value.channels != 1:
-                raise InvalidInputError(f"ts-patch: the series has {value.channels} channels; encode each channel as its own series")
+                raise InvalidInputError(
+                    f"ts-patch: the series has {value.channels} channels; encode each channel as its own series")
             return value.values.reshape(-1)
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().numpy()
         try:
             values = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
-            raise InvalidInputError(f"ts-patch: expected a TimeSeries or a 1-D array of numbers, got {type(value).__name__}") from None
+            raise InvalidInputError(
+                f"ts-patch: expected a TimeSeries or a 1-D array of numbers, got {type(value).__name__}") from None
         if values.ndim == 2 and 1 in values.shape:
             values = values.reshape(-1)
         if values.ndim != 1:
@@ -484,7 +492,8 @@ class TimeSeriesPatchEncoder:
                 f"ts-patch: the series has {values.shape[0]} points; this encoder takes {self.min_length} to {self.max_length}"
             )
         if np.isinf(values).any():
-            raise InvalidInputError(f"ts-patch: the series holds infinite values (first at index {int(np.argmax(np.isinf(values)))}); use NaN for missing values")
+            raise InvalidInputError(f"ts-patch: the series holds infinite values (first at index "
+                                    f"{int(np.argmax(np.isinf(values)))}); use NaN for missing values")
         observed = ~np.isnan(values)
         if not observed.any():
             raise InvalidInputError("ts-patch: every value of the series is missing (NaN)")

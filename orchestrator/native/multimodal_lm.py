@@ -167,13 +167,13 @@ class MultimodalLM(nn.Module):
         labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
         media_by_modality: dict[str, list[tuple[Any, list[int]]]] = {}
-        for row_index, (row, example) in enumerate(zip(rows, examples)):
+        for row_index, (row, example) in enumerate(zip(rows, examples, strict=True)):
             offset = length - len(row.input_ids) if for_generation else 0
             span = slice(offset, offset + len(row.input_ids))
             input_ids[row_index, span] = torch.tensor(row.input_ids, dtype=torch.long)
             labels[row_index, span] = torch.tensor(row.labels, dtype=torch.long)
             attention_mask[row_index, span] = 1
-            for item, span in zip(example.media, row.media_spans):
+            for item, span in zip(example.media, row.media_spans, strict=True):
                 first = row_index * length + offset
                 media_by_modality.setdefault(item.modality, []).append((item, [first + column for column in span]))
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -214,7 +214,7 @@ class MultimodalLM(nn.Module):
         # Each media item's prefix text (e.g. a series' offset and scale) goes just before its placeholder.
         pieces = _PLACEHOLDER_PATTERN.split(example.prompt)
         prompt = pieces[0] + "".join((item.prefix_text or "") + PLACEHOLDERS[item.modality] + text
-                                     for item, text in zip(media, pieces[1:]))
+                                     for item, text in zip(media, pieces[1:], strict=True))
         rendered = self._render_prompt(prompt)
         text_pieces = _PLACEHOLDER_PATTERN.split(rendered)
         if len(text_pieces) != len(media) + 1:
@@ -241,7 +241,7 @@ class MultimodalLM(nn.Module):
                             f"tokenwise connector (linear, mlpNx_gelu); this model's is {connector.kind}")
                     span = []
                     after = bool(getattr(item, "token_texts_after", False))
-                    for label, keep in zip(labels_text, real.tolist()):
+                    for label, keep in zip(labels_text, real.tolist(), strict=True):
                         if keep:
                             if not after:
                                 input_ids += self._encode(label)

@@ -75,7 +75,8 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 def corpus_word_error_rate(references: list[str], hypotheses: list[str]) -> float:
     """Total word edits over total reference words (what ASR papers report), not a mean of per-sentence rates."""
-    edits = sum(word_error_rate(r, h) * max(1, len(re.findall(r"[a-z0-9']+", r.lower()))) for r, h in zip(references, hypotheses))
+    edits = sum(word_error_rate(r, h) * max(1, len(re.findall(r"[a-z0-9']+", r.lower())))
+                for r, h in zip(references, hypotheses, strict=True))
     words = sum(max(1, len(re.findall(r"[a-z0-9']+", r.lower()))) for r in references)
     return edits / max(1, words)
 
@@ -161,8 +162,9 @@ def _timeseries_task(encoder, encode, train_size, eval_size, train_seed, eval_se
     for split, size, seed in (("train", train_size, train_seed), ("eval", eval_size, eval_seed)):
         pairs = timeseries_qa(size, seed, length, kinds=tuple(kinds))
         features = encode([series for series, _ in pairs], split)
-        splits[split] = ([Example(f"<ts>\n{item.question}", [feature], target(item)) for (_, item), feature in zip(pairs, features)],
-                         [item for _, item in pairs], [series for series, _ in pairs])
+        examples = [Example(f"<ts>\n{item.question}", [feature], target(item))
+                    for (_, item), feature in zip(pairs, features, strict=True)]
+        splits[split] = (examples, [item for _, item in pairs], [series for series, _ in pairs])
     eval_items = splits["eval"][1]
     grade = accuracy_grader(eval_items, score_answer)
     return TaskData("timeseries-qa", "ts", encoder.identity, encoder.feature_dim, splits["train"][0], splits["eval"][0], grade,
@@ -177,7 +179,8 @@ def _speech_task(encoder, encode, train_size, eval_size, seed, folder: Path | No
     # would put the same sentence in both splits.
     spoken = spoken_sentences(train_size + eval_size, seed, folder, progress=progress)
     features = encode([str(item.path) for item in spoken], "train + eval")
-    examples = [Example(f"<audio>\n{SPEECH_PROMPT}", [feature], item.transcript) for item, feature in zip(spoken, features)]
+    examples = [Example(f"<audio>\n{SPEECH_PROMPT}", [feature], item.transcript)
+                for item, feature in zip(spoken, features, strict=True)]
     references = [item.transcript for item in spoken[train_size:]]
 
     def grade(index: int, predicted: str) -> dict[str, float]:
@@ -196,7 +199,7 @@ def _scenes_task(encoder, encode, train_size, eval_size, train_seed, eval_seed) 
     for split, size, seed in (("train", train_size, train_seed), ("eval", eval_size, eval_seed)):
         scenes = scene_examples(size, seed)  # every question of every scene; the scene's features are shared
         features = encode([scene.image for scene in scenes], split)
-        pairs = [(scene.image, feature, item) for scene, feature in zip(scenes, features) for item in scene.qa]
+        pairs = [(scene.image, feature, item) for scene, feature in zip(scenes, features, strict=True) for item in scene.qa]
         splits[split] = ([Example(f"<image>\n{item.question}", [feature], item.answer) for _, feature, item in pairs],
                          [item for _, _, item in pairs], [image for image, _, _ in pairs])
     eval_items = splits["eval"][1]

@@ -95,25 +95,30 @@ class TrainConfig:
         require(self.stage in (1, 2), f"stage must be 1 (alignment) or 2 (instruction tuning), got {self.stage!r}")
         for name in ("max_steps", "batch_size", "grad_accum", "log_every"):
             value = getattr(self, name)
-            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be a whole number >= 1, got {value!r}")
+            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                    f"{name} must be a whole number >= 1, got {value!r}")
         for name in ("warmup_steps", "eval_every", "eval_batch_size", "eval_subset", "eval_generate_limit", "save_every",
                      "keep_checkpoints", "lora_r", "max_new_tokens", "seed"):
             value = getattr(self, name)
-            require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{name} must be a whole number >= 0, got {value!r}")
+            require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                    f"{name} must be a whole number >= 0, got {value!r}")
         require(self.max_new_tokens >= 1, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         final = self.final_generate_limit
         require(final is None or (isinstance(final, int) and not isinstance(final, bool) and final >= 0),
                 f"final_generate_limit must be None (all) or a whole number >= 0, got {final!r}")
         require(math.isfinite(self.lr) and 0 < self.lr <= 1, f"lr must be in (0, 1], got {self.lr!r}")
-        require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                f"weight_decay must be >= 0, got {self.weight_decay!r}")
         require(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
-        require(math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm!r}")
+        require(math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0,
+                f"max_grad_norm must be >= 0, got {self.max_grad_norm!r}")
         require(self.warmup_steps < self.max_steps or self.max_steps == 1,
                 f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
         require(self.lora_r == 0 or self.stage == 2, "LoRA (lora_r > 0) belongs to stage 2; stage 1 trains the connector only")
         require(self.lora_alpha >= 1, f"lora_alpha must be at least 1, got {self.lora_alpha!r}")
         require(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        require(self.autocast in AUTOCAST_CHOICES, f"autocast must be one of {', '.join(AUTOCAST_CHOICES)}, got {self.autocast!r}")
+        require(self.autocast in AUTOCAST_CHOICES,
+                f"autocast must be one of {', '.join(AUTOCAST_CHOICES)}, got {self.autocast!r}")
         require(self.resume_from is None or self.init_from is None,
                 "give either resume_from (continue a run) or init_from (start from its weights), not both")
         for name in ("resume_from", "init_from"):
@@ -333,12 +338,13 @@ def evaluate(
         metrics = {"forced_exact": sum(exact) / len(exact)}
         if kinds is not None:
             for kind in sorted(set(kinds[:len(examples)])):
-                chosen = [hit for hit, k in zip(exact, kinds) if k == kind]
+                # kinds may cover more examples than these (a periodic evaluation scores a prefix).
+                chosen = [hit for hit, k in zip(exact, kinds, strict=False) if k == kind]
                 metrics[f"forced_exact/{kind}"] = sum(chosen) / len(chosen)
         if scored:
             answers: list[str | None] = [
                 example.response if hit and _fits(model, example.response, max_new_tokens) else None
-                for example, hit in zip(scored, exact)]
+                for example, hit in zip(scored, exact, strict=False)]  # scored: the first generate_limit
             regenerate = [index for index, answer in enumerate(answers) if answer is None]
             bar.unit = "answer"
             bar.set_description(f"{description}: generating", refresh=False)
@@ -347,7 +353,7 @@ def evaluate(
                 prompts = [replace(scored[index], response=None) for index in chunk]
                 with precision.autocast():
                     generated = model.generate(prompts, max_new_tokens=max_new_tokens)
-                for index, answer in zip(chunk, generated):
+                for index, answer in zip(chunk, generated, strict=True):
                     answers[index] = answer
                 bar.update(len(chunk))
             sums: dict[str, float] = {}
@@ -466,7 +472,8 @@ class _Run:
             if saved.get(name) != getattr(self.config, name):
                 raise InvalidInputError(
                     f"resume: the checkpoint was trained with {name}={saved.get(name)!r}, this run asks for "
-                    f"{name}={getattr(self.config, name)!r}; a resumed run must keep it (or use init_from to start fresh from the weights)"
+                    f"{name}={getattr(self.config, name)!r}; a resumed run must keep it "
+                    "(or use init_from to start fresh from the weights)"
                 )
         if state["step"] >= self.config.max_steps:
             raise InvalidInputError(

@@ -46,7 +46,8 @@ class Plan:
     def from_json(cls, data: Any) -> Plan:
         """Build a plan from parsed JSON, refusing any structural problem with a clear message."""
         if not isinstance(data, dict):
-            raise InvalidInputError(f"a plan must be a JSON object with 'tasks' (and optionally 'answer'), got {type(data).__name__}")
+            raise InvalidInputError(
+                f"a plan must be a JSON object with 'tasks' (and optionally 'answer'), got {type(data).__name__}")
         unknown = set(data) - {"tasks", "answer"}
         if unknown:
             raise InvalidInputError(f"a plan has only 'tasks' and 'answer'; unexpected key(s): {', '.join(sorted(unknown))}")
@@ -65,7 +66,8 @@ class Plan:
                 raise InvalidInputError(f"{where} must be an object with id, tool, args")
             extra = set(raw) - {"id", "tool", "args", "deps"}
             if extra:
-                raise InvalidInputError(f"{where} has unexpected key(s): {', '.join(sorted(extra))} (allowed: id, tool, args, deps)")
+                raise InvalidInputError(
+                    f"{where} has unexpected key(s): {', '.join(sorted(extra))} (allowed: id, tool, args, deps)")
             task_id, tool, args, deps = raw.get("id"), raw.get("tool"), raw.get("args", {}), raw.get("deps", [])
             if not isinstance(task_id, str) or not TASK_ID.match(task_id):
                 raise InvalidInputError(f"{where}: id must be a short name like 't1', got {task_id!r}")
@@ -181,7 +183,8 @@ def validate_plan(
             elif is_artifact_id(value):
                 _check_artifact(value, spec.kind, store, session, task.id, name, problems)
             elif isinstance(value, str) and value.startswith("<") and value.endswith(">"):
-                problems.append(Problem(task.id, name, f"{value!r} is not a valid reference; write '<task_id>' or '<task_id.output>'"))
+                problems.append(Problem(task.id, name,
+                                        f"{value!r} is not a valid reference; write '<task_id>' or '<task_id.output>'"))
             elif spec.kind not in (ArtifactKind.TEXT, ArtifactKind.JSON):
                 problems.append(Problem(task.id, name, f"needs {spec.kind.value}: an input artifact id or a reference to a "
                                         f"task's output, not the literal {str(value)[:60]!r}"))

@@ -73,7 +73,7 @@ def plan_inputs(artifacts: Sequence[Artifact]) -> list[PlanInput]:
     """Handles for a request's inputs: the file name where it is short, safe and unique, else the id."""
     names = [str(a.metadata.get("name", "")) for a in artifacts]
     inputs = []
-    for artifact, name in zip(artifacts, names):
+    for artifact, name in zip(artifacts, names, strict=True):
         usable = bool(_HANDLE.match(name)) and not _RESERVED.match(name) and names.count(name) == 1
         note = ", ".join(f"{key}={artifact.metadata[key]}" for key in ("width", "height", "duration_s", "length")
                          if key in artifact.metadata)

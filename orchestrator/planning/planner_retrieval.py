@@ -21,6 +21,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ def lexical_embedder(dimensions: int = 2048) -> Embedder:
         matrix = np.zeros((len(texts), dimensions), dtype=np.float32)
         for row, text in enumerate(texts):
             words = _WORD.findall(text.lower())
-            for feature in words + [a + " " + b for a, b in zip(words, words[1:])]:
+            for feature in words + [a + " " + b for a, b in pairwise(words)]:
                 bucket = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "little")
                 matrix[row, bucket % dimensions] += 1.0
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)

@@ -194,7 +194,7 @@ def train_head(vectors: np.ndarray, labels: Sequence[str], *, epochs: int = 400,
         grad[np.arange(len(target)), target] -= 1.0
         grad *= (sample_weight / sample_weight.sum())[:, None]
         grads = [grad.T @ vectors + weight_decay * weights, grad.sum(axis=0)]
-        for i, (param, g) in enumerate(zip((weights, bias), grads)):
+        for i, (param, g) in enumerate(zip((weights, bias), grads, strict=True)):
             m[i] = beta1 * m[i] + (1 - beta1) * g
             v[i] = beta2 * v[i] + (1 - beta2) * g * g
             step = learning_rate * (m[i] / (1 - beta1 ** epoch)) / (np.sqrt(v[i] / (1 - beta2 ** epoch)) + 1e-8)
@@ -336,7 +336,7 @@ class ToolSelector:
         probs = self.clause_probabilities(clauses)
         labels = self.labels
         none = labels.index(NO_TOOL) if NO_TOOL in labels else None
-        for row, clause in zip(probs, clauses):
+        for row, clause in zip(probs, clauses, strict=True):
             if none is not None and _CONTEXT.match(clause):
                 row *= CONTEXT_FACTOR
                 row[none] += 1.0 - row.sum()
@@ -456,7 +456,7 @@ def train_tool_selector(embedder: Embedder, out: Path = HEAD_FILE, *, phrases_fi
         trial = train_head(vectors[train_rows], [labels[i] for i in train_rows], epochs=epochs, seed=seed,
                            progress=(lambda e, n, loss: progress("held-out check", e, n, loss)) if progress else None)
         predicted = trial.probabilities(vectors[test_rows]).argmax(axis=1)
-        heldout_accuracy = float(np.mean([trial.labels[p] == labels[i] for p, i in zip(predicted, test_rows)]))
+        heldout_accuracy = float(np.mean([trial.labels[p] == labels[i] for p, i in zip(predicted, test_rows, strict=True)]))
     head = train_head(vectors, labels, epochs=epochs, seed=seed,
                       progress=(lambda e, n, loss: progress("training", e, n, loss)) if progress else None)
     head.data_digest = digest
@@ -465,7 +465,7 @@ def train_tool_selector(embedder: Embedder, out: Path = HEAD_FILE, *, phrases_fi
     head.phrase_vectors = vectors[plain]
     head.phrase_labels = tuple(labels[i] for i in plain)
     probs = head.probabilities(vectors)
-    train_accuracy = float(np.mean([head.labels[p] == label for p, label in zip(probs.argmax(axis=1), labels)]))
+    train_accuracy = float(np.mean([head.labels[p] == label for p, label in zip(probs.argmax(axis=1), labels, strict=True)]))
     loss = float(-np.mean(np.log(probs[np.arange(len(labels)), [head.labels.index(x) for x in labels]] + 1e-12)))
     head.save(out)
     return TrainingReport(len(examples), len(head.labels), loss, train_accuracy, heldout_accuracy,
@@ -489,14 +489,14 @@ def _cached_embeddings(embedder: Embedder, texts: list[str], cache_dir: Path | N
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as data:
-                known = dict(zip((str(t) for t in data["texts"]), data["vectors"]))
+                known = dict(zip((str(t) for t in data["texts"]), data["vectors"], strict=True))
         except (OSError, KeyError, ValueError):
             known = {}  # a damaged cache is only a slower run
     missing = [text for text in dict.fromkeys(texts) if text not in known]
     batch = 256
     for start in range(0, len(missing), batch):
         chunk = missing[start:start + batch]
-        known.update(zip(chunk, embedder(chunk)))
+        known.update(zip(chunk, embedder(chunk), strict=True))
         if progress is not None:
             progress("embedding", min(start + batch, len(missing)), len(missing), 0.0)
         if path is not None:

@@ -29,7 +29,8 @@ JSON_TYPES = ("application/json",)
 
 
 def create_app(state: ServerState) -> FastAPI:
-    app = FastAPI(title="anymoda", version="1", docs_url=None, redoc_url=None, openapi_url=None)  # every route but /health needs a key
+    # No documentation routes: every route but /health needs a key.
+    app = FastAPI(title="anymoda", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.anymoda = state
 
     # ------------------------------------------------------------------ errors: one JSON line, never a traceback

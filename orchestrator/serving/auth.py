@@ -46,7 +46,8 @@ CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant);
 
 def check_tenant_name(value: object) -> str:
     if not isinstance(value, str) or not TENANT_NAME.fullmatch(value):
-        raise InvalidInputError(f"tenant name {shown(value)} must be 1-32 of a-z, 0-9, '_' and '-', starting with a letter or digit")
+        raise InvalidInputError(
+            f"tenant name {shown(value)} must be 1-32 of a-z, 0-9, '_' and '-', starting with a letter or digit")
     return value
 
 

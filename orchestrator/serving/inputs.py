@@ -14,13 +14,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from ..execution.compose import ARTIFACT_ID_IN_TEXT
 from ..execution.events import Event
 from ..execution.journal import check_session_id
+from ..storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from .errors import ApiError
-from .media_input import (AUDIO_FORMATS, MediaPart, PayloadTooLarge, check_media, decode_base64, decode_data_url,
-                          fetch_url, kind_of_mime, safe_filename, store_parts)
+from .media_input import (
+    AUDIO_FORMATS,
+    MediaPart,
+    PayloadTooLarge,
+    check_media,
+    decode_base64,
+    decode_data_url,
+    fetch_url,
+    kind_of_mime,
+    safe_filename,
+    store_parts,
+)
 from .state import Caller, ServerState
 from .tenancy import FILE_ID, NotFound, thread_session
 
@@ -162,7 +172,8 @@ def agent_turn(state: ServerState, caller: Caller, thread_id: str, turn: TurnInp
 
     def events() -> Iterator[Event]:
         artifacts = store_parts(state.store, turn.parts, session)
-        copies = {f: a.id for f, a in zip(turn.file_ids, artifacts) if f is not None}
+        # file_ids is empty where the parts came from a chat message rather than from thread files.
+        copies = {f: a.id for f, a in zip(turn.file_ids, artifacts, strict=False) if f is not None}
         given = substitute_ids(plan, copies) if plan is not None else None
         yield from state.orchestrator.stream(turn.text, files=artifacts, session=session, run_id=run_id, plan=given)
 
@@ -229,7 +240,7 @@ def workflow_turn(state: ServerState, caller: Caller, thread_id: str, workflow: 
 
     def events() -> Iterator[Event]:
         stored = store_parts(state.store, [m for _, m in media], session)
-        inputs = {**literal, **{name: artifact for (name, _), artifact in zip(media, stored)}}
+        inputs = {**literal, **{name: artifact for (name, _), artifact in zip(media, stored, strict=True)}}
         yield from state.orchestrator.stream_workflow(workflow, inputs, session=session, run_id=run_id)
 
     return events

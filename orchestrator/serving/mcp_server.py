@@ -20,8 +20,8 @@ import base64
 import json
 from typing import Any
 
-from ..storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from ..errors import AnymodaError
+from ..storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from .auth import KeyStore, check_tenant_name
 from .errors import ApiError
 from .media_input import check_media, decode_data_url
@@ -55,8 +55,8 @@ class AnymodaMCP:
     # ------------------------------------------------------------------ catalogue
 
     def workflows(self) -> dict[str, Any]:
-        from .threads import SHIPPED_WORKFLOWS
         from ..workflows.definition import Workflow
+        from .threads import SHIPPED_WORKFLOWS
 
         found = {}
         for path in sorted(SHIPPED_WORKFLOWS.glob("*.yaml")):

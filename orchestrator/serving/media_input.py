@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ..errors import InvalidInputError, shown
 from ..storage import codecs
 from ..storage.artifacts import Artifact, ArtifactKind
 from ..storage.codecs import EXTENSION_KINDS, MediaLimits
-from ..errors import InvalidInputError, shown
 from ..storage.store import ArtifactStore, extension_for
 
 MEDIA_KINDS = (ArtifactKind.IMAGE, ArtifactKind.AUDIO, ArtifactKind.VIDEO)
@@ -140,7 +140,8 @@ def check_url_host(url: str, allowed_hosts: frozenset[str], what: str) -> None:
         raise InvalidInputError(f"{what}: the host {shown(parts.hostname or '')} is not among the hosts this server fetches from")
 
 
-def fetch_url(url: str, allowed_hosts: frozenset[str], what: str, max_bytes: int, timeout: float = 20.0) -> tuple[bytes, str | None]:
+def fetch_url(url: str, allowed_hosts: frozenset[str], what: str, max_bytes: int,
+              timeout: float = 20.0) -> tuple[bytes, str | None]:
     """GET an allowed http(s) URL, refusing redirects (they could lead to a host that is not allowed)
     and stopping at ``max_bytes``."""
     import urllib.request

@@ -67,13 +67,16 @@ class Metrics:
                              f"status=\"{status}\"}} {count}")
             lines += ["# HELP anymoda_http_request_duration_seconds Time to the response's first byte.",
                       "# TYPE anymoda_http_request_duration_seconds histogram"]
+            histogram = "anymoda_http_request_duration_seconds"
             for route, counts in sorted(self.latency.items()):
-                for bound, count in zip(self.BUCKETS, counts):
-                    lines.append(f"anymoda_http_request_duration_seconds_bucket{{route={label(route)},le=\"{bound}\"}} {int(count)}")
-                lines.append(f"anymoda_http_request_duration_seconds_bucket{{route={label(route)},le=\"+Inf\"}} {int(counts[-1])}")
-                lines.append(f"anymoda_http_request_duration_seconds_sum{{route={label(route)}}} {counts[-2]:.6f}")
-                lines.append(f"anymoda_http_request_duration_seconds_count{{route={label(route)}}} {int(counts[-1])}")
-            lines += ["# HELP anymoda_runs_finished_total Runs that ended, by status.", "# TYPE anymoda_runs_finished_total counter"]
+                where = f"route={label(route)}"
+                for bound, count in zip(self.BUCKETS, counts[:-2], strict=True):  # counts end with the sum and the count
+                    lines.append(f"{histogram}_bucket{{{where},le=\"{bound}\"}} {int(count)}")
+                lines.append(f"{histogram}_bucket{{{where},le=\"+Inf\"}} {int(counts[-1])}")
+                lines.append(f"{histogram}_sum{{{where}}} {counts[-2]:.6f}")
+                lines.append(f"{histogram}_count{{{where}}} {int(counts[-1])}")
+            lines += ["# HELP anymoda_runs_finished_total Runs that ended, by status.",
+                      "# TYPE anymoda_runs_finished_total counter"]
             for status, count in sorted(self.runs.items()):
                 lines.append(f"anymoda_runs_finished_total{{status={label(status)}}} {count}")
         lines += ["# HELP anymoda_runs_active Runs being driven by a worker now.", "# TYPE anymoda_runs_active gauge",

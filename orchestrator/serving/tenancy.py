@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..storage.artifacts import Artifact, is_artifact_id
 from ..errors import InvalidInputError, shown
 from ..execution.journal import RUN_ID, RunRecord
+from ..storage.artifacts import Artifact, is_artifact_id
 from .auth import ServingDatabase, check_tenant_name, serving_database
 
 THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

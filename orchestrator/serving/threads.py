@@ -35,8 +35,16 @@ from starlette.concurrency import run_in_threadpool
 
 from ..execution.journal import new_run_id
 from .errors import ApiError
-from .inputs import (TurnInput, agent_turn, check_named_artifacts, check_plan_artifacts, file_ids_in, file_part,
-                     workflow_bindings, workflow_turn)
+from .inputs import (
+    TurnInput,
+    agent_turn,
+    check_named_artifacts,
+    check_plan_artifacts,
+    file_ids_in,
+    file_part,
+    workflow_bindings,
+    workflow_turn,
+)
 from .state import Caller, ServerState
 from .tenancy import thread_session
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError, shown, shown_path
+from ..errors import InvalidInputError, shown_path
 from .artifacts import ArtifactKind
 from .media import (
     TIME_UNIT_CLOCK,
@@ -259,7 +259,8 @@ def _decode_utf8(data: bytes, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{what} is not valid UTF-8 (bad byte at offset {exc.start}); found {describe_content(data)}") from None
+        raise InvalidInputError(
+            f"{what} is not valid UTF-8 (bad byte at offset {exc.start}); found {describe_content(data)}") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -388,7 +389,8 @@ def _check_wav_complete(data: bytes) -> None:
         if chunk_id == b"data":
             available = len(data) - offset - 8
             if size != 0xFFFFFFFF and available < size:  # 0xFFFFFFFF marks a streamed WAV of unknown length
-                raise InvalidInputError(f"truncated WAV: its header declares {size:,} bytes of audio but only {available:,} are present")
+                raise InvalidInputError(
+                    f"truncated WAV: its header declares {size:,} bytes of audio but only {available:,} are present")
             return
         offset += 8 + size + (size & 1)
     raise InvalidInputError("WAV file has no 'data' chunk (truncated or not really audio)")
@@ -424,7 +426,8 @@ def _read_audio(data: bytes, limits: MediaLimits) -> tuple[AudioClip, Any]:
     if samples.shape[0] == 0:
         raise InvalidInputError("audio contains no samples")
     if info.frames > 0 and samples.shape[0] < info.frames:
-        raise InvalidInputError(f"truncated {info.format} audio: header declares {info.frames:,} frames but {samples.shape[0]:,} decode")
+        raise InvalidInputError(
+            f"truncated {info.format} audio: header declares {info.frames:,} frames but {samples.shape[0]:,} decode")
     return AudioClip(samples, sample_rate), info
 
 
@@ -476,14 +479,15 @@ def _decode_video(data: bytes, mime: str, limits: MediaLimits) -> bytes:
 def _time_series_from_json(value: Any) -> TimeSeries:
     if isinstance(value, dict):
         if "values" not in value:
-            raise InvalidInputError("a time series JSON object needs a 'values' list (and optionally 'timestamps', 'channel_names', "
-                                    "'time_unit')")
+            raise InvalidInputError("a time series JSON object needs a 'values' list (and optionally 'timestamps', "
+                                    "'channel_names', 'time_unit')")
         values, timestamps, names = value["values"], value.get("timestamps"), value.get("channel_names")
         unit = value.get("time_unit")
     elif isinstance(value, list):
         values, timestamps, names, unit = value, None, None, None
     else:
-        raise InvalidInputError(f"a time series JSON must be a list of numbers or an object with 'values', got {type(value).__name__}")
+        raise InvalidInputError(
+            f"a time series JSON must be a list of numbers or an object with 'values', got {type(value).__name__}")
     if not isinstance(values, list) or not values:
         raise InvalidInputError("time series 'values' must be a non-empty list")
     for i, v in enumerate(values):
@@ -827,7 +831,8 @@ def _read_time_series(data: bytes, mime: str | None, limits: MediaLimits) -> tup
     else:
         series, info = _time_series_from_csv(text, limits)
     if series.values.size > limits.max_time_series_points:
-        raise InvalidInputError(f"time series has {series.values.size:,} values, over the limit of {limits.max_time_series_points:,}")
+        raise InvalidInputError(
+            f"time series has {series.values.size:,} values, over the limit of {limits.max_time_series_points:,}")
     return series, info
 
 
@@ -904,7 +909,8 @@ def _read_masks(data: bytes, limits: MediaLimits) -> Masks:
                     raise InvalidInputError(f"mask has {count:,} pixels, over the limit of {limits.max_image_pixels:,}")
                 if count * dtype.itemsize > limits.max_bytes:
                     raise InvalidInputError(
-                        f"masks array {name!r} would expand to {count * dtype.itemsize:,} bytes, over the limit of {limits.max_bytes:,}"
+                        f"masks array {name!r} would expand to {count * dtype.itemsize:,} bytes, "
+                        f"over the limit of {limits.max_bytes:,}"
                     )
             label_map = archive["label_map"]
             labels = [str(x) for x in archive["labels"].tolist()]

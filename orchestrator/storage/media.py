@@ -133,7 +133,8 @@ class TimeSeries:
         if bad.size:
             where = tuple(int(i) for i in bad[0])
             raise InvalidInputError(
-                f"time series has {len(bad)} non-finite value(s) (NaN or infinity); first at index {where[0] if len(where) == 1 else where}"
+                f"time series has {len(bad)} non-finite value(s) (NaN or infinity); "
+                f"first at index {where[0] if len(where) == 1 else where}"
             )
         self.values = values
         if self.timestamps is not None:
@@ -203,7 +204,7 @@ class Detections:
 
     def to_json(self) -> dict[str, Any]:
         items = []
-        for i, (box, label, score) in enumerate(zip(self.boxes, self.labels, self.scores)):
+        for i, (box, label, score) in enumerate(zip(self.boxes, self.labels, self.scores, strict=True)):
             item: dict[str, Any] = {"box": [round(v, 2) for v in box], "label": label, "score": round(score, 4)}
             if self.extra:
                 item.update(self.extra[i])
@@ -239,13 +240,15 @@ class Masks:
             raise InvalidInputError(f"a mask label map must be 2-D (height, width), got shape {label_map.shape}")
         # Stored as uint8: a float, NaN or negative value would be cut or wrapped into some other label.
         if label_map.dtype.kind not in "biu":
-            raise InvalidInputError(f"a mask label map must hold integers (0 for background, i for labels[i - 1]), got {label_map.dtype}")
+            raise InvalidInputError(
+                f"a mask label map must hold integers (0 for background, i for labels[i - 1]), got {label_map.dtype}")
         if len(self.labels) > 255:
             raise InvalidInputError(f"at most 255 masks fit one label map, got {len(self.labels)}")
         if label_map.size and int(label_map.min()) < 0:
             raise InvalidInputError(f"mask label map uses value {int(label_map.min())}; 0 is background and labels start at 1")
         if label_map.size and int(label_map.max()) > len(self.labels):
-            raise InvalidInputError(f"mask label map uses value {int(label_map.max())} but only {len(self.labels)} labels are given")
+            raise InvalidInputError(
+                f"mask label map uses value {int(label_map.max())} but only {len(self.labels)} labels are given")
         self.label_map = label_map.astype(np.uint8, copy=False)
         if self.scores is not None and len(self.scores) != len(self.labels):
             raise InvalidInputError("masks need one score per label")

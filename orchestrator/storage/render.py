@@ -37,7 +37,7 @@ def draw_detections(image: Image.Image, detections: Detections, *, min_score: fl
     draw = ImageDraw.Draw(canvas)
     font = dejavu_font(max(12, canvas.size[1] // 40))
     width = max(2, canvas.size[0] // 300)
-    for i, (box, label, score) in enumerate(zip(detections.boxes, detections.labels, detections.scores)):
+    for i, (box, label, score) in enumerate(zip(detections.boxes, detections.labels, detections.scores, strict=True)):
         if score < min_score:
             continue
         colour = _colour(label)
@@ -61,7 +61,7 @@ def overlay_masks(image: Image.Image, masks: Masks, *, alpha: float = 0.5) -> Im
     label_map = masks.label_map
     if label_map.shape != base.shape[:2]:
         label_map = np.asarray(Image.fromarray(label_map).resize(image.size, Image.NEAREST))
-    for index, label in enumerate(masks.labels):
+    for index in range(len(masks.labels)):
         selected = label_map == index + 1
         base[selected] = (1 - alpha) * base[selected] + alpha * np.asarray(_PALETTE[index % len(_PALETTE)], np.float32)
     return Image.fromarray(base.clip(0, 255).astype(np.uint8))

@@ -252,7 +252,8 @@ class ArtifactStore:
             )
         chosen = declared or claimed or sniffed
         if chosen is None:
-            raise InvalidInputError(f"cannot tell what kind of input {path.name!r} is ({codecs.describe_content(data)}); name its kind")
+            raise InvalidInputError(
+                f"cannot tell what kind of input {path.name!r} is ({codecs.describe_content(data)}); name its kind")
         return self.put(chosen, data, metadata={"name": path.name, **(metadata or {})}, session=session)
 
     def _write_blob(self, data: bytes) -> str:

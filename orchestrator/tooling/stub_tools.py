@@ -97,7 +97,7 @@ class StubBrighten(WeightlessTool):
 
 def _colour_name(rgb: tuple[float, float, float]) -> str:
     names = {**StubPaint._COLOURS, "grey": (128, 128, 128)}
-    return min(names, key=lambda n: sum((a - b) ** 2 for a, b in zip(names[n], rgb)))
+    return min(names, key=lambda n: sum((a - b) ** 2 for a, b in zip(names[n], rgb, strict=True)))
 
 
 class StubFind(WeightlessTool):
@@ -121,7 +121,7 @@ class StubFind(WeightlessTool):
         ink = (pixels < 240).any(axis=2)
         seen = np.zeros_like(ink)
         boxes, labels = [], []
-        for y, x in zip(*np.nonzero(ink)):  # squares are axis-aligned, so a flood along rows and columns finds each
+        for y, x in zip(*np.nonzero(ink), strict=True):  # squares are axis-aligned, so a flood along rows and columns finds each
             if seen[y, x]:
                 continue
             x1 = x

@@ -97,7 +97,7 @@ class _State:
         self.started: dict[str, str] = {}  # key -> run id
         self.finished: dict[str, dict[str, Any]] = {}  # key -> row
         if path.is_file():
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:

@@ -115,7 +115,7 @@ def _evaluate(node: ast.AST, values: list[Any]) -> Any:
         return (not operand) if isinstance(node.op, ast.Not) else -operand
     if isinstance(node, ast.Compare):
         left = _evaluate(node.left, values)
-        for op, right_node in zip(node.ops, node.comparators):
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = _evaluate(right_node, values)
             if not _COMPARE[type(op)](left, right):
                 return False

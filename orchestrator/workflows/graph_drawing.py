@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from ..errors import InvalidInputError
@@ -194,7 +195,7 @@ class _Layout:
 def _back_edges(n: int, pairs: list[tuple[int, int]], order: list[int]) -> set[int]:
     """Edge indices that close a cycle (found by an iterative depth-first search); self-loops included."""
     out_edges: dict[int, list[int]] = defaultdict(list)
-    for index, (source, target) in enumerate(pairs):
+    for index, (source, _) in enumerate(pairs):
         out_edges[source].append(index)
     state = [0] * n  # 0 unvisited, 1 on the current path, 2 finished
     back: set[int] = set()
@@ -253,6 +254,14 @@ def _crossings(upper: list[int], lower_position: dict[int, int], upper_position:
     return count
 
 
+def _barycentre(position: int, v: int, neighbour_position: dict[int, int], links: dict[int, list[int]],
+                scale: float) -> float:
+    """Where node ``v`` belongs on its layer: the mean position of its linked neighbours, stretched by ``scale``
+    onto this layer's range; a node without linked neighbours keeps its ``position``."""
+    linked = [neighbour_position[u] for u in links[v] if u in neighbour_position]
+    return sum(linked) / len(linked) * scale if linked else float(position)
+
+
 def _order_layers(layers: list[list[int]], successors: dict[int, list[int]],
                   predecessors: dict[int, list[int]]) -> list[list[int]]:
     """Barycentre sweeps down and up the layers, keeping the order with the fewest crossings."""
@@ -270,14 +279,10 @@ def _order_layers(layers: list[list[int]], successors: dict[int, list[int]],
             links = predecessors if downwards else successors
             # Neighbour positions are stretched onto this layer's range, where unlinked nodes keep theirs.
             scale = (len(ordering[k]) - 1) / max(1, len(neighbour_layer) - 1)
-
-            def barycentre(item: tuple[int, int]) -> float:
-                position, v = item
-                linked = [neighbour_position[u] for u in links[v] if u in neighbour_position]
-                return sum(linked) / len(linked) * scale if linked else float(position)
-
-            ranked = sorted(enumerate(ordering[k]), key=lambda item: (barycentre(item), item[0]))
-            ordering[k] = [v for _, v in ranked]
+            # Sorted by (barycentre, current position): positions are unique, so ties keep the current order.
+            ranked = sorted((_barycentre(position, v, neighbour_position, links, scale), position, v)
+                            for position, v in enumerate(ordering[k]))
+            ordering[k] = [v for _, _, v in ranked]
         return ordering
 
     best = [list(layer) for layer in layers]
@@ -299,11 +304,13 @@ def _closest_ordered(desired: list[float], gaps: list[float], weights: list[floa
     With offsets o_i (the summed gaps above item i) the constraint y_i >= y_{i-1} + gap_i becomes
     'y_i - o_i is non-decreasing', an isotonic regression solved by pooling adjacent violators.
     """
+    if not desired:
+        return []  # an empty layer
     offsets = [0.0]
     for gap in gaps:
         offsets.append(offsets[-1] + gap)
     blocks: list[list[float]] = []  # [weight sum, weighted value sum, item count]
-    for value, offset, weight in zip(desired, offsets, weights):
+    for value, offset, weight in zip(desired, offsets, weights, strict=True):
         blocks.append([weight, weight * (value - offset), 1])
         while len(blocks) > 1 and blocks[-2][1] / blocks[-2][0] > blocks[-1][1] / blocks[-1][0]:
             weight_sum, value_sum, count = blocks.pop()
@@ -313,7 +320,7 @@ def _closest_ordered(desired: list[float], gaps: list[float], weights: list[floa
     fitted: list[float] = []
     for weight_sum, value_sum, count in blocks:
         fitted += [value_sum / weight_sum] * int(count)
-    return [z + offset for z, offset in zip(fitted, offsets)]
+    return [z + offset for z, offset in zip(fitted, offsets, strict=True)]
 
 
 def _place_vertically(layers: list[list[int]], height: list[float], successors: dict[int, list[int]],
@@ -322,12 +329,12 @@ def _place_vertically(layers: list[list[int]], height: list[float], successors: 
 
     def gaps(layer: list[int]) -> list[float]:
         return [(height[a] + height[b]) / 2 + (ROUTE_SLOT if is_slot[a] or is_slot[b] else NODE_GAP)
-                for a, b in zip(layer, layer[1:])]
+                for a, b in pairwise(layer)]
 
     for layer in layers:  # start stacked and centred on 0
         positions = _closest_ordered([0.0] * len(layer), gaps(layer), [1.0] * len(layer))
         shift = (positions[0] + positions[-1]) / 2 if positions else 0.0
-        for v, position in zip(layer, positions):
+        for v, position in zip(layer, positions, strict=True):
             y[v] = position - shift
     for iteration in range(PLACEMENT_SWEEPS):
         downwards = iteration % 2 == 0
@@ -340,7 +347,7 @@ def _place_vertically(layers: list[list[int]], height: list[float], successors: 
                 desired.append(sum(y[u] for u in linked) / len(linked) if linked else y[v])
             # Route slots bend more freely than boxes, so straight box-to-box edges win.
             weights = [0.5 if is_slot[v] else 1.0 for v in layer]
-            for v, position in zip(layer, _closest_ordered(desired, gaps(layer), weights)):
+            for v, position in zip(layer, _closest_ordered(desired, gaps(layer), weights), strict=True):
                 y[v] = position
     return y
 
@@ -377,7 +384,7 @@ def _layout(nodes: list[DrawNode], edges: list[DrawEdge]) -> _Layout:
             is_slot.append(True)
             chain.append(slot)
         chain.append(target)
-        for a, b in zip(chain, chain[1:]):
+        for a, b in pairwise(chain):
             successors[a].append(b)
             predecessors[b].append(a)
         routes[i] = chain

@@ -254,7 +254,7 @@ class WorkflowTaskGraph:
     def _crops(self, node: WorkflowNode, detections: Detections, image_id: str, detections_id: str) -> list[str]:
         image: Image.Image = self.store.load(image_id, session=self.session)
         crops = []
-        for i, (box, label, score) in enumerate(zip(detections.boxes, detections.labels, detections.scores)):
+        for i, (box, label, score) in enumerate(zip(detections.boxes, detections.labels, detections.scores, strict=True)):
             x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
             x1, y1 = min(image.width, int(round(box[2]))), min(image.height, int(round(box[3])))
             if x1 - x0 < MIN_CROP_PIXELS or y1 - y0 < MIN_CROP_PIXELS:
@@ -280,7 +280,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool, list, dict)) or value is None:
         return value
     if isinstance(value, Detections):
-        return [{"label": l, "score": s, "box": list(b)} for b, l, s in zip(value.boxes, value.labels, value.scores)]
+        return [{"label": label, "score": score, "box": list(box)}
+                for box, label, score in zip(value.boxes, value.labels, value.scores, strict=True)]
     if isinstance(value, Masks):
         return list(value.labels)
     return True
@@ -315,7 +316,8 @@ def bind_inputs(workflow: Workflow, values: dict[str, Any], store: ArtifactStore
                 artifact = store.ingest_file(value, spec.kind, session=session)
             except InvalidInputError as exc:
                 message = str(exc)
-                raise InvalidInputError(message if Path(value).name in message else f"{where}, {Path(value).name}: {message}") from None
+                filename = Path(value).name
+                raise InvalidInputError(message if filename in message else f"{where}, {filename}: {message}") from None
         else:
             artifact = store.put_value(spec.kind, value, session=session, metadata={"name": name})
         if artifact.kind is not spec.kind:

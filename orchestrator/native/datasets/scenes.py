@@ -71,7 +71,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     return None
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, int, int]) -> tuple[int, int, int, int]:
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
+                fill: tuple[int, int, int]) -> tuple[int, int, int, int]:
     if shape == "circle":
         box = (cx - r, cy - r, cx + r, cy + r)
         draw.ellipse(box, fill=fill)
@@ -109,7 +110,7 @@ def render_scene(rng: np.random.Generator, size: int = 224, *, num_objects: int 
     regions = [str(r) for r in rng.permutation(list(REGIONS))]
     shapes = [str(s) for s in rng.permutation(SHAPES)[:count]]
     objects = []
-    for shape, region in zip(shapes, regions):
+    for shape, region in zip(shapes, regions, strict=False):  # count regions taken, the others stay free
         colour = str(rng.choice(list(COLOURS)))
         ax, ay = REGIONS[region]
         # Anchors are 0.3 of the image apart; radius <= 0.1 and jitter <= 0.02 keep neighbours apart.
@@ -151,8 +152,8 @@ def _scene_questions(scene: SceneDescription, rng: np.random.Generator) -> list[
     truth = asdict(scene)
     items = []
     count = len(scene.objects)
-    items.append(QAItem(str(rng.choice(["How many shapes are there?", "How many shapes can you see?",
-                                        "Count the shapes in the picture."])), str(count), "count", truth | {"target": {"count": count}}))
+    question = str(rng.choice(["How many shapes are there?", "How many shapes can you see?", "Count the shapes in the picture."]))
+    items.append(QAItem(question, str(count), "count", truth | {"target": {"count": count}}))
     target = scene.objects[int(rng.integers(count))]
     items.append(QAItem(str(rng.choice([f"What colour is the {target.shape}?", f"Which colour does the {target.shape} have?"])),
                         target.colour, "colour", truth | {"target": asdict(target)}))

@@ -84,7 +84,8 @@ def _check_sentences(sentences: list[str]) -> list[str]:
         if not isinstance(sentence, str) or not sentence.strip():
             raise InvalidInputError(f"spoken sentences: sentence {index} is empty or not text ({sentence!r})")
         if len(sentence) > MAX_SENTENCE_CHARACTERS:
-            raise InvalidInputError(f"spoken sentences: sentence {index} has {len(sentence)} characters, over {MAX_SENTENCE_CHARACTERS}")
+            raise InvalidInputError(
+                f"spoken sentences: sentence {index} has {len(sentence)} characters, over {MAX_SENTENCE_CHARACTERS}")
         checked.append(" ".join(sentence.split()))
     return checked
 

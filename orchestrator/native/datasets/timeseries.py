@@ -78,12 +78,14 @@ def make_series(rng: np.random.Generator, length: int = 256, **forced: Any) -> t
     spike_count, spikes, level_shift_count, level_shifts, offset, scale, missing_fraction (shape units for
     amplitude, noise, spike heights and level-shift sizes; the rest in the series' own units)."""
     if not isinstance(rng, np.random.Generator):
-        raise InvalidInputError(f"time series: rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+        raise InvalidInputError(
+            f"time series: rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
     if not isinstance(length, int) or not MIN_LENGTH <= length <= MAX_LENGTH:
         raise InvalidInputError(f"time series: length must be an integer from {MIN_LENGTH} to {MAX_LENGTH}, got {length!r}")
     unknown = set(forced) - _FORCEABLE
     if unknown:
-        raise InvalidInputError(f"time series: cannot force {', '.join(sorted(unknown))}; forceable: {', '.join(sorted(_FORCEABLE))}")
+        raise InvalidInputError(
+            f"time series: cannot force {', '.join(sorted(unknown))}; forceable: {', '.join(sorted(_FORCEABLE))}")
 
     # Every draw happens whether or not it is forced, so forcing one attribute leaves the others as they were.
     trend = str(rng.choice(TRENDS))
@@ -244,7 +246,7 @@ def timeseries_qa(n: int, seed: int, length: int | tuple[int, int] = 256, *, kin
     plan = [kinds[i % len(kinds)] for i in range(n)]
     rng.shuffle(plan)
     items = []
-    for kind, size in zip(plan, lengths):
+    for kind, size in zip(plan, lengths, strict=True):
         values, attributes = make_series(rng, int(size), missing_fraction=missing_fraction, **_forced_for(kind, rng))
         question = str(rng.choice(_QUESTIONS[kind]))
         truth = asdict(attributes) | {"length": int(size)}
