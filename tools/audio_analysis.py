@@ -104,7 +104,8 @@ class AudioClassification(Tool):
         rate = int(classifier.extractor.sampling_rate)
         samples = inputs["audio"].for_model(rate)
         if samples.shape[0] < rate // 10:
-            raise InvalidInputError(f"audio-classification: input 'audio' is {samples.shape[0] / rate * 1000:.0f} ms long; give at least 100 ms")
+            raise InvalidInputError(
+                f"audio-classification: input 'audio' is {samples.shape[0] / rate * 1000:.0f} ms long; give at least 100 ms")
         sigmoid = classifier.multi_label if params["scoring"] == "auto" else params["scoring"] == "sigmoid"
         # Equal windows no longer than the model's: a 12 s clip on AST (10.24 s) is two 6 s halves, not
         # 10.24 s plus a 1.76 s scrap scored as if it were a whole clip.
@@ -182,7 +183,8 @@ class SpeakerEncoder:
         blocks = sorted(int(m.group(1)) for key in state if (m := re.fullmatch(r"blocks\.(\d+)\.conv\.weight", key)))
         self.dilations = [int(d) for d in dilations.group(1).split(",")] if dilations else [1, 2, 3, 1, 1]
         if len(blocks) != len(self.dilations):
-            raise ModelNotAvailableError(f"speaker encoder {checkpoint}: {len(blocks)} TDNN blocks but {len(self.dilations)} dilations")
+            raise ModelNotAvailableError(
+                f"speaker encoder {checkpoint}: {len(blocks)} TDNN blocks but {len(self.dilations)} dilations")
         self.network = self._network(state, len(blocks)).to(device).eval()
         self.device = device
         self._filters = self._mel_filters().to(device)
@@ -296,12 +298,14 @@ def _embedding_from_json(value: Any, dimensions: int) -> np.ndarray:
                 value = value[key]
                 break
         else:
-            raise InvalidInputError("voice-conversion: input 'speaker_embedding' must be a list of numbers or an object with an 'xvector' (or 'vector') list")
+            raise InvalidInputError("voice-conversion: input 'speaker_embedding' must be a list of numbers or an object "
+                                    "with an 'xvector' (or 'vector') list")
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise InvalidInputError("voice-conversion: input 'speaker_embedding' must be a list of numbers")
     vector = np.asarray(value, dtype=np.float32)
     if vector.shape != (dimensions,):
-        raise InvalidInputError(f"voice-conversion: input 'speaker_embedding' must have {dimensions} numbers (a SpeechBrain x-vector), got {vector.shape[0]}")
+        raise InvalidInputError(f"voice-conversion: input 'speaker_embedding' must have {dimensions} numbers "
+                                f"(a SpeechBrain x-vector), got {vector.shape[0]}")
     if not np.all(np.isfinite(vector)) or not np.any(vector):
         raise InvalidInputError("voice-conversion: input 'speaker_embedding' must be finite and not all zero")
     return vector
@@ -323,12 +327,14 @@ class VoiceConversion(Tool):
     }
     outputs = {
         "audio": Output(ArtifactKind.AUDIO, "the converted speech (16 kHz)"),
-        "speaker_embedding": Output(ArtifactKind.JSON, "{dimensions, vector}: the target voice's unit x-vector, reusable as input"),
+        "speaker_embedding": Output(ArtifactKind.JSON,
+                                    "{dimensions, vector}: the target voice's unit x-vector, reusable as input"),
     }
     params = {
         "seed": Param(int, 0, "random seed: SpeechT5's decoder keeps dropout on while generating", minimum=0, maximum=2**31 - 1),
         "stop_threshold": Param(float, 0.5, "probability at which the decoder ends an utterance", minimum=0.05, maximum=0.95),
-        "max_length_ratio": Param(float, 2.0, "the output is at most this many times as long as the input", minimum=0.5, maximum=5.0),
+        "max_length_ratio": Param(float, 2.0, "the output is at most this many times as long as the input",
+                                  minimum=0.5, maximum=5.0),
     }
     default_model = "microsoft/speecht5_vc"
     requires = ("torch", "transformers")
@@ -357,7 +363,8 @@ class VoiceConversion(Tool):
         model = SpeechT5ForSpeechToSpeech.from_pretrained(str(source.path), dtype=dtype).eval().to(device)
         # SpeechT5Processor would also load a SentencePiece tokenizer that speech-to-speech never uses.
         extractor = AutoFeatureExtractor.from_pretrained(str(source.path))
-        vocoder_path = self._component(source.path, "vocoder", "voice-conversion-vocoder", VOCODER, ("*.json", "*.safetensors", "*.bin"))
+        vocoder_path = self._component(source.path, "vocoder", "voice-conversion-vocoder", VOCODER,
+                                       ("*.json", "*.safetensors", "*.bin"))
         vocoder = SpeechT5HifiGan.from_pretrained(str(vocoder_path), dtype=dtype).eval().to(device)
 
         def speaker_folder() -> Path:
@@ -378,12 +385,14 @@ class VoiceConversion(Tool):
         if "speaker" in inputs:
             reference = inputs["speaker"].for_model(SPEECHT5_RATE)
             if reference.shape[0] < MIN_REFERENCE_S * SPEECHT5_RATE:
-                raise InvalidInputError(f"voice-conversion: input 'speaker' is {reference.shape[0] / SPEECHT5_RATE:.2f} s long; give at least {MIN_REFERENCE_S:.0f} s of the target voice")
+                raise InvalidInputError(f"voice-conversion: input 'speaker' is {reference.shape[0] / SPEECHT5_RATE:.2f} s long; "
+                                        f"give at least {MIN_REFERENCE_S:.0f} s of the target voice")
             if not np.any(np.abs(reference) > 1e-4):
                 raise InvalidInputError("voice-conversion: input 'speaker' is silent")
             vector = converter.speaker_encoder().embed(reference[: int(MAX_REFERENCE_S * SPEECHT5_RATE)])
             if vector.shape != (dimensions,):
-                raise InvalidInputError(f"voice-conversion: the speaker encoder gives {vector.shape[0]} numbers but the model takes {dimensions}")
+                raise InvalidInputError(
+                    f"voice-conversion: the speaker encoder gives {vector.shape[0]} numbers but the model takes {dimensions}")
             origin = "reference recording"
         else:
             vector = _embedding_from_json(inputs["speaker_embedding"], dimensions)
@@ -392,7 +401,8 @@ class VoiceConversion(Tool):
 
         samples = inputs["audio"].for_model(SPEECHT5_RATE)
         if samples.shape[0] < SPEECHT5_RATE // 10:
-            raise InvalidInputError(f"voice-conversion: input 'audio' is {samples.shape[0] / SPEECHT5_RATE * 1000:.0f} ms long; give at least 100 ms of speech")
+            raise InvalidInputError(f"voice-conversion: input 'audio' is {samples.shape[0] / SPEECHT5_RATE * 1000:.0f} ms long; "
+                                    "give at least 100 ms of speech")
         # generate_speech bounds the output at encoder_frames * ratio mel frames; one encoder frame is
         # prod(conv_stride) samples and one mel frame hop_length ms, so convert "times the input duration".
         stride = int(np.prod(converter.model.config.conv_stride))

@@ -95,7 +95,7 @@ def best_spans(start_logits: Any, end_logits: Any, context: Any, cls_index: int 
     scores = torch.triu(torch.outer(start, end)).tril(max_tokens - 1)
     top = scores.flatten().topk(min(count, scores.numel()))
     n = scores.shape[1]
-    spans = [(int(i) // n, int(i) % n, float(p)) for p, i in zip(top.values, top.indices) if p > 0]
+    spans = [(int(i) // n, int(i) % n, float(p)) for p, i in zip(top.values, top.indices, strict=True) if p > 0]
     return spans, no_answer
 
 

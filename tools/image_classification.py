@@ -111,5 +111,6 @@ class ImageClassification(Tool):
         logits = getattr(output, "logits", output)
         probabilities = logits.float().softmax(-1)[0]
         top = probabilities.topk(min(params["top_k"], probabilities.shape[0]))
-        ranked = [{"label": classifier.labels[i], "score": round(float(p), 4)} for p, i in zip(top.values, top.indices)]
+        ranked = [{"label": classifier.labels[i], "score": round(float(p), 4)}
+                  for p, i in zip(top.values, top.indices, strict=True)]
         return {"labels": ranked, "label": OutputValue(ranked[0]["label"], {"score": ranked[0]["score"]})}

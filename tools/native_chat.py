@@ -207,7 +207,8 @@ def ask(native: _Native, question: str, media: dict[str, Any], *, max_new_tokens
         if modality not in native.encoders:
             perceived = ", ".join(MODALITY_INPUT[m] for m in native.modalities)
             raise InvalidInputError(
-                f"tool 'native-chat': the checkpoint {native.folder} perceives {perceived} only; it cannot look at the {name} input"
+                f"tool 'native-chat': the checkpoint {native.folder} perceives {perceived} only; "
+                f"it cannot look at the {name} input"
             )
         features.append(encode_cached(native.encoders[modality], media[name], None))
         placeholders.append(PLACEHOLDERS[modality])

@@ -179,8 +179,8 @@ _ASK_SHOP = re.compile(
     r"\b(shop|store|restaurant|cafe|café|coffee shop|place|merchant|business|station|pharmacy|chemist|company|vendor|"
     r"seller|supermarket|market|bakery|bar|pub|diner|garage|who\b.*\b(?:from|issued|sold))\b|\bwhere\b.*\b(?:from|buy|get|"
     r"bought|got|shop|eat|ate|go|went)\b|\bname of\b|\bwho (?:is|was) it from\b", re.I)
-_ASK_PAYMENT = re.compile(r"\bhow (?:did|do|was|were|is)\b.*\bpa(?:y|id)\b|\bpayment (?:method|type)\b|\bpa(?:y|id) (?:by|with|in) "
-                          r"(?:card|cash)\b|\b(?:card|cash) or (?:card|cash)\b", re.I)
+_ASK_PAYMENT = re.compile(r"\bhow (?:did|do|was|were|is)\b.*\bpa(?:y|id)\b|\bpayment (?:method|type)\b|"
+                          r"\bpa(?:y|id) (?:by|with|in) (?:card|cash)\b|\b(?:card|cash) or (?:card|cash)\b", re.I)
 _ASK_AMOUNT = re.compile(r"\b(how much|price|cost|costs|spend|spent|pay|paid|charge|charged|total|amount|owe|bill|"
                          r"tip|tax|vat|service|discount|change|subtotal|damage|c[oa]me to)\b", re.I)
 

@@ -109,7 +109,7 @@ def build_prompts(
     owner: str,
 ) -> list[Prompt]:
     """One prompt per box, with the points that fall inside it; the other points make objects of their own."""
-    prompts = [Prompt(label, box) for box, label in zip(boxes, box_labels)]
+    prompts = [Prompt(label, box) for box, label in zip(boxes, box_labels, strict=True)]
     loose = []
     for x, y, label in points:
         holders = [p for p in prompts if p.box[0] <= x <= p.box[2] and p.box[1] <= y <= p.box[3]]
@@ -224,7 +224,7 @@ def masks_metadata(masks: Masks) -> dict[str, Any]:
         "count": len(masks.labels),
         "instances": [
             {"label": label, "score": round(score, 4) if score is not None else None, "area_fraction": round(int(a) / total, 5)}
-            for label, score, a in zip(masks.labels, masks.scores or [None] * len(masks.labels), areas)
+            for label, score, a in zip(masks.labels, masks.scores or [None] * len(masks.labels), areas, strict=True)
         ],
     }
 
@@ -434,7 +434,7 @@ class GroundedSegmentation(_SamTool):
                 detector, image, labels, threshold=params["threshold"], text_threshold=params["text_threshold"],
                 nms_iou=params["nms_iou"], max_detections=params["max_objects"],
             )
-        prompts = [Prompt(label, box) for box, label in zip(detections.boxes, detections.labels)]
+        prompts = [Prompt(label, box) for box, label in zip(detections.boxes, detections.labels, strict=True)]
         masks = self.segment(sam, image, prompts, multimask=params["multimask"])
         union = masks.label_map > 0
         cutout = image.convert("RGBA")

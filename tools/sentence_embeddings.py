@@ -88,7 +88,7 @@ class SentenceSimilarity(_SentenceTransformerTool):
         similarities = vectors[1:] @ vectors[0]
         scores = [
             {"sentence": sentence, "score": round(float(score), 4)}
-            for sentence, score in zip(candidates, similarities)
+            for sentence, score in zip(candidates, similarities, strict=True)
             if score >= params["min_score"]
         ]
         best = int(np.argmax(similarities))

@@ -125,7 +125,8 @@ class SpeechRecognition(Tool):
         "segments": Output(ArtifactKind.JSON, "list of {start, end, text} in seconds (with words when asked)"),
     }
     params = {
-        "language": Param(str, None, "ISO 639-1 code such as 'en' or 'de'; empty detects it (multilingual models)", nullable=True),
+        "language": Param(str, None, "ISO 639-1 code such as 'en' or 'de'; empty detects it (multilingual models)",
+                          nullable=True),
         "beam_size": Param(int, 5, "beam search width; 1 is greedy and fastest", minimum=1, maximum=10),
         "word_timestamps": Param(bool, False, "also return the start and end of every word"),
         "translate": Param(bool, False, "translate the speech into English text (an English-only model just transcribes)"),
@@ -200,7 +201,8 @@ class SpeechRecognition(Tool):
         multilingual = model.model.is_multilingual
         if not multilingual:
             if language not in (None, "en"):
-                raise InvalidInputError(f"model {self.model_id!r} understands English only; language {language!r} needs a multilingual model such as Systran/faster-whisper-base")
+                raise InvalidInputError(f"model {self.model_id!r} understands English only; language {language!r} needs "
+                                        "a multilingual model such as Systran/faster-whisper-base")
             # Translating into English with a model that only hears English is transcribing: planners
             # ask for it when the request says "in writing"; refusing would fail a sound plan.
             params = {**params, "translate": False}
@@ -225,7 +227,8 @@ class SpeechRecognition(Tool):
             item: dict[str, Any] = {"start": round(segment.start, 2), "end": round(segment.end, 2), "text": segment.text.strip()}
             if params["word_timestamps"] and segment.words:
                 item["words"] = [
-                    {"word": w.word.strip(), "start": round(w.start, 2), "end": round(w.end, 2), "probability": round(w.probability, 3)}
+                    {"word": w.word.strip(), "start": round(w.start, 2), "end": round(w.end, 2),
+                     "probability": round(w.probability, 3)}
                     for w in segment.words
                 ]
             segments.append(item)
@@ -250,7 +253,8 @@ class SpeechRecognition(Tool):
         multilingual = bool(getattr(generation_config, "is_multilingual", False)) and bool(lang_to_id)
         if not multilingual:
             if language not in (None, "en"):
-                raise InvalidInputError(f"model {self.model_id!r} understands English only; language {language!r} needs a multilingual model such as openai/whisper-small")
+                raise InvalidInputError(f"model {self.model_id!r} understands English only; language {language!r} needs "
+                                        "a multilingual model such as openai/whisper-small")
             params = {**params, "translate": False}  # English-only: translating into English is transcribing
         elif language is not None and language not in known:
             raise InvalidInputError(f"unknown language {language!r}; Whisper knows: {', '.join(known)}")

@@ -22,7 +22,8 @@ from orchestrator.tooling.tool import (
 )
 
 MAX_CHARACTERS = 20_000  # ~25 minutes of speech; longer texts belong in a batch job
-_VOICE_NAME = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<region>[A-Z]{2})-(?P<name>[A-Za-z0-9_]+)-(?P<quality>x_low|low|medium|high)$")
+_VOICE_NAME = re.compile(
+    r"^(?P<lang>[a-z]{2,3})_(?P<region>[A-Z]{2})-(?P<name>[A-Za-z0-9_]+)-(?P<quality>x_low|low|medium|high)$")
 
 
 def _voice_files(path: Path) -> tuple[Path, Path]:
@@ -78,10 +79,12 @@ class TextToSpeech(Tool):
         if not text:
             raise InvalidInputError("text-to-speech: the text to speak is empty")
         if len(text) > MAX_CHARACTERS:
-            raise InvalidInputError(f"text-to-speech: the text has {len(text):,} characters, over the limit of {MAX_CHARACTERS:,}")
+            raise InvalidInputError(
+                f"text-to-speech: the text has {len(text):,} characters, over the limit of {MAX_CHARACTERS:,}")
         speakers = voice.config.num_speakers
         if params["speaker"] is not None and params["speaker"] >= speakers:
-            raise InvalidInputError(f"text-to-speech: voice {self.model_id} has {speakers} speaker(s); speaker {params['speaker']} does not exist")
+            raise InvalidInputError(f"text-to-speech: voice {self.model_id} has {speakers} speaker(s); "
+                                    f"speaker {params['speaker']} does not exist")
         config = SynthesisConfig(
             speaker_id=params["speaker"], length_scale=1.0 / params["speed"], noise_scale=params["variability"],
             volume=params["volume"],

@@ -42,7 +42,8 @@ class Table:
 
     def serialise(self, index: int) -> str:
         # Empty cells are left out: "price: " tells the model nothing and dilutes the premise.
-        return "; ".join(f"{column}: {value}" for column, value in zip(self.columns, self.rows[index]) if value.strip())
+        return "; ".join(f"{column}: {value}"
+                         for column, value in zip(self.columns, self.rows[index], strict=True) if value.strip())
 
     def to_json(self) -> dict[str, Any]:
         return {"columns": self.columns, "rows": self.rows, "source": self.source}
@@ -190,7 +191,7 @@ def table_from_boxes(boxes: list[tuple[float, float, float, float]], texts: list
     """
     from tools.ocr import reading_rows
 
-    lines = [([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], text, 1.0) for (x0, y0, x1, y1), text in zip(boxes, texts)]
+    lines = [([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], text, 1.0) for (x0, y0, x1, y1), text in zip(boxes, texts, strict=True)]
     rows = [[(line[0][0][0], line[0][1][0], line[0][2][1] - line[0][0][1], line[1]) for line in row]
             for row in reading_rows(lines)]
     if not rows:
@@ -387,7 +388,7 @@ class TabularClassification(Tool):
 
         predictions = []
         for i, row_scores in enumerate(scores.tolist()):
-            ranked = sorted(zip(names, row_scores), key=lambda item: -item[1])
+            ranked = sorted(zip(names, row_scores, strict=True), key=lambda item: -item[1])
             predictions.append({
                 "row": i + 1, "line": table.lines[i], "text": premises[i], "label": ranked[0][0],
                 "score": round(ranked[0][1], 4), "scores": {name: round(score, 4) for name, score in ranked},

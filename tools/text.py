@@ -958,8 +958,8 @@ class TextGeneration(_CausalLMTool):
     task = "text-generation"
     description = (
         "Write text from a prompt with a causal language model (Qwen2.5-0.5B-Instruct by default): answer an "
-        "instruction or a question about a given text (context), draft, rewrite, continue. Instruct models get the prompt as one user turn through their "
-        "chat template. Bounded by max_new_tokens; deterministic for a given seed."
+        "instruction or a question about a given text (context), draft, rewrite, continue. Instruct models get the prompt "
+        "as one user turn through their chat template. Bounded by max_new_tokens; deterministic for a given seed."
     )
     inputs = {
         "prompt": Input(ArtifactKind.TEXT, "the instruction or text to continue"),

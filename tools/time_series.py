@@ -231,7 +231,8 @@ def is_sudden(x: np.ndarray, change: int, jump: float, width: int) -> bool:
     return local * np.sign(jump) >= 0.5 * abs(jump)
 
 
-def fit_levels(t: np.ndarray, x: np.ndarray, changes: list[int], min_jump: float, width: int) -> tuple[float, list[int], np.ndarray]:
+def fit_levels(t: np.ndarray, x: np.ndarray, changes: list[int], min_jump: float,
+               width: int) -> tuple[float, list[int], np.ndarray]:
     """One slope and a step at each change, fitted jointly; steps smaller than ``min_jump``, or not
     sudden (see is_sudden), are dropped one by one, the smallest first.
 
@@ -243,7 +244,8 @@ def fit_levels(t: np.ndarray, x: np.ndarray, changes: list[int], min_jump: float
         design = np.column_stack([np.ones_like(t), t, *[(t >= c).astype(np.float64) for c in changes]])
         coefficients, *_ = np.linalg.lstsq(design, x, rcond=None)
         jumps = coefficients[2:]
-        weak = [i for i, (c, jump) in enumerate(zip(changes, jumps)) if abs(jump) < min_jump or not is_sudden(x, c, jump, width)]
+        weak = [i for i, (c, jump) in enumerate(zip(changes, jumps, strict=True))
+                if abs(jump) < min_jump or not is_sudden(x, c, jump, width)]
         if not weak:
             return float(coefficients[1]), changes, design[:, 2:] @ jumps if changes else np.zeros_like(x)
         changes.pop(min(weak, key=lambda i: abs(jumps[i])))
@@ -478,7 +480,8 @@ def _describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict
         seasonality.update({
             "period_steps": round(d.period, 3), "strength": round(_strength(d.seasonal, d.residual), 4),
             "amplitude": _number((float(d.seasonal.max()) - float(d.seasonal.min())) / 2),
-            "peak_phase_steps": int(np.argmax(cycle)), "autocorrelation": round(d.period_acf, 4) if d.period_acf is not None else None,
+            "peak_phase_steps": int(np.argmax(cycle)),
+            "autocorrelation": round(d.period_acf, 4) if d.period_acf is not None else None,
         })
         if step:
             seasonality["period_time"] = _number(d.period * step)
@@ -487,7 +490,8 @@ def _describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict
     shifts = []
     for c in d.changes:
         before, after = float(d.trend[c - 1]), float(d.trend[c])
-        shifts.append({**where(c), "size": _number(after - before - d.slope), "level_before": _number(before), "level_after": _number(after)})
+        shifts.append({**where(c), "size": _number(after - before - d.slope), "level_before": _number(before),
+                       "level_after": _number(after)})
     report: dict[str, Any] = {
         "length": n, "mean": _number(float(y.mean())), "min": _number(float(y.min())), "max": _number(float(y.max())),
         "trend": trend, "seasonality": seasonality,
@@ -662,9 +666,12 @@ class TimeSeriesDescription(WeightlessTool):
         "plot": Output(ArtifactKind.IMAGE, "the series with trend, spikes and level shifts marked"),
     }
     params = {
-        "spike_threshold": Param(float, 5.0, "robust z-score (vs. the running median) above which a point is a spike", minimum=2.0, maximum=50.0),
-        "shift_threshold": Param(float, 1.5, "smallest level shift reported, in noise standard deviations", minimum=0.25, maximum=50.0),
-        "period": Param(float, None, "the cycle length in steps if known (e.g. 24 for hourly data with a daily cycle); empty finds it",
+        "spike_threshold": Param(float, 5.0, "robust z-score (vs. the running median) above which a point is a spike",
+                                 minimum=2.0, maximum=50.0),
+        "shift_threshold": Param(float, 1.5, "smallest level shift reported, in noise standard deviations",
+                                 minimum=0.25, maximum=50.0),
+        "period": Param(float, None,
+                        "the cycle length in steps if known (e.g. 24 for hourly data with a daily cycle); empty finds it",
                         minimum=2.0, maximum=MAX_POINTS / 2, nullable=True),
     }
     default_model = METHOD
@@ -684,15 +691,20 @@ class TimeSeriesDescription(WeightlessTool):
     def run(self, method: _Method, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         series: TimeSeries = inputs["series"]
         if series.length < MIN_POINTS:
-            raise InvalidInputError(f"{self.name}: input 'series' has {series.length} points; describing one needs at least {MIN_POINTS}")
+            raise InvalidInputError(
+                f"{self.name}: input 'series' has {series.length} points; describing one needs at least {MIN_POINTS}")
         if series.length > MAX_POINTS:
-            raise InvalidInputError(f"{self.name}: input 'series' has {series.length:,} points, over the limit of {MAX_POINTS:,}; resample it first")
+            raise InvalidInputError(f"{self.name}: input 'series' has {series.length:,} points, "
+                                    f"over the limit of {MAX_POINTS:,}; resample it first")
         if series.channels > MAX_CHANNELS:
-            raise InvalidInputError(f"{self.name}: input 'series' has {series.channels} channels, over the limit of {MAX_CHANNELS}")
+            raise InvalidInputError(
+                f"{self.name}: input 'series' has {series.channels} channels, over the limit of {MAX_CHANNELS}")
         if params["period"] is not None and params["period"] > series.length / 2:
-            raise InvalidInputError(f"{self.name}: param 'period' ({params['period']:g}) must be at most half the series length ({series.length})")
+            raise InvalidInputError(f"{self.name}: param 'period' ({params['period']:g}) must be at most half "
+                                    f"the series length ({series.length})")
         values = series.values.reshape(series.length, -1)
-        names = series.channel_names or ([f"channel {i + 1}" for i in range(values.shape[1])] if values.shape[1] > 1 else ["series"])
+        names = series.channel_names or (
+            [f"channel {i + 1}" for i in range(values.shape[1])] if values.shape[1] > 1 else ["series"])
         reports, decompositions, paragraphs = [], [], []
         for column in range(values.shape[1]):
             report, decomposition = describe_channel(values[:, column], series.timestamps, params, series.time_unit)

@@ -124,7 +124,8 @@ class VisualQuestionAnswering(Tool):
         # ViLT's VQA head is trained with a binary cross-entropy per answer (VQA soft scores): sigmoid, not softmax.
         probabilities = logits.sigmoid()
         top = probabilities.topk(min(top_k, probabilities.shape[0]))
-        return [{"answer": model.config.id2label[int(i)], "score": round(float(p), 4)} for p, i in zip(top.values, top.indices)]
+        return [{"answer": model.config.id2label[int(i)], "score": round(float(p), 4)}
+                for p, i in zip(top.values, top.indices, strict=True)]
 
     def _generate(self, answerer: _Answerer, image: Any, question: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         import torch
@@ -150,7 +151,7 @@ class VisualQuestionAnswering(Tool):
         # Kept in the beam search's order (length-normalised, as BLIP picks its answer); the score is the
         # probability of the whole answer. Finished beams' padding steps score 0 and add nothing.
         ranked: dict[str, float] = {}
-        for text, token_scores in zip(texts, steps.float()):
+        for text, token_scores in zip(texts, steps.float(), strict=True):
             answer = " ".join(text.split())
             if answer and answer not in ranked:
                 ranked[answer] = float(token_scores.sum().exp())
