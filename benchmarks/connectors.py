@@ -73,7 +73,8 @@ def workload_text(args: argparse.Namespace) -> str:
         f"{', '.join(args.connectors) or 'none trained'}"
         + (f" (asked as trained: {', '.join(args.native_checkpoint)})" if args.native_checkpoint else "")
         + f"; LLM: {args.llm or 'packaged Qwen2.5-Coder-0.5B-Instruct'}; "
-        f"encoder {args.encoder}; text baseline: zero-shot" + (f" + LoRA {args.text_lora_steps} steps" if args.text_lora_steps else "")
+        f"encoder {args.encoder}; text baseline: zero-shot"
+        + (f" + LoRA {args.text_lora_steps} steps" if args.text_lora_steps else "")
         + (f"; end to end: {args.csv_eval} CSV files of {_length_text(args.csv_length)} rows ({', '.join(CSV_KINDS)})"
            if args.csv_eval else "; end to end on CSV: skipped")
         + (f"; speech: {args.speech_steps} steps, {args.speech_train} train / {args.speech_eval} held-out sentences"
@@ -140,9 +141,9 @@ def native_chat_on_csv(checkpoint: str, cases, store, label: str, args: argparse
     """Each CSV file ingested like an attached file and asked through the native-chat tool; scored per kind."""
     from tqdm.auto import tqdm
 
+    from orchestrator.native.datasets.timeseries import score_answer
     from orchestrator.storage.artifacts import ArtifactKind
     from orchestrator.tooling.invoke import run_tool
-    from orchestrator.native.datasets.timeseries import score_answer
     from tools.native_chat import NativeChat
 
     tool = NativeChat(model=checkpoint)
@@ -150,7 +151,8 @@ def native_chat_on_csv(checkpoint: str, cases, store, label: str, args: argparse
     started = time.perf_counter()
     for path, question, item in tqdm(cases, desc=f"{label}: native-chat on CSV", disable=args.no_progress):
         stored = store.ingest_file(path, ArtifactKind.TIME_SERIES)
-        answer = run_tool(tool, {"time_series": stored.id, "question": question, "max_new_tokens": 8}, store=store).values["answer"]
+        arguments = {"time_series": stored.id, "question": question, "max_new_tokens": 8}
+        answer = run_tool(tool, arguments, store=store).values["answer"]
         answers.append(answer)
         hits.setdefault(item.kind, []).append(bool(score_answer(item, answer)))
     return _csv_row(label, hits, answers, time.perf_counter() - started, len(cases))
@@ -167,8 +169,8 @@ def text_baseline_on_csv(llm, cases, store, args: argparse.Namespace) -> dict[st
     """The LLM alone, given the same files' values as text (as decoded: gaps filled) and the answer format."""
     from tqdm.auto import tqdm
 
-    from orchestrator.storage.artifacts import ArtifactKind
     from orchestrator.native.datasets.timeseries import score_answer
+    from orchestrator.storage.artifacts import ArtifactKind
 
     answers, hits = [], {}
     started = time.perf_counter()
@@ -190,7 +192,8 @@ def run_connector(kind: str, llm, data, args: argparse.Namespace, *, steps: int,
     from orchestrator.native.train import TrainConfig, train_connector
 
     torch.manual_seed(args.seed)
-    model = build_model(llm, data.modality, data.encoder, data.feature_dim, kind, {})  # each at its published default shape (Q-Former 32 queries, Perceiver 64 latents)
+    # Each connector at its published default shape (Q-Former 32 queries, Perceiver 64 latents).
+    model = build_model(llm, data.modality, data.encoder, data.feature_dim, kind, {})
     config = TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=min(args.warmup, steps - 1),
                          eval_every=0, max_new_tokens=max_new_tokens, seed=args.seed,
                          output_dir=str(Path(args.out) / f"{data.task}-{kind}"))
@@ -284,8 +287,8 @@ def text_baseline_lora(llm_name: str | None, data, args: argparse.Namespace, max
         question = example.prompt.split("\n", 1)[1]
         return Example(text_prompt(values, question), [], example.response)
 
-    train = [as_text(e, v) for e, v in zip(data.train, data.train_inputs)]
-    held_out = [as_text(e, v) for e, v in zip(data.eval, data.eval_inputs)]
+    train = [as_text(e, v) for e, v in zip(data.train, data.train_inputs, strict=True)]
+    held_out = [as_text(e, v) for e, v in zip(data.eval, data.eval_inputs, strict=True)]
     config = TrainConfig(stage=2, lora_r=8, max_steps=args.text_lora_steps, batch_size=args.batch_size, lr=2e-4,
                          warmup_steps=min(args.warmup, args.text_lora_steps - 1), eval_generate_limit=len(held_out),
                          max_new_tokens=max_new_tokens, seed=args.seed, output_dir=str(Path(args.out) / "text-lora"))
@@ -298,6 +301,15 @@ def text_baseline_lora(llm_name: str | None, data, args: argparse.Namespace, max
 
 
 # ------------------------------------------------------------------------------------------------ report
+
+
+def _aligned(headers: list[str], lines: list[list[str]], widths: list[int]) -> str:
+    """The table as text: the first column left-aligned, the others right-aligned, a rule under the headers."""
+
+    def render(values: list[str]) -> str:
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True)))
+
+    return "\n".join([render(headers), render(["-" * w for w in widths]), *(render(line) for line in lines)])
 
 
 def format_table(rows: list[dict[str, Any]], kinds: tuple[str, ...]) -> str:
@@ -321,8 +333,7 @@ def format_table(rows: list[dict[str, Any]], kinds: tuple[str, ...]) -> str:
                       *([cell(on_csv.get("accuracy"), ".3f"), *[cell(on_csv.get(f"accuracy/{k}"), ".3f") for k in CSV_KINDS]]
                         if csv else [])])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    render = lambda values: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))  # noqa: E731
-    return "\n".join([render(headers), render(["-" * w for w in widths]), *(render(line) for line in lines)])
+    return _aligned(headers, lines, widths)
 
 
 def format_duration(seconds: float) -> str:
@@ -362,8 +373,7 @@ def format_speech(rows: list[dict[str, Any]]) -> str:
     lines = [[r["connector"], f"{r['trainable_parameters']:,}", f"{r['seconds_per_step']:.2f}", f"{r['final_train_loss']:.3f}",
               f"{r['eval_loss']:.3f}", f"{r['corpus_wer']:.3f}"] for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    render = lambda values: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))  # noqa: E731
-    return "\n".join([render(headers), render(["-" * w for w in widths]), *(render(line) for line in lines)])
+    return _aligned(headers, lines, widths)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -381,8 +391,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-size", type=int, help="held-out examples (default 24; --quick 9)")
     parser.add_argument("--series-length", type=_length, default=128, help="points per series, or MIN-MAX (default 128)")
     parser.add_argument("--kinds", default=",".join(TS_KINDS), help=f"question kinds (default {','.join(TS_KINDS)})")
-    parser.add_argument("--encoder", default="ts-patch", help="time-series encoder (ts-patch, or ts-patch@steps: patches labelled "
-                                                              "with their centre step)")
+    parser.add_argument("--encoder", default="ts-patch",
+                        help="time-series encoder (ts-patch, or ts-patch@steps: patches labelled with their centre step)")
     parser.add_argument("--csv-eval", type=int, help="held-out CSV files asked end to end through native-chat "
                                                      "(default 24; --quick 6; 0 skips)")
     parser.add_argument("--csv-length", type=_length, default=(90, 240), help="rows per CSV file, N or MIN-MAX (default 90-240)")
@@ -436,9 +446,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from orchestrator.models.resolve import pick_device
     from orchestrator.native.llm import load_llm
     from orchestrator.native.tasks import corpus_word_error_rate, prepare_task
-    from orchestrator.models.resolve import pick_device
 
     args = parse_arguments(argv)
     print(workload_text(args), flush=True)

@@ -138,8 +138,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def compact_grammar() -> str:
-    from orchestrator.storage.artifacts import Artifact, ArtifactKind
     from orchestrator.planning.plan_syntax import CompactSyntax, plan_inputs
+    from orchestrator.storage.artifacts import Artifact, ArtifactKind
     from orchestrator.tooling.registry import ToolRegistry
 
     inputs = plan_inputs([Artifact("image-0123456789abcdef", ArtifactKind.IMAGE, "image/jpeg", 1, "", {"name": "photo.jpg"})])

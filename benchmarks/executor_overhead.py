@@ -31,14 +31,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.agent import Orchestrator  # noqa: E402
-from orchestrator.execution.compose import Composer  # noqa: E402
 from orchestrator.config import Settings  # noqa: E402
+from orchestrator.execution.compose import Composer  # noqa: E402
 from orchestrator.execution.executor import PlanExecutor, TaskResult, resolve_arguments  # noqa: E402
 from orchestrator.execution.journal import RunJournal, new_run_id  # noqa: E402
-from orchestrator.planning.plan import Plan, ValidatedPlan, validate_plan  # noqa: E402
-from orchestrator.tooling.registry import ToolRegistry  # noqa: E402
 from orchestrator.execution.runner import LocalTaskRunner, TaskSpec  # noqa: E402
+from orchestrator.planning.plan import Plan, ValidatedPlan, validate_plan  # noqa: E402
 from orchestrator.storage.store import ArtifactStore  # noqa: E402
+from orchestrator.tooling.registry import ToolRegistry  # noqa: E402
 from orchestrator.tooling.stub_tools import STUB_TOOLS  # noqa: E402
 
 SESSION = "bench"
@@ -56,7 +56,7 @@ def dag50(seed: int = 7) -> dict:
             if layer:
                 earlier = [t for previous in layers[max(0, layer - 3):] for t in previous]
                 parents = {rng.choice(layers[-1])} | set(rng.sample(earlier, rng.randint(0, 2)))
-                for name, parent in zip(INPUT_NAMES, sorted(parents)):
+                for name, parent in zip(INPUT_NAMES, sorted(parents), strict=False):  # 1-3 parents, 4 names
                     args[name] = f"<{parent}>"
             tasks.append({"id": task_id, "tool": "stub-wait", "args": args})
             ids.append(task_id)
@@ -132,36 +132,42 @@ def main() -> int:
 
     print(f"{'dag':8} {'executor':24} {'seconds':>8} {'/ critical path':>16}")
     for name, plan in (("dag50", dag50()), ("uneven", uneven())):
-        validated = validate_plan(Plan.from_json(plan), registry)
-        path = critical_path(validated)
-        own_path: list[float] = []  # per run of ours: the critical path of the task times measured in that run
-
-        def ours() -> float:
-            started = time.perf_counter()
-            results = PlanExecutor(runner, journal, store).execute(new_run_id(), SESSION, validated)
-            seconds = time.perf_counter() - started
-            own_path.append(critical_path(validated, {t: r.seconds for t, r in results.items()}))
-            return seconds
-
-        measured = {
-            "ours": ours,
-            "ours via agent graph": lambda: _timed(lambda: _check(orchestrator.run(name, plan=plan, session=SESSION))),
-            "superstep": lambda: run_superstep(validated, runner),
-            "sequential": lambda: run_superstep(validated, runner, width=1),
-        }
-        print(f"{name:8} {'critical path':24} {path:8.3f} {1.0:16.3f}")
-        for executor, measure in measured.items():
-            seconds = statistics.median(measure() for _ in range(args.repeats))
-            print(f"{name:8} {executor:24} {seconds:8.3f} {seconds / path:16.3f}")
-            if executor == "ours":
-                # Task times include each task's own work around the sleep (storing its output, a few
-                # ms when five tasks finish at once on two cores); against their measured chain the
-                # ratio is the scheduling overhead alone.
-                measured_path = statistics.median(own_path)
-                print(f"{name:8} {'  measured-task path':24} {measured_path:8.3f} {measured_path / path:16.3f}"
-                      f"   ours / measured-task path = {seconds / measured_path:.3f}")
+        _compare(name, plan, args.repeats, orchestrator, runner, journal, store)
     runner.shutdown()
     return 0
+
+
+def _compare(name: str, plan: dict, repeats: int, orchestrator: Orchestrator, runner: LocalTaskRunner,
+             journal: RunJournal, store: ArtifactStore) -> None:
+    """One DAG through every executor, ``repeats`` runs each; prints the medians against the critical path."""
+    validated = validate_plan(Plan.from_json(plan), orchestrator.registry)
+    path = critical_path(validated)
+    own_path: list[float] = []  # per run of ours: the critical path of the task times measured in that run
+
+    def ours() -> float:
+        started = time.perf_counter()
+        results = PlanExecutor(runner, journal, store).execute(new_run_id(), SESSION, validated)
+        seconds = time.perf_counter() - started
+        own_path.append(critical_path(validated, {t: r.seconds for t, r in results.items()}))
+        return seconds
+
+    measured = {
+        "ours": ours,
+        "ours via agent graph": lambda: _timed(lambda: _check(orchestrator.run(name, plan=plan, session=SESSION))),
+        "superstep": lambda: run_superstep(validated, runner),
+        "sequential": lambda: run_superstep(validated, runner, width=1),
+    }
+    print(f"{name:8} {'critical path':24} {path:8.3f} {1.0:16.3f}")
+    for executor, measure in measured.items():
+        seconds = statistics.median(measure() for _ in range(repeats))
+        print(f"{name:8} {executor:24} {seconds:8.3f} {seconds / path:16.3f}")
+        if executor == "ours":
+            # Task times include each task's own work around the sleep (storing its output, a few
+            # ms when five tasks finish at once on two cores); against their measured chain the
+            # ratio is the scheduling overhead alone.
+            measured_path = statistics.median(own_path)
+            print(f"{name:8} {'  measured-task path':24} {measured_path:8.3f} {measured_path / path:16.3f}"
+                  f"   ours / measured-task path = {seconds / measured_path:.3f}")
 
 
 def _timed(work) -> float:

@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -86,7 +87,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     console = Console()
     settings = Settings.from_dict({"home": str(Path.home() / ".anymoda"), "offline": True, "device": "cpu"})
-    console.print(f"[bold]Model pool benchmark[/]: {args.repeats} repeats, {args.threads} torch thread(s), {os.cpu_count()} CPU(s)")
+    console.print(f"[bold]Model pool benchmark[/]: {args.repeats} repeats, {args.threads} torch thread(s), "
+                  f"{os.cpu_count()} CPU(s)")
 
     table = Table(title="cold load vs warm call; pool overhead against calling the model directly")
     for column in ("tool", "model", "cold first call s", "load s", "warm direct ms", "warm pooled ms", "pooled/direct",
@@ -106,26 +108,15 @@ def main() -> int:
         params = tool.check_params({})
         with tool.loaded_model() as model:
             direct_model = model
-
-        def direct():
-            tool.run(direct_model, inputs, params)
-
-        def pooled():
-            tool(**inputs)
-
-        def pool_path_only():
-            # Everything tool(...) does besides tool.run: argument checks, weights lookup, checkout/release.
-            tool.check_params({})
-            with tool.loaded_model():
-                pass
-
+        direct = partial(tool.run, direct_model, inputs, params)
+        pooled = partial(tool, **inputs)
         direct_times, pooled_times = [], []
         for _ in range(args.repeats):  # interleaved so drift and noise hit both alike
             direct_times.append(_seconds(direct))
             pooled_times.append(_seconds(pooled))
         direct_ms = statistics.median(direct_times) * 1000
         pooled_ms = statistics.median(pooled_times) * 1000
-        path_ms = _median_seconds(pool_path_only, 200) * 1000
+        path_ms = _median_seconds(partial(_pool_path_only, tool), 200) * 1000
         overhead = 100 * path_ms / direct_ms
         worst = max(worst, overhead)
         table.add_row(tool.name, tool.model_id, f"{cold:.2f}", f"{load:.2f}", f"{direct_ms:.1f}", f"{pooled_ms:.1f}",
@@ -136,6 +127,13 @@ def main() -> int:
     console.print("pooled/direct compares whole calls and includes run-to-run noise of the models themselves; "
                   "'pool overhead' isolates the pool path.")
     return 0 if worst < 2.0 else 1
+
+
+def _pool_path_only(tool) -> None:
+    """Everything tool(...) does besides tool.run: argument checks, weights lookup, checkout/release."""
+    tool.check_params({})
+    with tool.loaded_model():
+        pass
 
 
 if __name__ == "__main__":

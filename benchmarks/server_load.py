@@ -140,6 +140,7 @@ def sequential_http(server, sessions: int, turns: int) -> list[float]:
 
 def sequential_in_process(home: Path, sessions: int, turns: int) -> list[float]:
     from orchestrator.config import Settings, use_settings
+
     from serve_harness import build_orchestrator
 
     settings = Settings.from_dict({"home": str(home), "offline": True, "device": "cpu"})
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     requests = args.sessions * args.turns
     leaks = [p for p in problems if p.startswith("LEAK")]
     errors = [p for p in problems if not p.startswith("LEAK")]
-    print(f"load: {len(latencies)}/{requests} requests in {result['elapsed']:.2f} s = {len(latencies) / result['elapsed']:.1f} req/s; "
+    print(f"load: {len(latencies)}/{requests} requests in {result['elapsed']:.2f} s = "
+          f"{len(latencies) / result['elapsed']:.1f} req/s; "
           f"latency p50 {percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms")
     print(f"errors: {len(errors)}; cross-session leaks: {len(leaks)}")
     for problem in problems[:20]:

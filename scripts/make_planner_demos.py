@@ -216,7 +216,8 @@ def single(step: Step, phrase: str, rng: random.Random) -> dict:
                 "plan": f"t1 = {call(step, literal(value), extra)}"}
     name = rng.choice({"image": IMAGES, "audio": AUDIOS, "time_series": SERIES}[step.kind])
     opener = rng.choice(OPENERS[step.kind]).format(f=name)
-    request = f"{opener} Please {phrase.format(x=name, e=extra)}." if rng.random() < 0.6 else sentence(phrase.format(x=name, e=extra))
+    asked = phrase.format(x=name, e=extra)
+    request = f"{opener} Please {asked}." if rng.random() < 0.6 else sentence(asked)
     return {"request": request, "files": [{"name": name, "kind": step.kind}], "plan": f"t1 = {call(step, name, extra)}"}
 
 

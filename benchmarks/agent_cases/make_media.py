@@ -193,7 +193,7 @@ def make_series() -> None:
     # Daily shop sales rising from about 120 to about 240 over two months; one day not filled in.
     days = _dates("2024-03-01", 60)
     sales = 120 + 2.0 * np.arange(60) + rng.normal(0, 6, 60)
-    rows = [[d, f"{v:.0f}"] for d, v in zip(days, sales)]
+    rows = [[d, f"{v:.0f}"] for d, v in zip(days, sales, strict=True)]
     rows[23][1] = ""
     _write_csv("daily-sales.csv", ["date", "sales"], rows)
     # Hourly temperature of a room, steady around 21 C with a daily swing, two sensor spikes of 35+ C.
@@ -201,32 +201,34 @@ def make_series() -> None:
     temperature = 21 + 1.5 * np.sin(2 * np.pi * (np.arange(72) - 8) / 24) + rng.normal(0, 0.3, 72)
     temperature[30] = 36.4
     temperature[55] = 35.8
-    _write_csv("room-temperature.csv", ["time", "temperature_c"], [[h, f"{v:.1f}"] for h, v in zip(hours, temperature)])
+    _write_csv("room-temperature.csv", ["time", "temperature_c"],
+               [[h, f"{v:.1f}"] for h, v in zip(hours, temperature, strict=True)])
     # Website visitors per day: flat around 800 with a weekly pattern, and one huge day (a newsletter).
     days = _dates("2024-02-01", 42)
     visitors = 800 + 120 * (np.arange(42) % 7 < 5) + rng.normal(0, 25, 42)
     visitors[20] = 2900
-    _write_csv("website-visitors.csv", ["Date", "Visitors"], [[d, f"{v:.0f}"] for d, v in zip(days, visitors)])
+    _write_csv("website-visitors.csv", ["Date", "Visitors"], [[d, f"{v:.0f}"] for d, v in zip(days, visitors, strict=True)])
     # Household electricity per day falling from about 18 kWh to about 9 kWh (new insulation); one gap.
     days = _dates("2024-01-01", 50)
     kwh = 18 - 0.18 * np.arange(50) + rng.normal(0, 0.6, 50)
-    rows = [[d, f"{v:.1f}"] for d, v in zip(days, kwh)]
+    rows = [[d, f"{v:.1f}"] for d, v in zip(days, kwh, strict=True)]
     rows[11][1] = ""
     _write_csv("electricity-kwh.csv", ["day", "kwh"], rows)
     # Heart rate during a morning, minute by minute: resting around 62, one jump to 150 (running for the bus).
     minutes = [f"07:{m:02d}" for m in range(60)]
     bpm = 62 + rng.normal(0, 2, 60)
     bpm[37:40] = [138, 151, 129]
-    _write_csv("heart-rate.csv", ["time", "bpm"], [[t, f"{v:.0f}"] for t, v in zip(minutes, bpm)])
+    _write_csv("heart-rate.csv", ["time", "bpm"], [[t, f"{v:.0f}"] for t, v in zip(minutes, bpm, strict=True)])
     # held-out series
     # Monthly rainfall over three years: a clear yearly season, no trend.
     months = [f"{2021 + i // 12}-{1 + i % 12:02d}" for i in range(36)]
     rain = 60 + 45 * np.cos(2 * np.pi * (np.arange(36) % 12) / 12) + rng.normal(0, 6, 36)
-    _write_csv("monthly-rainfall.csv", ["month", "rainfall_mm"], [[m, f"{max(v, 0):.0f}"] for m, v in zip(months, rain)])
+    _write_csv("monthly-rainfall.csv", ["month", "rainfall_mm"],
+               [[m, f"{max(v, 0):.0f}"] for m, v in zip(months, rain, strict=True)])
     # A share price sliding from about 54 to about 31 over 45 trading days; one day missing.
     days = _dates("2024-06-03", 45)
     price = 54 - 0.5 * np.arange(45) + rng.normal(0, 0.8, 45)
-    rows = [[d, f"{v:.2f}"] for d, v in zip(days, price)]
+    rows = [[d, f"{v:.2f}"] for d, v in zip(days, price, strict=True)]
     rows[30][1] = ""
     _write_csv("share-price.csv", ["date", "close"], rows)
     # App downloads per day, around 300, with two launch-day spikes.
@@ -234,7 +236,7 @@ def make_series() -> None:
     downloads = 300 + rng.normal(0, 15, 40)
     downloads[9] = 1450
     downloads[31] = 1220
-    _write_csv("app-downloads.csv", ["date", "downloads"], [[d, f"{v:.0f}"] for d, v in zip(days, downloads)])
+    _write_csv("app-downloads.csv", ["date", "downloads"], [[d, f"{v:.0f}"] for d, v in zip(days, downloads, strict=True)])
     # Steps per day slowly going up (a new habit), with the values only, no date.
     steps = 4000 + 90 * np.arange(45) + rng.normal(0, 350, 45)
     with open(MEDIA / "daily-steps.csv", "w", encoding="utf-8") as handle:

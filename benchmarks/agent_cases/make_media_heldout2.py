@@ -136,20 +136,20 @@ def make_series() -> None:
     # Body weight each morning, from about 84.5 kg down to about 79 kg over ten weeks; one morning skipped.
     days = _days("2024-01-08", 70)
     weight = 84.5 - 0.08 * np.arange(70) + rng.normal(0, 0.35, 70)
-    rows = [[d, f"{v:.1f}"] for d, v in zip(days, weight)]
+    rows = [[d, f"{v:.1f}"] for d, v in zip(days, weight, strict=True)]
     rows[17][1] = ""
     _write_csv("h2-body-weight.csv", ["date", "weight_kg"], rows)
     # Newsletter subscribers counted every Monday for 40 weeks, growing from about 1200 to about 3100.
     weeks = _days("2023-09-04", 40, step=7)
     subscribers = 1200 + 48 * np.arange(40) + rng.normal(0, 40, 40)
     _write_csv("h2-newsletter-subscribers.csv", ["week_starting", "subscribers"],
-               [[w, f"{v:.0f}"] for w, v in zip(weeks, subscribers)])
+               [[w, f"{v:.0f}"] for w, v in zip(weeks, subscribers, strict=True)])
     # Household water use per day, around 150 litres, two leak days (640 and 585 litres); one day not read.
     days = _days("2024-04-01", 45)
     litres = 150 + rng.normal(0, 9, 45)
     litres[12] = 640   # 2024-04-13
     litres[33] = 585   # 2024-05-04
-    rows = [[d, f"{v:.0f}"] for d, v in zip(days, litres)]
+    rows = [[d, f"{v:.0f}"] for d, v in zip(days, litres, strict=True)]
     rows[25][1] = ""
     _write_csv("h2-water-usage.csv", ["Date", "Litres"], rows)
     # A server's CPU use every five minutes from 08:00 to 19:55, around 22 %, one peak of 97.3 % at 14:35.
@@ -157,16 +157,16 @@ def make_series() -> None:
     cpu = np.clip(22 + rng.normal(0, 3, 144), 5, 40)
     peak = times.index("2024-07-15 14:35")
     cpu[peak] = 97.3
-    _write_csv("h2-server-cpu.csv", ["timestamp", "cpu_percent"], [[t, f"{v:.1f}"] for t, v in zip(times, cpu)])
+    _write_csv("h2-server-cpu.csv", ["timestamp", "cpu_percent"], [[t, f"{v:.1f}"] for t, v in zip(times, cpu, strict=True)])
     # Monthly ice cream sales over three years, highest every July, lowest in winter.
     months = [f"{2021 + i // 12}-{1 + i % 12:02d}" for i in range(36)]
     sales = 520 + 380 * np.cos(2 * np.pi * (np.arange(36) % 12 - 6) / 12) + rng.normal(0, 25, 36)
-    _write_csv("h2-ice-cream-sales.csv", ["month", "units_sold"], [[m, f"{v:.0f}"] for m, v in zip(months, sales)])
+    _write_csv("h2-ice-cream-sales.csv", ["month", "units_sold"], [[m, f"{v:.0f}"] for m, v in zip(months, sales, strict=True)])
     # Minutes of commute on each working day for eight weeks, around 35 with rainy-day bumps; weekends absent.
     days = [d for d in _days("2024-02-05", 56) if datetime.date.fromisoformat(d).weekday() < 5]
     minutes = 35 + rng.normal(0, 4, len(days))
     minutes[[7, 19, 31]] += 14
-    _write_csv("h2-commute-minutes.csv", ["date", "commute_min"], [[d, f"{v:.0f}"] for d, v in zip(days, minutes)])
+    _write_csv("h2-commute-minutes.csv", ["date", "commute_min"], [[d, f"{v:.0f}"] for d, v in zip(days, minutes, strict=True)])
 
 
 def check_series() -> list[str]:
@@ -193,16 +193,16 @@ def check_series() -> list[str]:
     if not second > first + 500:
         problems.append(f"h2-newsletter-subscribers.csv: not clearly rising ({first:.0f} -> {second:.0f})")
     days, water = read("h2-water-usage.csv")
-    high = sorted((v, d) for d, v in zip(days, water) if v is not None and v > 300)
+    high = sorted((v, d) for d, v in zip(days, water, strict=True) if v is not None and v > 300)
     if high != [(585.0, "2024-05-04"), (640.0, "2024-04-13")]:
         problems.append(f"h2-water-usage.csv: spikes are {high}")
     times, cpu = read("h2-server-cpu.csv")
-    top = max(zip(cpu, times))
+    top = max(zip(cpu, times, strict=True))
     if top != (97.3, "2024-07-15 14:35") or sorted(cpu)[-2] > 50:
         problems.append(f"h2-server-cpu.csv: peak is {top}")
     months, sales = read("h2-ice-cream-sales.csv")
     for year in ("2021", "2022", "2023"):
-        best = max((v, m) for m, v in zip(months, sales) if m.startswith(year))[1]
+        best = max((v, m) for m, v in zip(months, sales, strict=True) if m.startswith(year))[1]
         if not best.endswith("-07"):
             problems.append(f"h2-ice-cream-sales.csv: {year} peaks in {best}")
     for name, (what, values) in {"h2-body-weight.csv": ("weight", weight), "h2-water-usage.csv": ("water", water),
