@@ -2,13 +2,13 @@
 
     python tests/crash_child.py HOME [plan|workflow] [LEASE_S]
 
-starts the plan of :func:`crash_plan` (or the workflow of :func:`crash_workflow`) in a fresh run under ``HOME``, prints the run id (one line)
-and drives the run until it is killed (or, when the test opens the gate, to its end), holding the run's
-lease (``LEASE_S``: ``Settings.run_lease_s``, default the setting's default). :class:`GatedWait` is the test-only tool of that plan: it
-notes every execution in ``HOME/executions.log`` (one line per call: the label), and a call with a
-``gate`` waits until that file exists, so the test decides when the slow task may finish. The
-test process imports this module too (same tool class in both processes, so the resumed run
-finds the tool the crashed one planned with).
+starts the plan of :func:`crash_plan` (or the workflow of :func:`crash_workflow`) in a fresh run under ``HOME``,
+prints the run id (one line) and drives the run until it is killed (or, when the test opens the gate, to its
+end), holding the run's lease (``LEASE_S``: ``Settings.run_lease_s``, default the setting's default).
+:class:`GatedWait` is the test-only tool of that plan: it notes every execution in ``HOME/executions.log``
+(one line per call: the label), and a call with a ``gate`` waits until that file exists, so the test decides
+when the slow task may finish. The test process imports this module too (same tool class in both processes,
+so the resumed run finds the tool the crashed one planned with).
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ outputs:
 
 def build_orchestrator(home: Path, lease_s: float | None = None):
     from orchestrator.agent import Orchestrator
-    from orchestrator.execution.compose import Composer
     from orchestrator.config import Settings
+    from orchestrator.execution.compose import Composer
     from orchestrator.tooling.registry import ToolRegistry
     from orchestrator.tooling.stub_tools import STUB_TOOLS
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from orchestrator.agent import Orchestrator
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.execution.compose import Composer
-from orchestrator.storage.media import AudioClip
 from orchestrator.planning.plan import Plan, validate_plan
 from orchestrator.planning.planner import Attempt, PlanResult
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import AudioClip
 from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
 from orchestrator.tooling.tool import Input, Output, Param, WeightlessTool

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from orchestrator.cli import bench_agent
 from orchestrator.agent import Orchestrator
-from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli import bench_agent
 from orchestrator.cli.bench_agent import (
     AgentCase,
     conversations,
@@ -28,10 +27,11 @@ from orchestrator.cli.bench_agent import (
     unavailable_tools,
 )
 from orchestrator.cli.commands import main
-from orchestrator.execution.compose import Composer
 from orchestrator.errors import InvalidInputError
-from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.execution.compose import Composer
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -206,7 +206,8 @@ def test_bench_agent_command_end_to_end_on_stub_tools(tmp_path: Path, capsys, st
         tmp_path,
         {"id": "brighten", "request": "make this brighter", "files": ["red.png"],
          "expect": {"outputs": ["image"], "tools_all": ["stub-brighten"], "answer_none": ["hello"]}},
-        {"id": "hello", "request": "say hello there", "expect": {"answer_any": ["HELLO there"], "unavailable_any": ["stub-paint"]}})
+        {"id": "hello", "request": "say hello there",
+         "expect": {"answer_any": ["HELLO there"], "unavailable_any": ["stub-paint"]}})
     saved = tmp_path / "out.jsonl"
 
     code = main(["bench", "agent", "--cases", str(path), "--save", str(saved)])

@@ -17,16 +17,16 @@ import jsonschema
 import numpy as np
 import pytest
 import soundfile
-
-# tests/ has no __init__.py: pytest's default "prepend" import mode registers tests/conftest.py as the
-# top-level module ``conftest``, so this import reuses it.
-from conftest import offline_extra_installed, requires_offline_extra
 from PIL import Image
 
 from orchestrator.cli.commands import main
 from orchestrator.config import Settings, current_settings, use_settings
 from orchestrator.storage.sample_inputs import eagle_photo_path, receipt_image
 from tools import BUILTIN_TOOLS
+
+# tests/ has no __init__.py: pytest's default "prepend" import mode registers tests/conftest.py as the
+# top-level module ``conftest``, so this import reuses it.
+from conftest import offline_extra_installed, requires_offline_extra
 
 SENTENCE = "Please send the quarterly report to Anna by Friday."
 # The seven experts whose weights ship in the offline extra (other built-in tools may be listed too).
@@ -141,7 +141,7 @@ def test_tools_table_shows_every_tool_and_whether_it_runs_here(cli_home, capsys)
         rows[name] = row.group(0)
     assert "audio:audio -> text:text, segments:json" in rows["speech-recognition"]
     if offline_extra_installed():  # the seven experts of the offline extra run here on packaged weights
-        for name, row in rows.items():
+        for row in rows.values():
             assert "yes (packaged)" in row, row
 
 

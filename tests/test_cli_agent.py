@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator.cli import agent_commands
 from orchestrator.agent import Orchestrator
-from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli import agent_commands
 from orchestrator.cli.commands import main
 from orchestrator.execution.compose import Composer
 from orchestrator.planning.plan import Plan, validate_plan
 from orchestrator.planning.planner import Attempt, PlanResult
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
 

@@ -20,13 +20,13 @@ from PIL import Image
 
 import orchestrator.cli.commands as cli
 from orchestrator.cli import agent_commands
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.config import Settings, current_settings, use_settings
 from orchestrator.errors import InvalidInputError
 from orchestrator.execution.events import Event
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.storage.media import TimeSeries
-from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.tool import Input, Output, WeightlessTool
 
 PARAGRAPH = ("The harbour was quiet that morning; the fishing boats had gone out before dawn and the gulls followed "

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.storage.codecs import MediaLimits
 from orchestrator.config import Settings, current_settings, parse_size, use_settings
 from orchestrator.errors import ConfigError
+from orchestrator.storage.codecs import MediaLimits
 
 GiB = 1024**3
 

@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from orchestrator.storage.artifacts import ArtifactKind
-from orchestrator.execution.compose import Composer
 from orchestrator.errors import InvalidInputError, ToolExecutionError, TransientError
+from orchestrator.execution.compose import Composer
 from orchestrator.execution.events import Event
 from orchestrator.execution.executor import ExecutionPolicy, PlanExecutor, RetryPolicy, TaskResult
 from orchestrator.execution.journal import RunJournal, new_run_id
-from orchestrator.planning.plan import Plan, validate_plan
-from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.execution.runner import LocalTaskRunner, TaskOutcome, TaskSpec, execute_spec, is_transient
+from orchestrator.planning.plan import Plan, validate_plan
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
 from orchestrator.tooling.tool import Input, Output, Param, WeightlessTool
 
@@ -233,7 +233,7 @@ def test_transient_failures_are_retried_with_backoff(harness: Harness):
     starts = harness.of("task_started", "flaky")
     assert [e.data["attempt"] for e in starts] == [1, 2, 3]
     # Each retry waited (at least about) its backoff before starting again.
-    for retry, restart in zip(retries, starts[1:]):
+    for retry, restart in zip(retries, starts[1:], strict=True):
         assert restart.time - retry.time >= retry.data["retry_in_s"] - 0.02
     assert harness.one("task_finished", "flaky").data["attempts"] == 3
 

@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from orchestrator.errors import AnymodaError, ArtifactNotFoundError, InvalidInputError
+from orchestrator.execution.journal import RunJournal, check_session_id, new_run_id
 from orchestrator.storage import codecs
 from orchestrator.storage.artifacts import ArtifactKind, check_artifact_id, is_artifact_id
 from orchestrator.storage.codecs import MediaLimits
-from orchestrator.errors import AnymodaError, ArtifactNotFoundError, InvalidInputError
-from orchestrator.execution.journal import RunJournal, check_session_id, new_run_id
-from orchestrator.storage.media import Masks, TimeSeries
+from orchestrator.storage.media import Masks
 from orchestrator.storage.store import ArtifactStore
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=100,
@@ -176,8 +176,10 @@ def test_json_shaped_input_is_valid_or_a_clear_error(store, kind, value):
 
 ID_LIKE = st.one_of(
     st.text(max_size=40),
-    st.builds(lambda kind, digits, tail: f"{kind}-{digits}{tail}", st.sampled_from([k.value for k in ArtifactKind] + ["Image", ""]),
-              st.text(alphabet="0123456789abcdefABCDEF", min_size=14, max_size=18), st.sampled_from(["", "\n", "/", " ", "\x00"])),
+    st.builds(lambda kind, digits, tail: f"{kind}-{digits}{tail}",
+              st.sampled_from([k.value for k in ArtifactKind] + ["Image", ""]),
+              st.text(alphabet="0123456789abcdefABCDEF", min_size=14, max_size=18),
+              st.sampled_from(["", "\n", "/", " ", "\x00"])),
     st.sampled_from(["../../etc/passwd", "image-0123456789abcdef/../x", "image-0123456789abcde\u0660"]),
 )
 

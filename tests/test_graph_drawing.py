@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -80,7 +81,8 @@ def test_mermaid_escapes_characters_that_would_break_the_syntax():
 
 
 def test_mermaid_ids_are_safe_and_unique_for_any_node_id():
-    nodes = [DrawNode("a b", "x", "task"), DrawNode("a-b", "y", "task"), DrawNode("a/b", "z", "task"), DrawNode("a_b_2", "w", "task")]
+    nodes = [DrawNode("a b", "x", "task"), DrawNode("a-b", "y", "task"), DrawNode("a/b", "z", "task"),
+             DrawNode("a_b_2", "w", "task")]
     text = to_mermaid(nodes, [DrawEdge("a b", "a-b"), DrawEdge("a-b", "a/b")])
     assert '    n_a_b["x"]' in text and '    n_a_b_2["y"]' in text and '    n_a_b_3["z"]' in text
     assert '    n_a_b_2_2["w"]' in text  # a literal id that looks like a generated one still gets its own
@@ -158,7 +160,7 @@ def assert_no_overlaps(layout) -> None:
         by_layer.setdefault(layer, []).append(v)
     for members in by_layer.values():
         members.sort(key=lambda v: layout.y[v])
-        for a, b in zip(members, members[1:]):
+        for a, b in pairwise(members):
             assert layout.y[b] - layout.y[a] >= (layout.height[a] + layout.height[b]) / 2 + 0.1 - 1e-9
 
 

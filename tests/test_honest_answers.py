@@ -20,16 +20,16 @@ from typing import Any
 
 import pytest
 
-from orchestrator.cli import agent_commands
 from orchestrator.agent import Orchestrator
-from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli import agent_commands
 from orchestrator.cli.commands import main
-from orchestrator.execution.compose import Composer, Sources, ungrounded
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
+from orchestrator.execution.compose import Composer, Sources, ungrounded
 from orchestrator.planning.plan import Plan, validate_plan
 from orchestrator.planning.planner import Attempt, PlanResult
-from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
 from orchestrator.tooling.tool import Input, Output, Param, Tool, WeightlessTool
 
@@ -708,9 +708,9 @@ def test_no_planner_means_no_repair(settings):
 
 
 def test_a_tiny_random_llm_composer_falls_back_to_the_template(settings, tmp_path: Path):
-    from tiny_llms import save_tiny_chat_qwen2
-
     from orchestrator.planning.local_llm import LocalLLMBackend
+
+    from tiny_llms import save_tiny_chat_qwen2
 
     backend = LocalLLMBackend(str(save_tiny_chat_qwen2(tmp_path / "tiny-qwen2")), quantize="none", settings=settings)
     orch = make(settings, composer=Composer(backend, max_new_tokens=24))
@@ -801,7 +801,6 @@ def test_text_generation_in_a_conversation_gets_the_conversation_as_context(sett
     """'describe in words what it would look like' after 'draw a cat wearing a tiny hat' (which could not be
     drawn here): the writing step must know what 'it' is."""
     from orchestrator.execution.recovery import AgentHooks
-
     from tools.text import TextGeneration
 
     registry = ToolRegistry((*STUB_TOOLS, TextGeneration))

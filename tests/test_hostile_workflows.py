@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import cli_home_with
 from PIL import Image
 
 from orchestrator.agent import Orchestrator
@@ -28,6 +27,8 @@ from orchestrator.workflows.definition import (
     safe_filename,
 )
 from orchestrator.workflows.loading import MAX_YAML_DEPTH
+
+from conftest import cli_home_with
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = ToolRegistry(STUB_TOOLS)

@@ -20,8 +20,8 @@ import pytest
 import soundfile as sf
 from PIL import Image, ImageFile
 
-from orchestrator.storage.codecs import DETECTIONS_MIME, MASKS_MIME, TIME_SERIES_JSON_MIME, MediaLimits
 from orchestrator.errors import InvalidInputError
+from orchestrator.storage.codecs import DETECTIONS_MIME, MASKS_MIME, TIME_SERIES_JSON_MIME, MediaLimits
 from orchestrator.storage.media import AudioClip, Detections, Masks, TimeSeries
 from orchestrator.storage.store import ArtifactStore
 
@@ -79,7 +79,8 @@ def tone(seconds: float = 0.5, rate: int = 16_000, channels: int = 1) -> np.ndar
     return mono if channels == 1 else np.stack([mono * (c + 1) / channels for c in range(channels)], axis=1)
 
 
-def audio_bytes(fmt: str = "WAV", seconds: float = 0.5, rate: int = 16_000, channels: int = 1, subtype: str | None = None) -> bytes:
+def audio_bytes(fmt: str = "WAV", seconds: float = 0.5, rate: int = 16_000, channels: int = 1,
+                subtype: str | None = None) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, tone(seconds, rate, channels), rate, format=fmt, subtype=subtype)
     return buffer.getvalue()
@@ -449,7 +450,8 @@ def test_bad_detections_are_refused(store: ArtifactStore, tmp_path: Path, payloa
         ({"label_map": np.array([[0.0, 1.5]]), "labels": np.array(["a"])}, ("label map", "integers")),
         ({"label_map": np.array([[-1, 1]]), "labels": np.array(["a"])}, ("label map", "-1")),
         ({"label_map": np.zeros((2, 2, 2), np.uint8), "labels": np.array(["a"])}, ("2-D",)),
-        ({"label_map": np.zeros((2, 2), np.uint8), "labels": np.array(["a"]), "scores": np.array([0.5, 0.2])}, ("one score per label",)),
+        ({"label_map": np.zeros((2, 2), np.uint8), "labels": np.array(["a"]), "scores": np.array([0.5, 0.2])},
+         ("one score per label",)),
     ],
     ids=["no-labels", "label-out-of-range", "nan", "fractional", "negative", "3d", "scores"],
 )

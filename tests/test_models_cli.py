@@ -24,17 +24,18 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import offline_extra_installed, requires_offline_extra
-from tiny_llms import save_tiny_chat_qwen2
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.cli.commands import main
 from orchestrator.config import Settings, current_settings, use_settings
-from orchestrator.tooling.model_store import fetch_command
 from orchestrator.models.packaged_llm import CHECKPOINT_NAME, QWEN_CODER_05B, part_paths
 from orchestrator.models.pool import default_pool
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.model_store import fetch_command
 from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.tool import Input, Output, Tool
+
+from conftest import offline_extra_installed, requires_offline_extra
+from tiny_llms import save_tiny_chat_qwen2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_REPO = "tiny-org/tiny-qwen2"

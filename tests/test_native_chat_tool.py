@@ -9,23 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_llms import save_tiny_chat_qwen2
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.tooling.invoke import run_tool
-from orchestrator.storage.media import TimeSeries
+from orchestrator.models.pool import ModelPool
 from orchestrator.native.feature_cache import FeatureCache
 from orchestrator.native.llm import build_model, load_llm
 from orchestrator.native.tasks import prepare_task
 from orchestrator.native.train import TrainConfig, train_connector
-from orchestrator.models.pool import ModelPool
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import TimeSeries
+from orchestrator.tooling.invoke import run_tool
 from tools.native_chat import (
     NO_CHECKPOINT,
     NativeChat,
     describe_media_for_planner,
     perceives,
 )
+
+from tiny_llms import save_tiny_chat_qwen2
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,8 @@ def test_an_exported_connector_is_the_default_model_and_answers_like_its_checkpo
     exported = export_connector(run_dir / "checkpoint", tmp_path / "data" / "native_ts")
     assert sorted(p.name for p in exported.iterdir()) == ["connectors.safetensors", "native.json"]
     assert all(path.stat().st_mode & 0o004 for path in [exported, *exported.iterdir()])  # readable by all: shippable
-    assert (exported / "connectors.safetensors").stat().st_size < 0.6 * (run_dir / "checkpoint" / "connectors.safetensors").stat().st_size
+    trained = run_dir / "checkpoint" / "connectors.safetensors"
+    assert (exported / "connectors.safetensors").stat().st_size < 0.6 * trained.stat().st_size
     monkeypatch.setattr(native_chat, "shipped_connector_folder", lambda: exported)
     shipped = NativeChat(model=native_chat.SHIPPED_CONNECTOR, settings=settings, pool=pool)
     assert shipped.available() and shipped.resolve().path == exported

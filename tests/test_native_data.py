@@ -12,7 +12,6 @@ from difflib import SequenceMatcher
 
 import numpy as np
 import pytest
-from conftest import requires_offline_extra
 
 from orchestrator.errors import InvalidInputError
 from orchestrator.native.datasets import QAItem, parse_choice, parse_number, parse_yes_no
@@ -26,6 +25,8 @@ from orchestrator.native.datasets.timeseries import (
     timeseries_qa,
 )
 from orchestrator.native.encoders import TimeSeriesPatchEncoder
+
+from conftest import requires_offline_extra
 
 # ---------------------------------------------------------------------------------------------- time series
 
@@ -119,8 +120,8 @@ def test_series_are_deterministic_from_the_seed():
     a = timeseries_qa(12, seed=5)
     b = timeseries_qa(12, seed=5)
     c = timeseries_qa(12, seed=6)
-    assert all(np.array_equal(x, y, equal_nan=True) and p == q for (x, p), (y, q) in zip(a, b))
-    assert not all(np.array_equal(x, y, equal_nan=True) for (x, _), (y, _) in zip(a, c))
+    assert all(np.array_equal(x, y, equal_nan=True) and p == q for (x, p), (y, q) in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y, equal_nan=True) for (x, _), (y, _) in zip(a, c, strict=True))
     kinds = [item.kind for _, item in timeseries_qa(60, seed=0)]
     assert {kind: kinds.count(kind) for kind in QA_KINDS} == dict.fromkeys(QA_KINDS, 10)
     assert len({item.question for _, item in timeseries_qa(60, seed=0)}) > 12  # several phrasings
@@ -236,7 +237,7 @@ def test_scene_examples_are_deterministic_and_score_their_own_answers():
     first = scene_data.scene_examples(6, seed=2)
     again = scene_data.scene_examples(6, seed=2)
     assert [e.caption for e in first] == [e.caption for e in again]
-    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(first, again))
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(first, again, strict=True))
     assert [e.caption for e in scene_data.scene_examples(6, seed=3)] != [e.caption for e in first]
     kinds = set()
     for example in scene_data.scene_examples(30, seed=0):
@@ -252,7 +253,8 @@ def test_scene_examples_are_deterministic_and_score_their_own_answers():
         assert scene_data.score_answer(by_kind["count"], f"There are {len(example.scene.objects)} shapes.")
         assert not scene_data.score_answer(by_kind["count"], str(len(example.scene.objects) + 1))
         position = by_kind["position"]
-        assert scene_data.score_answer(position, {"centre": "in the middle", "top": "at the top"}.get(position.answer, position.answer))
+        said = {"centre": "in the middle", "top": "at the top"}.get(position.answer, position.answer)
+        assert scene_data.score_answer(position, said)
         caption = by_kind["caption"]
         first_object = example.scene.objects[0]
         recoloured = next(c for c in scene_data.COLOURS if c != first_object.colour)
@@ -292,7 +294,8 @@ def test_the_written_word_is_readable_by_ocr():
 def test_default_sentences_are_varied_and_fixed():
     sentences = speech_data.default_sentences()
     assert len(sentences) == len(set(sentences)) == 300 and sentences == speech_data.default_sentences()
-    assert any(s.endswith("?") for s in sentences[:10]) and any("o'clock" in s or "miles" in s or "chairs" in s for s in sentences[:10])
+    assert any(s.endswith("?") for s in sentences[:10])
+    assert any("o'clock" in s or "miles" in s or "chairs" in s for s in sentences[:10])
     assert all(3 <= len(s.split()) <= 12 for s in sentences)
     with pytest.raises(InvalidInputError, match="at most"):
         speech_data.default_sentences(5000)

@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_llms import save_tiny_chat_qwen2
 
 from conftest import requires_offline_extra
+from tiny_llms import save_tiny_chat_qwen2
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ((ROOT / "README.md", "## The native path"), (ROOT / "docs" / "ARCHITECTURE.md", "## The native path"))
@@ -170,7 +170,7 @@ def test_shipped_connector_commands(tmp_path: Path, packaged_llm) -> None:
     work.mkdir()
     write_sales_csv(work / "sales.csv")
     from orchestrator.native.datasets import parse_choice, parse_number
-    from orchestrator.native.datasets.timeseries import DEFAULT_POSITION_TOLERANCE, _TREND_WORDS
+    from orchestrator.native.datasets.timeseries import _TREND_WORDS, DEFAULT_POSITION_TOLERANCE
 
     shipped = [(env, argv) for env, argv in documented_commands() if uses_shipped_connector(env, argv)]
     assert len(shipped) >= 3

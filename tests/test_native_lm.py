@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_llms import save_tiny_chat_qwen2
-from tiny_tokenizers import byte_level_bpe
 
 from orchestrator.errors import InvalidInputError
 from orchestrator.native.checkpoint import (
@@ -22,6 +20,9 @@ from orchestrator.native.checkpoint import (
 from orchestrator.native.connectors import build_connector
 from orchestrator.native.encoders import MediaFeatures
 from orchestrator.native.multimodal_lm import IGNORE_INDEX, PLACEHOLDERS, Example, MultimodalLM, escape_placeholders
+
+from tiny_llms import save_tiny_chat_qwen2
+from tiny_tokenizers import byte_level_bpe
 
 HIDDEN = 32
 # Weights 10x larger than the usual 0.02: at the default scale a random 2-layer LLM's predictions barely depend
@@ -413,7 +414,8 @@ def test_checkpoint_mismatch_in_feature_width_encoder_and_llm(llama_dir: Path, q
     with pytest.raises(CheckpointMismatchError, match="image connector: field 'in_dim' is 16 in the checkpoint but 20"):
         load_checkpoint(saved_checkpoint, wider)
     same = build_model(llama_dir, {"image": "qformer", "ts": "mlp2x_gelu"}, encoder_identities={"image": "siglip:b"})
-    with pytest.raises(CheckpointMismatchError, match="image encoder: field 'identity' is 'clip:a' in the checkpoint but 'siglip:b'"):
+    mismatch = "image encoder: field 'identity' is 'clip:a' in the checkpoint but 'siglip:b'"
+    with pytest.raises(CheckpointMismatchError, match=mismatch):
         load_checkpoint(saved_checkpoint, same)
     other_vocab = build_model(qwen_dir, {"image": "qformer", "ts": "mlp2x_gelu"})
     recorded_vocab = read_metadata(saved_checkpoint)["llm"]["vocab_size"]
@@ -476,7 +478,7 @@ def test_resume_restores_optimizer_and_scheduler_state(llama_dir: Path, tmp_path
     metadata = load_checkpoint(folder, resumed, optimizer=resumed_optimizer, scheduler=resumed_scheduler)
     assert metadata["step"] == 3
     assert resumed_scheduler.last_epoch == 3 and resumed_optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 4)
-    for original, restored in zip(optimizer.state.values(), resumed_optimizer.state.values()):
+    for original, restored in zip(optimizer.state.values(), resumed_optimizer.state.values(), strict=True):
         assert torch.equal(original["exp_avg"], restored["exp_avg"])
         assert torch.equal(original["exp_avg_sq"], restored["exp_avg_sq"])
         assert float(original["step"]) == float(restored["step"]) == 3
@@ -485,7 +487,7 @@ def test_resume_restores_optimizer_and_scheduler_state(llama_dir: Path, tmp_path
         run_optimizer.zero_grad()
         run_model(batch).loss.backward()
         run_optimizer.step()
-    for a, b in zip(model.connectors.parameters(), resumed.connectors.parameters()):
+    for a, b in zip(model.connectors.parameters(), resumed.connectors.parameters(), strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -503,7 +505,7 @@ def test_labelled_tokens_interleave_with_their_text_alone_and_in_a_batch(qwen_di
     batch = model.collate(examples)
     row = batch["input_ids"][0].tolist()
     positions = (batch["media"]["ts"]["positions"][:3] % batch["input_ids"].shape[1]).tolist()
-    for label, position in zip(("7:", "23:", "39:"), positions):
+    for label, position in zip(("7:", "23:", "39:"), positions, strict=True):
         encoded = model.tokenizer(label, add_special_tokens=False)["input_ids"]
         assert row[position - len(encoded):position] == encoded  # the label's tokens, then the patch's position
     assert "55" not in model.tokenizer.decode(row)  # the padded token has no label
@@ -521,7 +523,7 @@ def test_labelled_tokens_interleave_with_their_text_alone_and_in_a_batch(qwen_di
     after = MediaFeatures("ts", labelled.features, labelled.mask, "[s] ", ("7,", "23,", "39,", "55,"), True)
     batch = model.collate([Example("<ts>\nWhere is the spike?", [after], "23")])
     row = batch["input_ids"][0].tolist()
-    for label, position in zip(("7,", "23,", "39,"), batch["media"]["ts"]["positions"].tolist()):
+    for label, position in zip(("7,", "23,", "39,"), batch["media"]["ts"]["positions"].tolist(), strict=True):
         encoded = model.tokenizer(label, add_special_tokens=False)["input_ids"]
         assert row[position + 1:position + 1 + len(encoded)] == encoded
 

@@ -11,12 +11,12 @@ import argparse
 import json
 import math
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
-from tiny_llms import save_tiny_chat_qwen2
 
 from orchestrator.errors import InvalidInputError
 from orchestrator.native.cli_train import add_train_parser, cmd_train, resolve_arguments
@@ -35,6 +35,8 @@ from orchestrator.native.train import (
     train_connector,
     warmup_cosine,
 )
+
+from tiny_llms import save_tiny_chat_qwen2
 
 QFORMER_OPTIONS = {"num_queries": 4, "depth": 1, "heads": 4}
 
@@ -70,7 +72,7 @@ def test_warmup_then_cosine_schedule() -> None:
     multipliers = [warmup_cosine(step, 4, 20) for step in range(20)]
     assert multipliers[:4] == [0.25, 0.5, 0.75, 1.0]
     assert multipliers[4] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(multipliers[4:], multipliers[5:]))  # decays monotonically
+    assert all(a >= b for a, b in pairwise(multipliers[4:]))  # decays monotonically
     assert multipliers[-1] < 0.02
     assert warmup_cosine(20, 4, 20, min_lr_ratio=0.1) == pytest.approx(0.1)
 
@@ -131,7 +133,7 @@ def test_resume_continues_the_same_trajectory(llm_dir, data, tmp_path) -> None:
                               progress=False)
     assert resumed.steps == 12
     assert [e["step"] for e in resumed.history] == list(range(1, 13))
-    for a, b in zip(whole.history, resumed.history):
+    for a, b in zip(whole.history, resumed.history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
         assert a["lr"] == pytest.approx(b["lr"])
     assert resumed.final_eval.loss == pytest.approx(whole.final_eval.loss, rel=1e-4)
@@ -195,7 +197,7 @@ def test_forced_scoring_matches_the_loss_and_stands_for_greedy_answers(llm_dir, 
         assert float(scores.loss) == pytest.approx(float(model(batch).loss), rel=1e-5)
         generated = model.generate([replace(e, response=None) for e in examples], max_new_tokens=4)
     assert any(scores.exact.tolist())  # the test means something only when some answers are exact
-    for hit, answer in zip(scores.exact.tolist(), generated):
+    for hit, answer in zip(scores.exact.tolist(), generated, strict=True):
         assert not hit or answer == "up", (hit, answer)
 
 
@@ -207,7 +209,7 @@ def test_training_shows_evaluation_progress_and_the_time_left(llm_dir, data, cap
     assert "evaluation @ step 2" in printed and "final evaluation @ step 4" in printed       # their own progress lines
     assert "step 2 evaluation: held-out loss" in printed and "on 3 held-out examples" in printed
     assert "step 4 final evaluation: held-out loss" in printed and "on 6 held-out examples" in printed
-    assert re.search(r"left=~?(\d+m)?\d+s incl\. \d eval", printed), printed                # the rest of the run, evaluations included
+    assert re.search(r"left=~?(\d+m)?\d+s incl\. \d eval", printed), printed  # the rest of the run, evaluations included
     assert result.final_eval.generated == 6
 
 
@@ -329,7 +331,7 @@ def test_step_labels_teach_a_spike_at_its_patch_centre(tmp_path) -> None:
                         qa_kinds=("trend", "spike_position"), series_length=(64, 200), cache=FeatureCache(tmp_path),
                         progress=False)
     assert data.encoder == "ts-patch16@steps"
-    for example, item in zip(data.eval, data.eval_references):
+    for example, item in zip(data.eval, data.eval_references, strict=True):
         labels = [label.rstrip(":") for label in example.media[0].token_texts]
         if item.kind == "spike_position":
             exact = int(item.answer)

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 import orchestrator.models.resolve as resolve
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.config import Settings
 from orchestrator.errors import ModelNotAvailableError
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import Input, Output, Tool
 
 

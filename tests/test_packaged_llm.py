@@ -29,7 +29,7 @@ def fake_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pat
     folder = tmp_path / "site-packages"
     folder.mkdir()
     paths = {}
-    for n, (package, data) in enumerate(zip(pl.PART_PACKAGES, FAKE_SLICES), start=1):
+    for n, (package, data) in enumerate(zip(pl.PART_PACKAGES, FAKE_SLICES, strict=True), start=1):
         path = folder / f"part{n:02d}.bin"
         path.write_bytes(data)
         paths[package] = path

@@ -11,10 +11,10 @@ from orchestrator import InvalidInputError, ToolRegistry
 from orchestrator.planning.plan import Plan
 from orchestrator.planning.plan_metrics import (
     Case,
+    CaseResult,
     Counts,
     Graph,
     Node,
-    CaseResult,
     format_report,
     gold_graph,
     graph_from_plan,
@@ -166,7 +166,8 @@ def test_saved_predictions_must_match_the_cases(tmp_path):
 
 GOOD_LINE = json.dumps({"id": "1", "request": "caption it", "structure": "single",
                         "files": [{"name": "example.jpg", "kind": "image"}],
-                        "gold": {"nodes": [{"id": "n0", "task": "image-to-text", "args": {"image": "example.jpg"}}], "links": []}})
+                        "gold": {"nodes": [{"id": "n0", "task": "image-to-text", "args": {"image": "example.jpg"}}],
+                                 "links": []}})
 
 
 @pytest.mark.parametrize("line, message", [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import InvalidInputError, ToolRegistry
-from orchestrator.storage.artifacts import Artifact, ArtifactKind
 from orchestrator.planning.plan import Plan, PlanTask, validate_plan
 from orchestrator.planning.plan_syntax import CompactSyntax, first_sentence, plan_inputs
 from orchestrator.planning.planner_retrieval import load_demos
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
 
 from tiny_tokenizers import byte_level_bpe
 
@@ -29,8 +29,8 @@ def registry() -> ToolRegistry:
 @pytest.fixture(scope="module")
 def matcher_factory():
     """llguidance matchers over a small byte-level BPE: any text can be tokenised, so grammars are tested on text."""
-    llguidance = pytest.importorskip("llguidance")
-    import llguidance.hf
+    pytest.importorskip("llguidance")
+    import llguidance.hf  # binds llguidance too
 
     tokenizer = byte_level_bpe(400)
     ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from orchestrator import ToolRegistry
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.planning.planner_retrieval import (
     DemoSelector,
     lexical_embedder,
@@ -16,6 +15,7 @@ from orchestrator.planning.planner_retrieval import (
     request_clauses,
     shortlist_tools,
 )
+from orchestrator.storage.artifacts import ArtifactKind
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,8 @@ def test_a_question_to_be_said_out_loud_is_two_steps():
 
 
 def test_demo_vectors_are_kept_on_disk_for_an_embedder_that_names_its_weights(tmp_path):
-    from orchestrator.planning import planner_retrieval
     from orchestrator.config import Settings, current_settings, use_settings
+    from orchestrator.planning import planner_retrieval
 
     session_settings = current_settings()
     settings = Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"})

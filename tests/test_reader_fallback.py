@@ -19,12 +19,11 @@ import orchestrator.models.resolve as resolve
 import tools.text as text_tools
 from orchestrator.config import Settings
 from orchestrator.errors import ModelNotAvailableError
-from orchestrator.tooling.invoke import run_tool
-from orchestrator.storage.media import Detections
-from orchestrator.tooling.model_store import model_status
 from orchestrator.models.packaged_llm import QWEN_CODER_05B, part_paths
 from orchestrator.models.pool import ModelPool
-from tiny_llms import save_tiny_chat_qwen2
+from orchestrator.storage.media import Detections
+from orchestrator.tooling.invoke import run_tool
+from orchestrator.tooling.model_store import model_status
 from tools.document_qa import DocumentQuestionAnswering
 from tools.text import (
     GENERATIVE_ANSWER_TOKENS,
@@ -33,6 +32,8 @@ from tools.text import (
     ground_answer,
     is_causal_lm,
 )
+
+from tiny_llms import save_tiny_chat_qwen2
 
 RECEIPT = ["CORNER BAKERY", "Sourdough loaf 6.50", "Coffee beans 500g 19.90", "TOTAL $42.50", "Paid by card"]
 CONTEXT = "The shop receipt lists a sourdough loaf at 6.50. The total was 42.50 and it was paid by card."

@@ -15,21 +15,17 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-
-# tests/ has no __init__.py, so pytest's default "prepend" import mode puts tests/ on sys.path and
-# registers tests/conftest.py as the top-level module ``conftest``: this import reuses that module.
-from conftest import SAMPLE_MEDIA, requires_offline_extra
 from PIL import Image, ImageDraw
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.tooling.invoke import run_tool
-from orchestrator.storage.media import AudioClip, Detections
 from orchestrator.models.pool import ModelPool
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import AudioClip, Detections
 from orchestrator.storage.render import dejavu_font
 from orchestrator.storage.sample_inputs import RECEIPT_LINES, eagle_photo_path, receipt_image
 from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.invoke import run_tool
 from tools import (
     ImageClassification,
     OpticalCharacterRecognition,
@@ -40,6 +36,10 @@ from tools import (
     VoiceActivityDetection,
 )
 from tools.image_classification import imagenet_labels
+
+# tests/ has no __init__.py, so pytest's default "prepend" import mode puts tests/ on sys.path and
+# registers tests/conftest.py as the top-level module ``conftest``: this import reuses that module.
+from conftest import SAMPLE_MEDIA, requires_offline_extra
 
 pytestmark = [pytest.mark.real_weights, requires_offline_extra]
 
@@ -196,7 +196,7 @@ def spaced_recording(clips: list[AudioClip]) -> tuple[AudioClip, list[tuple[floa
     """
     rate = clips[0].sample_rate
     pieces, spans, position = [], [], 0.0
-    for lead, clip in zip((2.0, 6.95, 6.95, 6.95), clips):
+    for lead, clip in zip((2.0, 6.95, 6.95, 6.95), clips, strict=True):
         gap = np.ceil(position + lead) + 0.05 - position  # lands on a whole second + 50 ms
         pieces.append(silence(gap, rate))
         start = sum(len(p) for p in pieces) / rate
@@ -255,14 +255,14 @@ def test_long_audio_is_transcribed_window_by_window(asr, long_recording):
     starts = [segment["start"] for segment in segments]
     ends = [segment["end"] for segment in segments]
     assert starts == sorted(starts) and ends == sorted(ends), segments
-    assert all(end >= start for start, end in zip(starts, ends)), segments
+    assert all(end >= start for start, end in zip(starts, ends, strict=True)), segments
     # Past the first 30 s window. (Whisper's next window starts at its last timestamp, not at 30 s, so
     # the last sentence may share a segment that starts before 30 s with the one before it.)
     assert ends[-1] > 30, f"nothing transcribed past 30 s: {segments}"
     assert ends[-1] <= recording.duration_s + 0.5
     # Each sentence's segment lies where the sentence was spoken (an offset bug in the second window
     # would put the last sentence near 2 s).
-    for sentence, (start, end) in zip(LONG_SENTENCES, spans):
+    for sentence, (start, end) in zip(LONG_SENTENCES, spans, strict=True):
         matching = segments_of(sentence, segments)
         assert matching, f"no segment holds {sentence!r}: {segments}"
         assert any(s["start"] < end and s["end"] > start for s in matching), (sentence, start, end, matching)
@@ -282,7 +282,7 @@ def test_word_timestamps_lie_within_the_audio(asr, long_recording):
     assert starts == sorted(starts)
     assert all_words[-1]["end"] > 30
     # The first word of each sentence starts near where that sentence's audio starts.
-    for sentence, (start, _) in zip(LONG_SENTENCES, spans):
+    for sentence, (start, _) in zip(LONG_SENTENCES, spans, strict=True):
         matching = segments_of(sentence, segments)
         assert matching, f"no segment holds {sentence!r}: {[s['text'] for s in segments]}"
         assert abs(matching[0]["words"][0]["start"] - start) <= 1.0, (sentence, start, matching[0]["words"][:2])
@@ -353,7 +353,7 @@ def test_ocr_reads_the_receipt(receipt_read, receipt):
     pieces = [(row, piece) for row, (line, _) in enumerate(RECEIPT_LINES) for piece in re.split(r"\s{2,}", line) if piece]
     assert [_squash(label) for label in regions.labels] == [_squash(piece) for _, piece in pieces]
     width, height = receipt.size
-    for (row, piece), (x0, y0, x1, y1), score in zip(pieces, regions.boxes, regions.scores):
+    for (row, piece), (x0, y0, x1, y1), score in zip(pieces, regions.boxes, regions.scores, strict=True):
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (piece, (x0, y0, x1, y1))
         top = 30 + 40 * row  # where receipt_image draws the row (26 px font)
         assert top - 4 <= (y0 + y1) / 2 <= top + 34, (piece, row, (y0, y1))
@@ -373,7 +373,7 @@ def test_ocr_reads_other_words_at_another_size(ocr):
     assert result["text"] == "INVOICE 2026-118\nDue: 30 days"
     regions = result["regions"]
     assert regions.labels == ["INVOICE 2026-118", "Due: 30 days"]
-    for (text, origin, font, _), box in zip(lines, regions.boxes):
+    for (text, origin, font, _), box in zip(lines, regions.boxes, strict=True):
         truth = draw.textbbox(origin, text, font=font)
         inter = max(0, min(box[2], truth[2]) - max(box[0], truth[0])) * max(0, min(box[3], truth[3]) - max(box[1], truth[1]))
         union = (box[2] - box[0]) * (box[3] - box[1]) + (truth[2] - truth[0]) * (truth[3] - truth[1]) - inter
@@ -508,7 +508,7 @@ def test_a_sentence_after_a_pause_keeps_its_first_words(tts, asr):
         clips = [tts(text=sentence)["audio"] for sentence in sentences]
         rate = clips[0].sample_rate
         parts = []
-        for gap, clip in zip((1, 8, 7, 8), clips):
+        for gap, clip in zip((1, 8, 7, 8), clips, strict=True):
             parts += [np.zeros(int(gap * rate), np.float32), clip.samples]
         recording = AudioClip(np.concatenate(parts + [np.zeros(7 * rate, np.float32)]), rate)
         heard = words(asr(audio=recording)["text"])

@@ -23,11 +23,11 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # crash_child: the same test-only tool in this process and the child
-import crash_child  # noqa: E402
-
 from orchestrator.config import Settings, use_settings  # noqa: E402
 from orchestrator.errors import ConfigError  # noqa: E402
 from orchestrator.execution.journal import LeaseLostError, RunBusyError, RunJournal, new_run_id  # noqa: E402
+
+import crash_child  # noqa: E402
 
 
 def slow_is_running(rows: dict[str, str], calls: list[str]) -> bool:

@@ -30,7 +30,7 @@ def test_the_catalogue_has_every_builtin_tool_and_the_shipped_workflows(api):
 def test_a_plan_naming_an_uploaded_csv_runs_the_real_time_series_tool(api):
     steps = np.arange(200)
     values = 0.05 * steps + np.sin(steps / 5)
-    csv = "step,value\n" + "".join(f"{s},{v:.3f}\n" for s, v in zip(steps, values))
+    csv = "step,value\n" + "".join(f"{s},{v:.3f}\n" for s, v in zip(steps, values, strict=True))
     file_id = api.post("/v1/files", files={"file": ("series.csv", csv.encode(), "text/csv")}).json()["id"]
     thread = api.post("/v1/threads", json={}).json()["thread_id"]
     plan = {"tasks": [{"id": "describe", "tool": "time-series-description", "args": {"series": file_id}}]}

@@ -8,11 +8,12 @@ session's own runs and artifacts.
 from __future__ import annotations
 
 from pathlib import Path
+
 import pytest
 
 from orchestrator.agent import Orchestrator
-from orchestrator.execution.compose import Composer
 from orchestrator.errors import ArtifactNotFoundError, InvalidInputError
+from orchestrator.execution.compose import Composer
 from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
 

@@ -19,17 +19,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import requires_offline_extra
 from orchestrator.agent import Orchestrator, RunResult
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.cli.commands import main
 from orchestrator.cli.workflow_commands import shipped_workflows
 from orchestrator.config import Settings, current_settings, use_settings
 from orchestrator.execution.journal import RunJournal
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.storage.media import AudioClip, Detections, TimeSeries
 from orchestrator.storage.sample_inputs import receipt_image
 from orchestrator.workflows.definition import Workflow
 from orchestrator.workflows.workflow_tasks import MIN_CROP_PIXELS
+
+from conftest import requires_offline_extra
 from tiny_llms import CHATML
 from tiny_tokenizers import CORPUS, bert_tokenizer
 
@@ -52,8 +53,7 @@ RUN_TESTS = {
 def build_blip(captioning: Path, vqa: Path) -> None:
     """A tiny BLIP, saved twice: with the captioning head and with the question-answering head."""
     import torch
-    from transformers import (BlipConfig, BlipForConditionalGeneration, BlipForQuestionAnswering, BlipImageProcessor,
-                              BlipProcessor)
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
 
     tokenizer = bert_tokenizer(captioning)
     tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)

@@ -6,7 +6,6 @@ and column at fault. The rules are in orchestrator/storage/codecs.py, above _CSV
 from __future__ import annotations
 
 import calendar
-import json
 import os
 import subprocess
 import sys
@@ -15,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from orchestrator.errors import InvalidInputError
 from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.storage.codecs import MediaLimits, decode, inspect
-from orchestrator.errors import InvalidInputError
 from orchestrator.storage.media import TIME_UNIT_CLOCK, TIME_UNIT_EPOCH, TimeSeries
 from orchestrator.storage.store import ArtifactStore
 

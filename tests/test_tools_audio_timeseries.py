@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,10 @@ import pytest
 from PIL import Image
 
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.tooling.invoke import run_tool
-from orchestrator.storage.media import AudioClip, TimeSeries
 from orchestrator.models.pool import ModelPool
+from orchestrator.storage.media import AudioClip, TimeSeries
+from orchestrator.tooling.invoke import run_tool
+
 from tiny_tokenizers import CORPUS
 
 RATE = 16_000
@@ -51,7 +53,7 @@ def tiny_ast(tmp_path_factory) -> Path:
     # max_length 100 frames = a 1-second window, so a 2.5 s clip spans three windows.
     config = ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=100,
                        num_mel_bins=32, frequency_stride=8, time_stride=8, num_labels=len(AST_LABELS),
-                       id2label=dict(enumerate(AST_LABELS)), label2id={l: i for i, l in enumerate(AST_LABELS)},
+                       id2label=dict(enumerate(AST_LABELS)), label2id={label: i for i, label in enumerate(AST_LABELS)},
                        problem_type="multi_label_classification")
     ASTForAudioClassification(config).save_pretrained(folder)
     ASTFeatureExtractor(num_mel_bins=32, max_length=100).save_pretrained(folder)
@@ -70,7 +72,7 @@ def test_audio_classification_scores_windows_of_a_tiny_ast(tiny_ast, settings, s
     assert [item["score"] for item in ranked] == sorted((item["score"] for item in ranked), reverse=True)
     assert run.values["label"] == ranked[0]["label"]
     assert len(timeline) == 3 and timeline[0]["start"] == 0.0 and timeline[-1]["end"] == pytest.approx(2.5, abs=0.01)
-    assert all(a["end"] == b["start"] for a, b in zip(timeline, timeline[1:]))
+    assert all(a["end"] == b["start"] for a, b in pairwise(timeline))
     metadata = run.outputs["labels"].metadata
     assert metadata["scoring"] == "sigmoid" and metadata["windows"] == 3 and metadata["model"] == str(tiny_ast)
 
@@ -130,7 +132,7 @@ def write_xvector_checkpoint(folder: Path, channels=(8, 8, 8, 8, 16), kernels=(5
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
     state, inputs = {}, mels
-    for block, (width, kernel) in enumerate(zip(channels, kernels)):
+    for block, (width, kernel) in enumerate(zip(channels, kernels, strict=True)):
         state[f"blocks.{3 * block}.conv.weight"] = torch.randn(width, inputs, kernel, generator=generator) * 0.3
         state[f"blocks.{3 * block}.conv.bias"] = torch.randn(width, generator=generator) * 0.1
         for name, value in torch.nn.BatchNorm1d(width).state_dict().items():
@@ -145,7 +147,13 @@ def write_xvector_checkpoint(folder: Path, channels=(8, 8, 8, 8, 16), kernels=(5
 @pytest.fixture(scope="module")
 def tiny_speecht5_vc(tmp_path_factory) -> Path:
     import torch
-    from transformers import SpeechT5Config, SpeechT5FeatureExtractor, SpeechT5ForSpeechToSpeech, SpeechT5HifiGan, SpeechT5HifiGanConfig
+    from transformers import (
+        SpeechT5Config,
+        SpeechT5FeatureExtractor,
+        SpeechT5ForSpeechToSpeech,
+        SpeechT5HifiGan,
+        SpeechT5HifiGanConfig,
+    )
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-speecht5-vc")
@@ -160,8 +168,9 @@ def tiny_speecht5_vc(tmp_path_factory) -> Path:
     torch.nn.init.constant_(model.speech_decoder_postnet.prob_out.bias, -20.0)
     model.save_pretrained(folder)
     SpeechT5FeatureExtractor().save_pretrained(folder)
-    SpeechT5HifiGan(SpeechT5HifiGanConfig(upsample_initial_channel=16, upsample_rates=[4, 4, 4, 4], upsample_kernel_sizes=[8, 8, 8, 8],
-                                          resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]])).save_pretrained(folder / "vocoder")
+    vocoder = SpeechT5HifiGanConfig(upsample_initial_channel=16, upsample_rates=[4, 4, 4, 4], upsample_kernel_sizes=[8, 8, 8, 8],
+                                    resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]])
+    SpeechT5HifiGan(vocoder).save_pretrained(folder / "vocoder")
     write_xvector_checkpoint(folder / "speaker_encoder")
     return folder
 
@@ -259,7 +268,8 @@ def whisper_tokenizer():
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(CORPUS, trainer)
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]  # pairs, not "a b" strings
@@ -274,7 +284,13 @@ def whisper_tokenizer():
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory) -> Path:
     import torch
-    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-whisper")
@@ -332,7 +348,7 @@ def test_transformers_whisper_transcribes_long_audio_window_by_window(tiny_whisp
     segments = run.values["segments"]
     assert isinstance(run.values["text"], str) and segments
     assert all(0 <= s["start"] <= s["end"] <= 70.0 for s in segments)
-    assert all(a["start"] <= b["start"] for a, b in zip(segments, segments[1:]))
+    assert all(a["start"] <= b["start"] for a, b in pairwise(segments))
     assert any(s["start"] >= 30.0 for s in segments) and any(s["start"] >= 60.0 for s in segments)  # three windows
     assert run.outputs["text"].metadata["language"] == "en" and run.outputs["text"].metadata["audio_seconds"] == 70.0
     assert progress[-1] == (70.0, 70.0) and len(progress) >= 3

@@ -27,8 +27,8 @@ from orchestrator import (
     ToolRegistry,
     run_tool,
 )
-from orchestrator.tooling import registry as registry_module
 from orchestrator.models.resolve import HubLocation, resolve_model
+from orchestrator.tooling import registry as registry_module
 from tools import BUILTIN_TOOLS
 
 
@@ -55,7 +55,8 @@ class Brighten(Tool):
     def run(self, model, inputs, params):
         pixels = np.asarray(inputs["image"], dtype=np.float32) * params["gain"] * model["scale"]
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-        return {"image": OutputValue(image, {"gain": params["gain"]}), "report": {"note": inputs.get("note"), "mean": float(pixels.mean())}}
+        return {"image": OutputValue(image, {"gain": params["gain"]}),
+                "report": {"note": inputs.get("note"), "mean": float(pixels.mean())}}
 
 
 @pytest.fixture

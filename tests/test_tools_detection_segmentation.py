@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolUnavailableError
-from orchestrator.tooling.invoke import run_tool
-from orchestrator.storage.media import Detections, Masks
 from orchestrator.models.pool import ModelPool
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import Detections, Masks
+from orchestrator.tooling.invoke import run_tool
 from orchestrator.tooling.registry import check_tool_class
-from tiny_tokenizers import bert_tokenizer, clip_tokenizer
 from tools.depth import DepthEstimation
 from tools.detection import (
     ObjectDetection,
@@ -33,6 +32,8 @@ from tools.detection import (
     plural,
 )
 from tools.segmentation import GroundedSegmentation, SegmentAnything, SemanticSegmentation
+
+from tiny_tokenizers import bert_tokenizer, clip_tokenizer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -133,8 +134,14 @@ def build_owlv2(folder: Path) -> Path:
 
 
 def build_grounding_dino(folder: Path) -> Path:
-    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
 
     tokenizer = bert_tokenizer(folder)
     backbone = SwinConfig(image_size=96, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
@@ -154,8 +161,15 @@ def build_grounding_dino(folder: Path) -> Path:
 
 
 def build_sam(folder: Path) -> Path:
-    from transformers import (SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel, SamProcessor,
-                              SamPromptEncoderConfig, SamVisionConfig)
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
 
     vision = SamVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64, image_size=64,
                              patch_size=8, output_channels=32, window_size=4, global_attn_indexes=[1], num_pos_feats=16)
@@ -454,7 +468,7 @@ def test_semantic_segmentation_labels_every_pixel_with_a_known_class(models, set
     assert all(0 < score <= 1 for score in masks.scores)
     cut = round((fractions[0] + fractions[-1]) / 2, 3)  # between the largest class and the smallest
     large_only = tool(image=picture, min_area=cut)["masks"]
-    assert large_only.labels == [label for label, f in zip(masks.labels, fractions) if f >= cut]
+    assert large_only.labels == [label for label, f in zip(masks.labels, fractions, strict=True) if f >= cut]
     assert 0 < len(large_only.labels) < len(masks.labels)
     assert (large_only.label_map == 0).any()  # the dropped classes' pixels are background now
     with pytest.raises(InvalidInputError, match="'min_area'"):

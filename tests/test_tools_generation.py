@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from orchestrator import ArtifactKind, AudioClip, InvalidInputError, ModelPool, run_tool
+
 from tiny_tokenizers import CORPUS, clip_tokenizer
 
 pytest.importorskip("diffusers")
@@ -53,8 +54,13 @@ def _sd_tokenizer(folder: Path):
 
 
 def _save_stable_diffusion(folder: Path, in_channels: int = 4, pix2pix: bool = False) -> Path:
-    from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, UNet2DConditionModel
-    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
+    from diffusers import (
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
 
     torch.manual_seed(0)
     tokenizer = _sd_tokenizer(folder)
@@ -96,7 +102,8 @@ def _roberta_tokenizer():
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    bpe.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300,
+                                                        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
@@ -140,7 +147,8 @@ def _t5_tokenizer():
     unigram.decoder = decoders.Metaspace()
     unigram.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=200, special_tokens=["<pad>", "</s>", "<unk>"],
                                                                 unk_token="<unk>"))
-    unigram.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", unigram.token_to_id("</s>"))])
+    unigram.post_processor = processors.TemplateProcessing(single="$A </s>",
+                                                           special_tokens=[("</s>", unigram.token_to_id("</s>"))])
     return T5TokenizerFast(tokenizer_object=unigram, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
                            model_max_length=77, extra_ids=0)
 
@@ -148,8 +156,17 @@ def _t5_tokenizer():
 def _save_audioldm2(folder: Path) -> Path:
     """AudioLDM 2 saved with a GPT2Model language model, as the cvssp/audioldm2 checkpoints are."""
     from diffusers import AudioLDM2Pipeline, AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel, DDIMScheduler
-    from transformers import (ClapConfig, ClapFeatureExtractor, ClapModel, GPT2Config, GPT2Model, SpeechT5HifiGan,
-                              SpeechT5HifiGanConfig, T5Config, T5EncoderModel)
+    from transformers import (
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        GPT2Config,
+        GPT2Model,
+        SpeechT5HifiGan,
+        SpeechT5HifiGanConfig,
+        T5Config,
+        T5EncoderModel,
+    )
 
     torch.manual_seed(0)
     tokenizer, tokenizer_2 = _roberta_tokenizer(), _t5_tokenizer()
@@ -262,7 +279,8 @@ def test_text_to_image_turbo_defaults_and_guidance(tiny, settings, store, pool):
     run = run_tool(tool, {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "seed": 1}, store=store)
     meta = run.outputs["image"].metadata
     assert (meta["steps"], meta["guidance_scale"], meta["negative_prompt"]) == (1, 0.0, None)
-    message = _refused(tool, {"prompt": "a lighthouse", "guidance_scale": 7.5, "width": 64, "height": 64}, store, "guidance_scale")
+    arguments = {"prompt": "a lighthouse", "guidance_scale": 7.5, "width": 64, "height": 64}
+    message = _refused(tool, arguments, store, "guidance_scale")
     assert "turbo" in message
 
 
@@ -383,7 +401,8 @@ def test_text_to_video_writes_a_playable_mp4(tiny, settings, store, pool):
     tool = _tool(TextToVideo, tiny["video"], settings, pool)
     reports = []
     tool.progress_callback = lambda done, total, message: reports.append((done, total))
-    arguments = {"prompt": "a dog runs across a field", "num_frames": 5, "fps": 4, "steps": 2, "width": 80, "height": 64, "seed": 11}
+    arguments = {"prompt": "a dog runs across a field", "num_frames": 5, "fps": 4, "steps": 2, "width": 80, "height": 64,
+                 "seed": 11}
     run = run_tool(tool, arguments, store=store)
     data = run.values["video"]
     assert data[4:8] == b"ftyp" and run.outputs["video"].mime == "video/mp4"

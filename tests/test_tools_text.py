@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires_offline_extra
-from orchestrator import InvalidInputError, ModelPool, ToolUnavailableError, run_tool
-from tiny_llms import CHATML
-from tiny_tokenizers import CORPUS, bert_tokenizer, byte_level_bpe
+from orchestrator import InvalidInputError, ModelPool, run_tool
 from tools.text import (
     Chat,
     NamedEntityRecognition,
@@ -28,6 +25,10 @@ from tools.text import (
     pack_sentences,
     parse_history,
 )
+
+from conftest import requires_offline_extra
+from tiny_llms import CHATML
+from tiny_tokenizers import CORPUS, bert_tokenizer, byte_level_bpe
 
 ARTICLE = (
     "The meeting moved to Friday because the report was late. The quick brown fox jumps over the lazy dog. "
@@ -73,13 +74,23 @@ def seq2seq_tokenizer(**kwargs):
 def models(tmp_path_factory) -> dict[str, Path]:
     """Every tiny checkpoint, built once for the module (each < 0.5 s)."""
     import torch
-    from tokenizers import Tokenizer, models as tk_models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, pre_tokenizers, trainers
+    from tokenizers import models as tk_models
     from transformers import (
-        BartConfig, BartForConditionalGeneration, BertConfig, BertForQuestionAnswering, BertForTokenClassification,
-        GenerationConfig, M2M100Config, M2M100ForConditionalGeneration, MarianConfig, MarianMTModel, NllbTokenizer,
-        Qwen2Config, Qwen2ForCausalLM,
+        BartConfig,
+        BartForConditionalGeneration,
+        BertConfig,
+        BertForQuestionAnswering,
+        BertForTokenClassification,
+        GenerationConfig,
+        M2M100Config,
+        M2M100ForConditionalGeneration,
+        MarianConfig,
+        MarianMTModel,
+        NllbTokenizer,
+        Qwen2Config,
+        Qwen2ForCausalLM,
     )
-
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
@@ -137,8 +148,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     paths["ner"] = root / "bert-ner"
     bert_tokenizer(paths["ner"])
-    BertForTokenClassification(BertConfig(vocab_size=vocab, id2label=dict(enumerate(labels)),
-                                          label2id={label: i for i, label in enumerate(labels)}, **bert)).save_pretrained(paths["ner"])
+    ner_config = BertConfig(vocab_size=vocab, id2label=dict(enumerate(labels)),
+                            label2id={label: i for i, label in enumerate(labels)}, **bert)
+    BertForTokenClassification(ner_config).save_pretrained(paths["ner"])
 
     chat_tokenizer = byte_level_bpe(special_tokens=("<|endoftext|>", "<|im_start|>", "<|im_end|>"))
     chat_tokenizer.chat_template = CHATML

@@ -15,17 +15,18 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import requires_offline_extra
 from orchestrator.errors import InvalidInputError
-from orchestrator.tooling.invoke import run_tool
-from orchestrator.storage.media import Detections
 from orchestrator.models.pool import ModelPool
 from orchestrator.models.resolve import ModelSource
+from orchestrator.storage.media import Detections
 from orchestrator.storage.sample_inputs import receipt_image
-from tiny_tokenizers import CORPUS, bert_tokenizer
+from orchestrator.tooling.invoke import run_tool
 from tools.captioning import ImageCaptioning
 from tools.document_qa import DocumentQuestionAnswering, best_spans, line_spans
 from tools.visual_question_answering import VisualQuestionAnswering, blip_question
+
+from conftest import requires_offline_extra
+from tiny_tokenizers import CORPUS, bert_tokenizer
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 TINY_VISION = dict(TINY, image_size=32, patch_size=8)
@@ -352,7 +353,7 @@ def test_document_qa_candidates_are_whole_words_of_the_text(family, tiny, settin
         assert end == len(context) or not (context[end - 1].isalnum() and context[end].isalnum())
     evidence = result["evidence"]
     assert isinstance(evidence, Detections) and 1 <= len(evidence) <= 2
-    for box, label, extra in zip(evidence.boxes, evidence.labels, evidence.extra):
+    for box, label, extra in zip(evidence.boxes, evidence.labels, evidence.extra, strict=True):
         line = lines.index(extra["line"])
         assert box == (10.0, 10.0 + 20 * line, 200.0, 28.0 + 20 * line) and label == result["answer"].value
 
@@ -383,7 +384,7 @@ def test_document_qa_answers_from_a_receipt_read_by_ocr(family, tiny, settings, 
     # Evidence: the OCR boxes of the lines the answer came from, inside the page, labelled with the answer.
     assert isinstance(evidence, Detections) and len(evidence) >= 1 and evidence.image_size == receipt_image().size
     width, height = evidence.image_size
-    for box, label, extra in zip(evidence.boxes, evidence.labels, evidence.extra):
+    for box, label, extra in zip(evidence.boxes, evidence.labels, evidence.extra, strict=True):
         assert 0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height
         assert label == answer and "polygon" in extra
         line_start = text.index(extra["line"])  # the receipt's lines are all different

@@ -13,13 +13,13 @@ import pytest
 from PIL import Image, ImageDraw
 
 from orchestrator.agent import Orchestrator
-from orchestrator.workflows.batch import STATE_FILE, run_batch
-from orchestrator.execution.compose import Composer
 from orchestrator.errors import InvalidInputError
-from orchestrator.workflows.pipeline import Pipeline, item, pipeline_function, step
+from orchestrator.execution.compose import Composer
 from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
+from orchestrator.workflows.batch import STATE_FILE, run_batch
 from orchestrator.workflows.definition import Workflow, WorkflowError
+from orchestrator.workflows.pipeline import Pipeline, item, pipeline_function, step
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -93,7 +93,8 @@ def problems(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("nodes:\n  a:\n    tool: stub-fnd\n    args: {}\n", ["wf.yaml:3: node 'a': no tool named 'stub-fnd'; did you mean stub-find"]),
+    ("nodes:\n  a:\n    tool: stub-fnd\n    args: {}\n",
+     ["wf.yaml:3: node 'a': no tool named 'stub-fnd'; did you mean stub-find"]),
     ("inputs:\n  words: text\nnodes:\n  a:\n    tool: stub-brighten\n    args:\n      image: $words\n",
      ["wf.yaml:7: node 'a', argument 'image': needs image, but $words is text"]),
     ("nodes:\n  a:\n    tool: stub-wait\n    args: {a: $b.text}\n  b:\n    tool: stub-wait\n    args: {a: $a.text}\n",
@@ -299,7 +300,8 @@ def test_a_killed_workflow_run_resumes_without_redoing_finished_tasks(tmp_path):
     calls = log.read_text().split()
     assert calls.count("first") == 1 and calls.count("item") == 3  # finished before the kill: not run again
     assert calls.count("slow") == 2 and calls.count("last") == 1
-    assert orchestrator.store.load(result.outputs["result"], session=result.session) == "last | slow | item | x\nitem | y\nitem | z"
+    assert (orchestrator.store.load(result.outputs["result"], session=result.session)
+            == "last | slow | item | x\nitem | y\nitem | z")
 
 
 # ---------------------------------------------------------------------------------- pipelines and plans

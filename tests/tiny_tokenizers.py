@@ -83,6 +83,7 @@ def clip_tokenizer(folder: Path, vocab_size: int = 300, model_max_length: int = 
     # as padding, so <|startoftext|> at 0 would silently blank every query.
     ordinary = [t for t, _ in sorted(model["vocab"].items(), key=lambda item: item[1]) if t not in specials]
     vocab = {token: i for i, token in enumerate(ordinary + specials)}
-    wrapped = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)  # as dict/list: file arguments are ignored
+    # vocab and merges as dict/list: file arguments are ignored.
+    wrapped = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
     wrapped.save_pretrained(folder)
     return wrapped
