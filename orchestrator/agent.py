@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,8 +38,8 @@ from .journal import (FINISHED_RUN_STATUSES, LeaseLostError, RunJournal, RunReco
 from .plan import Plan
 from .recovery import Unavailable
 from .registry import ToolRegistry
-from .runner import LocalTaskRunner, TaskRunner
-from .store import ArtifactStore, enable_wal
+from .runner import TaskRunner
+from .store import ArtifactStore
 from .token_budget import check_request_size
 
 DEFAULT_SESSION = "default"
@@ -101,8 +100,11 @@ class Orchestrator:
                  journal: RunJournal | None = None, checkpointer: Any = None, approve_before: Iterable[str] = ()):
         self.settings = settings or current_settings()
         self.registry = registry or ToolRegistry.default()
-        self.store = store or ArtifactStore(self.settings.store_dir, self.settings.limits)
-        self.journal = journal or RunJournal(self.settings.home / "runs.sqlite")
+        from .backends import open_journal, open_store
+
+        # The settings' store and database pick the back end: files under the home, or shared Postgres + S3.
+        self.store = store or open_store(self.settings)
+        self.journal = journal or open_journal(self.settings)
         unknown = [name for name in approve_before if name not in self.registry]
         if unknown:
             raise InvalidInputError(f"approve_before names unknown tool(s): {', '.join(unknown)}")
@@ -110,7 +112,11 @@ class Orchestrator:
         if approve_before:
             policy = dataclasses.replace(policy, approve_before=policy.approve_before | frozenset(approve_before))
         self.policy = policy
-        self.runner = runner or LocalTaskRunner(self.registry, self.store, settings=self.settings)
+        if runner is None:
+            from .distributed import build_runner
+
+            runner = build_runner(self.settings, self.registry, self.store)
+        self.runner = runner
         self._planner_spec = planner
         self._planner = None if planner == "default" else planner
         self._composer_spec = composer
@@ -187,18 +193,13 @@ class Orchestrator:
 
     @property
     def checkpointer(self):
-        """LangGraph's checkpoints for both graphs, SQLite under the home unless one was passed in."""
+        """LangGraph's checkpoints for both graphs: SQLite under the home, or the configured PostgreSQL
+        database, unless one was passed in."""
         with self._lock:
             if self._checkpointer is None:
-                from langgraph.checkpoint.sqlite import SqliteSaver
+                from .backends import open_checkpointer
 
-                path = self.settings.home / "checkpoints.sqlite"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                connection = sqlite3.connect(path, check_same_thread=False, timeout=60.0)
-                # Not a bare PRAGMA: two threads (or processes) first using a fresh home switch the file at
-                # once, and SQLite answers one of them 'database is locked' without waiting (see enable_wal).
-                enable_wal(connection)
-                self._checkpointer = SqliteSaver(connection)
+                self._checkpointer = open_checkpointer(self.settings)
             return self._checkpointer
 
     # ------------------------------------------------------------------ inputs

@@ -54,8 +54,9 @@ out = Console()
 
 
 def _store() -> ArtifactStore:
-    settings = current_settings()
-    return ArtifactStore(settings.store_dir, settings.limits)
+    from .backends import open_store
+
+    return open_store(current_settings())
 
 
 # ---------------------------------------------------------------------------------------- tools
