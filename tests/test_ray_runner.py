@@ -1,0 +1,208 @@
+"""The Ray runner on a real two-node cluster on this machine (``ray start --head`` and a second
+``ray start --address``, each its own process group): tasks of one run land on both nodes, experts
+stay warm in their actors, progress reaches the driver, cancel reaches Ray, and a run whose worker
+node is killed mid-run finishes with every task that had finished kept. The shared state is the
+real PostgreSQL + S3-compatible servers, so the workers and the driver agree only through them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from orchestrator.agent import Orchestrator
+from orchestrator.compose import Composer
+from orchestrator.config import Settings
+from orchestrator.errors import ConfigError
+from orchestrator.registry import ToolRegistry
+
+from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))
+import ray_stub_tools  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    require_extra()
+    pytest.importorskip("ray", reason="the 'ray' extra is not installed")
+    import ray
+
+    from orchestrator.distributed.local_cluster import LocalRayCluster
+
+    with postgres_server() as admin_url, s3_server() as s3_env:
+        saved = {k: os.environ.get(k) for k in s3_env}
+        os.environ.update(s3_env)
+        python_path = os.pathsep.join([str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")])
+        local = LocalRayCluster(num_cpus=1, env={**s3_env, "PYTHONPATH": python_path})
+        try:
+            local.start_head()
+            worker = local.add_worker()
+            ray.init(address=local.address, namespace="anymoda-test", log_to_driver=False)
+            local.wait_for_nodes(2)
+            yield {"cluster": local, "worker": worker, "postgres": admin_url, "bucket": new_bucket(s3_env)}
+        finally:
+            ray.shutdown()
+            local.stop()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture
+def settings(cluster, tmp_path):
+    values = {"home": str(tmp_path / "home"), "offline": True, "memory_budget": "1GiB",
+              "store": f"s3://{cluster['bucket']}/ray-{tmp_path.name[-12:].lower().replace('_', '-')}",
+              "database": new_database(cluster["postgres"]),
+              "runner": {"kind": "ray", "address": cluster["cluster"].address, "replicas_per_node": 1, "slots": 4}}
+    return Settings.from_dict(values)
+
+
+def orchestrator(settings: Settings) -> Orchestrator:
+    return Orchestrator(settings=settings, registry=ToolRegistry(ray_stub_tools.TOOLS), planner=None,
+                        composer=Composer(None))
+
+
+def wait(task_id: str, label: str, seconds: float = 0.0, **args) -> dict:
+    return {"id": task_id, "tool": "stub-wait", "args": {"label": label, "seconds": seconds, **args}}
+
+
+def test_config_chooses_the_ray_runner_and_a_dag_lands_on_both_nodes(settings):
+    from orchestrator.distributed.ray_runner import RayTaskRunner
+
+    orch = orchestrator(settings)
+    try:
+        assert isinstance(orch.runner, RayTaskRunner)
+        fan = [wait(f"w{i}", f"part {i}", 0.6) for i in range(8)]
+        join = {"id": "join", "tool": "stub-wait", "args": {"label": "all", "a": "<w0>", "b": "<w5>"}}
+        paint = {"id": "paint", "tool": "stub-paint", "args": {"text": "<w1>"}}
+        result = orch.run("fan out", plan={"tasks": [*fan, join, paint]})
+        assert result.status == "done", (result.error, result.failures)
+        placements = orch.runner.placements
+        nodes = {placements[f"{result.run_id}/{t}"] for t in result.tasks}
+        assert len(nodes) == 2, placements  # both nodes ran tasks of this one run
+        assert orch.store.load(result.tasks["join"].outputs["text"], session=result.session) == "all | part 0 | part 5"
+        assert result.first("image") is not None
+        # Written by the workers, read by the driver: only the shared Postgres + S3 state connects them.
+        for task in result.tasks.values():
+            for artifact_id in task.outputs.values():
+                assert orch.store.read_bytes(artifact_id, session=result.session)
+    finally:
+        orch.runner.shutdown()
+
+
+def test_experts_stay_warm_and_progress_reaches_the_driver(settings):
+    import ray
+
+    from orchestrator.distributed.cluster_status import cluster_status
+
+    orch = orchestrator(settings)
+    try:
+        events = list(orch.stream("steps", plan={"tasks": [{"id": "s", "tool": "stub-steps", "args": {"steps": 4}}]}))
+        progress = [e.data["done"] for e in events if e.type == "task_progress"]
+        assert progress == [1, 2, 3, 4]
+        for round_ in range(3):
+            orch.run("again", plan={"tasks": [{"id": "s", "tool": "stub-steps", "args": {"steps": 1}}]})
+        status = cluster_status(orch.settings.runner.namespace if orch.settings.runner else "anymoda")
+        steps = [a for a in status["actors"] if a["tool"] == "stub-steps"]
+        assert steps and all(a["loads"] <= 1 for a in steps)  # loaded at most once per actor, however many runs
+        assert sum(a["finished"] for a in steps) == 4
+        assert any(a["warm"] for a in steps)
+        assert {n["id"] for n in status["nodes"] if n["alive"]} >= {a["node"] for a in steps}
+    finally:
+        orch.runner.shutdown()
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if "stub-steps" in a["name"]]
+
+
+def test_cancel_reaches_the_cluster(settings):
+    orch = orchestrator(settings)
+    events = []
+    try:
+        worker = threading.Thread(target=lambda: events.extend(orch.stream("slow", plan={"tasks": [
+            wait(f"slow{i}", "never", 30) for i in range(2)]})))
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not any(e.type == "task_started" for e in events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run_id = events[0].run
+        time.sleep(0.5)
+        started = time.monotonic()
+        orch.cancel(run_id)
+        worker.join(30)
+        assert not worker.is_alive() and time.monotonic() - started < 10
+        assert orch.journal.get_run(run_id).status == "cancelled"
+    finally:
+        orch.runner.shutdown()
+
+
+def test_a_worker_node_killed_mid_run_the_run_finishes_and_keeps_finished_tasks(cluster, settings):
+    import ray
+
+    local = cluster["cluster"]
+    worker_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" not in n["Resources"])
+    settings = dataclasses.replace(settings, runner=dataclasses.replace(settings.runner, replicas_per_node=2))
+    orch = orchestrator(settings)
+    quick = [wait(f"q{i}", f"quick {i}", 0.1) for i in range(4)]
+    slow = [wait(f"s{i}", f"slow {i}", 4.0, a=f"<q{i % 4}>") for i in range(6)]
+    plan = {"tasks": [*quick, *slow, {"id": "end", "tool": "stub-wait", "args": {"label": "end", "a": "<s0>", "b": "<s5>"}}]}
+    killed_at = None
+    events = []
+    try:
+        for event in orch.stream("survive", plan=plan):
+            events.append(event)
+            started_slow = {e.task for e in events if e.type == "task_started" and e.task.startswith("s")}
+            if killed_at is None and len(started_slow) == 6:
+                time.sleep(1.0)  # the slow tasks are running on both nodes
+                on_worker = [t for t in started_slow
+                             if orch.runner._tracked and any(tr.replica.node == worker_node for tr in orch.runner._tracked.values())]
+                assert on_worker, "no slow task was running on the worker node"
+                local.kill(cluster["worker"])
+                killed_at = time.monotonic()
+        run_id = events[0].run
+        result = orch.result(run_id)
+        assert result.status == "done", (result.error, result.failures)
+        assert killed_at is not None
+        # Every quick task finished before the kill and was kept: run once, never again.
+        for task in quick:
+            assert result.tasks[task["id"]].attempts == 1
+        retried = [t for t, r in result.tasks.items() if r.attempts > 1]
+        assert retried and all(t.startswith("s") for t in retried)
+        assert any(e.type == "task_retry" and "lost" in (e.data.get("error") or "") for e in events)
+        # After the kill everything ran on the head; each task's outputs are exactly one artifact each.
+        head = next(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        assert all(orch.runner.placements[f"{run_id}/{t}"] == head for t in retried)
+        outputs = Counter(a.task for a in orch.store.list(session=result.session, limit=10_000))
+        finished_ids = {r.outputs["text"] for r in result.tasks.values()}
+        assert len(finished_ids) == len(result.tasks)
+        for artifact_id in finished_ids:
+            assert orch.store.read_bytes(artifact_id, session=result.session)
+        assert all(outputs[f"{run_id}/{q['id']}"] == 1 for q in quick)
+    finally:
+        orch.runner.shutdown()
+
+
+def test_the_ray_runner_without_a_cluster_is_a_one_line_error(tmp_path, monkeypatch):
+    from orchestrator.distributed import ray_runner
+
+    monkeypatch.setattr(ray_runner.ray, "is_initialized", lambda: False)
+
+    def refuse(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.\nmore detail")
+
+    monkeypatch.setattr(ray_runner.ray, "init", refuse)
+    settings = Settings.from_dict({"home": str(tmp_path), "runner": {"kind": "ray", "address": "127.0.0.1:1"}})
+    with pytest.raises(ConfigError, match=r"cannot join the Ray cluster at runner.address = '127.0.0.1:1'") as caught:
+        orchestrator(settings)
+    assert "\n" not in str(caught.value)
