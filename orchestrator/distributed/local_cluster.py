@@ -22,7 +22,7 @@ def _free_port() -> int:
 
 
 class LocalRayCluster:
-    def __init__(self, *, num_cpus: int = 1, env: dict[str, str] | None = None, detect_dead_node_s: float = 2.0):
+    def __init__(self, *, num_cpus: int = 1, env: dict[str, str] | None = None, detect_dead_node_s: float = 5.0):
         self.num_cpus = num_cpus
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -31,9 +31,11 @@ class LocalRayCluster:
         self.logs.mkdir()
         # Dead nodes are noticed within a few seconds (the default is tens of seconds), so a test or benchmark
         # that kills one sees its tasks fail over promptly.
-        period_ms = 500
+        # A busy machine can delay a healthy raylet's answer by a second or more: a tighter timeout declares
+        # live nodes dead.
+        period_ms = 1000
         self.env = {**os.environ, **(env or {}), "RAY_health_check_period_ms": str(period_ms),
-                    "RAY_health_check_timeout_ms": str(period_ms),
+                    "RAY_health_check_timeout_ms": str(2 * period_ms),
                     "RAY_health_check_failure_threshold": str(max(1, int(detect_dead_node_s * 1000 / period_ms))),
                     "RAY_USAGE_STATS_ENABLED": "0"}
         self.nodes: list[subprocess.Popen] = []

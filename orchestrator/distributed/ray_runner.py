@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import secrets
 import threading
 import time
@@ -173,6 +174,9 @@ class RayTaskRunner:
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
         self.placements: dict[str, str] = {}  # "run/task" -> the node that ran its last attempt
+        self._finished: queue.SimpleQueue = queue.SimpleQueue()
+        self._settler = threading.Thread(target=self._settle_finished, name="anymoda-ray-settle", daemon=True)
+        self._settler.start()
 
     # ------------------------------------------------------------------ placement
 
@@ -292,14 +296,24 @@ class RayTaskRunner:
         except Exception as exc:  # noqa: BLE001 - the actor is already known dead
             self._settle(token, spec, None, exc)
             return future
-        tracked.ref.future().add_done_callback(lambda ray_future: self._settled(token, spec, ray_future))
+        # Ray calls this back on its own I/O thread, which must never wait: settling takes our lock, and
+        # a thread holding that lock may be waiting on a Ray call that needs the I/O thread (a deadlock seen
+        # when an actor was being created as another task finished). The settler thread does the work.
+        tracked.ref.future().add_done_callback(lambda ray_future: self._finished.put((token, spec, ray_future)))
         return future
 
-    def _settled(self, token: str, spec: TaskSpec, ray_future: Future) -> None:
-        try:
-            self._settle(token, spec, ray_future.result(), None)
-        except BaseException as exc:  # noqa: BLE001 - turned into an outcome
-            self._settle(token, spec, None, exc)
+    def _settle_finished(self) -> None:
+        while True:
+            item = self._finished.get()
+            if item is None:
+                return
+            token, spec, ray_future = item
+            try:
+                value = ray_future.result()
+            except BaseException as exc:  # noqa: BLE001 - turned into an outcome
+                self._settle(token, spec, None, exc)
+            else:
+                self._settle(token, spec, value, None)
 
     def _settle(self, token: str, spec: TaskSpec, value: dict[str, Any] | None, error: BaseException | None) -> None:
         tracked = self._tracked.pop(token, None)
@@ -342,6 +356,7 @@ class RayTaskRunner:
 
     def shutdown(self) -> None:
         self._closed.set()
+        self._finished.put(None)
         with self._lock:
             replicas = [r for rs in self._replicas.values() for r in rs]
             self._replicas.clear()
