@@ -41,6 +41,7 @@ from .artifacts import Artifact, ArtifactKind, is_artifact_id
 from .cli_agent import add_agent_commands, print_table
 from .cli_graph import add_graph_commands
 from .cli_models import add_models_commands
+from .distributed.cli_cluster import add_cluster_commands
 from .native.cli_train import add_train_parser
 from .codecs import EXTENSION_KINDS, check_input_file, file_reference, json_argument, text_argument
 from .config import current_settings
@@ -450,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_commands(commands)
     add_train_parser(commands)
     add_models_commands(commands)
+    add_cluster_commands(commands)
     tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")
     tools.add_argument("--json", action="store_true", help="print full tool cards with JSON schemas")
     tools.set_defaults(handler=cmd_tools)

@@ -354,3 +354,21 @@ def test_shared_state_settings_are_read_from_file_and_environment(tmp_path):
                                             "ANYMODA_DATABASE": "postgresql://other/anymoda"})
     assert overridden.runner.kind == "local" and overridden.database == "postgresql://other/anymoda"
     assert Settings.load(env={"ANYMODA_HOME": str(tmp_path / "none")}).store == ""  # the embedded default
+
+
+@pytest.mark.parametrize("values, module", [({"database": "postgresql://db/anymoda"}, "psycopg"),
+                                            ({"store": "s3://anymoda-art/x"}, "boto3")])
+def test_shared_state_without_the_extra_names_the_extra(tmp_path, values, module):
+    import subprocess
+    import sys
+
+    script = (f"import sys; sys.modules[{module!r}] = None\n"
+              "from orchestrator.config import Settings\n"
+              "from orchestrator.backends import open_store\n"
+              "from orchestrator.errors import ConfigError\n"
+              f"settings = Settings.from_dict({{'home': {str(tmp_path)!r}, **{values!r}}})\n"
+              "try:\n    open_store(settings)\nexcept ConfigError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'ray' extra" in done.stdout and done.stdout.count("\n") == 1

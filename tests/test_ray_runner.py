@@ -7,7 +7,9 @@ real PostgreSQL + S3-compatible servers, so the workers and the driver agree onl
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -121,6 +123,15 @@ def test_experts_stay_warm_and_progress_reaches_the_driver(settings):
         assert sum(a["finished"] for a in steps) == 4
         assert any(a["warm"] for a in steps)
         assert {n["id"] for n in status["nodes"] if n["alive"]} >= {a["node"] for a in steps}
+        # The same from another process, through the CLI (it joins the cluster the way a user would).
+        shown = subprocess.run([sys.executable, "-m", "orchestrator.cli", "cluster", "status", "--json",
+                                "--address", settings.runner.address], capture_output=True, text=True, timeout=120,
+                               cwd=REPO, env={**os.environ, "ANYMODA_HOME": str(settings.home)})
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        from_cli = json.loads(shown.stdout)
+        assert sum(n["alive"] for n in from_cli["nodes"]) == 2
+        assert [a for a in from_cli["actors"] if a["tool"] == "stub-steps" and a["warm"]]
+        assert from_cli["queue_depth"] == 0
     finally:
         orch.runner.shutdown()
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if "stub-steps" in a["name"]]
@@ -206,3 +217,16 @@ def test_the_ray_runner_without_a_cluster_is_a_one_line_error(tmp_path, monkeypa
     with pytest.raises(ConfigError, match=r"cannot join the Ray cluster at runner.address = '127.0.0.1:1'") as caught:
         orchestrator(settings)
     assert "\n" not in str(caught.value)
+
+
+def test_choosing_ray_without_the_extra_names_the_extra(tmp_path):
+    script = ("import sys; sys.modules['ray'] = None\n"
+              "from orchestrator.config import Settings\n"
+              "from orchestrator.distributed import build_runner\n"
+              "from orchestrator.registry import ToolRegistry\n"
+              "from orchestrator.errors import ConfigError\n"
+              f"settings = Settings.from_dict({{'home': {str(tmp_path)!r}, 'runner': {{'kind': 'ray'}}}})\n"
+              "try:\n    build_runner(settings, ToolRegistry(), None)\nexcept ConfigError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'ray' extra" in done.stdout and 'pip install -e ".[ray]"' in done.stdout and done.stdout.count("\n") == 1

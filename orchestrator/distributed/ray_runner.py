@@ -150,8 +150,9 @@ def connect(address: str, namespace: str) -> None:
     try:
         ray.init(address=address, namespace=namespace, log_to_driver=False, ignore_reinit_error=True,
                  configure_logging=False)
-    except ConnectionError as exc:
-        raise ConfigError(f"cannot join the Ray cluster at runner.address = {address!r}: {str(exc).splitlines()[0]}") from None
+    except (ConnectionError, ValueError, RuntimeError) as exc:  # no cluster there; ray:// without ray[client]
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot join the Ray cluster at runner.address = {address!r}: {first}") from None
 
 
 class RayTaskRunner:
