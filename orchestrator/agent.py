@@ -19,6 +19,7 @@ for an approval, from this process or another one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import threading
@@ -265,6 +266,7 @@ class Orchestrator:
             # means running execute again (the journal keeps the tasks that finished) as if the node
             # before it had just completed, and answering anew.
             self._cancel_events.pop(run_id, None)
+            self.journal.clear_cancel(run_id)
             if graph is self.graph:
                 graph.update_state(config, None, as_node="validate")
             else:
@@ -288,6 +290,7 @@ class Orchestrator:
             yield from self._drive(run_id, Command(resume=decision), graph)
             return
         self._cancel_events.pop(run_id, None)
+        self.journal.clear_cancel(run_id)
         if not snapshot.values:  # the process died before the graph's first checkpoint
             if graph is self.graph:
                 history, context = self.session_context(record.session, record.request)
@@ -305,6 +308,8 @@ class Orchestrator:
     def cancel(self, run_id: str) -> None:
         """Stop a running run: running tasks are abandoned, nothing new starts; resume() continues it."""
         self._cancel_events.setdefault(check_run_id(run_id), threading.Event()).set()
+        # Through the journal too: the run may be driven by another process or host sharing it.
+        self.journal.request_cancel(run_id)
 
     def result(self, run_id: str, *, session: str | None = None) -> RunResult:
         """What a run has produced so far (finished or not).
@@ -466,7 +471,7 @@ class Orchestrator:
         graph = graph if graph is not None else self.graph
         # One driver per run: the lease (journal.py) refuses a second process with RunBusyError naming
         # the first, and stops this one with LeaseLostError if it stalls and is taken over.
-        with self.journal.lease(run_id, self.settings.run_lease_s) as lease:
+        with self.journal.lease(run_id, self.settings.run_lease_s) as lease, self._cancel_watch(run_id):
             try:
                 for mode, payload in graph.stream(graph_input, self._config(run_id), stream_mode=["custom", "updates"]):
                     lease.check()
@@ -489,6 +494,29 @@ class Orchestrator:
             yield Event("run_interrupted", run_id, data={"waiting": waiting})
             return
         yield from self._final_events(run_id)
+
+    @contextlib.contextmanager
+    def _cancel_watch(self, run_id: str, every_s: float = 0.25) -> Iterator[None]:
+        """While this process drives ``run_id``, turn a cancel asked through the journal (by any process
+        or host) into the run's cancel event."""
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(every_s):
+                try:
+                    if self.journal.cancel_requested(run_id):
+                        self._cancel_events.setdefault(run_id, threading.Event()).set()
+                        return
+                except Exception:  # noqa: BLE001 - a briefly unreachable journal: look again next time
+                    continue
+
+        watcher = threading.Thread(target=watch, name=f"anymoda-cancel-{run_id}", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
 
     def _final_events(self, run_id: str) -> Iterator[Event]:
         result = self.result(run_id)

@@ -84,6 +84,11 @@ CREATE TABLE IF NOT EXISTS session_summaries (
     summary TEXT NOT NULL,
     through_run TEXT NOT NULL,     -- the last run folded into the summary
     updated_at {real} NOT NULL
+)""", """
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    run TEXT PRIMARY KEY,          -- a run some process asked to stop; its driver, wherever it runs, polls this
+    requested_at {real} NOT NULL,
+    requested_by TEXT NOT NULL     -- pid@host, for messages
 )""")
 
 _RUN_COLUMNS = ("id, session, request, inputs, status, plan, answer, answer_artifacts, error, created_at, updated_at, "
@@ -480,6 +485,21 @@ class RunJournal:
             return
         self.database.execute("DELETE FROM tasks WHERE run = ? AND status IN ('running', 'cancelled', 'awaiting_approval') "
                            f"AND {fence}", (run_id, *fence_args))
+
+    # ------------------------------------------------------------------ cancelling from anywhere
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask whichever process drives ``run_id`` (on any host sharing this journal) to cancel it."""
+        self.database.execute(
+            "INSERT INTO cancel_requests (run, requested_at, requested_by) VALUES (?, ?, ?) "
+            "ON CONFLICT (run) DO UPDATE SET requested_at = excluded.requested_at, requested_by = excluded.requested_by",
+            (check_run_id(run_id), time.time(), f"{os.getpid()}@{_this_host()}"))
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return self.database.execute("SELECT 1 FROM cancel_requests WHERE run = ?", (run_id,)).fetchone() is not None
+
+    def clear_cancel(self, run_id: str) -> None:
+        self.database.execute("DELETE FROM cancel_requests WHERE run = ?", (run_id,))
 
     # ------------------------------------------------------------------ session summaries
 

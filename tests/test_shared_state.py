@@ -141,3 +141,32 @@ def test_two_tenants_sessions_stay_isolated_in_the_shared_store(front_ends):
     assert as_alice["found"] == {alice: "alice's secret", bob: "error: ArtifactNotFoundError"}
     assert alice in as_alice["listed"] and bob not in as_alice["listed"]
     assert as_alice["runs"][alice_run] == "done" and as_alice["history"] == [alice_run]
+
+
+def test_a_run_driven_by_one_front_end_is_cancelled_from_the_other_and_resumed_there(front_ends):
+    (home_a, home_b), s3_env = front_ends
+    plan = {"tasks": [wait("quick", "quick", 0.1), wait("slow1", "slow", 4, a="<quick>"), wait("slow2", "slow", 4)]}
+    process = subprocess.Popen([sys.executable, str(CHILD), "run", json.dumps({"request": "cancel me", "plan": plan})],
+                               env=env_for(home_a, s3_env), stdout=subprocess.PIPE, text=True)
+    run_id, started = None, set()
+    try:
+        while "slow1" not in started:
+            event = json.loads(process.stdout.readline())
+            run_id = run_id or event.get("run")
+            if event.get("event") == "task_started":
+                started.add(event["task"])
+        asked = time.monotonic()
+        cancelled = subprocess.run([sys.executable, "-m", "orchestrator.cli", "runs", "cancel", run_id],
+                                   env=env_for(home_b, s3_env), capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert cancelled.returncode == 0, cancelled.stderr[-2000:]
+        assert "asked the process driving" in cancelled.stdout
+        events = [json.loads(line) for line in process.stdout]
+        assert events[-1]["status"] == "cancelled", events[-1]
+        assert "task_cancelled" in events[-1]["events"]
+    finally:
+        process.wait(60)
+    assert time.monotonic() - asked < 30
+
+    resumed = child(home_b, s3_env, "resume", {"run": run_id})
+    assert resumed["status"] == "done", resumed
+    assert resumed["tasks"]["quick"]["resumed"] and resumed["tasks"]["slow1"]["status"] == "done"
