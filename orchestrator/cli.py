@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -380,8 +381,16 @@ def cmd_config(args: argparse.Namespace) -> int:
         "home": str(settings.home), "device": settings.device, "memory_budget": settings.memory_budget,
         "offline": settings.offline, "models": settings.models, "limits": settings.limits.__dict__,
         "torch_threads": settings.torch_threads,
-    }))
+        "store": settings.store or str(settings.store_dir), "database": _shown_database(settings.database),
+        "runner": dataclasses.asdict(settings.runner) if settings.runner else {"kind": "local"},
+    }, default=str))
     return 0
+
+
+def _shown_database(url: str) -> str:
+    from .backends.locations import shown_database
+
+    return shown_database(url) if url else "sqlite (files in the home)"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -36,7 +36,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .backends.protocols import Database, Executor

@@ -69,37 +69,57 @@ class _InTransaction:
 
 
 class PostgresDatabase:
-    """A PostgreSQL database reached by URL; a connection per thread and per process (autocommit)."""
+    """A PostgreSQL database reached by URL, through a bounded pool of autocommit connections per process
+    (a Ray actor runs many threads: one connection each would soon exhaust the server's ``max_connections``)."""
 
     dialect = "postgresql"
     greatest = "GREATEST"
     order_column = "seq"
-    errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+    errors: tuple[type[BaseException], ...] = (psycopg.Error, ConnectionError)
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 10.0):
+    def __init__(self, url: str, *, max_connections: int = 8, connect_timeout_s: float = 10.0):
+        if not 1 <= max_connections <= 256:
+            raise ValueError("max_connections must be from 1 to 256")
         self.url = url
         self.location = shown_database(url)
+        self.max_connections = max_connections
         self.connect_timeout_s = connect_timeout_s
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._connections_lock = threading.Lock()
+        self._pool: Any = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
 
-    def connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken or self._local.pid != os.getpid():
-            try:
-                conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)),
-                                       application_name="anymoda")
-            except psycopg.OperationalError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ConnectionError(f"cannot reach the database {self.location}: {first}") from None
-            self._local.conn, self._local.pid = conn, os.getpid()
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
+    def _connections(self) -> Any:
+        # A pool's threads and sockets do not survive a fork: a child process opens its own.
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                from psycopg_pool import ConnectionPool
+
+                self._pool = ConnectionPool(
+                    self.url, min_size=1, max_size=self.max_connections, open=False, name="anymoda",
+                    timeout=self.connect_timeout_s * 3,
+                    kwargs={"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout_s)),
+                            "application_name": "anymoda"})
+                try:
+                    self._pool.open(wait=True, timeout=self.connect_timeout_s)
+                except Exception as exc:  # noqa: BLE001 - PoolTimeout hides the server's reason; say where
+                    self._pool = None
+                    raise ConnectionError(f"cannot reach the database {self.location}: {type(exc).__name__}: "
+                                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        try:
+            with self._connections().connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConnectionError(f"the database {self.location} failed: {first}") from None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Result:
-        return _InTransaction(self.connection()).execute(sql, params)
+        with self._connection() as conn:
+            return _InTransaction(conn).execute(sql, params)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self.transaction() as tx:
@@ -107,8 +127,7 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self, lock: str | None = None) -> Iterator[_InTransaction]:
-        conn = self.connection()
-        with conn.transaction():
+        with self._connection() as conn, conn.transaction():
             tx = _InTransaction(conn)
             if lock is not None:
                 tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (lock,))
@@ -124,14 +143,10 @@ class PostgresDatabase:
                     tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
     def close(self) -> None:
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-        self._local = threading.local()
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == os.getpid():
+            pool.close()
 
 
 def postgres_checkpointer(url: str) -> Any:
