@@ -230,3 +230,35 @@ def test_choosing_ray_without_the_extra_names_the_extra(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "'ray' extra" in done.stdout and 'pip install -e ".[ray]"' in done.stdout and done.stdout.count("\n") == 1
+
+
+def test_a_node_that_joins_gets_replicas_and_a_lost_task_follows_the_runs_retry_policy(cluster, settings):
+    """Runs after the kill above: a fresh worker joins; with one attempt allowed, the tasks lost with it fail
+    (reported as lost) while the head's finish: the run's retry policy, not Ray, decides."""
+    import ray
+
+    from orchestrator.executor import ExecutionPolicy, RetryPolicy
+
+    local = cluster["cluster"]
+    joined = local.add_worker()
+    alive = sum(1 for n in ray.nodes() if n["Alive"])
+    local.wait_for_nodes(alive + 1)
+    new_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" not in n["Resources"])
+    orch = Orchestrator(settings=settings, registry=ToolRegistry(ray_stub_tools.TOOLS), planner=None,
+                        composer=Composer(None), policy=ExecutionPolicy(retry=RetryPolicy(attempts=1)))
+    events = []
+    try:
+        for event in orch.stream("once", plan={"tasks": [wait(f"s{i}", f"slow {i}", 4.0) for i in range(4)]}):
+            events.append(event)
+            if sum(e.type == "task_started" for e in events) == 4 and joined.poll() is None:
+                time.sleep(1.0)
+                on_new = [t for t in orch.runner._tracked.values() if t.replica.node == new_node]
+                assert on_new, orch.runner.replicas()  # the joined node got replicas and work
+                local.kill(joined)
+        result = orch.result(events[0].run)
+        lost = [t for t, r in result.tasks.items() if r.status == "failed"]
+        assert result.status == "partial" and lost, result.tasks
+        assert all("lost" in result.tasks[t].error and result.tasks[t].attempts == 1 for t in lost)
+        assert all(r.status == "done" for t, r in result.tasks.items() if t not in lost)
+    finally:
+        orch.runner.shutdown()
