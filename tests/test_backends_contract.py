@@ -69,6 +69,16 @@ class State:
         return RunJournal(database=PostgresDatabase(self.database_url))
 
 
+    def checkpointer(self):
+        if self.backend == "sqlite+local":
+            from orchestrator.backends.sqlite import SqliteState
+
+            return SqliteState(self.tmp_path / "home").checkpointer()
+        from orchestrator.backends.postgres import postgres_checkpointer
+
+        return postgres_checkpointer(self.database_url)
+
+
 @pytest.fixture(params=BACKENDS)
 def state(request, tmp_path):
     servers = request.getfixturevalue("servers") if request.param != "sqlite+local" else None
@@ -310,6 +320,37 @@ def test_processes_creating_the_tables_at_once_all_succeed(state):
     [c.join(60) for c in children]
     assert [c.exitcode for c in children] == [0, 0, 0, 0]
     assert len(state.journal().runs(session="race")) == 4
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def test_a_graph_interrupted_under_one_checkpointer_resumes_under_another(state):
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command, interrupt
+
+    class Count(TypedDict):
+        n: int
+
+    def ask(values: Count) -> Count:
+        return {"n": values["n"] + interrupt("how many more?")}
+
+    builder = StateGraph(Count)
+    builder.add_node("step", lambda values: {"n": values["n"] + 1})
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "step")
+    builder.add_edge("step", "ask")
+    builder.add_edge("ask", END)
+    config = {"configurable": {"thread_id": new_run_id()}}
+    builder.compile(checkpointer=state.checkpointer()).invoke({"n": 1}, config)
+    # Another process (here: another checkpointer object, its own connections) picks the thread up.
+    later = builder.compile(checkpointer=state.checkpointer())
+    snapshot = later.get_state(config)
+    assert snapshot.values == {"n": 2} and snapshot.next == ("ask",)
+    assert later.invoke(Command(resume=10), config) == {"n": 12}
+    assert not later.get_state(config).next
 
 
 # ------------------------------------------------------------------------------------------ configuration

@@ -175,6 +175,10 @@ class RayTaskRunner:
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
         self.placements: dict[str, str] = {}  # "run/task" -> the node that ran its last attempt
+        # With the embedded state (files under the home) only nodes of this host see the same files, so
+        # experts go only there; shared state (postgresql:// and s3://) lets them go anywhere.
+        self.shared_state = bool(settings.database) and settings.store.startswith("s3://")
+        self._driver_address = ray.util.get_node_ip_address()
         self._finished: queue.SimpleQueue = queue.SimpleQueue()
         self._settler = threading.Thread(target=self._settle_finished, name="anymoda-ray-settle", daemon=True)
         self._settler.start()
@@ -195,7 +199,8 @@ class RayTaskRunner:
         if not force and now - self._nodes_checked < NODE_REFRESH_S:
             return
         self._nodes_checked = now
-        alive = {n["NodeID"]: dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")}
+        alive = {n["NodeID"]: dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")
+                 and (self.shared_state or n.get("NodeManagerAddress") == self._driver_address)}
         self._alive_nodes = alive
         for tool, replicas in self._replicas.items():
             replicas[:] = [r for r in replicas if r.node in alive]
@@ -230,8 +235,10 @@ class RayTaskRunner:
                 self._place(tool, replicas)
             if not replicas:
                 need = self.resources_for(tool)
-                raise ConfigError(f"no live node of the Ray cluster can hold {tool} (it needs {need.ray_options()}); "
-                                  f"set [runner.resources.{tool}] or add a node that has them")
+                where = "" if self.shared_state else (" on this host (the state is local files: set store = "
+                                                      "\"s3://...\" and database = \"postgresql://...\" to use every host)")
+                raise ConfigError(f"no live node of the Ray cluster{where} can hold {tool} (it needs "
+                                  f"{need.ray_options()}); set [runner.resources.{tool}] or add a node that has them")
             replica = min(replicas, key=lambda r: (r.in_flight, next(self._counter)))
             replica.in_flight += 1
             return replica
