@@ -47,7 +47,10 @@ ACTOR_PREFIX = "anymoda-expert"
 NODE_REFRESH_S = 2.0
 # What a lost node or actor looks like from the driver: worth running again elsewhere.
 LOST = (ray_errors.RayActorError, ray_errors.NodeDiedError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError,
-        ray_errors.OwnerDiedError, ray_errors.LocalRayletDiedError)
+        ray_errors.OwnerDiedError, ray_errors.LocalRayletDiedError, ray_errors.ActorUnschedulableError)
+# A node where an actor was just lost is likely dying, though Ray may not say so for a few seconds: no new
+# replicas go there meanwhile (unless no other node can take the expert).
+SUSPECT_NODE_S = 15.0
 
 
 class ExpertActor:
@@ -170,6 +173,7 @@ class RayTaskRunner:
         self._tracked: dict[str, _Tracked] = {}
         self._alive_nodes: dict[str, dict[str, float]] = {}
         self._nodes_checked = 0.0
+        self._suspects: dict[str, float] = {}  # node -> when an actor on it was lost (time.monotonic())
         self._counter = itertools.count()
         self._queue: Any = None
         self._listener: threading.Thread | None = None
@@ -214,16 +218,23 @@ class RayTaskRunner:
         """Start this expert's replicas on every live node that can hold one and has none yet."""
         need = self.resources_for(tool)
         covered = {r.node for r in replicas}
-        for node, resources in self._alive_nodes.items():
-            if node in covered or not self._fits(need, resources):
-                continue
+        now = time.monotonic()
+        candidates = [node for node, resources in self._alive_nodes.items()
+                      if node not in covered and self._fits(need, resources)]
+        trusted = [node for node in candidates if node not in self._suspects or now - self._suspects[node] >= SUSPECT_NODE_S]
+        for node in (trusted if trusted or replicas else candidates):
             for index in range(self.config.replicas_per_node):
-                name = f"{ACTOR_PREFIX}:{tool}:{node[:12]}:{index}:{self._job}"
-                handle = _expert_actor_class().options(
-                    name=name, namespace=self.config.namespace, max_concurrency=min(4 * self.config.slots + 8, 512),
-                    max_restarts=0, max_task_retries=0,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), **need.ray_options(),
-                ).remote(tool, self.registry, self.settings, self.config.slots, self._progress_queue())
+                # Unique per creation: a replacement must not collide with the name of the replica it replaces.
+                name = f"{ACTOR_PREFIX}:{tool}:{node[:12]}:{index}:{self._job}-{next(self._counter)}"
+                try:
+                    handle = _expert_actor_class().options(
+                        name=name, namespace=self.config.namespace, max_concurrency=min(4 * self.config.slots + 8, 512),
+                        max_restarts=0, max_task_retries=0,
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), **need.ray_options(),
+                    ).remote(tool, self.registry, self.settings, self.config.slots, self._progress_queue())
+                except ray_errors.RayError as exc:  # the node went away meanwhile: the next refresh sees it
+                    log.warning("could not start %s on node %s: %s", tool, node[:12], exc)
+                    continue
                 replicas.append(Replica(handle, name, node))
 
     def _pick(self, tool: str) -> Replica:
@@ -245,6 +256,7 @@ class RayTaskRunner:
 
     def _drop(self, replica: Replica) -> None:
         with self._lock:
+            self._suspects[replica.node] = time.monotonic()
             for replicas in self._replicas.values():
                 if replica in replicas:
                     replicas.remove(replica)
