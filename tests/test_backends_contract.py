@@ -190,6 +190,35 @@ def test_collect_garbage_removes_orphans_and_keeps_referenced_blobs(store):
     assert store.read_bytes(kept.id) == b"kept"
 
 
+def test_an_old_blob_stored_again_is_made_young_so_garbage_collection_spares_it(store, monkeypatch):
+    import sys
+    import types
+
+    data = b"same content as a new upload"
+    orphan = store._write_blob(data)  # left long ago by a crash between blob and row
+    if hasattr(store.blobs, "path"):  # a local file: it can simply be aged
+        past = time.time() - 7200
+        os.utime(store.blobs.path(orphan), (past, past))
+        assert dict(store.blobs.ages())[orphan] > 7000
+        reused = store.put("text", data)  # another writer stores the same bytes
+    else:
+        # An hour later, as far as the blob store can tell. Object stores keep no writable mtime, so making the
+        # blob young means rewriting it: its LastModified must move.
+        client, key = store.blobs._client, store.blobs._key(orphan)
+        before = client.head_object(Bucket=store.blobs.place.bucket, Key=key)["LastModified"]
+        time.sleep(1.1)  # LastModified has one-second resolution
+        module = sys.modules[type(store.blobs).__module__]
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(time=lambda: time.time() + 3600))
+        assert dict(store.blobs.ages())[orphan] > 3500
+        reused = store.put("text", data)
+        monkeypatch.undo()
+        assert client.head_object(Bucket=store.blobs.place.bucket, Key=key)["LastModified"] > before
+    assert reused.sha256 == orphan
+    assert dict(store.blobs.ages())[orphan] < 60
+    assert store.collect_garbage(grace_seconds=1800) == 0
+    assert store.read_bytes(reused.id) == data
+
+
 def test_export_writes_the_bytes(store, tmp_path):
     artifact = store.put_value("text", "out")
     target = store.export(artifact.id, f"{tmp_path}/exported/")
