@@ -86,7 +86,7 @@ def test_config_chooses_the_ray_runner_and_a_dag_lands_on_both_nodes(settings):
 
     orch = orchestrator(settings)
     try:
-        assert isinstance(orch.runner, RayTaskRunner)
+        assert orch.runner.kind == "ray" and isinstance(orch.runner.runner, RayTaskRunner)
         fan = [wait(f"w{i}", f"part {i}", 0.6) for i in range(8)]
         join = {"id": "join", "tool": "stub-wait", "args": {"label": "all", "a": "<w0>", "b": "<w5>"}}
         paint = {"id": "paint", "tool": "stub-paint", "args": {"text": "<w1>"}}
@@ -214,9 +214,13 @@ def test_the_ray_runner_without_a_cluster_is_a_one_line_error(tmp_path, monkeypa
 
     monkeypatch.setattr(ray_runner.ray, "init", refuse)
     settings = Settings.from_dict({"home": str(tmp_path), "runner": {"kind": "ray", "address": "127.0.0.1:1"}})
-    with pytest.raises(ConfigError, match=r"cannot join the Ray cluster at runner.address = '127.0.0.1:1'") as caught:
-        orchestrator(settings)
-    assert "\n" not in str(caught.value)
+    orch = orchestrator(settings)  # built without the cluster: showing or cancelling runs does not need it
+    result = orch.run("r", plan={"tasks": [wait("t", "x")]})
+    assert result.status == "failed"
+    assert result.error.startswith("cannot join the Ray cluster at runner.address = '127.0.0.1:1'")
+    assert "\n" not in result.error
+    with pytest.raises(ConfigError, match="cannot join"):
+        orch.runner.submit(None)
 
 
 def test_choosing_ray_without_the_extra_names_the_extra(tmp_path):
