@@ -137,6 +137,26 @@ def test_experts_stay_warm_and_progress_reaches_the_driver(settings):
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if "stub-steps" in a["name"]]
 
 
+def test_placement_follows_each_tools_resources(settings):
+    from orchestrator.backends.locations import ExpertResources
+    from orchestrator.distributed.cluster_status import cluster_status
+
+    runner = dataclasses.replace(settings.runner, resources={
+        "stub-paint": ExpertResources(num_gpus=1),            # no node here has a GPU
+        "stub-wait": ExpertResources(num_cpus=0.5, memory=64 * 2**20)})
+    orch = orchestrator(dataclasses.replace(settings, runner=runner))
+    try:
+        result = orch.run("r", plan={"tasks": [wait("w", "red"), {"id": "p", "tool": "stub-paint", "args": {"text": "<w>"}}]})
+        assert result.tasks["w"].status == "done"
+        assert result.tasks["p"].status in ("failed", "unavailable")
+        assert "no live node of the Ray cluster can hold stub-paint" in result.tasks["p"].error
+        assert "(it needs num_cpus=0, num_gpus=1)" in result.tasks["p"].error
+        waits = [a for a in cluster_status(runner.namespace)["actors"] if a["tool"] == "stub-wait"]
+        assert waits and all(a["pool_budget"] == 64 * 2**20 for a in waits)  # Ray's reservation is the pool's budget
+    finally:
+        orch.runner.shutdown()
+
+
 def test_cancel_reaches_the_cluster(settings):
     orch = orchestrator(settings)
     events = []

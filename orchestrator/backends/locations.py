@@ -100,6 +100,10 @@ class ExpertResources:
     num_gpus: float = 0.0   # a GPU expert's replicas go only to nodes with a free GPU
     memory: int = 0         # bytes; a large model's replicas go only to nodes with that much memory free
 
+    def describe(self) -> str:
+        memory = f", memory={self.memory / 2**20:g}MiB" if self.memory else ""
+        return f"num_cpus={self.num_cpus:g}, num_gpus={self.num_gpus:g}{memory}"
+
     def ray_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
         if self.memory:

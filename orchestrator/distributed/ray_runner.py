@@ -56,7 +56,8 @@ SUSPECT_NODE_S = 15.0
 class ExpertActor:
     """One replica of one expert on one node: a model pool kept warm between tasks."""
 
-    def __init__(self, tool: str, registry: ToolRegistry, settings: Settings, slots: int, progress_queue: Any):
+    def __init__(self, tool: str, registry: ToolRegistry, settings: Settings, slots: int, progress_queue: Any,
+                 memory_budget: int | None = None):
         from ..backends import open_store
         from ..pool import ModelPool
 
@@ -64,7 +65,9 @@ class ExpertActor:
         self.registry = registry
         self.settings = settings
         self.store = open_store(settings)
-        self.pool = ModelPool(settings.memory_budget)
+        # The memory Ray reserved for this replica is its pool's budget: several replicas on one node must not
+        # each assume they have the machine's.
+        self.pool = ModelPool(memory_budget or settings.memory_budget)
         self.slots = threading.BoundedSemaphore(slots)
         self.progress_queue = progress_queue
         self.lock = threading.Lock()
@@ -103,7 +106,7 @@ class ExpertActor:
             counts = {"waiting": self.waiting, "running": self.running, "finished": self.finished}
         return {"tool": self.tool, "node": self.node, "host": self.host, "pid": self.pid, **counts,
                 "warm": [str(info.key) for info in self.pool.loaded()], "loads": self.pool.loads,
-                "pool_bytes": self.pool.used_bytes}
+                "pool_bytes": self.pool.used_bytes, "pool_budget": self.pool.budget_bytes}
 
 
 _remote_class: Any = None
@@ -231,7 +234,8 @@ class RayTaskRunner:
                         name=name, namespace=self.config.namespace, max_concurrency=min(4 * self.config.slots + 8, 512),
                         max_restarts=0, max_task_retries=0,
                         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), **need.ray_options(),
-                    ).remote(tool, self.registry, self.settings, self.config.slots, self._progress_queue())
+                    ).remote(tool, self.registry, self.settings, self.config.slots, self._progress_queue(),
+                             need.memory or None)
                 except ray_errors.RayError as exc:  # the node went away meanwhile: the next refresh sees it
                     log.warning("could not start %s on node %s: %s", tool, node[:12], exc)
                     continue
@@ -249,7 +253,7 @@ class RayTaskRunner:
                 where = "" if self.shared_state else (" on this host (the state is local files: set store = "
                                                       "\"s3://...\" and database = \"postgresql://...\" to use every host)")
                 raise ConfigError(f"no live node of the Ray cluster{where} can hold {tool} (it needs "
-                                  f"{need.ray_options()}); set [runner.resources.{tool}] or add a node that has them")
+                                  f"{need.describe()}); set [runner.resources.{tool}] or add a node that has them")
             replica = min(replicas, key=lambda r: (r.in_flight, next(self._counter)))
             replica.in_flight += 1
             return replica
