@@ -157,6 +157,37 @@ def test_placement_follows_each_tools_resources(settings):
         orch.runner.shutdown()
 
 
+def test_shared_experts_serve_every_front_end_and_outlive_them(settings):
+    import ray
+
+    from orchestrator.distributed.cluster_status import cluster_status
+
+    runner = dataclasses.replace(settings.runner, shared_experts=True, namespace="anymoda-shared")
+    shared = dataclasses.replace(settings, runner=runner)
+    first, second = orchestrator(shared), orchestrator(shared)
+    steps = {"tasks": [{"id": "s", "tool": "stub-steps", "args": {"steps": 3}}]}
+    try:
+        assert first.run("first", plan=steps).status == "done"
+        first.runner.shutdown()  # the first front end leaves; its experts stay for the others
+        events = list(second.stream("second", plan=steps))
+        assert [e.data["done"] for e in events if e.type == "task_progress"] == [1, 2, 3]  # to the second front end
+        actors = [a for a in cluster_status("anymoda-shared")["actors"] if a["tool"] == "stub-steps"]
+        nodes = sum(1 for n in ray.nodes() if n["Alive"])
+        assert len(actors) == nodes  # one per node, shared: not one set per front end
+        assert sum(a["finished"] for a in actors) == 2 and sum(a["loads"] for a in actors) <= 2
+        second.runner.shutdown()
+        assert len([a for a in cluster_status("anymoda-shared")["actors"] if a["tool"] == "stub-steps"]) == nodes
+    finally:
+        done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "cluster", "stop-experts", "--address",
+                               settings.runner.address, "--namespace", "anymoda-shared"], capture_output=True,
+                              text=True, timeout=120, cwd=REPO, env={**os.environ, "ANYMODA_HOME": str(settings.home)})
+    assert done.returncode == 0 and "stopped" in done.stdout, done.stderr[-2000:]
+    deadline = time.monotonic() + 30
+    while cluster_status("anymoda-shared")["actors"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not cluster_status("anymoda-shared")["actors"]
+
+
 def test_cancel_reaches_the_cluster(settings):
     orch = orchestrator(settings)
     events = []

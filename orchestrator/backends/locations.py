@@ -121,6 +121,7 @@ class RunnerSettings:
     replicas_per_node: int = 1      # ray: actors per expert on each node that can hold one
     slots: int = 4                  # ray: tasks one actor runs at once (more wait in its queue)
     namespace: str = "anymoda"      # ray: the namespace the expert actors are named in
+    shared_experts: bool = False    # ray: experts outlive their front end and serve every front end (detached actors)
     resources: dict[str, ExpertResources] = field(default_factory=dict)  # tool name -> what its replicas reserve
 
     @classmethod
@@ -129,7 +130,8 @@ class RunnerSettings:
             value = {"kind": value}
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: [runner] must be a table")
-        known = {"kind", "address", "max_workers", "replicas_per_node", "slots", "namespace", "resources"}
+        known = {"kind", "address", "max_workers", "replicas_per_node", "slots", "namespace", "resources",
+                 "shared_experts"}
         if set(value) - known:
             raise ConfigError(f"{source}: [runner] unknown key(s) {', '.join(sorted(set(value) - known))}; "
                               f"known: {', '.join(sorted(known))}")
@@ -163,4 +165,7 @@ class RunnerSettings:
                 _number(needs.get("num_cpus", 0), f"{source}: runner.resources.{tool}.num_cpus", 0, 1024),
                 _number(needs.get("num_gpus", 0), f"{source}: runner.resources.{tool}.num_gpus", 0, 64),
                 parse_size(needs.get("memory", 0), f"{source}: runner.resources.{tool}.memory"))
-        return cls(kind, address, counts["max_workers"], counts["replicas_per_node"], counts["slots"], namespace, resources)
+        shared = value.get("shared_experts", False)
+        if not isinstance(shared, bool):
+            raise ConfigError(f"{source}: runner.shared_experts must be true or false, got {shared!r}")
+        return cls(kind=kind, address=address, namespace=namespace, resources=resources, shared_experts=shared, **counts)

@@ -1,4 +1,5 @@
-"""``anymoda cluster status``: nodes, expert actors, warm models and queue depth of the configured Ray cluster."""
+"""``anymoda cluster status`` (nodes, expert actors, warm models, queue depth of the configured Ray cluster) and
+``anymoda cluster stop-experts``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from .ray_runner import connect
 
     connect(runner.address, runner.namespace)
+    if args.action == "stop-experts":
+        from .cluster_status import stop_experts
+
+        stopped = stop_experts(runner.namespace)
+        sys.stdout.write(f"stopped {len(stopped)} expert actor(s) in namespace {runner.namespace!r}\n")
+        return 0
     status = cluster_status(runner.namespace)
     sys.stdout.write((json.dumps(status, indent=2) if args.json else format_status(status)) + "\n")
     return 0
@@ -32,4 +39,8 @@ def add_cluster_commands(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--address", help="the cluster (default: runner.address in the config, else auto)")
     status.add_argument("--namespace", help="the namespace of the expert actors (default: runner.namespace)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    stop = actions.add_parser("stop-experts", help="end the expert actors (shared ones outlive their front ends)")
+    stop.add_argument("--address", help="the cluster (default: runner.address in the config, else auto)")
+    stop.add_argument("--namespace", help="the namespace of the expert actors (default: runner.namespace)")
+    stop.set_defaults(json=False)
     cluster.set_defaults(handler=cmd_cluster)

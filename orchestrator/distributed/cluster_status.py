@@ -48,6 +48,21 @@ def cluster_status(namespace: str = "anymoda") -> dict[str, Any]:
             "running": sum(a.get("running", 0) for a in actors)}
 
 
+def stop_experts(namespace: str = "anymoda") -> list[str]:
+    """End every expert actor in ``namespace`` (shared ones outlive their front ends); returns their names."""
+    from .ray_runner import ACTOR_PREFIX
+
+    stopped = []
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor.get("namespace") == namespace and actor.get("name", "").startswith(ACTOR_PREFIX + ":"):
+            try:
+                ray.kill(ray.get_actor(actor["name"], namespace=namespace), no_restart=True)
+            except ValueError:  # gone meanwhile
+                continue
+            stopped.append(actor["name"])
+    return stopped
+
+
 def format_status(status: dict[str, Any]) -> str:
     lines = [f"{sum(n['alive'] for n in status['nodes'])} of {len(status['nodes'])} nodes alive; "
              f"{len(status['actors'])} expert actors; {status['running']} tasks running, "

@@ -37,7 +37,11 @@ class LocalRayCluster:
         self.env = {**os.environ, **(env or {}), "RAY_health_check_period_ms": str(period_ms),
                     "RAY_health_check_timeout_ms": str(2 * period_ms),
                     "RAY_health_check_failure_threshold": str(max(1, int(detect_dead_node_s * 1000 / period_ms))),
-                    "RAY_USAGE_STATS_ENABLED": "0"}
+                    "RAY_USAGE_STATS_ENABLED": "0",
+                    # A token in ~/.ray/auth_token (someone's `ray get-auth-token --generate`) makes `ray start` turn on
+                    # token authentication, which drivers without the token then fail; this throwaway cluster decides
+                    # for itself.
+                    "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
         self.nodes: list[subprocess.Popen] = []
 
     def _ray(self) -> str:

@@ -56,7 +56,7 @@ SUSPECT_NODE_S = 15.0
 class ExpertActor:
     """One replica of one expert on one node: a model pool kept warm between tasks."""
 
-    def __init__(self, tool: str, registry: ToolRegistry, settings: Settings, slots: int, progress_queue: Any,
+    def __init__(self, tool: str, registry: ToolRegistry, settings: Settings, slots: int,
                  memory_budget: int | None = None):
         from ..backends import open_store
         from ..pool import ModelPool
@@ -69,7 +69,6 @@ class ExpertActor:
         # each assume they have the machine's.
         self.pool = ModelPool(memory_budget or settings.memory_budget)
         self.slots = threading.BoundedSemaphore(slots)
-        self.progress_queue = progress_queue
         self.lock = threading.Lock()
         self.waiting = self.running = self.finished = 0
         context = ray.get_runtime_context()
@@ -79,12 +78,16 @@ class ExpertActor:
 
         self.pid, self.host = os.getpid(), socket.gethostname()
 
-    def run(self, spec: dict[str, Any], token: str) -> dict[str, Any]:
+    def run(self, spec: dict[str, Any], token: str, progress_queue: Any) -> dict[str, Any]:
+        """Run one task; progress goes to the queue of the front end that sent it (a shared expert serves many)."""
         from ..runner import execute_spec
 
+        sent: list[Any] = []
+
         def progress(done: float, total: float | None, message: str) -> None:
-            # Fire and forget: a slow driver must not slow the model down.
-            self.progress_queue.actor.put_nowait.remote((token, done, total, message))
+            # Not waited for here: a slow driver must not slow the model down.
+            # Numbered: the queue is an async actor, which may run two puts out of order.
+            sent.append(progress_queue.actor.put_nowait.remote((token, len(sent), done, total, message)))
 
         with self.lock:
             self.waiting += 1
@@ -99,7 +102,11 @@ class ExpertActor:
                 with self.lock:
                     self.running -= 1
                     self.finished += 1
-        return {"outcome": outcome.to_json(), "node": self.node}
+        # The reports must be in the driver's queue before the result is back, or the driver would see the
+        # task finish first and drop them (a front end's new queue can still be starting).
+        if sent:
+            ray.wait(sent, num_returns=len(sent), timeout=10)
+        return {"outcome": outcome.to_json(), "node": self.node, "progress": len(sent)}
 
     def status(self) -> dict[str, Any]:
         with self.lock:
@@ -133,6 +140,8 @@ class _Tracked:
     replica: Replica
     progress: ProgressReport | None
     ref: Any = None
+    delivered: int = 0  # progress reports passed on so far, in the order they were made
+    early: dict[int, tuple] = field(default_factory=dict)  # reports that overtook an earlier one, by number
     nodes: list[str] = field(default_factory=list)
 
 
@@ -181,6 +190,7 @@ class RayTaskRunner:
         self._queue: Any = None
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
+        self._dispatch_lock = threading.Lock()  # progress goes out in queue order, from one thread at a time
         self.placements: dict[str, str] = {}  # "run/task" -> the node that ran its last attempt
         # With the embedded state (files under the home) only nodes of this host see the same files, so
         # experts go only there; shared state (postgresql:// and s3://) lets them go anywhere.
@@ -227,15 +237,20 @@ class RayTaskRunner:
         trusted = [node for node in candidates if node not in self._suspects or now - self._suspects[node] >= SUSPECT_NODE_S]
         for node in (trusted if trusted or replicas else candidates):
             for index in range(self.config.replicas_per_node):
-                # Unique per creation: a replacement must not collide with the name of the replica it replaces.
-                name = f"{ACTOR_PREFIX}:{tool}:{node[:12]}:{index}:{self._job}-{next(self._counter)}"
+                if self.config.shared_experts:
+                    # One replica per node and index for every front end: the name finds it if it exists.
+                    name = f"{ACTOR_PREFIX}:{tool}:{node[:12]}:{index}:shared"
+                    lifetime = {"lifetime": "detached", "get_if_exists": True}
+                else:
+                    # Unique per creation: a replacement must not collide with the name of the replica it replaces.
+                    name = f"{ACTOR_PREFIX}:{tool}:{node[:12]}:{index}:{self._job}-{next(self._counter)}"
+                    lifetime = {}
                 try:
                     handle = _expert_actor_class().options(
                         name=name, namespace=self.config.namespace, max_concurrency=min(4 * self.config.slots + 8, 512),
-                        max_restarts=0, max_task_retries=0,
+                        max_restarts=0, max_task_retries=0, **lifetime,
                         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), **need.ray_options(),
-                    ).remote(tool, self.registry, self.settings, self.config.slots, self._progress_queue(),
-                             need.memory or None)
+                    ).remote(tool, self.registry, self.settings, self.config.slots, need.memory or None)
                 except ray_errors.RayError as exc:  # the node went away meanwhile: the next refresh sees it
                     log.warning("could not start %s on node %s: %s", tool, node[:12], exc)
                     continue
@@ -288,20 +303,42 @@ class RayTaskRunner:
         while not self._closed.is_set():
             try:
                 items = [self._queue.get(timeout=0.5)]
-                items += self._queue.get_nowait_batch(min(self._queue.qsize(), 100))
             except Empty:
                 continue
-            except Exception:  # noqa: BLE001 - the cluster went away; submit() reports that
+            except BaseException:  # noqa: BLE001 - the queue was killed (Ray raises SystemExit) or the cluster went away
                 if self._closed.wait(1.0):
                     return
                 continue
-            for token, done, total, message in items:
+            self._dispatch(items)
+
+    def _dispatch(self, items: list[tuple]) -> None:
+        with self._dispatch_lock:
+            for token, number, *report in items:
                 tracked = self._tracked.get(token)
-                if tracked is not None and tracked.progress is not None:
-                    try:
-                        tracked.progress(done, total, message)
-                    except Exception:  # noqa: BLE001 - a broken listener must not stop the others
-                        log.exception("progress callback failed")
+                if tracked is None:
+                    continue
+                tracked.early[number] = tuple(report)
+                while tracked.delivered in tracked.early:
+                    done, total, message = tracked.early.pop(tracked.delivered)
+                    tracked.delivered += 1
+                    if tracked.progress is not None:
+                        try:
+                            tracked.progress(done, total, message)
+                        except Exception:  # noqa: BLE001 - a broken listener must not stop the others
+                            log.exception("progress callback failed")
+
+    def _drain_progress(self, tracked: _Tracked, expected: int, timeout_s: float = 5.0) -> None:
+        """Pass on a finished task's reports before its result (the actor put them in the queue before returning)."""
+        deadline = time.monotonic() + timeout_s
+        while tracked.delivered < expected and time.monotonic() < deadline and self._queue is not None:
+            try:
+                items = self._queue.get_nowait_batch(self._queue.qsize())
+            except Exception:  # noqa: BLE001 - the listener took them first; it will dispatch them
+                items = []
+            if items:
+                self._dispatch(items)
+            else:
+                time.sleep(0.005)
 
     # ------------------------------------------------------------------ TaskRunner
 
@@ -316,7 +353,7 @@ class RayTaskRunner:
         tracked = _Tracked(future, replica, progress)
         self._tracked[token] = tracked
         try:
-            tracked.ref = replica.handle.run.remote(spec.to_json(), token)
+            tracked.ref = replica.handle.run.remote(spec.to_json(), token, self._progress_queue())
         except Exception as exc:  # noqa: BLE001 - the actor is already known dead
             self._settle(token, spec, None, exc)
             return future
@@ -340,9 +377,12 @@ class RayTaskRunner:
                 self._settle(token, spec, value, None)
 
     def _settle(self, token: str, spec: TaskSpec, value: dict[str, Any] | None, error: BaseException | None) -> None:
-        tracked = self._tracked.pop(token, None)
+        tracked = self._tracked.get(token)
         if tracked is None:
             return
+        if value is not None and value.get("progress"):
+            self._drain_progress(tracked, value["progress"])
+        self._tracked.pop(token, None)
         with self._lock:
             tracked.replica.in_flight -= 1
         if error is None:
@@ -384,6 +424,8 @@ class RayTaskRunner:
         with self._lock:
             replicas = [r for rs in self._replicas.values() for r in rs]
             self._replicas.clear()
+        if self.config.shared_experts:
+            replicas = []  # they serve other front ends too; `anymoda cluster stop-experts` ends them
         for replica in replicas:
             try:
                 ray.kill(replica.handle, no_restart=True)
