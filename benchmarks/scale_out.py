@@ -112,7 +112,9 @@ def main() -> int:
     parser.add_argument("--drivers", type=int, default=None)
     parser.add_argument("--probes", type=int, default=None)
     args = parser.parse_args()
-    args.runs = args.runs or (16 if args.quick else 48)
+    # A batch ends with joins waiting for their fan-outs, one task length in which capacity idles whatever the
+    # engine: the batch must be long enough for that tail not to decide the ratio between one and two nodes.
+    args.runs = args.runs or (24 if args.quick else 64)
     args.drivers = args.drivers or 4 * args.slots // args.width + 4
     args.probes = args.probes or (30 if args.quick else 100)
     if not (1 <= args.runs <= 1000 and 0 <= args.seconds <= 10 and 1 <= args.slots <= 64 and 1 <= args.drivers <= 64):
