@@ -131,7 +131,7 @@ def csv_cases(count: int, length, folder: Path, seed: int):
 
 
 def store_for(folder: Path):
-    from orchestrator.store import ArtifactStore
+    from orchestrator.storage.store import ArtifactStore
 
     return ArtifactStore(folder)
 
@@ -140,8 +140,8 @@ def native_chat_on_csv(checkpoint: str, cases, store, label: str, args: argparse
     """Each CSV file ingested like an attached file and asked through the native-chat tool; scored per kind."""
     from tqdm.auto import tqdm
 
-    from orchestrator.artifacts import ArtifactKind
-    from orchestrator.invoke import run_tool
+    from orchestrator.storage.artifacts import ArtifactKind
+    from orchestrator.tooling.invoke import run_tool
     from orchestrator.native.datasets.timeseries import score_answer
     from tools.native_chat import NativeChat
 
@@ -167,7 +167,7 @@ def text_baseline_on_csv(llm, cases, store, args: argparse.Namespace) -> dict[st
     """The LLM alone, given the same files' values as text (as decoded: gaps filled) and the answer format."""
     from tqdm.auto import tqdm
 
-    from orchestrator.artifacts import ArtifactKind
+    from orchestrator.storage.artifacts import ArtifactKind
     from orchestrator.native.datasets.timeseries import score_answer
 
     answers, hits = [], {}
@@ -186,7 +186,7 @@ def text_baseline_on_csv(llm, cases, store, args: argparse.Namespace) -> dict[st
 def run_connector(kind: str, llm, data, args: argparse.Namespace, *, steps: int, max_new_tokens: int) -> dict[str, Any]:
     import torch
 
-    from orchestrator.native.cli_train import build_model
+    from orchestrator.native.llm import build_model
     from orchestrator.native.train import TrainConfig, train_connector
 
     torch.manual_seed(args.seed)
@@ -233,7 +233,6 @@ ANSWER_FORMAT = {"trend": "Answer with one word: up, down or flat.", "seasonalit
 
 def text_baseline_zero_shot(llm, data, args: argparse.Namespace, max_new_tokens: int) -> dict[str, Any]:
     """The same LLM reading the numbers: greedy answers to the same held-out questions, scored the same way."""
-    import torch
     from tqdm.auto import tqdm
 
     sums: dict[str, float] = {}
@@ -272,7 +271,7 @@ def text_baseline_lora(llm_name: str | None, data, args: argparse.Namespace, max
     """LoRA on the same LLM, trained on the same split with the numbers as text (no connector is used)."""
     import torch
 
-    from orchestrator.native.cli_train import build_model, load_llm
+    from orchestrator.native.llm import build_model, load_llm
     from orchestrator.native.multimodal_lm import Example
     from orchestrator.native.train import TrainConfig, train_connector
 
@@ -336,7 +335,11 @@ def checkpoint_row(checkpoint: str, cases, store, args: argparse.Namespace) -> d
     """A row for an already trained checkpoint (the shipped connector): its held-out CSV accuracy, and the
     training wall time and accuracy it recorded."""
     from orchestrator.native.checkpoint import read_metadata
-    from tools.native_chat import SHIPPED_CONNECTOR, checkpoint_folder, shipped_connector_folder
+    from tools.native_chat import (
+        SHIPPED_CONNECTOR,
+        checkpoint_folder,
+        shipped_connector_folder,
+    )
 
     shipped = checkpoint in ("shipped", SHIPPED_CONNECTOR)
     folder = shipped_connector_folder() if shipped else checkpoint_folder(checkpoint)
@@ -433,8 +436,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from orchestrator.native.cli_train import corpus_word_error_rate, load_llm, prepare_task
-    from orchestrator.resolve import pick_device
+    from orchestrator.native.llm import load_llm
+    from orchestrator.native.tasks import corpus_word_error_rate, prepare_task
+    from orchestrator.models.resolve import pick_device
 
     args = parse_arguments(argv)
     print(workload_text(args), flush=True)

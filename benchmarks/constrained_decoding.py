@@ -38,8 +38,8 @@ REFERENCE_PLAN = {"tasks": [
 def workload(model_path: str):
     from transformers import AutoTokenizer
 
-    from orchestrator.plan import plan_json_schema
-    from orchestrator.registry import ToolRegistry
+    from orchestrator.planning.plan import plan_json_schema
+    from orchestrator.tooling.registry import ToolRegistry
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     schema = plan_json_schema(ToolRegistry.default())
@@ -138,9 +138,9 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def compact_grammar() -> str:
-    from orchestrator.artifacts import Artifact, ArtifactKind
-    from orchestrator.plan_syntax import CompactSyntax, plan_inputs
-    from orchestrator.registry import ToolRegistry
+    from orchestrator.storage.artifacts import Artifact, ArtifactKind
+    from orchestrator.planning.plan_syntax import CompactSyntax, plan_inputs
+    from orchestrator.tooling.registry import ToolRegistry
 
     inputs = plan_inputs([Artifact("image-0123456789abcdef", ArtifactKind.IMAGE, "image/jpeg", 1, "", {"name": "photo.jpg"})])
     return CompactSyntax().segment_grammar(list(ToolRegistry.default()), inputs, "t1 = image-captioning(image=photo.jpg)\n")
@@ -171,7 +171,7 @@ def main() -> int:
     model_path = args.model
     if model_path is None:
         from orchestrator.config import current_settings
-        from orchestrator.packaged_llm import converted_checkpoint
+        from orchestrator.models.packaged_llm import converted_checkpoint
 
         folder = converted_checkpoint(current_settings().cache_dir)
         if folder is None:

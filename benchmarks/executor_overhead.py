@@ -9,7 +9,7 @@ everything but the model is measured):
   join. A superstep executor waits for A's 300 ms step at every level before B moves on.
 
 For each DAG and executor this prints end-to-end seconds and their ratio to the critical path:
-``ours`` (:class:`orchestrator.executor.PlanExecutor`, dependency-driven), ``ours via agent graph``
+``ours`` (:class:`orchestrator.execution.executor.PlanExecutor`, dependency-driven), ``ours via agent graph``
 (the same inside the LangGraph agent graph, with SQLite checkpoints, via ``Orchestrator.run`` with a
 given plan), ``superstep`` (every level waits for its slowest task; the same runner), and
 ``sequential``. Targets: ours within 5 % of the critical path on both; superstep measurably worse on
@@ -31,15 +31,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.agent import Orchestrator  # noqa: E402
-from orchestrator.compose import Composer  # noqa: E402
+from orchestrator.execution.compose import Composer  # noqa: E402
 from orchestrator.config import Settings  # noqa: E402
-from orchestrator.executor import PlanExecutor, TaskResult, resolve_arguments  # noqa: E402
-from orchestrator.journal import RunJournal, new_run_id  # noqa: E402
-from orchestrator.plan import Plan, ValidatedPlan, validate_plan  # noqa: E402
-from orchestrator.registry import ToolRegistry  # noqa: E402
-from orchestrator.runner import LocalTaskRunner, TaskSpec  # noqa: E402
-from orchestrator.store import ArtifactStore  # noqa: E402
-from orchestrator.stub_tools import STUB_TOOLS  # noqa: E402
+from orchestrator.execution.executor import PlanExecutor, TaskResult, resolve_arguments  # noqa: E402
+from orchestrator.execution.journal import RunJournal, new_run_id  # noqa: E402
+from orchestrator.planning.plan import Plan, ValidatedPlan, validate_plan  # noqa: E402
+from orchestrator.tooling.registry import ToolRegistry  # noqa: E402
+from orchestrator.execution.runner import LocalTaskRunner, TaskSpec  # noqa: E402
+from orchestrator.storage.store import ArtifactStore  # noqa: E402
+from orchestrator.tooling.stub_tools import STUB_TOOLS  # noqa: E402
 
 SESSION = "bench"
 INPUT_NAMES = ("a", "b", "c", "d")

@@ -32,7 +32,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from orchestrator import AudioClip, ModelPool, Settings  # noqa: E402
-from orchestrator.sample_inputs import RECEIPT_LINES, eagle_photo_path, receipt_image  # noqa: E402
+from orchestrator.storage.sample_inputs import RECEIPT_LINES, eagle_photo_path, receipt_image  # noqa: E402
 from tools import (  # noqa: E402
     ImageClassification,
     OpticalCharacterRecognition,

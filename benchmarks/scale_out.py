@@ -33,13 +33,13 @@ sys.path.insert(0, str(REPO))
 
 from orchestrator.backends.locations import RunnerSettings  # noqa: E402
 from orchestrator.config import Settings  # noqa: E402
-from orchestrator.executor import ExecutionPolicy, PlanExecutor  # noqa: E402
-from orchestrator.journal import RunJournal, new_run_id  # noqa: E402
-from orchestrator.plan import Plan, validate_plan  # noqa: E402
-from orchestrator.registry import ToolRegistry  # noqa: E402
-from orchestrator.runner import LocalTaskRunner, TaskSpec  # noqa: E402
-from orchestrator.store import ArtifactStore  # noqa: E402
-from orchestrator.stub_tools import STUB_TOOLS  # noqa: E402
+from orchestrator.execution.executor import ExecutionPolicy, PlanExecutor  # noqa: E402
+from orchestrator.execution.journal import RunJournal, new_run_id  # noqa: E402
+from orchestrator.planning.plan import Plan, validate_plan  # noqa: E402
+from orchestrator.tooling.registry import ToolRegistry  # noqa: E402
+from orchestrator.execution.runner import LocalTaskRunner, TaskSpec  # noqa: E402
+from orchestrator.storage.store import ArtifactStore  # noqa: E402
+from orchestrator.tooling.stub_tools import STUB_TOOLS  # noqa: E402
 
 SESSION = "bench"
 

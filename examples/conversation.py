@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from orchestrator.agent import Orchestrator
-from orchestrator.sample_inputs import receipt_image
+from orchestrator.storage.sample_inputs import receipt_image
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("output") / "conversation")
 out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator import ToolRegistry
 from orchestrator.agent import Orchestrator
-from orchestrator.sample_inputs import receipt_image
+from orchestrator.storage.sample_inputs import receipt_image
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("output") / "custom_tool_plugin")
 out.mkdir(parents=True, exist_ok=True)

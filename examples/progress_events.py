@@ -14,10 +14,16 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from orchestrator.agent import Orchestrator
-from orchestrator.sample_inputs import receipt_image
+from orchestrator.storage.sample_inputs import receipt_image
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("output") / "progress_events")
 out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
 A year of daily sales is made up (a rising trend, a weekly cycle, noise, one spike) and saved as a CSV file;
 the shipped `time-series-report` workflow describes it (trend, period, spikes, level shifts: statistical,
 no weights), plots it, and has the packaged Qwen2.5-Coder-0.5B write a short report from the description.
-The same as `anymoda graph run time-series-report --input series=sales.csv --out report/`.
+The same as `anymoda workflow run time-series-report --input series=sales.csv --out report/`.
 Offline; some 20-40 s on two CPU cores (plus a one-time conversion of the packaged LLM on the first run).
 """
 
@@ -32,7 +32,7 @@ csv = out / "sales.csv"
 rows = [f"{start + timedelta(days=int(day))},{value:.1f}" for day, value in zip(days, sales, strict=True)]
 csv.write_text("date,sales\n" + "\n".join(rows) + "\n")
 
-# The shipped workflows are files inside the `graphs` package (`anymoda graph list` shows them).
+# The shipped workflows are files inside the `graphs` package (`anymoda workflow list` shows them).
 workflow = files("graphs") / "time-series-report.yaml"
 
 # run_workflow binds inputs (a path is read and validated as a time series), runs the fixed graph

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from orchestrator import ArtifactKind
 from orchestrator.agent import Orchestrator
-from orchestrator.pipeline import pipeline_function, step
-from orchestrator.sample_inputs import eagle_photo_path, receipt_image
+from orchestrator.storage.sample_inputs import eagle_photo_path, receipt_image
+from orchestrator.workflows.pipeline import pipeline_function, step
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("output") / "tool_pipeline")
 out.mkdir(parents=True, exist_ok=True)
@@ -37,7 +37,7 @@ def read_receipt_aloud(receipt: ArtifactKind.IMAGE, photo: ArtifactKind.IMAGE):
 
 
 # A pipeline is a workflow: validated against the tools' typed inputs and outputs before anything runs,
-# and savable as the same YAML file `anymoda graph run` takes.
+# and savable as the same YAML file `anymoda workflow run` takes.
 workflow_file = read_receipt_aloud.save(out / "read-receipt-aloud.yaml")
 print(f"workflow saved: {workflow_file}")
 

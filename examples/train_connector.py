@@ -22,9 +22,13 @@ import torch
 
 from orchestrator import TimeSeries, ToolRegistry
 from orchestrator.native import Example, MultimodalLM, build_connector
-from orchestrator.native.cli_train import load_llm
-from orchestrator.native.datasets.timeseries import make_series, score_answer, timeseries_qa
+from orchestrator.native.datasets.timeseries import (
+    make_series,
+    score_answer,
+    timeseries_qa,
+)
 from orchestrator.native.encoders import build_encoder
+from orchestrator.native.llm import load_llm
 from orchestrator.native.train import TrainConfig, train_connector
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("output") / "train_connector")

@@ -3,7 +3,7 @@
     python examples/workflow_on_folder.py [OUT_DIR]
 
 The workflow is examples/receipt-total.yaml (PP-OCR reads each receipt, MiniLM finds the total's line, Piper
-says it). The same as `anymoda graph run examples/receipt-total.yaml --batch receipts/ --out results/`.
+says it). The same as `anymoda workflow run examples/receipt-total.yaml --batch receipts/ --out results/`.
 Offline, some 30-60 s for the four files on two CPU cores.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 from PIL import Image
 
 from orchestrator.agent import Orchestrator
-from orchestrator.batch import run_batch
-from orchestrator.sample_inputs import receipt_image
-from orchestrator.workflow import Workflow
+from orchestrator.storage.sample_inputs import receipt_image
+from orchestrator.workflows.batch import run_batch
+from orchestrator.workflows.definition import Workflow
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("output") / "workflow_on_folder")
 folder = out / "receipts"

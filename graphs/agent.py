@@ -11,7 +11,7 @@ person answers (``Command(resume=...)``), however much later and from whichever 
 
 Honesty: ``execute`` asks each task's tool whether it can run here before it starts (a task that
 cannot is ``unavailable``, its dependants skipped), strips artifact ids from text read aloud, and has
-the planner repair once a call that failed on a bad argument (:mod:`orchestrator.recovery`);
+the planner repair once a call that failed on a bad argument (:mod:`orchestrator.execution.recovery`);
 ``respond`` gives the run an honest status (``done``, ``partial``, ``failed``, ``cancelled``) and
 keeps the answer as a text artifact of the session, which later turns are offered as
 ``previous_answer``.
@@ -29,19 +29,23 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from orchestrator.artifacts import Artifact
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.compose import Composer
 from orchestrator.config import Settings, current_settings
 from orchestrator.errors import AnymodaError, InvalidInputError
-from orchestrator.events import Event
-from orchestrator.executor import ExecutionHooks, PlanExecutor, TaskResult
-from orchestrator.journal import FINISHED_RUN_STATUSES, RunJournal
-from orchestrator.plan import Plan, ValidatedPlan, validate_plan
-from orchestrator.planner import Planner
-from orchestrator.recovery import AgentHooks, is_empty_result, replaced_plan, with_stand_ins
-from orchestrator.registry import ToolRegistry
-from orchestrator.store import ArtifactStore
+from orchestrator.execution.compose import Composer
+from orchestrator.execution.events import Event
+from orchestrator.execution.executor import ExecutionHooks, PlanExecutor, TaskResult
+from orchestrator.execution.journal import FINISHED_RUN_STATUSES, RunJournal
+from orchestrator.execution.recovery import (
+    AgentHooks,
+    is_empty_result,
+    replaced_plan,
+    with_stand_ins,
+)
+from orchestrator.planning.plan import Plan, ValidatedPlan, validate_plan
+from orchestrator.planning.planner import Planner
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
+from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.registry import ToolRegistry
 
 
 class AgentState(TypedDict, total=False):
@@ -105,7 +109,7 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
                 "wired": getattr(result, "wired", False)}
         # A tool that cannot run here keeps its place in the plan (and is reported); a weaker one that can
         # answer part of it runs beside it (recovery.STAND_INS), and the answer says which and how much.
-        plan = with_stand_ins(result.plan.plan, parts.registry, parts.settings or current_settings())
+        plan = with_stand_ins(result.plan, parts.registry, parts.settings or current_settings())
         return {"plan": plan.to_json(), "planner": info}
 
     def validate(state: AgentState) -> dict[str, Any]:

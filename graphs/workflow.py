@@ -1,7 +1,7 @@
 """The workflow graph: execute (<-> approve) -> finish, as a LangGraph ``StateGraph``.
 
 A workflow run is the agent's run without the planner and the composer: the graph is given (a workflow
-file, a :class:`~orchestrator.pipeline.Pipeline`, a saved plan), its inputs are bound to artifacts, and
+file, a :class:`~orchestrator.workflows.pipeline.Pipeline`, a saved plan), its inputs are bound to artifacts, and
 the answer is the workflow's named outputs. It shares everything else with the agent: the executor, the
 run journal (so ``anymoda runs list|show|resume`` see workflow runs too), the SQLite checkpointer keyed
 by the run id, approvals through ``interrupt()``, and the events.
@@ -16,13 +16,13 @@ from typing import Any, TypedDict
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
-from orchestrator.events import Event
-from orchestrator.executor import PlanExecutor, TaskResult
-from orchestrator.journal import RunJournal
-from orchestrator.registry import ToolRegistry
-from orchestrator.store import ArtifactStore
-from orchestrator.workflow import Workflow
-from orchestrator.workflow_tasks import WorkflowGraph
+from orchestrator.execution.events import Event
+from orchestrator.execution.executor import PlanExecutor, TaskResult
+from orchestrator.execution.journal import RunJournal
+from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.workflows.definition import Workflow
+from orchestrator.workflows.workflow_tasks import WorkflowTaskGraph
 
 from .agent import ask_for_approval, execute_tasks
 
@@ -48,10 +48,10 @@ class WorkflowParts:
     cancel_events: dict[str, threading.Event] = field(default_factory=dict)
 
 
-def task_graph(parts: WorkflowParts, state: WorkflowState) -> WorkflowGraph:
+def task_graph(parts: WorkflowParts, state: WorkflowState) -> WorkflowTaskGraph:
     workflow = Workflow.from_dict(state["workflow"], source=state["workflow"].get("name", "workflow"))
     workflow.validate(parts.registry)  # a tool may have changed since the run started
-    return WorkflowGraph(workflow, parts.registry, parts.store, state["session"], state["run"], state["bindings"])
+    return WorkflowTaskGraph(workflow, parts.registry, parts.store, state["session"], state["run"], state["bindings"])
 
 
 def build_workflow_graph(parts: WorkflowParts) -> StateGraph:

@@ -1,6 +1,6 @@
 """anymoda's engine: artifacts and their store, tools and their registry, the model pool, settings, and (loaded
 on first use, so that ``import orchestrator`` and ``anymoda --help`` stay fast) the agent (``Orchestrator``,
-``Session``, ``RunResult``, ``Event``), the planner, workflows and pipelines.
+``Session``, ``RunResult``, ``Event``), the planner, workflows and pipelines. ``@tool`` makes a tool of a function.
 
     from orchestrator import Orchestrator
     result = Orchestrator().run("what is the total on this receipt?", files=["receipt.png"])
@@ -9,8 +9,6 @@ on first use, so that ``import orchestrator`` and ``anymoda --help`` stay fast) 
 from importlib import import_module, metadata
 from typing import Any
 
-from .artifacts import Artifact, ArtifactKind
-from .codecs import MediaLimits
 from .config import Settings, current_settings, use_settings
 from .errors import (
     AnymodaError,
@@ -23,12 +21,15 @@ from .errors import (
     ToolNotFoundError,
     ToolUnavailableError,
 )
-from .invoke import ToolRun, run_tool
-from .media import AudioClip, Detections, Masks, TimeSeries
-from .pool import ModelPool, default_pool
-from .registry import ToolRegistry
-from .store import ArtifactStore
-from .tool import Availability, Input, Output, OutputValue, Param, Tool
+from .models.pool import ModelPool, default_pool
+from .storage.artifacts import Artifact, ArtifactKind
+from .storage.codecs import MediaLimits
+from .storage.media import AudioClip, Detections, Masks, TimeSeries
+from .storage.store import ArtifactStore
+from .tooling.function_tool import tool
+from .tooling.invoke import ToolRun, run_tool
+from .tooling.registry import ToolRegistry
+from .tooling.tool import Availability, Input, Output, OutputValue, Param, Tool
 
 try:
     __version__ = metadata.version("anymoda")
@@ -37,10 +38,10 @@ except metadata.PackageNotFoundError:  # run from a source tree that was never i
 
 # Public names whose modules pull in LangGraph, the LLM stack or YAML: imported when first asked for.
 _LAZY = {
-    "Orchestrator": ".agent", "Session": ".agent", "RunResult": ".agent", "Event": ".events",
-    "Planner": ".planner", "Composer": ".compose", "Workflow": ".workflow", "Pipeline": ".pipeline",
-    "step": ".pipeline", "item": ".pipeline", "pipeline_function": ".pipeline", "run_batch": ".batch",
-    "WeightlessTool": ".tool",
+    "Orchestrator": ".agent", "Session": ".agent", "RunResult": ".agent", "Event": ".execution.events",
+    "Planner": ".planning.planner", "Composer": ".execution.compose", "Workflow": ".workflows.definition",
+    "Pipeline": ".workflows.pipeline", "step": ".workflows.pipeline", "item": ".workflows.pipeline",
+    "pipeline_function": ".workflows.pipeline", "run_batch": ".workflows.batch", "WeightlessTool": ".tooling.tool",
 }
 
 
@@ -60,5 +61,5 @@ __all__ = [
     "ConfigError", "Detections", "Input", "InvalidInputError", "Masks", "MediaLimits", "MemoryBudgetError",
     "ModelNotAvailableError", "ModelPool", "Output", "OutputValue", "Param", "Settings", "TimeSeries", "Tool",
     "ToolExecutionError", "ToolNotFoundError", "ToolRegistry", "ToolRun", "ToolUnavailableError", "current_settings",
-    "default_pool", "run_tool", "use_settings", *_LAZY,
+    "default_pool", "run_tool", "tool", "use_settings", *_LAZY,
 ]

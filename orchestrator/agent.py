@@ -21,27 +21,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import os
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .artifacts import Artifact, ArtifactKind, is_artifact_id
-from .compose import ARTIFACT_ID_IN_TEXT, Composer
 from .config import Settings, current_settings
 from .errors import AnymodaError, InvalidInputError
-from .events import Event
-from .executor import ExecutionPolicy, PlanExecutor, TaskResult
-from .journal import (FINISHED_RUN_STATUSES, LeaseLostError, RunJournal, RunRecord, check_run_id, check_session_id,
-                      new_run_id)
-from .plan import Plan
-from .recovery import Unavailable
-from .registry import ToolRegistry
-from .runner import TaskRunner
-from .store import ArtifactStore
-from .token_budget import check_request_size
+from .execution.compose import ARTIFACT_ID_IN_TEXT, Composer
+from .execution.events import Event
+from .execution.executor import ExecutionPolicy, PlanExecutor, TaskResult
+from .execution.journal import (
+    FINISHED_RUN_STATUSES,
+    LeaseLostError,
+    RunJournal,
+    RunRecord,
+    check_run_id,
+    check_session_id,
+    new_run_id,
+)
+from .execution.recovery import Unavailable
+from .execution.runner import TaskRunner
+from .planning.plan import Plan
+from .planning.token_budget import check_request_size
+from .storage.artifacts import Artifact, ArtifactKind, is_artifact_id
+from .storage.store import ArtifactStore
+from .tooling.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from .planning.planner import Planner
+
+
+class BuiltFromSettings(enum.Enum):
+    """The default of the planner and the composer: built from the settings when first needed (``None`` is "none")."""
+
+    FROM_SETTINGS = "built from the settings"
+
+
+FROM_SETTINGS = BuiltFromSettings.FROM_SETTINGS
 
 DEFAULT_SESSION = "default"
 RECENT_TURNS = 4  # turns shown verbatim to the planner and composer; older ones are summarised
@@ -92,16 +112,18 @@ class Orchestrator:
     Every part can be passed in (``planner``, ``composer``, ``runner``, ``store``, ...); what is not
     is built from ``settings``: the local planner LLM (the packaged Qwen2.5-Coder-0.5B unless
     configured), the same model composing answers, a thread-pool runner, and the store, journal and
-    checkpoints under the settings' home. ``planner=None`` runs only plans given explicitly.
+    checkpoints under the settings' home. ``planner=None`` runs only plans given explicitly and workflows;
+    ``composer=None`` writes answers from a template, without an LLM.
     """
 
     def __init__(self, *, settings: Settings | None = None, registry: ToolRegistry | None = None,
-                 store: ArtifactStore | None = None, planner: Any = "default", composer: Composer | None | str = "default",
+                 store: ArtifactStore | None = None, planner: Planner | None | BuiltFromSettings = FROM_SETTINGS,
+                 composer: Composer | None | BuiltFromSettings = FROM_SETTINGS,
                  runner: TaskRunner | None = None, policy: ExecutionPolicy | None = None,
                  journal: RunJournal | None = None, checkpointer: Any = None, approve_before: Iterable[str] = ()):
         self.settings = settings or current_settings()
         self.registry = registry or ToolRegistry.default()
-        from .backends import open_journal, open_store
+        from .execution.state import open_journal, open_store
 
         # The settings' store and database pick the back end: files under the home, or shared Postgres + S3.
         self.store = store or open_store(self.settings)
@@ -119,9 +141,8 @@ class Orchestrator:
             runner = build_runner(self.settings, self.registry, self.store)
         self.runner = runner
         self._planner_spec = planner
-        self._planner = None if planner == "default" else planner
-        self._composer_spec = composer
-        self._composer = None if composer == "default" else (composer or Composer(None))
+        self._planner = None if planner is FROM_SETTINGS else planner
+        self._composer = None if composer is FROM_SETTINGS else (composer or Composer(None))
         self._checkpointer = checkpointer
         self._graph = None
         self._workflow_graph = None
@@ -133,11 +154,11 @@ class Orchestrator:
     @property
     def planner(self):
         with self._lock:
-            if self._planner is None and self._planner_spec == "default":
-                from .planner import Planner, llm_backend
-
+            if self._planner is None and self._planner_spec is FROM_SETTINGS:
                 from tools.attachment_traits import attachment_traits
                 from tools.native_chat import planner_perception
+
+                from .planning.planner import Planner, llm_backend
 
                 # The planner sees every tool, runnable here or not: a tool that cannot run is reported as
                 # unavailable (with how to fetch it) rather than silently replaced by one that can.
@@ -152,7 +173,7 @@ class Orchestrator:
     def composer(self) -> Composer:
         if self._composer is None:
             if self.settings.composer is not None:  # [composer] configured apart from the planner
-                from .planner import llm_backend
+                from .planning.planner import llm_backend
 
                 self._composer = Composer(llm_backend(self.settings.composer, self.settings))
             else:
@@ -198,7 +219,7 @@ class Orchestrator:
         database, unless one was passed in."""
         with self._lock:
             if self._checkpointer is None:
-                from .backends import open_checkpointer
+                from .execution.state import open_checkpointer
 
                 self._checkpointer = open_checkpointer(self.settings)
             return self._checkpointer
@@ -281,8 +302,9 @@ class Orchestrator:
             if approve is None:
                 yield Event("run_interrupted", run_id, data={"waiting": snapshot.interrupts[0].value["tasks"]})
                 return
-            from graphs.agent import normalise_decision
             from langgraph.types import Command
+
+            from graphs.agent import normalise_decision
 
             waiting = snapshot.interrupts[0].value["tasks"]
             decision = approve(waiting) if callable(approve) else approve
@@ -350,10 +372,10 @@ class Orchestrator:
 
     def stream_workflow(self, workflow: Any, inputs: dict[str, Any] | None = None, *, session: str | None = None,
                         run_id: str | None = None) -> Iterator[Event]:
-        """Run a workflow (a :class:`~orchestrator.workflow.Workflow`, a workflow file's path, or a
-        :class:`~orchestrator.pipeline.Pipeline`) on ``inputs`` (input name -> file path, artifact,
+        """Run a workflow (a :class:`~orchestrator.workflows.workflow.Workflow`, a workflow file's path, or a
+        :class:`~orchestrator.workflows.pipeline.Pipeline`) on ``inputs`` (input name -> file path, artifact,
         literal or in-memory value), yielding its events. No planner is involved."""
-        from .workflow_tasks import bind_inputs
+        from .workflows.workflow_tasks import bind_inputs
 
         workflow = self.load_workflow(workflow)
         run_id = run_id or new_run_id()
@@ -372,7 +394,7 @@ class Orchestrator:
         return self._finish(self.stream_workflow(workflow, inputs, session=session, run_id=run_id), approve)
 
     def load_workflow(self, workflow: Any):
-        from .workflow import Workflow
+        from .workflows.definition import Workflow
 
         if isinstance(workflow, (str, os.PathLike)):
             return Workflow.load(workflow, self.registry)

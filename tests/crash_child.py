@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.tool import Input, Output, Param, WeightlessTool
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import Input, Output, Param, WeightlessTool
 
 GATE_LIMIT_S = 60.0  # a gated call gives up after this long (the test kills the child well before)
 
@@ -112,10 +112,10 @@ outputs:
 
 def build_orchestrator(home: Path, lease_s: float | None = None):
     from orchestrator.agent import Orchestrator
-    from orchestrator.compose import Composer
+    from orchestrator.execution.compose import Composer
     from orchestrator.config import Settings
-    from orchestrator.registry import ToolRegistry
-    from orchestrator.stub_tools import STUB_TOOLS
+    from orchestrator.tooling.registry import ToolRegistry
+    from orchestrator.tooling.stub_tools import STUB_TOOLS
 
     settings = Settings.from_dict({"home": str(home), "offline": True, "device": "cpu",
                                    **({"run_lease_s": lease_s} if lease_s is not None else {})})
@@ -146,7 +146,7 @@ def start_child(tmp_path: Path, home: Path, mode: str = "plan", lease_s: float |
 def wait_until(tmp_path: Path, home: Path, child: subprocess.Popen, run_id: str,
                ready: Callable[[dict[str, str], list[str]], bool], timeout_s: float = 60.0) -> None:
     """Poll until ``ready(task statuses, logged calls)`` holds while the child lives."""
-    from orchestrator.journal import RunJournal
+    from orchestrator.execution.journal import RunJournal
 
     journal = RunJournal(home / "runs.sqlite")
     log = home / "executions.log"
@@ -192,7 +192,7 @@ def run_until_then_kill(tmp_path: Path, home: Path, ready: Callable[[dict[str, s
 def main(home: Path, mode: str = "plan", lease_s: str | None = None) -> None:
     orch = build_orchestrator(home, float(lease_s) if lease_s is not None else None)
     if mode == "workflow":
-        from orchestrator.workflow import Workflow
+        from orchestrator.workflows.definition import Workflow
 
         workflow = Workflow.loads(crash_workflow(home), registry=orch.registry)
         events = orch.stream_workflow(workflow, {"words": "x\ny\nz"})

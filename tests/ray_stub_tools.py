@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.tool import Input, Output, Param, WeightlessTool
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.stub_tools import STUB_TOOLS
+from orchestrator.tooling.tool import Input, Output, Param, WeightlessTool
 
 
 class StubSteps(WeightlessTool):

@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 
 from orchestrator.agent import RECENT_TURNS, Orchestrator
-from orchestrator.compose import Composer, strike_unknown_ids
+from orchestrator.execution.compose import Composer, strike_unknown_ids
 from orchestrator.errors import ArtifactNotFoundError, InvalidInputError
-from orchestrator.events import Event
-from orchestrator.journal import RUN_ID, RunJournal
-from orchestrator.planner import Planner
-from orchestrator.planner_retrieval import lexical_embedder
-from orchestrator.registry import ToolRegistry
-from orchestrator.store import ArtifactStore
-from orchestrator.stub_tools import STUB_TOOLS
+from orchestrator.execution.events import Event
+from orchestrator.execution.journal import RUN_ID, RunJournal
+from orchestrator.planning.planner import Planner
+from orchestrator.planning.planner_retrieval import lexical_embedder
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.stub_tools import STUB_TOOLS
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -618,10 +618,10 @@ def test_arun_returns_the_result_and_astream_raises_bad_input(orch: Orchestrator
 
 
 def test_the_plan_streams_as_plan_token_events(settings, tmp_path):
-    from orchestrator.planner import Planner
-    from orchestrator.planner_retrieval import lexical_embedder
-    from orchestrator.registry import ToolRegistry
-    from orchestrator.stub_tools import STUB_TOOLS
+    from orchestrator.planning.planner import Planner
+    from orchestrator.planning.planner_retrieval import lexical_embedder
+    from orchestrator.tooling.registry import ToolRegistry
+    from orchestrator.tooling.stub_tools import STUB_TOOLS
 
     class StreamingBackend:
         name = "streaming"

@@ -19,12 +19,12 @@ import pytest
 
 from conftest import requires_offline_extra
 from orchestrator.agent import Orchestrator, RunResult
-from orchestrator.codecs import encode
-from orchestrator.compose import delivered_artifacts, not_done_sentences, strike_unknown_ids
+from orchestrator.storage.codecs import encode
+from orchestrator.execution.compose import delivered_artifacts, not_done_sentences, strike_unknown_ids
 from orchestrator.config import current_settings
-from orchestrator.plan import Plan, validate_plan
-from orchestrator.registry import ToolRegistry
-from orchestrator.sample_inputs import receipt_image
+from orchestrator.planning.plan import Plan, validate_plan
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.storage.sample_inputs import receipt_image
 
 pytestmark = [pytest.mark.real_weights, requires_offline_extra]
 

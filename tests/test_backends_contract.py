@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import ArtifactNotFoundError, ConfigError, InvalidInputError
-from orchestrator.journal import LeaseLostError, RunBusyError, RunJournal, new_run_id
-from orchestrator.store import ArtifactStore
+from orchestrator.execution.journal import LeaseLostError, RunBusyError, RunJournal, new_run_id
+from orchestrator.storage.store import ArtifactStore
 
 from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
@@ -434,7 +434,7 @@ def test_shared_state_without_the_extra_names_the_extra(tmp_path, values, module
 
     script = (f"import sys; sys.modules[{module!r}] = None\n"
               "from orchestrator.config import Settings\n"
-              "from orchestrator.backends import open_store\n"
+              "from orchestrator.execution.state import open_store\n"
               "from orchestrator.errors import ConfigError\n"
               f"settings = Settings.from_dict({{'home': {str(tmp_path)!r}, **{values!r}}})\n"
               "try:\n    open_store(settings)\nexcept ConfigError as exc:\n    print(exc)\n")

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from orchestrator import bench_agent
+from orchestrator.cli import bench_agent
 from orchestrator.agent import Orchestrator
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.bench_agent import (
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli.bench_agent import (
     AgentCase,
     conversations,
     load_cases,
@@ -27,12 +27,12 @@ from orchestrator.bench_agent import (
     select_cases,
     unavailable_tools,
 )
-from orchestrator.cli import main
-from orchestrator.compose import Composer
+from orchestrator.cli.commands import main
+from orchestrator.execution.compose import Composer
 from orchestrator.errors import InvalidInputError
-from orchestrator.registry import ToolRegistry
-from orchestrator.store import ArtifactStore
-from orchestrator.stub_tools import STUB_TOOLS
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.stub_tools import STUB_TOOLS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_agent import ScriptedBackend, scripted_planner  # noqa: E402
@@ -263,7 +263,7 @@ def test_turns_of_a_session_build_on_each_other_and_an_error_fails_only_its_case
 def test_tools_all_accepts_alternatives():
     from types import SimpleNamespace
 
-    from orchestrator.bench_agent import score
+    from orchestrator.cli.bench_agent import score
 
     result = SimpleNamespace(answer="The total is 12.45.", artifacts=[], unavailable=(),
                              plan={"tasks": [{"id": "t1", "tool": "document-question-answering", "args": {}}]})

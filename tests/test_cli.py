@@ -23,9 +23,9 @@ import soundfile
 from conftest import offline_extra_installed, requires_offline_extra
 from PIL import Image
 
-from orchestrator.cli import main
+from orchestrator.cli.commands import main
 from orchestrator.config import Settings, current_settings, use_settings
-from orchestrator.sample_inputs import eagle_photo_path, receipt_image
+from orchestrator.storage.sample_inputs import eagle_photo_path, receipt_image
 from tools import BUILTIN_TOOLS
 
 SENTENCE = "Please send the quarterly report to Anna by Friday."

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from orchestrator import cli_agent
+from orchestrator.cli import agent_commands
 from orchestrator.agent import Orchestrator
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.cli import main
-from orchestrator.compose import Composer
-from orchestrator.plan import Plan, validate_plan
-from orchestrator.planner import Attempt, PlanResult
-from orchestrator.registry import ToolRegistry
-from orchestrator.stub_tools import STUB_TOOLS
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli.commands import main
+from orchestrator.execution.compose import Composer
+from orchestrator.planning.plan import Plan, validate_plan
+from orchestrator.planning.planner import Attempt, PlanResult
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.tooling.stub_tools import STUB_TOOLS
 
 
 class RulePlanner:
@@ -53,7 +53,7 @@ def agent_cli(settings, monkeypatch):
         made.append(orchestrator)
         return orchestrator
 
-    monkeypatch.setattr(cli_agent, "_orchestrator", build)
+    monkeypatch.setattr(agent_commands, "_orchestrator", build)
     monkeypatch.setenv("COLUMNS", "300")
     return {"planner": planner, "made": made}
 
@@ -110,7 +110,7 @@ def test_runs_show_of_an_unknown_run_exits_2(agent_cli, capsys):
 
 def test_chat_turns_build_on_earlier_outputs(agent_cli, capsys, monkeypatch, tmp_path: Path):
     lines = iter(["paint it red", "make it brighter", "/artifacts", "/history", "/attach /no/such/file.png", "/quit"])
-    monkeypatch.setattr(cli_agent.console, "input", lambda prompt="": next(lines))
+    monkeypatch.setattr(agent_commands.console, "input", lambda prompt="": next(lines))
     code, out, err = run_cli(capsys, "chat", "--session", "cli-chat")
     assert code == 0, err
     orchestrator = agent_cli["made"][-1]
@@ -126,12 +126,12 @@ def test_planner_option_chooses_the_llm_and_the_composer_follows(settings, monke
     import argparse
 
     from orchestrator import config
-    from orchestrator.planner import OpenAICompatibleBackend
+    from orchestrator.planning.planner import OpenAICompatibleBackend
 
     monkeypatch.setattr(config, "_current", settings)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
     args = argparse.Namespace(planner="openai:http://127.0.0.1:9/v1#qwen-7b", approve_before=None)
-    orchestrator = cli_agent._orchestrator(args)
+    orchestrator = agent_commands._orchestrator(args)
     backend = orchestrator.planner.backend
     assert isinstance(backend, OpenAICompatibleBackend) and backend.base_url == "http://127.0.0.1:9/v1"
     assert backend.model == "qwen-7b" and backend.api_key == "sk-local"
@@ -144,7 +144,7 @@ def test_a_composer_configured_apart_writes_the_answers(settings):
     import dataclasses
 
     from orchestrator.config import LLMSettings
-    from orchestrator.planner import OpenAICompatibleBackend
+    from orchestrator.planning.planner import OpenAICompatibleBackend
 
     apart = dataclasses.replace(settings, composer=LLMSettings.parse("openai:http://127.0.0.1:9/v1#writer", "x"))
     orchestrator = Orchestrator(settings=apart, registry=ToolRegistry(STUB_TOOLS))
@@ -153,9 +153,9 @@ def test_a_composer_configured_apart_writes_the_answers(settings):
 
 
 def test_the_live_view_shows_the_plan_as_it_is_written():
-    from orchestrator.events import Event
+    from orchestrator.execution.events import Event
 
-    view = cli_agent.RunView("read it")
+    view = agent_commands.RunView("read it")
     view.apply(Event("plan_token", "run-0123456789abcdef", data={"text": "t1 = ocr("}))
     view.apply(Event("plan_token", "run-0123456789abcdef", data={"text": "image=receipt.png)"}))
     assert view.plan_text == "t1 = ocr(image=receipt.png)"

@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import orchestrator.cli as cli
-from orchestrator import cli_agent
-from orchestrator.artifacts import ArtifactKind
+import orchestrator.cli.commands as cli
+from orchestrator.cli import agent_commands
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.config import Settings, current_settings, use_settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.events import Event
-from orchestrator.media import TimeSeries
-from orchestrator.registry import ToolRegistry
-from orchestrator.store import ArtifactStore
-from orchestrator.tool import Input, Output, WeightlessTool
+from orchestrator.execution.events import Event
+from orchestrator.storage.media import TimeSeries
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.tool import Input, Output, WeightlessTool
 
 PARAGRAPH = ("The harbour was quiet that morning; the fishing boats had gone out before dawn and the gulls followed "
              "them past the breakwater, leaving the quay to a man mending nets and a dog asleep in the sun. By noon "
@@ -154,7 +154,7 @@ def test_unreadable_text_files_are_one_line_errors_and_store_nothing(home, tmp_p
 
 
 def test_a_file_growing_past_the_limit_after_its_size_was_checked_is_cut_at_the_limit(tmp_path, monkeypatch):
-    from orchestrator import codecs
+    from orchestrator.storage import codecs
 
     path = tmp_path / "growing.txt"
     path.write_text("a" * 100)
@@ -215,7 +215,7 @@ def test_tool_help_says_how_files_are_read(home, capsys):
                                               ("{tmp}", ("--file", "is a directory")),
                                               ("{tmp}/none.wav", ("--file", "no file"))])
 def test_run_refuses_files_that_are_no_files_before_planning(home, tmp_path, monkeypatch, path, words):
-    monkeypatch.setattr(cli_agent, "Orchestrator", lambda *a, **k: pytest.fail("planned with a bad --file"))
+    monkeypatch.setattr(agent_commands, "Orchestrator", lambda *a, **k: pytest.fail("planned with a bad --file"))
     one_line_error(*run_cli("run", "what is in this file?", "--file", path.format(tmp=tmp_path)), *words)
 
 
@@ -302,9 +302,9 @@ def test_an_error_after_the_live_tree_starts_on_its_own_line(capsys):
         yield Event("task_started", "run-1", task="t1")
         raise InvalidInputError("the harbour camera is offline")
 
-    assert not cli_agent.console.is_terminal
+    assert not agent_commands.console.is_terminal
     with pytest.raises(InvalidInputError):
-        cli_agent.show_run(events())
+        agent_commands.show_run(events())
     cli.console.print("error: the harbour camera is offline")
     lines = capsys.readouterr().err.splitlines()
     assert "error: the harbour camera is offline" in lines, lines

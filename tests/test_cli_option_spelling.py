@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.cli import _tool_parser, dashed_tool_options, tool_option
-from orchestrator.registry import ToolRegistry
+from orchestrator.cli.commands import _tool_parser, dashed_tool_options, tool_option
+from orchestrator.tooling.registry import ToolRegistry
 
 TOOLS = list(ToolRegistry.default())
 

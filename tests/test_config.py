@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.codecs import MediaLimits
+from orchestrator.storage.codecs import MediaLimits
 from orchestrator.config import Settings, current_settings, parse_size, use_settings
 from orchestrator.errors import ConfigError
 

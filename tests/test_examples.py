@@ -63,7 +63,7 @@ def lines_after(stdout: str, prefix: str) -> list[str]:
 
 
 def store_of(home: Path):
-    from orchestrator.store import ArtifactStore
+    from orchestrator.storage.store import ArtifactStore
 
     return ArtifactStore(home / "artifacts")
 
@@ -88,7 +88,7 @@ def test_tool_pipeline_makes_every_kind_it_names(tmp_path: Path, plain_home: Pat
     assert {a.id for a in store.ancestors(ids["heard"])} >= {ids["speech"], ids["text"]}
     assert (tmp_path / "out" / f"{ids['speech']}.wav").read_bytes()[:4] == b"RIFF"
 
-    from orchestrator.workflow import Workflow
+    from orchestrator.workflows.definition import Workflow
 
     saved = Workflow.load(tmp_path / "out" / "read-receipt-aloud.yaml")   # the saved file is a valid workflow
     assert {node.tool for node in saved.nodes.values()} >= {"ocr", "text-to-speech", "speech-recognition"}
@@ -132,7 +132,7 @@ def test_conversation_reuses_the_first_turns_output(tmp_path: Path, home: Path) 
     assert turns[1][2] == "text-to-speech", stdout                  # nothing read again: the earlier text is spoken
     assert turns[2][2] == "none"                                     # answered from the history
 
-    from orchestrator.journal import RunJournal
+    from orchestrator.execution.journal import RunJournal
 
     session = lines_after(stdout, "session:")[0]
     turns_recorded = sorted(RunJournal(home / "runs.sqlite").runs(session=session), key=lambda r: r.created_at)

@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.compose import Composer
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.execution.compose import Composer
 from orchestrator.errors import InvalidInputError, ToolExecutionError, TransientError
-from orchestrator.events import Event
-from orchestrator.executor import ExecutionPolicy, PlanExecutor, RetryPolicy, TaskResult
-from orchestrator.journal import RunJournal, new_run_id
-from orchestrator.plan import Plan, validate_plan
-from orchestrator.registry import ToolRegistry
-from orchestrator.runner import LocalTaskRunner, TaskOutcome, TaskSpec, execute_spec, is_transient
-from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.tool import Input, Output, Param, WeightlessTool
+from orchestrator.execution.events import Event
+from orchestrator.execution.executor import ExecutionPolicy, PlanExecutor, RetryPolicy, TaskResult
+from orchestrator.execution.journal import RunJournal, new_run_id
+from orchestrator.planning.plan import Plan, validate_plan
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.execution.runner import LocalTaskRunner, TaskOutcome, TaskSpec, execute_spec, is_transient
+from orchestrator.tooling.stub_tools import STUB_TOOLS
+from orchestrator.tooling.tool import Input, Output, Param, WeightlessTool
 
 SESSION = "exec-tests"
 

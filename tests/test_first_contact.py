@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import orchestrator.packaged_llm as pl
-from orchestrator.resolve import PreparedOnFirstUse, resolve_model
+import orchestrator.models.packaged_llm as pl
+from orchestrator.models.resolve import PreparedOnFirstUse, resolve_model
 from tools.text import TextGeneration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_anymoda_tools_on_a_fresh_home_is_quick_and_converts_nothing(tmp_path):
     # The budget of benchmarks/first_contact.py is 3 s; a shared test machine gets some slack.
     assert seconds < 15, f"anymoda tools took {seconds:.1f} s on a fresh home"
     # Piped (as here), every tool's row holds its whole name: `anymoda tools | grep NAME` finds it.
-    from orchestrator.registry import ToolRegistry
+    from orchestrator.tooling.registry import ToolRegistry
 
     rows = done.stdout.splitlines()
     for tool in ToolRegistry.default():

@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from orchestrator import codecs
-from orchestrator.artifacts import ArtifactKind, check_artifact_id, is_artifact_id
-from orchestrator.codecs import MediaLimits
+from orchestrator.storage import codecs
+from orchestrator.storage.artifacts import ArtifactKind, check_artifact_id, is_artifact_id
+from orchestrator.storage.codecs import MediaLimits
 from orchestrator.errors import AnymodaError, ArtifactNotFoundError, InvalidInputError
-from orchestrator.journal import RunJournal, check_session_id, new_run_id
-from orchestrator.media import Masks, TimeSeries
-from orchestrator.store import ArtifactStore
+from orchestrator.execution.journal import RunJournal, check_session_id, new_run_id
+from orchestrator.storage.media import Masks, TimeSeries
+from orchestrator.storage.store import ArtifactStore
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=100,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

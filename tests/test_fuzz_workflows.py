@@ -16,14 +16,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import AnymodaError
-from orchestrator.graph_drawing import to_mermaid
-from orchestrator.plan import Plan, ValidatedPlan, validate_plan
-from orchestrator.plan_syntax import CompactSyntax, PlanInput
-from orchestrator.registry import ToolRegistry
-from orchestrator.workflow import Condition, Workflow, WorkflowError, parse_condition
-from orchestrator.workflow_tasks import WorkflowGraph, evaluate_condition
+from orchestrator.planning.plan import Plan, ValidatedPlan, validate_plan
+from orchestrator.planning.plan_syntax import CompactSyntax, PlanInput
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.workflows.conditions import parse_condition
+from orchestrator.workflows.definition import Condition, Workflow, WorkflowError
+from orchestrator.workflows.graph_drawing import to_mermaid
+from orchestrator.workflows.workflow_tasks import WorkflowTaskGraph, evaluate_condition
 
 REGISTRY = ToolRegistry.default()
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "graphs").glob("*.yaml"))
@@ -120,7 +121,7 @@ def check_loads(text: str) -> Workflow | None:
     assert again.fingerprint() == workflow.fingerprint()
     nodes, edges = workflow.drawing()
     assert "flowchart" in to_mermaid(nodes, edges, title=workflow.name)
-    graph = WorkflowGraph(workflow, REGISTRY, None, "session", "run", {})
+    graph = WorkflowTaskGraph(workflow, REGISTRY, None, "session", "run", {})
     assert set(graph.order) == set(workflow.nodes)
     return workflow
 

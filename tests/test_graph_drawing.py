@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.errors import InvalidInputError
-from orchestrator.graph_drawing import (
+from orchestrator.workflows.graph_drawing import (
     KIND_FILL_COLOURS,
     DrawEdge,
     DrawNode,

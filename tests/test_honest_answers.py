@@ -20,18 +20,18 @@ from typing import Any
 
 import pytest
 
-from orchestrator import cli_agent
+from orchestrator.cli import agent_commands
 from orchestrator.agent import Orchestrator
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.cli import main
-from orchestrator.compose import Composer, Sources, ungrounded
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli.commands import main
+from orchestrator.execution.compose import Composer, Sources, ungrounded
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.plan import Plan, validate_plan
-from orchestrator.planner import Attempt, PlanResult
-from orchestrator.registry import ToolRegistry
-from orchestrator.store import ArtifactStore
-from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.tool import Input, Output, Param, Tool, WeightlessTool
+from orchestrator.planning.plan import Plan, validate_plan
+from orchestrator.planning.planner import Attempt, PlanResult
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.stub_tools import STUB_TOOLS
+from orchestrator.tooling.tool import Input, Output, Param, Tool, WeightlessTool
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
@@ -199,7 +199,7 @@ def test_a_tool_that_finds_out_while_running_is_unavailable_too(tmp_path: Path):
 
 
 def test_the_default_planner_sees_every_tool(settings, monkeypatch):
-    import orchestrator.local_llm as local_llm
+    import orchestrator.planning.local_llm as local_llm
 
     class NoLLM:
         name = "none"
@@ -237,7 +237,7 @@ def cli_with(settings, monkeypatch):
             made.append(orchestrator)
             return orchestrator
 
-        monkeypatch.setattr(cli_agent, "_orchestrator", build)
+        monkeypatch.setattr(agent_commands, "_orchestrator", build)
         monkeypatch.setenv("COLUMNS", "300")
         return made
 
@@ -312,7 +312,7 @@ class StubSpeak(WeightlessTool):
     def run(self, model, inputs, params):
         import numpy as np
 
-        from orchestrator.media import AudioClip
+        from orchestrator.storage.media import AudioClip
 
         StubSpeak.spoken.append(inputs["text"])
         return {"audio": AudioClip(np.zeros(1600, dtype=np.float32), 16000)}
@@ -536,7 +536,7 @@ def test_chat_files_of_a_later_turn_never_overwrite_an_earlier_turns(cli_with, c
 
     cli_with(OnePlanPlanner(REGISTRY, paint_request))
     lines = iter(["paint it red", "paint it blue", "/quit"])
-    monkeypatch.setattr(cli_agent.console, "input", lambda prompt="": next(lines))
+    monkeypatch.setattr(agent_commands.console, "input", lambda prompt="": next(lines))
     code, out, err = run_cli(capsys, "chat", "--session", "files", "--out", tmp_path / "chat")
     assert code == 0, err
     from PIL import Image
@@ -643,7 +643,7 @@ def test_what_ran_before_a_failed_step_is_still_reported(orch: Orchestrator):
 def test_time_series_description_with_too_long_a_period_is_repaired(settings):
     import numpy as np
 
-    from orchestrator.media import TimeSeries
+    from orchestrator.storage.media import TimeSeries
     from tools import TimeSeriesDescription
 
     registry = ToolRegistry((*STUB_TOOLS, TimeSeriesDescription))
@@ -710,7 +710,7 @@ def test_no_planner_means_no_repair(settings):
 def test_a_tiny_random_llm_composer_falls_back_to_the_template(settings, tmp_path: Path):
     from tiny_llms import save_tiny_chat_qwen2
 
-    from orchestrator.local_llm import LocalLLMBackend
+    from orchestrator.planning.local_llm import LocalLLMBackend
 
     backend = LocalLLMBackend(str(save_tiny_chat_qwen2(tmp_path / "tiny-qwen2")), quantize="none", settings=settings)
     orch = make(settings, composer=Composer(backend, max_new_tokens=24))
@@ -722,7 +722,7 @@ def test_a_tiny_random_llm_composer_falls_back_to_the_template(settings, tmp_pat
 
 
 def test_weights_that_cannot_be_downloaded_are_explained_not_promised(settings):
-    from orchestrator.recovery import Unavailable
+    from orchestrator.execution.recovery import Unavailable
 
     missing = Unavailable("t1", "native-chat", "multimodal-chat", "trained-native-checkpoint",
                           "tool 'native-chat': no trained native checkpoint is configured: train one with "
@@ -730,7 +730,7 @@ def test_weights_that_cannot_be_downloaded_are_explained_not_promised(settings):
     sentence = missing.sentence()
     assert "Fetch" not in sentence and "pip install" not in sentence
     assert "train one with `anymoda train connector" in sentence
-    from orchestrator.recovery import _local_fetch_command
+    from orchestrator.execution.recovery import _local_fetch_command
     from tools.native_chat import NativeChat
 
     assert _local_fetch_command(NativeChat(settings=settings), "weights", ["trained-native-checkpoint"]) == ""
@@ -739,7 +739,7 @@ def test_weights_that_cannot_be_downloaded_are_explained_not_promised(settings):
 def test_a_weaker_tool_stands_in_beside_an_unavailable_one_and_the_answer_says_so(settings, photo: Path, monkeypatch):
     """'What's in this photo?' without captioning weights: the classifier's labels answer part of it; the
     captioner is still reported (with its fetch command), and the answer says what the stand-in cannot do."""
-    from orchestrator import recovery
+    from orchestrator.execution import recovery
 
     monkeypatch.setitem(recovery.STAND_INS, "stub-cutout", ("stub-name", "only names the main colour"))
     store = ArtifactStore(settings.store_dir, settings.limits)
@@ -781,7 +781,7 @@ def test_a_direct_answer_never_keeps_an_artifact_id_the_planner_made_up(settings
 
 
 def test_a_request_too_long_for_the_planner_is_refused_before_a_run(settings, capsys):
-    from orchestrator.token_budget import check_request_size, estimate_tokens
+    from orchestrator.planning.token_budget import check_request_size, estimate_tokens
 
     assert estimate_tokens("What is the total on this receipt?") == 9  # "receipt" is two pieces
     assert estimate_tokens("internationalisation") == 4  # long words cost several tokens
@@ -800,7 +800,7 @@ def test_a_request_too_long_for_the_planner_is_refused_before_a_run(settings, ca
 def test_text_generation_in_a_conversation_gets_the_conversation_as_context(settings):
     """'describe in words what it would look like' after 'draw a cat wearing a tiny hat' (which could not be
     drawn here): the writing step must know what 'it' is."""
-    from orchestrator.recovery import AgentHooks
+    from orchestrator.execution.recovery import AgentHooks
 
     from tools.text import TextGeneration
 
@@ -829,7 +829,7 @@ def test_text_generation_in_a_conversation_gets_the_conversation_as_context(sett
      "complex problem that requires a comprehensive understanding of the situation.", "repeats itself"),
 ])
 def test_a_reply_that_does_not_answer_falls_back_to_the_template(settings, reply: str, reason: str):
-    from orchestrator.compose import META_TALK, repeats_itself
+    from orchestrator.execution.compose import META_TALK, repeats_itself
 
     assert bool(META_TALK.search(reply)) or repeats_itself(reply)
     assert not META_TALK.search("The total is 52.32.") and not repeats_itself("It rained. It rained.")

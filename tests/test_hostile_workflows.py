@@ -15,11 +15,19 @@ from conftest import cli_home_with
 from PIL import Image
 
 from orchestrator.agent import Orchestrator
-from orchestrator.batch import csv_cell, run_batch, save_outputs
-from orchestrator.compose import Composer
-from orchestrator.registry import ToolRegistry
-from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.workflow import MAX_PROBLEMS, MAX_YAML_DEPTH, Workflow, WorkflowError, parse_condition, safe_filename, shown
+from orchestrator.errors import shown
+from orchestrator.execution.compose import Composer
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.tooling.stub_tools import STUB_TOOLS
+from orchestrator.workflows.batch import csv_cell, run_batch, save_outputs
+from orchestrator.workflows.conditions import parse_condition
+from orchestrator.workflows.definition import (
+    MAX_PROBLEMS,
+    Workflow,
+    WorkflowError,
+    safe_filename,
+)
+from orchestrator.workflows.loading import MAX_YAML_DEPTH
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = ToolRegistry(STUB_TOOLS)
@@ -56,7 +64,7 @@ def test_an_alias_bomb_is_refused_at_the_alias_by_the_command_line_within_bounde
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
         from orchestrator.cli import main
-        sys.exit(main(["graph", "validate", {str(path)!r}]))
+        sys.exit(main(["workflow", "validate", {str(path)!r}]))
     """)
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 2, done.stderr[-2000:]
@@ -175,14 +183,14 @@ def cli_home(tmp_path, monkeypatch):
 
 
 def test_graph_show_writes_a_name_with_slashes_into_the_current_folder(cli_home, monkeypatch, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.commands import main
 
     here = cli_home / "a" / "b" / "c"
     here.mkdir(parents=True)
     monkeypatch.chdir(here)
     path = cli_home / "evil.yaml"
     path.write_text("name: ../../../escaped\n" + GOOD_NODES)
-    assert main(["graph", "show", str(path)]) == 0
+    assert main(["workflow", "show", str(path)]) == 0
     assert (here / "escaped.png").is_file()
     assert [p.relative_to(cli_home) for p in cli_home.rglob("*.png")] == [Path("a/b/c/escaped.png")]
 
@@ -236,7 +244,7 @@ def test_saved_outputs_of_a_workflow_built_in_code_stay_in_their_folder(settings
     assert save_outputs(None, Result(), tmp_path / "out") == {}  # nothing produced, nothing written
     stored = Orchestrator(settings=settings, registry=REGISTRY, planner=None, composer=Composer(None))
     try:
-        artifact = stored.store.put_value(__import__("orchestrator.artifacts").artifacts.ArtifactKind.TEXT, "hi",
+        artifact = stored.store.put_value(__import__("orchestrator.storage.artifacts").storage.artifacts.ArtifactKind.TEXT, "hi",
                                           session="s")
         Result.outputs = {"../../escape": artifact.id}
         saved = save_outputs(stored.store, Result(), tmp_path / "out")
@@ -256,19 +264,19 @@ def test_saved_outputs_of_a_workflow_built_in_code_stay_in_their_folder(settings
     ("@/proc/self/environ", ["--input note", "special file"]),
 ])
 def test_graph_run_refuses_bad_input_files_in_one_line(cli_home, capsys, value, words):
-    from orchestrator.cli import main
+    from orchestrator.cli.commands import main
 
     (cli_home / "binary.bin").write_bytes(bytes(range(256)) * 4)
     path = cli_home / "wf.yaml"
     path.write_text("inputs: {note: text}\nnodes:\n  wait: {tool: stub-wait, args: {a: $note, seconds: 0}}\n")
-    assert main(["graph", "run", str(path), "--input", "note=" + value.format(tmp=cli_home), "--json"]) == 2
+    assert main(["workflow", "run", str(path), "--input", "note=" + value.format(tmp=cli_home), "--json"]) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) <= 2, err
     assert all(word.lower() in err.lower() for word in words), err
 
 
 def test_graph_run_takes_text_as_the_words_and_reads_a_file_only_with_at(cli_home, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.commands import main
 
     (cli_home / "note.txt").write_text("from the file")
     path = cli_home / "wf.yaml"
@@ -276,7 +284,7 @@ def test_graph_run_takes_text_as_the_words_and_reads_a_file_only_with_at(cli_hom
                     "outputs:\n  said: $wait.text\n")
     texts = []
     for value in (str(cli_home / "note.txt"), "@" + str(cli_home / "note.txt"), "@@home"):
-        assert main(["graph", "run", str(path), "--input", f"note={value}", "--out", str(cli_home / "out"),
+        assert main(["workflow", "run", str(path), "--input", f"note={value}", "--out", str(cli_home / "out"),
                      "--json"]) == 0
         capsys.readouterr()
         texts.append((cli_home / "out" / "said.txt").read_text())
@@ -286,7 +294,7 @@ def test_graph_run_takes_text_as_the_words_and_reads_a_file_only_with_at(cli_hom
 
 def test_a_pipeline_refuses_a_bad_condition_or_output_as_invalid_input():
     from orchestrator.errors import InvalidInputError
-    from orchestrator.pipeline import Pipeline
+    from orchestrator.workflows.pipeline import Pipeline
 
     pipeline = Pipeline("p", registry=REGISTRY).input("image", "image")
     with pytest.raises(InvalidInputError, match="node 'find': condition '__r0 == 1': unknown name '__r0'"):

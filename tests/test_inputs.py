@@ -20,10 +20,10 @@ import pytest
 import soundfile as sf
 from PIL import Image, ImageFile
 
-from orchestrator.codecs import DETECTIONS_MIME, MASKS_MIME, TIME_SERIES_JSON_MIME, MediaLimits
+from orchestrator.storage.codecs import DETECTIONS_MIME, MASKS_MIME, TIME_SERIES_JSON_MIME, MediaLimits
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import AudioClip, Detections, Masks, TimeSeries
-from orchestrator.store import ArtifactStore
+from orchestrator.storage.media import AudioClip, Detections, Masks, TimeSeries
+from orchestrator.storage.store import ArtifactStore
 
 # --------------------------------------------------------------------------- helpers
 

@@ -7,13 +7,13 @@ import json
 import pytest
 
 from orchestrator import ToolRegistry
-from orchestrator.artifacts import Artifact, ArtifactKind
-from orchestrator.bench_planner import planner_from_spec, run_case, virtual_artifacts
-from orchestrator.cli import main
-from orchestrator.local_llm import LocalLLMBackend
-from orchestrator.plan_metrics import Case, Graph, Node, load_predictions
-from orchestrator.planner import PlanningFailedError, Planner
-from orchestrator.planner_retrieval import DemoSelector, lexical_embedder, load_demos
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
+from orchestrator.planning.bench_planner import planner_from_spec, run_case, virtual_artifacts
+from orchestrator.cli.commands import main
+from orchestrator.planning.local_llm import LocalLLMBackend
+from orchestrator.planning.plan_metrics import Case, Graph, Node, load_predictions
+from orchestrator.planning.planner import PlanningFailedError, Planner
+from orchestrator.planning.planner_retrieval import DemoSelector, lexical_embedder, load_demos
 
 from tiny_llms import CHATML
 from tiny_tokenizers import byte_level_bpe
@@ -84,7 +84,7 @@ def test_tiny_random_llm_under_the_grammar_always_plans_validly(tmp_path, regist
             assert result.repairs == 0 and result.syntax == "compact"
             plans += 1
             ids = {a.id for a in artifacts}
-            for task in result.plan.plan.tasks:
+            for task in result.plan.tasks:
                 tools_used.add(task.tool)
                 for value in task.args.values():
                     if isinstance(value, str) and value.split("-")[0] in ("image", "audio", "time_series"):
@@ -97,8 +97,8 @@ def test_decoder_drafts_and_cache_do_not_change_greedy_output(tiny_llm, registry
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from orchestrator.constrained_decoding import GrammarDecoder
-    from orchestrator.plan_syntax import CompactSyntax, plan_inputs
+    from orchestrator.planning.constrained_decoding import GrammarDecoder
+    from orchestrator.planning.plan_syntax import CompactSyntax, plan_inputs
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
     model = AutoModelForCausalLM.from_pretrained(tiny_llm)

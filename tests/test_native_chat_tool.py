@@ -11,15 +11,21 @@ import pytest
 from PIL import Image
 from tiny_llms import save_tiny_chat_qwen2
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.invoke import run_tool
-from orchestrator.media import TimeSeries
-from orchestrator.native.cli_train import build_model, load_llm, prepare_task
+from orchestrator.tooling.invoke import run_tool
+from orchestrator.storage.media import TimeSeries
 from orchestrator.native.feature_cache import FeatureCache
+from orchestrator.native.llm import build_model, load_llm
+from orchestrator.native.tasks import prepare_task
 from orchestrator.native.train import TrainConfig, train_connector
-from orchestrator.pool import ModelPool
-from tools.native_chat import NO_CHECKPOINT, NativeChat, describe_media_for_planner, perceives
+from orchestrator.models.pool import ModelPool
+from tools.native_chat import (
+    NO_CHECKPOINT,
+    NativeChat,
+    describe_media_for_planner,
+    perceives,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +105,8 @@ def test_availability_says_what_is_missing(run_dir, settings, tmp_path) -> None:
 def test_an_exported_connector_is_the_default_model_and_answers_like_its_checkpoint(run_dir, settings, store, pool,
                                                                                    tmp_path, monkeypatch) -> None:
     """The shipped connector is an export: native.json and fp16 weights, no tokenizer (the LLM's is used)."""
-    from orchestrator.native.checkpoint import export_connector
     import tools.native_chat as native_chat
+    from orchestrator.native.checkpoint import export_connector
 
     exported = export_connector(run_dir / "checkpoint", tmp_path / "data" / "native_ts")
     assert sorted(p.name for p in exported.iterdir()) == ["connectors.safetensors", "native.json"]
@@ -128,8 +134,8 @@ def test_planner_perception_line(run_dir, settings, store, pool) -> None:
 
 def test_a_configured_checkpoint_becomes_the_planners_perception(run_dir, store, pool, tmp_path) -> None:
     from orchestrator.config import Settings
-    from orchestrator.planner import Planner
-    from orchestrator.registry import ToolRegistry
+    from orchestrator.planning.planner import Planner
+    from orchestrator.tooling.registry import ToolRegistry
     from tools.native_chat import planner_perception
 
     plain = Settings.from_dict({"home": str(tmp_path / "home"), "offline": True, "device": "cpu"})

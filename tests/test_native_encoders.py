@@ -19,7 +19,7 @@ from PIL import Image
 
 from orchestrator.config import current_settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import AudioClip, TimeSeries
+from orchestrator.storage.media import AudioClip, TimeSeries
 from orchestrator.native.encoders import (
     FeatureEncoder,
     MediaFeatures,
@@ -28,7 +28,7 @@ from orchestrator.native.encoders import (
     build_encoder,
 )
 from orchestrator.native.feature_cache import FeatureCache, canonical_bytes, encode_all, encode_cached
-from orchestrator.sample_inputs import eagle_photo_path
+from orchestrator.storage.sample_inputs import eagle_photo_path
 
 
 def _tone(seconds: float, rate: int = 22_050, frequency: float = 440.0) -> AudioClip:

@@ -19,17 +19,14 @@ from PIL import Image
 from tiny_llms import save_tiny_chat_qwen2
 
 from orchestrator.errors import InvalidInputError
-from orchestrator.native.cli_train import (
-    add_train_parser,
-    build_model,
-    cmd_train,
+from orchestrator.native.cli_train import add_train_parser, cmd_train, resolve_arguments
+from orchestrator.native.feature_cache import FeatureCache
+from orchestrator.native.llm import build_model, load_llm
+from orchestrator.native.tasks import (
     corpus_word_error_rate,
-    load_llm,
     prepare_task,
-    resolve_arguments,
     word_error_rate,
 )
-from orchestrator.native.feature_cache import FeatureCache
 from orchestrator.native.train import (
     TrainConfig,
     evaluate,
@@ -149,7 +146,11 @@ def test_resume_continues_the_same_trajectory(llm_dir, data, tmp_path) -> None:
 
 
 def test_outputs_curve_summary_and_checkpoint_round_trip(llm_dir, data, tmp_path) -> None:
-    from orchestrator.native.checkpoint import CheckpointMismatchError, load_checkpoint, load_multimodal_lm
+    from orchestrator.native.checkpoint import (
+        CheckpointMismatchError,
+        load_checkpoint,
+        load_multimodal_lm,
+    )
 
     model = fresh_model(llm_dir, data)
     result = train_connector(model, data.train, data.eval,

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-import orchestrator.resolve as resolve
-from orchestrator.artifacts import ArtifactKind
+import orchestrator.models.resolve as resolve
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.config import Settings
 from orchestrator.errors import ModelNotAvailableError
-from orchestrator.tool import Input, Output, Tool
+from orchestrator.tooling.tool import Input, Output, Tool
 
 
 class Fallbacking(Tool):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import packaged_llm as pl
-from orchestrator.resolve import resolve_model
+from orchestrator.models import packaged_llm as pl
+from orchestrator.models.resolve import resolve_model
 
 # Uneven sizes, so a slice joined out of order or twice changes the result.
 FAKE_SLICES = [bytes([n]) * (1000 + 37 * n) for n in range(1, 7)]

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from orchestrator import AudioClip, InvalidInputError, ToolRegistry
-from orchestrator.plan import OutputReference, Plan, PlanError, plan_json_schema, validate_plan
+from orchestrator.planning.plan import OutputReference, Plan, PlanError, plan_json_schema, validate_plan
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import InvalidInputError, ToolRegistry
-from orchestrator.plan import Plan
-from orchestrator.plan_metrics import (
+from orchestrator.planning.plan import Plan
+from orchestrator.planning.plan_metrics import (
     Case,
     Counts,
     Graph,
@@ -257,7 +257,7 @@ def test_dev_gold_scored_against_itself_is_perfect(tmp_path):
 def test_shipped_sample_cases_load_and_gold_scores_100():
     from pathlib import Path
 
-    from orchestrator.plan_metrics import CaseResult, load_cases, score
+    from orchestrator.planning.plan_metrics import CaseResult, load_cases, score
 
     cases = load_cases(Path(__file__).resolve().parents[1] / "benchmarks" / "planner_cases_sample.jsonl")
     assert {case.structure for case in cases} == {"single", "chain", "dag"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import InvalidInputError, ToolRegistry
-from orchestrator.artifacts import Artifact, ArtifactKind
-from orchestrator.plan import Plan, PlanTask, validate_plan
-from orchestrator.plan_syntax import CompactSyntax, first_sentence, plan_inputs
-from orchestrator.planner_retrieval import load_demos
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
+from orchestrator.planning.plan import Plan, PlanTask, validate_plan
+from orchestrator.planning.plan_syntax import CompactSyntax, first_sentence, plan_inputs
+from orchestrator.planning.planner_retrieval import load_demos
 
 from tiny_tokenizers import byte_level_bpe
 

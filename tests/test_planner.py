@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from orchestrator import AudioClip, InvalidInputError, ToolRegistry
-from orchestrator.planner import (
+from orchestrator.planning.planner import (
     OpenAICompatibleBackend,
     Planner,
     PlannerBackendError,
@@ -106,7 +106,7 @@ def test_each_kind_of_bad_plan_is_caught_and_repaired(endpoint_factory, registry
         "```json\n" + json.dumps(good) + "\n```",                                                    # fenced, valid
     ])
     result = planner_for(endpoint, registry, store, max_repairs=4).plan("Read this receipt aloud", artifacts=[photo], session="s")
-    assert result.plan.order == ("t1", "t2") and result.repairs == 4
+    assert result.validated.order == ("t1", "t2") and result.repairs == 4
     problems = [attempt.problems for attempt in result.attempts]
     assert "not valid JSON" in problems[0][0]
     assert "no tool named 'read-text'" in problems[1][0]
@@ -139,7 +139,7 @@ def test_a_plan_that_stays_invalid_is_refused_with_the_last_plan_and_its_problem
 def test_a_request_needing_no_tool_gets_a_direct_answer(endpoint_factory, registry, store):
     endpoint = endpoint_factory([json.dumps({"tasks": [], "answer": "Paris."})])
     result = planner_for(endpoint, registry, store).plan("What is the capital of France?")
-    assert result.plan.plan.answer == "Paris." and result.plan.order == ()
+    assert result.plan.answer == "Paris." and result.validated.order == ()
 
 
 def test_endpoint_failures_are_clear(endpoint_factory, registry, store):
@@ -189,7 +189,7 @@ def test_no_json_is_a_clear_error():
 
 
 def test_json_planner_shows_demos_as_earlier_turns_in_json(endpoint_factory, registry, store):
-    from orchestrator.planner_retrieval import DemoSelector, lexical_embedder, load_demos
+    from orchestrator.planning.planner_retrieval import DemoSelector, lexical_embedder, load_demos
 
     endpoint = endpoint_factory(['{"tasks": [{"id": "t1", "tool": "text-to-speech", "args": {"text": "hi"}}]}'])
     planner = planner_for(endpoint, registry, store, demos=DemoSelector(load_demos(), lexical_embedder()), num_demos=2)
@@ -203,7 +203,7 @@ def test_json_planner_shows_demos_as_earlier_turns_in_json(endpoint_factory, reg
 
 
 def test_prefer_available_plans_only_with_tools_that_run_here(registry):
-    from orchestrator.tool import Availability
+    from orchestrator.tooling.tool import Availability
 
     class Here(registry.get("text-to-speech")):
         name = "speak-here"
@@ -233,8 +233,8 @@ def test_prefer_available_plans_only_with_tools_that_run_here(registry):
 
 
 def test_unasked_trailing_tasks_are_dropped_but_used_or_hinted_ones_kept(registry):
-    from orchestrator.plan import Plan, PlanTask
-    from orchestrator.planner import drop_unasked_tail
+    from orchestrator.planning.plan import Plan, PlanTask
+    from orchestrator.planning.planner import drop_unasked_tail
 
     def plan(*tools_args):
         return Plan(tuple(PlanTask(f"t{i}", tool, args) for i, (tool, args) in enumerate(tools_args, 1)))
@@ -256,7 +256,7 @@ def test_unasked_trailing_tasks_are_dropped_but_used_or_hinted_ones_kept(registr
 def test_rate_limits_and_server_errors_are_retried_with_backoff(endpoint_factory, registry):
     endpoint = endpoint_factory([(429, "slow down"), (503, "warming up"), json.dumps({"tasks": [], "answer": "hi"})])
     backend = OpenAICompatibleBackend(endpoint.url, "m", backoff=0.01)
-    assert Planner(backend, registry).plan("say hi").plan.plan.answer == "hi"
+    assert Planner(backend, registry).plan("say hi").plan.answer == "hi"
     assert len(endpoint.requests) == 3
 
 
@@ -272,7 +272,7 @@ def test_a_streamed_answer_arrives_piece_by_piece(endpoint_factory):
 def test_planner_settings_choose_the_backend(monkeypatch):
     from orchestrator.config import LLMSettings, Settings
     from orchestrator.errors import ConfigError
-    from orchestrator.planner import llm_backend
+    from orchestrator.planning.planner import llm_backend
 
     monkeypatch.setenv("MY_KEY", "sk-test")
     settings = Settings.from_dict({"planner": {"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "qwen",
@@ -294,4 +294,4 @@ def test_the_plan_streams_as_the_endpoint_writes_it(endpoint_factory, registry):
     endpoint = endpoint_factory([("sse", [plan[:10], plan[10:]])])
     pieces = []
     result = Planner(OpenAICompatibleBackend(endpoint.url, "m"), registry).plan("say hi", on_text=pieces.append)
-    assert result.plan.plan.answer == "hi" and "".join(pieces) == plan and len(pieces) == 2
+    assert result.plan.answer == "hi" and "".join(pieces) == plan and len(pieces) == 2

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from orchestrator import ToolRegistry
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.planner_retrieval import (
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.planning.planner_retrieval import (
     DemoSelector,
     lexical_embedder,
     load_demos,
@@ -38,7 +38,7 @@ def test_lexical_embedder_is_unit_length_and_ranks_shared_words():
 
 
 def test_shipped_phrases_name_only_registered_tools(registry):
-    from orchestrator.planner_retrieval import PHRASES_FILE
+    from orchestrator.planning.planner_retrieval import PHRASES_FILE
 
     phrases = json.loads(PHRASES_FILE.read_text(encoding="utf-8"))
     assert set(k for k in phrases if not k.startswith("_")) <= set(registry.names())
@@ -76,7 +76,7 @@ def test_a_question_to_be_said_out_loud_is_two_steps():
 
 
 def test_demo_vectors_are_kept_on_disk_for_an_embedder_that_names_its_weights(tmp_path):
-    from orchestrator import planner_retrieval
+    from orchestrator.planning import planner_retrieval
     from orchestrator.config import Settings, current_settings, use_settings
 
     session_settings = current_settings()

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
-import orchestrator.pool as pool_module
+import orchestrator.models.pool as pool_module
 from orchestrator.errors import MemoryBudgetError
-from orchestrator.pool import ModelPool, measure_size
+from orchestrator.models.pool import ModelPool, measure_size
 
 MiB = 2**20
 

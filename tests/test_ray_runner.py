@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.agent import Orchestrator
-from orchestrator.compose import Composer
+from orchestrator.execution.compose import Composer
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.registry import ToolRegistry
+from orchestrator.tooling.registry import ToolRegistry
 
 from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
@@ -278,7 +278,7 @@ def test_choosing_ray_without_the_extra_names_the_extra(tmp_path):
     script = ("import sys; sys.modules['ray'] = None\n"
               "from orchestrator.config import Settings\n"
               "from orchestrator.distributed import build_runner\n"
-              "from orchestrator.registry import ToolRegistry\n"
+              "from orchestrator.tooling.registry import ToolRegistry\n"
               "from orchestrator.errors import ConfigError\n"
               f"settings = Settings.from_dict({{'home': {str(tmp_path)!r}, 'runner': {{'kind': 'ray'}}}})\n"
               "try:\n    build_runner(settings, ToolRegistry(), None)\nexcept ConfigError as exc:\n    print(exc)\n")
@@ -292,7 +292,7 @@ def test_a_node_that_joins_gets_replicas_and_a_lost_task_follows_the_runs_retry_
     (reported as lost) while the head's finish: the run's retry policy, not Ray, decides."""
     import ray
 
-    from orchestrator.executor import ExecutionPolicy, RetryPolicy
+    from orchestrator.execution.executor import ExecutionPolicy, RetryPolicy
 
     local = cluster["cluster"]
     joined = local.add_worker()

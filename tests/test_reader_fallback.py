@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import orchestrator.resolve as resolve
+import orchestrator.models.resolve as resolve
 import tools.text as text_tools
 from orchestrator.config import Settings
 from orchestrator.errors import ModelNotAvailableError
-from orchestrator.invoke import run_tool
-from orchestrator.media import Detections
-from orchestrator.model_store import model_status
-from orchestrator.packaged_llm import QWEN_CODER_05B, part_paths
-from orchestrator.pool import ModelPool
+from orchestrator.tooling.invoke import run_tool
+from orchestrator.storage.media import Detections
+from orchestrator.tooling.model_store import model_status
+from orchestrator.models.packaged_llm import QWEN_CODER_05B, part_paths
+from orchestrator.models.pool import ModelPool
 from tiny_llms import save_tiny_chat_qwen2
 from tools.document_qa import DocumentQuestionAnswering
 from tools.text import (

@@ -21,15 +21,15 @@ import pytest
 from conftest import SAMPLE_MEDIA, requires_offline_extra
 from PIL import Image, ImageDraw
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.invoke import run_tool
-from orchestrator.media import AudioClip, Detections
-from orchestrator.pool import ModelPool
-from orchestrator.render import dejavu_font
-from orchestrator.sample_inputs import RECEIPT_LINES, eagle_photo_path, receipt_image
-from orchestrator.store import ArtifactStore
+from orchestrator.tooling.invoke import run_tool
+from orchestrator.storage.media import AudioClip, Detections
+from orchestrator.models.pool import ModelPool
+from orchestrator.storage.render import dejavu_font
+from orchestrator.storage.sample_inputs import RECEIPT_LINES, eagle_photo_path, receipt_image
+from orchestrator.storage.store import ArtifactStore
 from tools import (
     ImageClassification,
     OpticalCharacterRecognition,

@@ -27,7 +27,7 @@ import crash_child  # noqa: E402
 
 from orchestrator.config import Settings, use_settings  # noqa: E402
 from orchestrator.errors import ConfigError  # noqa: E402
-from orchestrator.journal import LeaseLostError, RunBusyError, RunJournal, new_run_id  # noqa: E402
+from orchestrator.execution.journal import LeaseLostError, RunBusyError, RunJournal, new_run_id  # noqa: E402
 
 
 def slow_is_running(rows: dict[str, str], calls: list[str]) -> bool:
@@ -52,7 +52,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def test_a_second_driver_of_a_live_run_is_refused_naming_the_process(tmp_path, home, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.commands import main
 
     child, run_id = crash_child.start_child(tmp_path, home)
     try:
@@ -177,7 +177,7 @@ def test_journal_writes_of_a_taken_over_driver_are_refused_in_the_same_statement
     stalled, successor = RunJournal(path), RunJournal(path)
     run_id = new_run_id()
     stalled.create_run(run_id, "s", "r", [])
-    monkeypatch.setattr("orchestrator.journal.RunLease._beat", lambda self: None)  # a driver whose heartbeat stopped
+    monkeypatch.setattr("orchestrator.execution.journal.RunLease._beat", lambda self: None)  # a driver whose heartbeat stopped
     with stalled.lease(run_id, 0.2):
         stalled.task_started(run_id, "t1", "tool", {}, 1)
         with pytest.raises(RunBusyError):

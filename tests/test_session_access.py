@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.agent import Orchestrator
-from orchestrator.compose import Composer
+from orchestrator.execution.compose import Composer
 from orchestrator.errors import ArtifactNotFoundError, InvalidInputError
-from orchestrator.registry import ToolRegistry
-from orchestrator.stub_tools import STUB_TOOLS
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.tooling.stub_tools import STUB_TOOLS
 
 PLAN = {"tasks": [{"id": "colour", "tool": "stub-wait", "args": {"label": "red", "seconds": 0.0}},
                   {"id": "paint", "tool": "stub-paint", "args": {"text": "<colour>"}}]}

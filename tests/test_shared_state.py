@@ -117,7 +117,7 @@ def test_a_run_killed_mid_way_in_one_front_end_is_resumed_by_the_other_without_r
     assert tasks["one"]["resumed"] and tasks["two"]["resumed"]  # finished before the kill: kept, not re-run
     assert not tasks["slow"]["resumed"] and tasks["four"]["status"] == "done"
 
-    from orchestrator.backends import open_store
+    from orchestrator.execution.state import open_store
     from orchestrator.config import Settings
 
     os.environ.update(s3_env)

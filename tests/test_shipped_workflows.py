@@ -21,15 +21,15 @@ from PIL import Image, ImageDraw
 
 from conftest import requires_offline_extra
 from orchestrator.agent import Orchestrator, RunResult
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.cli import main
-from orchestrator.cli_graph import shipped_workflows
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.cli.commands import main
+from orchestrator.cli.workflow_commands import shipped_workflows
 from orchestrator.config import Settings, current_settings, use_settings
-from orchestrator.journal import RunJournal
-from orchestrator.media import AudioClip, Detections, TimeSeries
-from orchestrator.sample_inputs import receipt_image
-from orchestrator.workflow import Workflow
-from orchestrator.workflow_tasks import MIN_CROP_PIXELS
+from orchestrator.execution.journal import RunJournal
+from orchestrator.storage.media import AudioClip, Detections, TimeSeries
+from orchestrator.storage.sample_inputs import receipt_image
+from orchestrator.workflows.definition import Workflow
+from orchestrator.workflows.workflow_tasks import MIN_CROP_PIXELS
 from tiny_llms import CHATML
 from tiny_tokenizers import CORPUS, bert_tokenizer
 
@@ -251,7 +251,7 @@ def test_shipped_workflow_validates_against_the_tools(name):
 
 def test_graph_validate_accepts_every_shipped_file(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
-    code, out, err = cli(capsys, "graph", "validate", *SHIPPED.values())
+    code, out, err = cli(capsys, "workflow", "validate", *SHIPPED.values())
     assert code == 0, out + err
     assert all(f"ok {path}: {name}" in out for name, path in SHIPPED.items()), out
 
@@ -260,7 +260,7 @@ def test_graph_validate_accepts_every_shipped_file(capsys, monkeypatch):
 def test_graph_show_prints_mermaid_with_every_node_and_draws_a_png(name, capsys, monkeypatch, tmp_path: Path):
     monkeypatch.setenv("COLUMNS", "400")
     png = tmp_path / "graph.png"
-    code, out, err = cli(capsys, "graph", "show", name, "-o", png)
+    code, out, err = cli(capsys, "workflow", "show", name, "-o", png)
     assert code == 0, out + err
     assert "flowchart LR" in out
     workflow = Workflow.load(SHIPPED[name])
@@ -406,7 +406,7 @@ def test_time_series_report_runs_in_python_and_from_the_command_line(orchestrato
     use_settings(Settings.from_dict({"home": str(home), "offline": True, "device": "cpu",
                                      "models": {"text-generation": tiny_settings.models["text-generation"]}}))
     try:
-        code, out, err = cli(capsys, "graph", "run", "time-series-report", "--input", f"series={series}",
+        code, out, err = cli(capsys, "workflow", "run", "time-series-report", "--input", f"series={series}",
                              "--out", tmp_path / "out", "--json")
     finally:
         use_settings(previous)

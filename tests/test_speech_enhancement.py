@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from orchestrator import InvalidInputError, ToolRegistry
-from orchestrator.invoke import run_tool
-from orchestrator.media import AudioClip
+from orchestrator.tooling.invoke import run_tool
+from orchestrator.storage.media import AudioClip
 from tools.speech_enhancement import SpeechEnhancement
 
 RATE = 16000

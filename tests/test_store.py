@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import orchestrator.store as store_module
+import orchestrator.storage.store as store_module
 from orchestrator.errors import ArtifactNotFoundError, InvalidInputError
-from orchestrator.store import ArtifactStore
+from orchestrator.storage.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ _SLOW_WRITER = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
 
-    import orchestrator.store as store_module
+    import orchestrator.storage.store as store_module
 
     root, marker = sys.argv[1], Path(sys.argv[2])
     real_fdopen = os.fdopen

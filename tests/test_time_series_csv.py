@@ -1,7 +1,7 @@
 """Time series from the CSV files people really have: a header, a date/time column, several value columns,
 missing values, ';' or tab delimiters, a BOM. What is accepted becomes a TimeSeries (timestamps in seconds
 since 1970-01-01 UTC, gaps filled by interpolation and counted); what is refused is one line naming the line
-and column at fault. The rules are in orchestrator/codecs.py, above _CSV_MISSING."""
+and column at fault. The rules are in orchestrator/storage/codecs.py, above _CSV_MISSING."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.codecs import MediaLimits, decode, inspect
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.codecs import MediaLimits, decode, inspect
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import TIME_UNIT_CLOCK, TIME_UNIT_EPOCH, TimeSeries
-from orchestrator.store import ArtifactStore
+from orchestrator.storage.media import TIME_UNIT_CLOCK, TIME_UNIT_EPOCH, TimeSeries
+from orchestrator.storage.store import ArtifactStore
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT / "benchmarks" / "agent_cases" / "media"

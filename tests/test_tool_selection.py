@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from orchestrator import ToolRegistry
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
-from orchestrator.plan import Plan, PlanTask, literal_provenance_problems
-from orchestrator.planner_retrieval import NO_TOOL, lexical_embedder
-from orchestrator.tool_selection import (
+from orchestrator.planning.plan import Plan, PlanTask, literal_provenance_problems
+from orchestrator.planning.planner_retrieval import NO_TOOL, lexical_embedder
+from orchestrator.planning.tool_selection import (
     HEAD_FILE,
     SelectorHead,
     ToolSelector,
@@ -139,7 +139,7 @@ def test_numbers_in_settings_must_be_ones_the_user_gave(registry):
 
 
 def test_the_grammar_offers_numeric_settings_only_from_numbers_the_request_holds(registry):
-    from orchestrator.plan_syntax import CompactSyntax, PlanInput, numbers_in
+    from orchestrator.planning.plan_syntax import CompactSyntax, PlanInput, numbers_in
 
     inputs = [PlanInput("sales.csv", "time_series-0123456789abcdef", ArtifactKind.TIME_SERIES)]
     tools = [registry.get("time-series-description")]
@@ -151,7 +151,7 @@ def test_the_grammar_offers_numeric_settings_only_from_numbers_the_request_holds
 
 
 def test_text_tools_need_a_text_to_work_on(registry, tmp_path):
-    from orchestrator.tool_selection import has_text_body
+    from orchestrator.planning.tool_selection import has_text_body
 
     phrases = {"_none": ["I have a photo"], "summarization": ["analyze it", "summarize the text"],
                "depth-estimation": ["make a depth map"]}
@@ -164,7 +164,7 @@ def test_text_tools_need_a_text_to_work_on(registry, tmp_path):
 
 
 def test_dropping_tasks_takes_their_dependants_along():
-    from orchestrator.planner import without_tasks
+    from orchestrator.planning.planner import without_tasks
 
     plan = Plan((PlanTask("t1", "ocr", {"image": "image-0123456789abcdef"}),
                  PlanTask("t2", "summarization", {"text": "made up"}),
@@ -184,9 +184,9 @@ def test_a_file_that_came_with_the_request_is_read_by_some_tool(registry, phrase
 
 
 def test_chosen_tools_are_wired_by_kind_when_the_llm_cannot_fill_them(registry):
-    from orchestrator.artifacts import Artifact
-    from orchestrator.plan import validate_plan
-    from orchestrator.planner import skeleton_plan
+    from orchestrator.storage.artifacts import Artifact
+    from orchestrator.planning.plan import validate_plan
+    from orchestrator.planning.planner import skeleton_plan
 
     audio = Artifact("audio-0123456789abcdef", ArtifactKind.AUDIO, "audio/wav", 1, "", {"name": "example.wav"})
     tools = [registry.get(n) for n in ("speech-recognition", "text-to-video", "named-entity-recognition")]
@@ -199,8 +199,8 @@ def test_chosen_tools_are_wired_by_kind_when_the_llm_cannot_fill_them(registry):
 
 
 def test_a_planner_whose_llm_keeps_making_text_up_falls_back_to_the_wired_tools(registry):
-    from orchestrator.artifacts import Artifact
-    from orchestrator.planner import Planner
+    from orchestrator.storage.artifacts import Artifact
+    from orchestrator.planning.planner import Planner
 
     class MakesTextUp:
         name = "scripted"
@@ -213,13 +213,13 @@ def test_a_planner_whose_llm_keeps_making_text_up_falls_back_to_the_wired_tools(
     planner = Planner(MakesTextUp(), registry, demos=None, embedder=lexical_embedder(), max_repairs=1)
     planner.hint = lambda request, tools, kinds=(), new_kinds=(), traits=(): ["speech-recognition", "text-to-video"]
     result = planner.plan("turn example.wav into a video", artifacts=[audio])
-    assert result.wired and [t.tool for t in result.plan.plan.tasks] == ["speech-recognition", "text-to-video"]
-    assert result.plan.plan.tasks[1].args == {"prompt": "<t1.text>"}
+    assert result.wired and [t.tool for t in result.plan.tasks] == ["speech-recognition", "text-to-video"]
+    assert result.plan.tasks[1].args == {"prompt": "<t1.text>"}
 
 
 def test_files_from_earlier_turns_are_not_new_inputs():
-    from orchestrator.artifacts import Artifact
-    from orchestrator.planner import is_new_input
+    from orchestrator.storage.artifacts import Artifact
+    from orchestrator.planning.planner import is_new_input
 
     def image(**metadata):
         return Artifact("image-0123456789abcdef", ArtifactKind.IMAGE, "image/png", 1, "", metadata)
@@ -285,7 +285,7 @@ def test_traits_from_what_the_tools_read():
 def test_a_plugin_the_trained_head_never_saw_can_be_chosen(registry, phrases, tmp_path):
     """A head trained on the built-in tools must not lock plugins out: a plugin is known by its phrasings and
     description (nearest-phrasing vote), and wins where its words fit."""
-    from orchestrator.tool import Input, Output, WeightlessTool
+    from orchestrator.tooling.tool import Input, Output, WeightlessTool
 
     class ReceiptItems(WeightlessTool):
         name = "receipt-items"

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.invoke import run_tool
-from orchestrator.media import AudioClip, TimeSeries
-from orchestrator.pool import ModelPool
+from orchestrator.tooling.invoke import run_tool
+from orchestrator.storage.media import AudioClip, TimeSeries
+from orchestrator.models.pool import ModelPool
 from tiny_tokenizers import CORPUS
 
 RATE = 16_000

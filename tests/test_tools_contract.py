@@ -27,8 +27,8 @@ from orchestrator import (
     ToolRegistry,
     run_tool,
 )
-from orchestrator import registry as registry_module
-from orchestrator.resolve import HubLocation, resolve_model
+from orchestrator.tooling import registry as registry_module
+from orchestrator.models.resolve import HubLocation, resolve_model
 from tools import BUILTIN_TOOLS
 
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.artifacts import ArtifactKind
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolUnavailableError
-from orchestrator.invoke import run_tool
-from orchestrator.media import Detections, Masks
-from orchestrator.pool import ModelPool
-from orchestrator.registry import check_tool_class
+from orchestrator.tooling.invoke import run_tool
+from orchestrator.storage.media import Detections, Masks
+from orchestrator.models.pool import ModelPool
+from orchestrator.tooling.registry import check_tool_class
 from tiny_tokenizers import bert_tokenizer, clip_tokenizer
 from tools.depth import DepthEstimation
 from tools.detection import (

@@ -17,11 +17,11 @@ from PIL import Image
 
 from conftest import requires_offline_extra
 from orchestrator.errors import InvalidInputError
-from orchestrator.invoke import run_tool
-from orchestrator.media import Detections
-from orchestrator.pool import ModelPool
-from orchestrator.resolve import ModelSource
-from orchestrator.sample_inputs import receipt_image
+from orchestrator.tooling.invoke import run_tool
+from orchestrator.storage.media import Detections
+from orchestrator.models.pool import ModelPool
+from orchestrator.models.resolve import ModelSource
+from orchestrator.storage.sample_inputs import receipt_image
 from tiny_tokenizers import CORPUS, bert_tokenizer
 from tools.captioning import ImageCaptioning
 from tools.document_qa import DocumentQuestionAnswering, best_spans, line_spans

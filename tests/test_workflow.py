@@ -13,13 +13,13 @@ import pytest
 from PIL import Image, ImageDraw
 
 from orchestrator.agent import Orchestrator
-from orchestrator.batch import STATE_FILE, run_batch
-from orchestrator.compose import Composer
+from orchestrator.workflows.batch import STATE_FILE, run_batch
+from orchestrator.execution.compose import Composer
 from orchestrator.errors import InvalidInputError
-from orchestrator.pipeline import Pipeline, item, pipeline_function, step
-from orchestrator.registry import ToolRegistry
-from orchestrator.stub_tools import STUB_TOOLS
-from orchestrator.workflow import Workflow, WorkflowError
+from orchestrator.workflows.pipeline import Pipeline, item, pipeline_function, step
+from orchestrator.tooling.registry import ToolRegistry
+from orchestrator.tooling.stub_tools import STUB_TOOLS
+from orchestrator.workflows.definition import Workflow, WorkflowError
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -430,36 +430,47 @@ def cli_home(tmp_path, monkeypatch):
         yield home
 
 
+def test_graph_is_the_old_name_of_the_workflow_command_and_says_so(cli_home, capsys):
+    from orchestrator.cli.commands import main
+
+    good = cli_home / "squares.yaml"
+    good.write_text(SQUARES)
+    assert main(["graph", "validate", str(good)]) == 0
+    assert "'anymoda graph' is now 'anymoda workflow'" in capsys.readouterr().err
+    assert main(["workflow", "validate", str(good)]) == 0
+    assert "is now" not in capsys.readouterr().err
+
+
 def test_cli_validate_run_batch_show(cli_home, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.commands import main
 
     good = cli_home / "squares.yaml"
     good.write_text(SQUARES)
     bad = cli_home / "bad.yaml"
     bad.write_text(SQUARES.replace("stub-name", "stub-nam"))
-    assert main(["graph", "validate", str(good)]) == 0
-    assert main(["graph", "validate", str(good), str(bad)]) == 2
+    assert main(["workflow", "validate", str(good)]) == 0
+    assert main(["workflow", "validate", str(good), str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:11: node 'name_each': no tool named 'stub-nam'" in err
 
     image = squares(cli_home / "two.png", [(255, 0, 0), (0, 0, 255)])
-    assert main(["graph", "run", str(good), "--input", f"image={image}", "--input", "note=hi", "--out",
+    assert main(["workflow", "run", str(good), "--input", f"image={image}", "--input", "note=hi", "--out",
                  str(cli_home / "out"), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["status"] == "done" and len(printed["outputs"]["colours"]) == 2
     assert (cli_home / "out" / "colours-1.txt").read_text() == "blue"
-    assert main(["graph", "run", str(good), "--input", "image"]) == 2
+    assert main(["workflow", "run", str(good), "--input", "image"]) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
 
     folder = cli_home / "batch"
     folder.mkdir()
     squares(folder / "a.png", [(0, 160, 0)])
     (folder / "b.png").write_text("garbage")
-    assert main(["graph", "run", str(good), "--batch", str(folder), "--out", str(cli_home / "results")]) == 1
+    assert main(["workflow", "run", str(good), "--batch", str(folder), "--out", str(cli_home / "results")]) == 1
     assert (cli_home / "results" / "results.csv").is_file()
     assert "a.png" in capsys.readouterr().out
 
-    assert main(["graph", "show", str(good), "-o", str(cli_home / "g.png")]) == 0
+    assert main(["workflow", "show", str(good), "-o", str(cli_home / "g.png")]) == 0
     mermaid = capsys.readouterr().out
     assert mermaid.splitlines()[3] == "flowchart LR" and all(n in mermaid for n in ("find", "name_each", "report"))
     assert Image.open(cli_home / "g.png").size[0] > 200
@@ -482,7 +493,7 @@ def test_approval_before_a_tool_pauses_the_workflow_until_answered(settings, tmp
 
 
 def test_cli_saves_a_planned_run_as_a_workflow_and_shows_workflow_runs(cli_home, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.commands import main
     from orchestrator.config import current_settings
 
     orchestrator = Orchestrator(settings=current_settings(), registry=REGISTRY, planner=None, composer=Composer(None))
@@ -492,14 +503,14 @@ def test_cli_saves_a_planned_run_as_a_workflow_and_shows_workflow_runs(cli_home,
         {"id": "t2", "tool": "stub-wait", "args": {"a": "<t1.summary>", "seconds": 0.0}}]})
     orchestrator.runner.shutdown()
     saved = cli_home / "saved.yaml"
-    assert main(["graph", "from-run", planned.run_id, "-o", str(saved), "--name", "found"]) == 0
+    assert main(["workflow", "from-run", planned.run_id, "-o", str(saved), "--name", "found"]) == 0
     assert "--input photo=" in capsys.readouterr().out
     other = squares(cli_home / "other.png", [(0, 0, 255)] * 3)
-    assert main(["graph", "run", str(saved), "--input", f"photo={other}", "--json"]) == 0
+    assert main(["workflow", "run", str(saved), "--input", f"photo={other}", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert main(["runs", "show", result["run"], "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["request"] == "workflow found" and [t["task"] for t in shown["tasks"]] == ["t1", "t2"]
     assert "3 blue" in shown["answer"]
-    assert main(["graph", "from-run", result["run"], "-o", str(cli_home / "again.yaml")]) == 2
+    assert main(["workflow", "from-run", result["run"], "-o", str(cli_home / "again.yaml")]) == 2
     assert "no planned tasks" in capsys.readouterr().err

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.artifacts import Artifact, ArtifactKind
 from orchestrator.errors import AnymodaError
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
 
 DOCUMENT, PHOTO, SPEECH, SOUND = "document", "photo", "speech", "sound"
 # A page of text has many lines of words; a photo with a shop sign or a caption has one or two.

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.media import AudioClip
-from orchestrator.resolve import HubLocation, ModelSource, resolve_model
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.resolve import HubLocation, ModelSource, resolve_model
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import AudioClip
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 from .torch_runtime import seeded_torch
 

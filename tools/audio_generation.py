@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import ToolExecutionError, ToolUnavailableError
-from orchestrator.media import AudioClip
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import AudioClip
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param
 
-from .image_generation import (
+from .diffusers_runtime import (
     LoadedPipeline,
     PromptedTool,
     call_defaults,
@@ -30,8 +30,8 @@ from .image_generation import (
     run_pipeline,
     seed_param,
     seeded_generator,
-    torch_dtype,
 )
+from .torch_runtime import torch_dtype
 
 SUPPORTED = ("AudioLDMPipeline", "AudioLDM2Pipeline")
 

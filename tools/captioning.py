@@ -5,28 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolExecutionError
-from orchestrator.pool import measure_size
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.pool import measure_size
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 from .torch_runtime import seeded_torch, torch_dtype
-
-# What from_pretrained reads: configs, tokenizer files and PyTorch weights, not the TF / Flax / ONNX / Rust copies
-# many repositories also carry. Both weight formats are allowed because some checkpoints (e.g. ViLT's) have
-# only pytorch_model.bin; a repository with both costs a second download of the weights.
-TRANSFORMERS_FILES = ("*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model*.bin")
-
-
-def transformers_hub_location(model_id: str) -> HubLocation:
-    return HubLocation(model_id, allow_patterns=TRANSFORMERS_FILES)
-
-
-def model_type(path: Any) -> str:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(str(path)).model_type
+from .transformers_runtime import model_type, transformers_hub_location
 
 
 @dataclass

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.resolve import ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.resolve import ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
-from .detection import rgb
+from .images import rgb
 from .torch_runtime import torch_dtype
 
 COLORMAPS = ("inferno", "magma", "viridis", "plasma", "turbo", "Spectral_r", "gray")

@@ -11,22 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolUnavailableError
-from orchestrator.media import Detections
-from orchestrator.render import draw_detections
-from orchestrator.resolve import ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.resolve import ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import Detections
+from orchestrator.storage.render import draw_detections
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
+from .images import rgb
 from .torch_runtime import torch_dtype
 
 MAX_LABELS = 64
 # Ranking more candidates than this before NMS only costs time: real scenes hold far fewer objects.
 _MAX_NMS_CANDIDATES = 1000
-
-
-def rgb(image: Any) -> Any:
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def parse_labels(text: str, *, owner: str, name: str = "labels") -> list[str]:

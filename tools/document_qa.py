@@ -12,19 +12,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ToolExecutionError
-from orchestrator.media import Detections
-from orchestrator.pool import measure_size
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Availability, Input, Output, OutputValue, Param, Tool
+from orchestrator.models.pool import measure_size
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import Detections
+from orchestrator.tooling.tool import (
+    Availability,
+    Input,
+    Output,
+    OutputValue,
+    Param,
+    Tool,
+)
 
-from .captioning import transformers_hub_location
 from .ocr import OpticalCharacterRecognition
 from .receipt_layout import LayoutAnswer, parse_receipt
 from .receipt_layout import answer as receipt_answer
-from .text import GenerativeReaderFallback, is_generative, read_generatively, word_occurs
+from .text import (
+    GenerativeReaderFallback,
+    is_generative,
+    read_generatively,
+    word_occurs,
+)
 from .torch_runtime import torch_dtype
+from .transformers_runtime import transformers_hub_location
 
 MAX_WINDOW_TOKENS = 384  # SQuAD fine-tuning length of the usual checkpoints (and the QA pipeline's max_seq_len)
 MAX_STRIDE_TOKENS = 128  # tokens shared by neighbouring windows (the QA pipeline's doc_stride)

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 

@@ -17,11 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.artifacts import Artifact, ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.pool import measure_size
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Availability, Input, Output, OutputValue, Param, Tool
+from orchestrator.models.pool import measure_size
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
+from orchestrator.tooling.tool import (
+    Availability,
+    Input,
+    Output,
+    OutputValue,
+    Param,
+    Tool,
+)
 
 NO_CHECKPOINT = "trained-native-checkpoint"  # the "model" when none ships: a reminder that one must be trained first
 # The connector that ships with anymoda (package data): trained by the command in the README's native-path section.
@@ -39,8 +46,7 @@ NOT_CONFIGURED = (
 
 def checkpoint_folder(path: str | Path) -> Path:
     """The checkpoint inside ``path``: the folder itself, or a training run's ``checkpoint/``."""
-    from orchestrator.native.checkpoint import METADATA_FILE
-    from orchestrator.native.train import FINAL_CHECKPOINT
+    from orchestrator.native.metadata import FINAL_CHECKPOINT, METADATA_FILE
 
     path = Path(path).expanduser()
     if (path / METADATA_FILE).is_file():
@@ -123,9 +129,8 @@ class NativeChat(Tool):
         if not availability or availability.source is None:
             return availability
         # The connector is only half of it: its LLM must be here too (looked for, never converted or downloaded).
-        from orchestrator.native.checkpoint import read_metadata
-
-        from orchestrator.native.cli_train import find_llm
+        from orchestrator.native.llm import find_llm
+        from orchestrator.native.metadata import read_metadata
 
         try:
             metadata = read_metadata(availability.source.path)
@@ -135,9 +140,13 @@ class NativeChat(Tool):
         return availability
 
     def load(self, source: ModelSource, device: str) -> _Native:
-        from orchestrator.native.checkpoint import TOKENIZER_FOLDER, load_multimodal_lm, read_metadata
-        from orchestrator.native.cli_train import load_llm
+        from orchestrator.native.checkpoint import (
+            TOKENIZER_FOLDER,
+            load_multimodal_lm,
+            read_metadata,
+        )
         from orchestrator.native.encoders import build_encoder
+        from orchestrator.native.llm import load_llm
 
         metadata = read_metadata(source.path)
         llm_name = _recorded_llm(metadata)
@@ -185,7 +194,11 @@ def ask(native: _Native, question: str, media: dict[str, Any], *, max_new_tokens
     The prompt has the layout training used: the media placeholders, a newline, the question.
     """
     from orchestrator.native.feature_cache import encode_cached
-    from orchestrator.native.multimodal_lm import PLACEHOLDERS, Example, escape_placeholders
+    from orchestrator.native.multimodal_lm import (
+        PLACEHOLDERS,
+        Example,
+        escape_placeholders,
+    )
 
     features, placeholders = [], []
     for name, (modality, _) in MEDIA_INPUTS.items():
@@ -213,15 +226,15 @@ _TIMESERIES_LABELS = {"trend": "trend", "seasonality": "repeating cycle", "perio
 def _perception_questions(native: _Native) -> list[tuple[str, str]]:
     task = native.extra.get("task")
     if task == "timeseries-qa":
-        from orchestrator.native.cli_train import TIMESERIES_KINDS
         from orchestrator.native.datasets.timeseries import timeseries_qa
+        from orchestrator.native.tasks import TIMESERIES_KINDS
 
         recorded = (native.extra.get("cli") or {}).get("qa_kinds")
         kinds = tuple(recorded.split(",")) if recorded else TIMESERIES_KINDS
         # One question per kind in the training data's own phrasing (drawn from its generator, fixed seed).
         return [(_TIMESERIES_LABELS.get(kind, kind), timeseries_qa(1, 0, kinds=(kind,))[0][1].question) for kind in kinds]
     if task == "speech-transcription":
-        from orchestrator.native.cli_train import SPEECH_PROMPT
+        from orchestrator.native.tasks import SPEECH_PROMPT
 
         return [("speech", SPEECH_PROMPT)]
     return [("content", "Describe it in one sentence.")]
@@ -253,7 +266,7 @@ def describe_media_for_planner(checkpoint: str | Path, artifact: Artifact | Any,
 
 def perceives(checkpoint: str | Path) -> set[ArtifactKind]:
     """The artifact kinds a checkpoint can look at (read from its metadata; nothing is loaded)."""
-    from orchestrator.native.checkpoint import read_metadata
+    from orchestrator.native.metadata import read_metadata
 
     encoders = read_metadata(checkpoint_folder(checkpoint))["encoders"]
     return {kind for modality, kind in MEDIA_INPUTS.values() if modality in encoders}
@@ -262,7 +275,7 @@ def perceives(checkpoint: str | Path) -> set[ArtifactKind]:
 def _kind_of(value: Any) -> ArtifactKind:
     from PIL import Image
 
-    from orchestrator.media import AudioClip, TimeSeries
+    from orchestrator.storage.media import AudioClip, TimeSeries
 
     if isinstance(value, Image.Image):
         return ArtifactKind.IMAGE

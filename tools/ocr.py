@@ -8,10 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
-from orchestrator.media import Detections
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool, packaged_file
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import Detections
+from orchestrator.tooling.tool import (
+    Input,
+    Output,
+    OutputValue,
+    Param,
+    Tool,
+    packaged_file,
+)
 
 Line = tuple[list[list[float]], str, float]  # (4-point polygon, text, score) as RapidOCR returns it
 

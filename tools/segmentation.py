@@ -8,16 +8,24 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidInputError, ToolUnavailableError
-from orchestrator.media import Detections, Masks
-from orchestrator.pool import ModelPool
-from orchestrator.render import draw_detections, overlay_masks
-from orchestrator.resolve import ModelSource
-from orchestrator.tool import Availability, Input, Output, OutputValue, Param, Tool
+from orchestrator.models.pool import ModelPool
+from orchestrator.models.resolve import ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import Detections, Masks
+from orchestrator.storage.render import draw_detections, overlay_masks
+from orchestrator.tooling.tool import (
+    Availability,
+    Input,
+    Output,
+    OutputValue,
+    Param,
+    Tool,
+)
 
-from .detection import OpenVocabularyDetection, parse_labels, rgb
+from .detection import OpenVocabularyDetection, parse_labels
+from .images import rgb
 from .torch_runtime import torch_dtype
 
 MAX_POINTS = 64

@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
-from orchestrator.resolve import ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.resolve import ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 MAX_SENTENCES = 10_000
 

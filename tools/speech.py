@@ -11,10 +11,17 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.resolve import HubLocation, ModelSource, PreparedOnFirstUse
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool, packaged_file
+from orchestrator.models.resolve import HubLocation, ModelSource, PreparedOnFirstUse
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import (
+    Input,
+    Output,
+    OutputValue,
+    Param,
+    Tool,
+    packaged_file,
+)
 
 WHISPER_RATE = 16_000
 WHISPER_WINDOW_S = 30
@@ -177,7 +184,7 @@ class SpeechRecognition(Tool):
 
     @property
     def device(self) -> str:
-        from orchestrator.resolve import pick_device
+        from orchestrator.models.resolve import pick_device
 
         chosen = pick_device(self._device_preference)
         if self.backend == TRANSFORMERS:

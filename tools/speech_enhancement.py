@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import AudioClip
-from orchestrator.tool import Input, Output, OutputValue, Param, WeightlessTool
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import AudioClip
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, WeightlessTool
 
 METHOD = "anymoda/spectral-gating"
 MIN_SECONDS = 0.25

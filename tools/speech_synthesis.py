@@ -8,11 +8,18 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
-from orchestrator.media import AudioClip
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool, packaged_file
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import AudioClip
+from orchestrator.tooling.tool import (
+    Input,
+    Output,
+    OutputValue,
+    Param,
+    Tool,
+    packaged_file,
+)
 
 MAX_CHARACTERS = 20_000  # ~25 minutes of speech; longer texts belong in a batch job
 _VOICE_NAME = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<region>[A-Z]{2})-(?P<name>[A-Za-z0-9_]+)-(?P<quality>x_low|low|medium|high)$")

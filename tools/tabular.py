@@ -14,13 +14,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
-from orchestrator.resolve import ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.resolve import ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
-from .text import load_tokenizer, max_input_tokens, quiet_transformers
 from .torch_runtime import torch_dtype
+from .transformers_runtime import load_tokenizer, max_input_tokens, quiet_transformers
 
 MAX_ROWS = 500
 MAX_CELLS = 20_000

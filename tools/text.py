@@ -18,22 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import (
     InvalidInputError,
     ToolExecutionError,
     ToolUnavailableError,
 )
-from orchestrator.chat_tokens import end_of_turn_ids
-from orchestrator.packaged_llm import QWEN_CODER_05B, packaged_llm_locator
-from orchestrator.resolve import ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param, Tool
+from orchestrator.models.packaged_llm import QWEN_CODER_05B, packaged_llm_locator
+from orchestrator.models.resolve import ModelSource
+from orchestrator.planning.chat_tokens import end_of_turn_ids
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
 from .torch_runtime import seeded_torch, torch_dtype
+from .transformers_runtime import load_tokenizer, max_input_tokens, quiet_transformers
 
 MAX_TEXT_CHARS = 200_000  # about 50k tokens: beyond that a call would run for many minutes on CPU
 MAX_HISTORY_MESSAGES = 200
-UNBOUNDED_TOKENIZER_LENGTH = 1_000_000  # tokenizers without a known limit report ~1e30
 # Translation models are trained on sentence pairs: a few sentences per call keeps them from dropping or
 # repeating text, which they do on inputs near their 512-token window.
 TRANSLATION_CHUNK_TOKENS = 200
@@ -52,44 +52,6 @@ class _Loaded:
     device: str
     dtype: Any
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def quiet_transformers() -> None:
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # a per-tensor loading bar is noise in the CLI's output
-
-
-def load_tokenizer(source: ModelSource, tool: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(source.path))
-    except (ImportError, ValueError, OSError) as exc:
-        message = str(exc)
-        missing = next((name for name in ("sentencepiece", "protobuf", "tiktoken") if name in message.lower()), None)
-        if missing:
-            # Marian (opus-mt), M2M100 and T5-era slow tokenizers need sentencepiece at load time.
-            raise ToolUnavailableError(
-                f"tool {tool!r}: the tokenizer of {source.model_id} needs the Python package {missing}; "
-                f"install it with pip install {missing}"
-            ) from exc
-        raise
-
-
-def max_input_tokens(tokenizer: Any, config: Any, fallback: int = 512) -> int:
-    """The longest input the model accepts, from the tokenizer's limit and the position embeddings."""
-    limits = []
-    if 0 < (tokenizer.model_max_length or 0) < UNBOUNDED_TOKENIZER_LENGTH:
-        limits.append(int(tokenizer.model_max_length))
-    for name in ("max_position_embeddings", "n_positions", "max_source_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-                # RoBERTa numbers positions from padding_idx + 1: 514 embeddings hold 512 tokens.
-                value -= (getattr(config, "pad_token_id", None) or 1) + 1
-            limits.append(value)
-    return min(limits) if limits else fallback
 
 
 def _decoder_limit(config: Any) -> int | None:

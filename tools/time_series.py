@@ -32,11 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import SECONDS_UNITS, TIME_UNIT_EPOCH, TimeSeries, duration_text, has_clock_times, time_text
-from orchestrator.render import time_axis
-from orchestrator.tool import Input, Output, OutputValue, Param, WeightlessTool
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.media import (
+    SECONDS_UNITS,
+    TIME_UNIT_EPOCH,
+    TimeSeries,
+    duration_text,
+    has_clock_times,
+    time_text,
+)
+from orchestrator.storage.render import time_axis
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param, WeightlessTool
 
 METHOD = "statistical"
 MIN_POINTS = 8

@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import ArtifactKind
 from orchestrator.errors import (
     InvalidInputError,
     ToolExecutionError,
     ToolUnavailableError,
 )
-from orchestrator.resolve import HubLocation, ModelSource
-from orchestrator.tool import Input, Output, OutputValue, Param
+from orchestrator.models.resolve import HubLocation, ModelSource
+from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.tooling.tool import Input, Output, OutputValue, Param
 
-from .image_generation import (
+from .diffusers_runtime import (
     LoadedPipeline,
     PromptedTool,
     call_defaults,

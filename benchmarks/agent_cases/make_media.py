@@ -109,7 +109,7 @@ RECEIPTS = (
 
 
 def make_receipts(receipts: tuple[Receipt, ...] | list[Receipt] | None = None) -> None:
-    from orchestrator.sample_inputs import receipt_image
+    from orchestrator.storage.sample_inputs import receipt_image
 
     for receipt in RECEIPTS if receipts is None else receipts:
         lines = [(_wide(receipt.shop), "center")]
@@ -255,7 +255,7 @@ CROPS = {  # name: (source, box as fractions of the width and height)
 def make_photos() -> None:
     from PIL import Image
 
-    from orchestrator.sample_inputs import eagle_photo_path
+    from orchestrator.storage.sample_inputs import eagle_photo_path
 
     sources = {name: SHARED_MEDIA / name for name in PHOTOS}
     sources["eagle.jpg"] = eagle_photo_path()
@@ -303,7 +303,7 @@ def check() -> list[str]:
     import soundfile
     from PIL import Image
 
-    from orchestrator.media import AudioClip
+    from orchestrator.storage.media import AudioClip
     from tools.ocr import OpticalCharacterRecognition as OCR
     from tools.speech import SpeechRecognition
 

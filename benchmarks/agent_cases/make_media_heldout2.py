@@ -224,7 +224,7 @@ def check(receipts: bool = True, recordings: bool = True) -> list[str]:
     import soundfile
     from PIL import Image
 
-    from orchestrator.media import AudioClip
+    from orchestrator.storage.media import AudioClip
 
     problems = check_series()
     if receipts:

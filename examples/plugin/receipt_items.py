@@ -7,7 +7,7 @@ one needs no model weights, so it subclasses WeightlessTool and builds its "mode
 import re
 
 from orchestrator import ArtifactKind, Input, Output, Param
-from orchestrator.tool import WeightlessTool
+from orchestrator.tooling.tool import WeightlessTool
 
 # "Croissant x4      11.00" -> ("Croissant x4", "11.00"); amounts with a decimal point or comma.
 PRICED_LINE = re.compile(r"^(?P<item>.*?\S)\s+(?P<amount>\d{1,7}[.,]\d{2})\s*$")

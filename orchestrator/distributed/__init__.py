@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..registry import ToolRegistry
-    from ..runner import ProgressReport, TaskOutcome, TaskRunner, TaskSpec
-    from ..store import ArtifactStore
+    from ..tooling.registry import ToolRegistry
+    from ..execution.runner import ProgressReport, TaskOutcome, TaskRunner, TaskSpec
+    from ..storage.store import ArtifactStore
 
 
 class DeferredRayRunner:
@@ -54,7 +54,7 @@ class DeferredRayRunner:
 def build_runner(settings: Settings, registry: ToolRegistry, store: ArtifactStore) -> TaskRunner:
     """The runner ``[runner] kind`` names: the thread pool (default) or Ray."""
     from ..backends.locations import RunnerSettings
-    from ..runner import LocalTaskRunner
+    from ..execution.runner import LocalTaskRunner
 
     runner = settings.runner or RunnerSettings()
     if runner.kind == "ray":

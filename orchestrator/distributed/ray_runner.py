@@ -31,9 +31,9 @@ from ..backends import missing_extra
 from ..backends.locations import ExpertResources, RunnerSettings
 from ..config import Settings
 from ..errors import ConfigError
-from ..registry import ToolRegistry
-from ..runner import ProgressReport, TaskOutcome, TaskSpec
-from ..tool import WeightlessTool
+from ..tooling.registry import ToolRegistry
+from ..execution.runner import ProgressReport, TaskOutcome, TaskSpec
+from ..tooling.tool import WeightlessTool
 
 try:
     import ray
@@ -58,8 +58,8 @@ class ExpertActor:
 
     def __init__(self, tool: str, registry: ToolRegistry, settings: Settings, slots: int,
                  memory_budget: int | None = None):
-        from ..backends import open_store
-        from ..pool import ModelPool
+        from ..execution.state import open_store
+        from ..models.pool import ModelPool
 
         self.tool = tool
         self.registry = registry
@@ -80,7 +80,7 @@ class ExpertActor:
 
     def run(self, spec: dict[str, Any], token: str, progress_queue: Any) -> dict[str, Any]:
         """Run one task; progress goes to the queue of the front end that sent it (a shared expert serves many)."""
-        from ..runner import execute_spec
+        from ..execution.runner import execute_spec
 
         sent: list[Any] = []
 

@@ -21,7 +21,7 @@ _EXPORTS = {
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "load_multimodal_lm": "checkpoint",
-    "read_metadata": "checkpoint",
+    "read_metadata": "metadata",
 }
 
 __all__ = sorted(_EXPORTS)

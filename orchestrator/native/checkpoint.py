@@ -27,11 +27,9 @@ import torch
 
 from ..errors import AnymodaError, InvalidInputError
 from .connectors import connector_from_spec
+from .metadata import CHECKPOINT_FORMAT, FORMAT_VERSION, METADATA_FILE, read_metadata
 from .multimodal_lm import PLACEHOLDERS, MultimodalLM
 
-CHECKPOINT_FORMAT = "anymoda-native"
-FORMAT_VERSION = 1
-METADATA_FILE = "native.json"
 CONNECTORS_FILE = "connectors.safetensors"
 LORA_FOLDER = "lora"
 TOKENIZER_FOLDER = "tokenizer"
@@ -87,27 +85,6 @@ def save_checkpoint(path: Path | str, model: MultimodalLM, *, extra: dict[str, A
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def read_metadata(path: Path | str) -> dict[str, Any]:
-    """The ``native.json`` of a checkpoint folder, checked for format and version."""
-    folder = Path(path)
-    metadata_file = folder / METADATA_FILE
-    if not metadata_file.is_file():
-        raise InvalidInputError(f"{folder} is not a native checkpoint: {METADATA_FILE} is missing")
-    try:
-        metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise InvalidInputError(f"{metadata_file} is not valid JSON: {error}") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != CHECKPOINT_FORMAT:
-        raise InvalidInputError(f"{metadata_file} is not an {CHECKPOINT_FORMAT} checkpoint")
-    if metadata.get("version") != FORMAT_VERSION:
-        raise InvalidInputError(
-            f"{metadata_file}: checkpoint format version {metadata.get('version')!r}, this anymoda reads {FORMAT_VERSION}")
-    for key in ("connectors", "llm", "encoders"):
-        if not isinstance(metadata.get(key), dict):
-            raise InvalidInputError(f"{metadata_file}: {key!r} is missing or not an object")
-    return metadata
 
 
 def load_checkpoint(path: Path | str, model: MultimodalLM, *, optimizer: torch.optim.Optimizer | None = None,
@@ -341,8 +318,8 @@ def _llm_location(recorded: dict[str, Any]) -> Path:
     """Where to load the recorded LLM from on this machine."""
     from ..config import current_settings
     from ..errors import ModelNotAvailableError
-    from ..packaged_llm import QWEN_CODER_05B, packaged_llm_locator
-    from ..resolve import HubLocation, resolve_model
+    from ..models.packaged_llm import QWEN_CODER_05B, packaged_llm_locator
+    from ..models.resolve import HubLocation, resolve_model
 
     candidates = [value for value in (recorded.get("name_or_path"), recorded.get("model_id")) if value]
     if not candidates:

@@ -1,15 +1,12 @@
-"""``anymoda train connector``: train a connector (and optional LoRA) on an offline task, end to end.
+"""``anymoda train connector``: the command's arguments and its run; the library parts live beside it.
 
     anymoda train connector --task timeseries-qa --connector mlp2x_gelu --steps 200 --out runs/ts-mlp
     anymoda train connector --task speech-transcription --stage 2 --lora-r 8 --init-from runs/asr/checkpoint --out runs/asr2
     anymoda train connector --resume runs/ts-mlp --steps 400          # continue a run (its settings are reused)
 
-The pieces, in order: the task's examples are generated (deterministically from the seed), their media
-encoded once through the frozen encoder and the feature cache; the LLM is loaded (default: the packaged
-Qwen2.5-Coder-0.5B-Instruct, or any hub id / local folder); a fresh connector maps the encoder's
-features to the LLM's width; :func:`~orchestrator.native.train.train_connector` trains and evaluates.
-The run folder gets ``checkpoint/`` (what the native-chat tool loads), ``loss_curve.png`` and
-``summary.json``. :func:`prepare_task` and :func:`load_llm` are shared with ``benchmarks/connectors.py``.
+The pieces, in order: the task's examples are generated and encoded (:mod:`.tasks`), the LLM is loaded and a fresh
+connector put on it (:mod:`.llm`), :func:`~orchestrator.native.train.train_connector` trains and evaluates. The run
+folder gets ``checkpoint/`` (what the native-chat tool loads), ``loss_curve.png`` and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -17,278 +14,20 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
+from .llm import QWEN_DEFAULT, build_model, load_llm
+from .tasks import TASKS, TIMESERIES_KINDS, TIMESERIES_LABELLED_ENCODER, prepare_task
 
 if TYPE_CHECKING:  # the trainer imports torch: only loaded when a command runs, not when the CLI starts
-    from .train import Grader, TrainConfig
+    from .train import TrainConfig
 
-QWEN_DEFAULT = "Qwen/Qwen2.5-Coder-0.5B-Instruct"  # orchestrator.packaged_llm.QWEN_CODER_05B, without importing it early
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    modality: str
-    default_encoder: str
-    instruction: str          # what the default prompts ask (for the help text)
-    default_lr_stage1: float
-    default_max_new_tokens: int
-
-
-TASKS: dict[str, TaskInfo] = {
-    "timeseries-qa": TaskInfo("ts", "ts-patch", "questions about a series' trend, seasonality and spikes", 1e-3, 8),
-    "speech-transcription": TaskInfo("audio", "whisper-ct2", "transcribe the spoken sentence", 1e-3, 40),
-    "scenes": TaskInfo("image", "efficientnet-lite0", "questions and captions about drawn scenes", 1e-3, 16),
-}
 CONNECTOR_PATTERN = re.compile(r"^(linear|mlp[1-9]\d*x_gelu|qformer|perceiver)$")
 CONNECTOR_HELP = "linear | mlp2x_gelu (any mlpNx_gelu) | qformer | perceiver"
-SPEECH_PROMPT = "Transcribe the speech."
-# What timeseries-qa encodes with by default for a tokenwise connector (linear, mlpNx_gelu); resamplers get ts-patch.
-TIMESERIES_LABELLED_ENCODER = "ts-patch@steps-after"
-# The attribute questions of the issue: trend direction, has-seasonality, spike position (within a tolerance).
-TIMESERIES_KINDS = ("trend", "seasonality", "spike_position")
 DEFAULT_LR_STAGE2 = 2e-4
 
-
-# ------------------------------------------------------------------------------------------------ task data
-
-
-@dataclass
-class TaskData:
-    """Examples with precomputed features, plus a grader of generated answers for the held-out split."""
-
-    task: str
-    modality: str
-    encoder: str                  # the encoder's identity (rebuilds it with build_encoder)
-    feature_dim: int
-    train: list[Any]              # list[Example]
-    eval: list[Any]
-    grader: Grader
-    eval_kinds: list[str] = field(default_factory=list)       # the question kind of each eval example
-    eval_references: list[Any] = field(default_factory=list)  # the QA item / transcript each eval example is graded on
-    eval_inputs: list[Any] = field(default_factory=list)      # the raw media of each eval example (series, audio, image)
-    train_inputs: list[Any] = field(default_factory=list)     # the raw media of each train example
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance / reference length, on lowercased words without punctuation."""
-    def words(text: str) -> list[str]:
-        return re.findall(r"[a-z0-9']+", text.lower())
-
-    ref, hyp = words(reference), words(hypothesis)
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, 1):
-        current = [i] + [0] * len(hyp)
-        for j, hyp_word in enumerate(hyp, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
-        previous = current
-    return previous[-1] / len(ref)
-
-
-def corpus_word_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Total word edits over total reference words (what ASR papers report), not a mean of per-sentence rates."""
-    edits = sum(word_error_rate(r, h) * max(1, len(re.findall(r"[a-z0-9']+", r.lower()))) for r, h in zip(references, hypotheses))
-    words = sum(max(1, len(re.findall(r"[a-z0-9']+", r.lower()))) for r in references)
-    return edits / max(1, words)
-
-
-def prepare_task(
-    task: str,
-    *,
-    encoder: str | None = None,
-    train_size: int,
-    eval_size: int,
-    seed: int = 0,
-    cache: Any = None,
-    data_dir: str | Path | None = None,
-    qa_kinds: tuple[str, ...] | None = None,
-    series_length: int | tuple[int, int] = 256,
-    progress: bool = True,
-) -> TaskData:
-    """Generate ``task``'s train and held-out examples and encode their media once (through ``cache``).
-
-    The held-out split comes from a different seed stream than the training split, so no item is shared.
-    ``data_dir`` holds generated files where a task needs them (speech recordings). ``qa_kinds`` limits
-    the time-series questions (default :data:`TIMESERIES_KINDS`); ``series_length`` is a length or a
-    ``(shortest, longest)`` range each series' length is drawn from.
-    """
-    from .encoders import build_encoder
-    from .feature_cache import FeatureCache, encode_all
-
-    if task not in TASKS:
-        raise InvalidInputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    info = TASKS[task]
-    for name, value in (("train_size", train_size), ("eval_size", eval_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInputError(f"{name} must be a whole number >= 1, got {value!r}")
-    built = build_encoder(encoder or info.default_encoder)
-    if built.modality != info.modality:
-        raise InvalidInputError(
-            f"encoder {encoder!r} reads {built.modality} but task {task!r} needs a {info.modality} encoder "
-            f"(e.g. {info.default_encoder})"
-        )
-    cache = cache if cache is not None else FeatureCache()
-    train_seed, eval_seed = _split_seeds(seed)
-
-    def encode(values: list[Any], split: str) -> list[Any]:
-        return encode_all(built, values, cache, progress=progress, description=f"{task} {split}: encoding with {built.identity}")
-
-    if task == "timeseries-qa":
-        return _timeseries_task(built, encode, train_size, eval_size, train_seed, eval_seed, qa_kinds or TIMESERIES_KINDS,
-                                series_length)
-    if task == "speech-transcription":
-        return _speech_task(built, encode, train_size, eval_size, seed, Path(data_dir) if data_dir else None, progress)
-    return _scenes_task(built, encode, train_size, eval_size, train_seed, eval_seed)
-
-
-def _split_seeds(seed: int) -> tuple[int, int]:
-    # Far-apart seeds for the two splits: the generators draw from independent streams.
-    return seed * 2 + 1, seed * 2 + 2 + 1_000_003
-
-
-def accuracy_grader(items: list[Any], score_answer: Callable[[Any, str], bool]) -> Callable[[int, str], dict[str, float]]:
-    """Grade generated answers to QA items: overall accuracy and accuracy per question kind."""
-
-    def grade(index: int, predicted: str) -> dict[str, float]:
-        item = items[index]
-        correct = float(bool(score_answer(item, predicted)))
-        return {"accuracy": correct, f"accuracy/{item.kind}": correct}
-
-    return grade
-
-
-def _timeseries_task(encoder, encode, train_size, eval_size, train_seed, eval_seed, kinds, length) -> TaskData:
-    from .datasets.timeseries import score_answer, timeseries_qa
-    from .multimodal_lm import Example
-
-    def target(item) -> str:
-        # With step labels the encoder places a spike to its patch, and the label is what the LLM can copy:
-        # spike positions are taught as the centre step of the patch holding the spike (within the grader's
-        # tolerance of half a patch). The held-out answers are still graded against the exact step.
-        if item.kind == "spike_position" and getattr(encoder, "step_labels", False):
-            return str(encoder.centre_step(int(item.answer), int(item.attributes["length"])))
-        return item.answer
-
-    splits = {}
-    for split, size, seed in (("train", train_size, train_seed), ("eval", eval_size, eval_seed)):
-        pairs = timeseries_qa(size, seed, length, kinds=tuple(kinds))
-        features = encode([series for series, _ in pairs], split)
-        splits[split] = ([Example(f"<ts>\n{item.question}", [feature], target(item)) for (_, item), feature in zip(pairs, features)],
-                         [item for _, item in pairs], [series for series, _ in pairs])
-    eval_items = splits["eval"][1]
-    grade = accuracy_grader(eval_items, score_answer)
-    return TaskData("timeseries-qa", "ts", encoder.identity, encoder.feature_dim, splits["train"][0], splits["eval"][0], grade,
-                    [item.kind for item in eval_items], eval_items, splits["eval"][2], splits["train"][2])
-
-
-def _speech_task(encoder, encode, train_size, eval_size, seed, folder: Path | None, progress: bool) -> TaskData:
-    from .datasets.speech import spoken_sentences
-    from .multimodal_lm import Example
-
-    # One draw without repetition, then split: the sentence pool is finite, and two separate draws
-    # would put the same sentence in both splits.
-    spoken = spoken_sentences(train_size + eval_size, seed, folder, progress=progress)
-    features = encode([str(item.path) for item in spoken], "train + eval")
-    examples = [Example(f"<audio>\n{SPEECH_PROMPT}", [feature], item.transcript) for item, feature in zip(spoken, features)]
-    references = [item.transcript for item in spoken[train_size:]]
-
-    def grade(index: int, predicted: str) -> dict[str, float]:
-        return {"wer": word_error_rate(references[index], predicted)}
-
-    return TaskData("speech-transcription", "audio", encoder.identity, encoder.feature_dim, examples[:train_size],
-                    examples[train_size:], grade, ["transcript"] * len(references), references,
-                    [item.path for item in spoken[train_size:]], [item.path for item in spoken[:train_size]])
-
-
-def _scenes_task(encoder, encode, train_size, eval_size, train_seed, eval_seed) -> TaskData:
-    from .datasets.scenes import scene_examples, score_answer
-    from .multimodal_lm import Example
-
-    splits = {}
-    for split, size, seed in (("train", train_size, train_seed), ("eval", eval_size, eval_seed)):
-        scenes = scene_examples(size, seed)  # every question of every scene; the scene's features are shared
-        features = encode([scene.image for scene in scenes], split)
-        pairs = [(scene.image, feature, item) for scene, feature in zip(scenes, features) for item in scene.qa]
-        splits[split] = ([Example(f"<image>\n{item.question}", [feature], item.answer) for _, feature, item in pairs],
-                         [item for _, _, item in pairs], [image for image, _, _ in pairs])
-    eval_items = splits["eval"][1]
-    grade = accuracy_grader(eval_items, score_answer)
-    return TaskData("scenes", "image", encoder.identity, encoder.feature_dim, splits["train"][0], splits["eval"][0], grade,
-                    [item.kind for item in eval_items], eval_items, splits["eval"][2], splits["train"][2])
-
-
-# ------------------------------------------------------------------------------------------------ the LLM
-
-
-@dataclass
-class LoadedLLM:
-    model: Any
-    tokenizer: Any
-    model_id: str       # what the user named (a hub id, or a path)
-    path: Path          # where the weights were read from
-
-
-def find_llm(name: str | None = None, *, purpose: str = "train connector", progress: Callable | None = None,
-             download: bool = True) -> Any:
-    """Where an LLM's weights are (a ModelSource): a local folder, the packaged Qwen, or the hub. With
-    ``download=False`` nothing is downloaded, joined or converted (the packaged Qwen is only peeked at)."""
-    from ..config import current_settings
-    from ..packaged_llm import QWEN_CODER_05B, packaged_llm_locator
-    from ..resolve import HubLocation, resolve_model
-
-    settings = current_settings()
-    model_id = (name or QWEN_CODER_05B).strip()
-    return resolve_model(model_id, tool=purpose, packaged={QWEN_CODER_05B: packaged_llm_locator(settings, progress)},
-                         hub=HubLocation(model_id) if not Path(model_id).expanduser().exists() else None,
-                         offline=settings.offline, download=download)
-
-
-def load_llm(name: str | None = None, *, device: str = "cpu", progress: Callable | None = None,
-             purpose: str = "train connector") -> LoadedLLM:
-    """A causal LM and its tokenizer: the packaged Qwen2.5-Coder-0.5B by default, else a hub id or local folder.
-
-    On CUDA the frozen weights are held in bf16 (fp16 without bf16 support); connectors and LoRA stay fp32
-    and autocast does the rest. On CPU everything is fp32.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..packaged_llm import QWEN_CODER_05B
-
-    model_id = (name or QWEN_CODER_05B).strip()
-    source = find_llm(model_id, purpose=purpose, progress=progress)
-    if device == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        dtype = torch.float32
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source.path))
-        model = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"{purpose}: LLM {model_id!r}: {source.path} is not a causal language model ({exc})") from None
-    return LoadedLLM(model.to(device), tokenizer, model_id, source.path)
-
-
-def build_model(llm: LoadedLLM, data_modality: str, encoder_identity: str, feature_dim: int, connector: str,
-                connector_options: dict[str, Any] | None = None):
-    """A MultimodalLM with one fresh connector from the encoder's width to the LLM's (fp32 master weights)."""
-    import torch
-
-    from .connectors import build_connector
-    from .multimodal_lm import MultimodalLM
-
-    hidden = llm.model.get_input_embeddings().embedding_dim
-    built = build_connector(connector, feature_dim, hidden, **(connector_options or {}))
-    return MultimodalLM(llm.model, llm.tokenizer, {data_modality: built}, encoder_identities={data_modality: encoder_identity},
-                        connector_dtype=torch.float32)
-
-
-# ------------------------------------------------------------------------------------------------ argparse
 
 
 def _whole(minimum: int) -> Callable[[str], int]:
@@ -352,7 +91,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     """Add ``train connector ...`` to the top-level subparsers (``commands``)."""
     train = commands.add_parser("train", help="train the native path's connectors, or the planner's tool selector")
     what = train.add_subparsers(dest="train_what", required=True)
-    from ..cli_planner import add_train_planner_parser
+    from ..cli.planner_commands import add_train_planner_parser
 
     add_train_planner_parser(what)
     tasks = "; ".join(f"{name}: {info.instruction} ({info.modality}, encoder {info.default_encoder})" for name, info in TASKS.items())
@@ -476,7 +215,8 @@ def resolve_arguments(args: argparse.Namespace) -> argparse.Namespace:
                                 "use 0 to evaluate only at the end")
     if values.get("init_from") and not Path(values["init_from"]).expanduser().is_dir():
         raise InvalidInputError(f"--init-from {values['init_from']!r} is not a checkpoint folder")
-    from .train import FINAL_CHECKPOINT, TRAINER_STATE
+    from .metadata import FINAL_CHECKPOINT
+    from .train import TRAINER_STATE
 
     out = Path(values["out"]).expanduser()
     if not args.resume and (out / FINAL_CHECKPOINT / TRAINER_STATE).exists():
@@ -518,7 +258,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..config import current_settings
-    from ..resolve import pick_device
+    from ..models.resolve import pick_device
 
     console = Console(stderr=True)
     args = resolve_arguments(args)

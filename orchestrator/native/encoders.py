@@ -38,8 +38,8 @@ import torch
 
 from orchestrator.config import current_settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import AudioClip, TimeSeries
-from orchestrator.resolve import HubLocation, pick_device, resolve_model
+from orchestrator.models.resolve import HubLocation, pick_device, resolve_model
+from orchestrator.storage.media import AudioClip, TimeSeries
 
 MODALITIES = ("image", "audio", "ts")
 
@@ -145,7 +145,10 @@ class EfficientNetLite0Encoder:
         with self._lock:
             if self._module is None:
                 # The image-classification tool knows where the packaged weights live and how to load them.
-                from tools.image_classification import EFFICIENTNET_LITE0, ImageClassification
+                from tools.image_classification import (
+                    EFFICIENTNET_LITE0,
+                    ImageClassification,
+                )
 
                 tool = ImageClassification(EFFICIENTNET_LITE0, device=self.device)
                 classifier = tool.load(tool.resolve(), self.device)
@@ -204,7 +207,12 @@ class VisionTowerEncoder:
         self._lock = threading.Lock()
 
     def _classes(self):
-        from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
+        from transformers import (
+            CLIPVisionConfig,
+            CLIPVisionModel,
+            SiglipVisionConfig,
+            SiglipVisionModel,
+        )
 
         return (CLIPVisionConfig, CLIPVisionModel) if self.family == "clip" else (SiglipVisionConfig, SiglipVisionModel)
 

@@ -22,7 +22,7 @@ import torch
 
 from orchestrator.config import current_settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import AudioClip, TimeSeries
+from orchestrator.storage.media import AudioClip, TimeSeries
 
 from .encoders import FeatureEncoder, MediaFeatures
 

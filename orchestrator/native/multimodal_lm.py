@@ -425,7 +425,7 @@ def _real_tokens(item: Any) -> torch.Tensor:
 
 def _converted_from(name_or_path: str) -> str | None:
     """The hub id behind a locally converted copy (the packaged LLM), so another machine can find its own."""
-    from ..packaged_llm import SOURCE_MARKER
+    from ..models.packaged_llm import SOURCE_MARKER
 
     if not name_or_path:
         return None

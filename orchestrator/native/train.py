@@ -44,11 +44,11 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from .metadata import FINAL_CHECKPOINT
 
 TRAINER_STATE = "trainer_state.pt"
 SUMMARY_NAME = "summary.json"
 LOSS_CURVE_NAME = "loss_curve.png"
-FINAL_CHECKPOINT = "checkpoint"
 PERIODIC_CHECKPOINTS = "checkpoints"
 AUTOCAST_CHOICES = ("auto", "bf16", "fp16", "off")
 

@@ -90,7 +90,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
 def render_scene(rng: np.random.Generator, size: int = 224, *, num_objects: int | None = None,
                  with_word: bool | None = None) -> tuple[Image.Image, SceneDescription]:
     """One scene drawn from ``rng``: the RGB image and what is in it, where."""
-    from orchestrator.render import dejavu_font
+    from orchestrator.storage.render import dejavu_font
 
     if not isinstance(rng, np.random.Generator):
         raise InvalidInputError(f"scenes: rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")

@@ -19,7 +19,7 @@ import numpy as np
 
 from orchestrator.config import current_settings
 from orchestrator.errors import InvalidInputError
-from orchestrator.media import AudioClip
+from orchestrator.storage.media import AudioClip
 
 from . import check_count
 
@@ -130,7 +130,9 @@ def spoken_sentences(n: int, seed: int, out_dir: str | os.PathLike[str] | None =
         duration = _cached_duration(path)
         if duration is None:
             if speaker is None:
-                from tools.speech_synthesis import TextToSpeech  # loads the voice from the model pool once
+                from tools.speech_synthesis import (
+                    TextToSpeech,  # loads the voice from the model pool once
+                )
 
                 speaker = TextToSpeech(voice)
             duration = _synthesise(speaker, text, speed, path)
