@@ -19,10 +19,10 @@ for an approval, from this process or another one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import os
-import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,11 +44,11 @@ from .execution.journal import (
     new_run_id,
 )
 from .execution.recovery import Unavailable
-from .execution.runner import LocalTaskRunner, TaskRunner
+from .execution.runner import TaskRunner
 from .planning.plan import Plan
 from .planning.token_budget import check_request_size
 from .storage.artifacts import Artifact, ArtifactKind, is_artifact_id
-from .storage.store import ArtifactStore, enable_wal
+from .storage.store import ArtifactStore
 from .tooling.registry import ToolRegistry
 
 if TYPE_CHECKING:
@@ -123,8 +123,11 @@ class Orchestrator:
                  journal: RunJournal | None = None, checkpointer: Any = None, approve_before: Iterable[str] = ()):
         self.settings = settings or current_settings()
         self.registry = registry or ToolRegistry.default()
-        self.store = store or ArtifactStore(self.settings.store_dir, self.settings.limits)
-        self.journal = journal or RunJournal(self.settings.home / "runs.sqlite")
+        from .execution.state import open_journal, open_store
+
+        # The settings' store and database pick the back end: files under the home, or shared Postgres + S3.
+        self.store = store or open_store(self.settings)
+        self.journal = journal or open_journal(self.settings)
         unknown = [name for name in approve_before if name not in self.registry]
         if unknown:
             raise InvalidInputError(f"approve_before names unknown tool(s): {', '.join(unknown)}")
@@ -132,7 +135,11 @@ class Orchestrator:
         if approve_before:
             policy = dataclasses.replace(policy, approve_before=policy.approve_before | frozenset(approve_before))
         self.policy = policy
-        self.runner = runner or LocalTaskRunner(self.registry, self.store, settings=self.settings)
+        if runner is None:
+            from .distributed import build_runner
+
+            runner = build_runner(self.settings, self.registry, self.store)
+        self.runner = runner
         self._planner_spec = planner
         self._planner = None if planner is FROM_SETTINGS else planner
         self._composer = None if composer is FROM_SETTINGS else (composer or Composer(None))
@@ -208,18 +215,13 @@ class Orchestrator:
 
     @property
     def checkpointer(self):
-        """LangGraph's checkpoints for both graphs, SQLite under the home unless one was passed in."""
+        """LangGraph's checkpoints for both graphs: SQLite under the home, or the configured PostgreSQL
+        database, unless one was passed in."""
         with self._lock:
             if self._checkpointer is None:
-                from langgraph.checkpoint.sqlite import SqliteSaver
+                from .execution.state import open_checkpointer
 
-                path = self.settings.home / "checkpoints.sqlite"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                connection = sqlite3.connect(path, check_same_thread=False, timeout=60.0)
-                # Not a bare PRAGMA: two threads (or processes) first using a fresh home switch the file at
-                # once, and SQLite answers one of them 'database is locked' without waiting (see enable_wal).
-                enable_wal(connection)
-                self._checkpointer = SqliteSaver(connection)
+                self._checkpointer = open_checkpointer(self.settings)
             return self._checkpointer
 
     # ------------------------------------------------------------------ inputs
@@ -285,6 +287,7 @@ class Orchestrator:
             # means running execute again (the journal keeps the tasks that finished) as if the node
             # before it had just completed, and answering anew.
             self._cancel_events.pop(run_id, None)
+            self.journal.clear_cancel(run_id)
             if graph is self.graph:
                 graph.update_state(config, None, as_node="validate")
             else:
@@ -309,6 +312,7 @@ class Orchestrator:
             yield from self._drive(run_id, Command(resume=decision), graph)
             return
         self._cancel_events.pop(run_id, None)
+        self.journal.clear_cancel(run_id)
         if not snapshot.values:  # the process died before the graph's first checkpoint
             if graph is self.graph:
                 history, context = self.session_context(record.session, record.request)
@@ -326,6 +330,8 @@ class Orchestrator:
     def cancel(self, run_id: str) -> None:
         """Stop a running run: running tasks are abandoned, nothing new starts; resume() continues it."""
         self._cancel_events.setdefault(check_run_id(run_id), threading.Event()).set()
+        # Through the journal too: the run may be driven by another process or host sharing it.
+        self.journal.request_cancel(run_id)
 
     def result(self, run_id: str, *, session: str | None = None) -> RunResult:
         """What a run has produced so far (finished or not).
@@ -487,7 +493,7 @@ class Orchestrator:
         graph = graph if graph is not None else self.graph
         # One driver per run: the lease (journal.py) refuses a second process with RunBusyError naming
         # the first, and stops this one with LeaseLostError if it stalls and is taken over.
-        with self.journal.lease(run_id, self.settings.run_lease_s) as lease:
+        with self.journal.lease(run_id, self.settings.run_lease_s) as lease, self._cancel_watch(run_id):
             try:
                 for mode, payload in graph.stream(graph_input, self._config(run_id), stream_mode=["custom", "updates"]):
                     lease.check()
@@ -510,6 +516,29 @@ class Orchestrator:
             yield Event("run_interrupted", run_id, data={"waiting": waiting})
             return
         yield from self._final_events(run_id)
+
+    @contextlib.contextmanager
+    def _cancel_watch(self, run_id: str, every_s: float = 0.25) -> Iterator[None]:
+        """While this process drives ``run_id``, turn a cancel asked through the journal (by any process
+        or host) into the run's cancel event."""
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(every_s):
+                try:
+                    if self.journal.cancel_requested(run_id):
+                        self._cancel_events.setdefault(run_id, threading.Event()).set()
+                        return
+                except Exception:  # noqa: BLE001 - a briefly unreachable journal: look again next time
+                    continue
+
+        watcher = threading.Thread(target=watch, name=f"anymoda-cancel-{run_id}", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
 
     def _final_events(self, run_id: str) -> Iterator[Event]:
         result = self.result(run_id)

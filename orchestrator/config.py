@@ -18,6 +18,15 @@ The config file is ``$ANYMODA_CONFIG`` if set, else ``<home>/config.toml`` (home
     model = "qwen2.5-7b-instruct"
     base_url = "http://127.0.0.1:8000/v1"
     api_key_env = "OPENAI_API_KEY"  # the key is read from this environment variable, never from the file
+
+Shared state and a cluster (the ``ray`` extra; see docs/ARCHITECTURE.md, "Scaling out")::
+
+    store = "s3://anymoda-artifacts/prod"          # blobs; endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...
+    database = "postgresql://anymoda@db:5432/anymoda"  # index, journal, checkpoints; password from PGPASSWORD
+
+    [runner]
+    kind = "ray"                  # local (a thread pool, the default) | ray
+    address = "auto"              # auto | HOST:PORT | ray://HOST:PORT
 """
 
 from __future__ import annotations
@@ -153,9 +162,16 @@ class Settings:
     # A run's driver renews its lease in the journal every quarter of this; another process may take the
     # run over only once the lease is this old (at once when the owner is a dead process on this host).
     run_lease_s: float = 60.0
+    # Shared state: '' keeps the embedded default (blobs under <home>/artifacts, SQLite files in the home).
+    store: str = ""      # a folder, or s3://bucket/prefix for S3-compatible object storage
+    database: str = ""   # a postgresql:// URL for the artifact index, run journal and checkpoints
+    runner: Any = None   # RunnerSettings; None: the thread pool (kind "local")
 
     @property
     def store_dir(self) -> Path:
+        """The local folder of the artifact store (its blob cache when blobs live in object storage)."""
+        if self.store and not self.store.startswith("s3://"):
+            return Path(self.store).expanduser()
         return self.home / "artifacts"
 
     @property
@@ -185,9 +201,14 @@ class Settings:
         for key in ("planner", "composer"):  # a spec string: local, local:MODEL, openai:BASE_URL#MODEL
             if env.get(f"ANYMODA_{key.upper()}"):
                 values[key] = env[f"ANYMODA_{key.upper()}"]
-        for key in ("device", "memory_budget", "offline", "torch_threads", "run_lease_s"):
+        for key in ("device", "memory_budget", "offline", "torch_threads", "run_lease_s", "store", "database"):
             if f"ANYMODA_{key.upper()}" in env:
                 values[key] = env[f"ANYMODA_{key.upper()}"]
+        if env.get("ANYMODA_RUNNER"):  # the runner's kind; ANYMODA_RAY_ADDRESS its address
+            runner = values.get("runner", {})
+            values["runner"] = {**(runner if isinstance(runner, dict) else {}), "kind": env["ANYMODA_RUNNER"]}
+        if env.get("ANYMODA_RAY_ADDRESS") and isinstance(values.get("runner", {}), dict):
+            values["runner"] = {**values.get("runner", {}), "address": env["ANYMODA_RAY_ADDRESS"]}
         if "offline" not in values and env.get("HF_HUB_OFFLINE"):
             values["offline"] = env["HF_HUB_OFFLINE"]
         # A [models] or [limits] that is not a table is left for from_dict to report.
@@ -242,6 +263,23 @@ class Settings:
             if not (math.isfinite(lease) and 0.1 <= lease <= 86400):  # float() takes 'nan' and 'inf'
                 raise ConfigError(f"{source}: run_lease_s must be between 0.1 and 86400 seconds, got {values['run_lease_s']!r}")
             updates["run_lease_s"] = lease
+        if values.get("store") not in (None, ""):
+            store = str(values["store"]).strip()
+            if store.startswith("s3:"):
+                from .backends.locations import parse_s3_url
+
+                store = parse_s3_url(store, f"{source}: store").url
+            elif len(store) > 4096 or "\x00" in store or "://" in store:
+                raise ConfigError(f"{source}: store must be a folder or s3://BUCKET/PREFIX, got {store[:200]!r}")
+            updates["store"] = store
+        if values.get("database") not in (None, ""):
+            from .backends.locations import check_database_url
+
+            updates["database"] = check_database_url(str(values["database"]), f"{source}: database")
+        if values.get("runner") not in (None, ""):
+            from .backends.locations import RunnerSettings
+
+            updates["runner"] = RunnerSettings.parse(values["runner"], source)
         for role in ("planner", "composer"):
             if values.get(role) not in (None, ""):
                 updates[role] = LLMSettings.parse(values[role], f"{source}: [{role}]")

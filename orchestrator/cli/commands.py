@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ..config import current_settings
+from ..distributed.cli_cluster import add_cluster_commands
 from ..errors import AnymodaError, InvalidInputError, shown, shown_path
 from ..native.cli_train import add_train_parser
 from ..serving.cli import add_serving_commands
@@ -61,8 +63,9 @@ out = Console()
 
 
 def _store() -> ArtifactStore:
-    settings = current_settings()
-    return ArtifactStore(settings.store_dir, settings.limits)
+    from ..execution.state import open_store
+
+    return open_store(current_settings())
 
 
 # ---------------------------------------------------------------------------------------- tools
@@ -389,8 +392,16 @@ def cmd_config(args: argparse.Namespace) -> int:
         "home": str(settings.home), "device": settings.device, "memory_budget": settings.memory_budget,
         "offline": settings.offline, "models": settings.models, "limits": settings.limits.__dict__,
         "torch_threads": settings.torch_threads,
-    }))
+        "store": settings.store or str(settings.store_dir), "database": _shown_database(settings.database),
+        "runner": dataclasses.asdict(settings.runner) if settings.runner else {"kind": "local"},
+    }, default=str))
     return 0
+
+
+def _shown_database(url: str) -> str:
+    from .backends.locations import shown_database
+
+    return shown_database(url) if url else "sqlite (files in the home)"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -466,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     add_models_commands(commands)
     add_serving_commands(commands)
+    add_cluster_commands(commands)
     tools = commands.add_parser("tools", help="list tools, their types, models and whether they run here")
     tools.add_argument("--json", action="store_true", help="print full tool cards with JSON schemas")
     tools.set_defaults(handler=cmd_tools)

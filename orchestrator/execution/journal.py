@@ -1,4 +1,5 @@
-"""The run journal: what each run was asked, planned, did and answered, one SQLite file beside the store.
+"""The run journal: what each run was asked, planned, did and answered: one SQLite file beside the store
+by default, or tables in the PostgreSQL database every front end shares (:mod:`orchestrator.backends`).
 
 The journal is the durable record of task outcomes. The executor writes a task's row the moment the
 task finishes, so a run killed in the middle (``kill -9``) is resumed without re-running what
@@ -32,17 +33,17 @@ import os
 import re
 import secrets
 import socket
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from ..backends.protocols import Database, Executor
+from ..backends.sqlite import SqliteDatabase
+from ..backends.sqlite import pid_alive as _pid_alive
 from ..errors import AnymodaError, InvalidInputError, shown
-from ..storage.store import _pid_alive, enable_wal
 
-_SCHEMA = """
+_SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     session TEXT NOT NULL,
@@ -53,10 +54,9 @@ CREATE TABLE IF NOT EXISTS runs (
     answer TEXT,
     answer_artifacts TEXT,         -- JSON list of artifact ids the answer delivers
     error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_session ON runs(session, created_at);
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL{order}
+)""", "CREATE INDEX IF NOT EXISTS runs_session ON runs(session, created_at)", """
 CREATE TABLE IF NOT EXISTS tasks (
     run TEXT NOT NULL REFERENCES runs(id),
     task TEXT NOT NULL,
@@ -67,25 +67,29 @@ CREATE TABLE IF NOT EXISTS tasks (
     outputs TEXT NOT NULL,         -- JSON: output name -> artifact id
     model TEXT,
     error TEXT,
-    started_at REAL,
-    finished_at REAL,
+    started_at {real},
+    finished_at {real}{order},
     PRIMARY KEY (run, task)
-);
+)""", """
 CREATE TABLE IF NOT EXISTS leases (
     run TEXT PRIMARY KEY,
     token TEXT NOT NULL,           -- the holder's random id: a takeover changes it, which fences the old holder out
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
-    acquired_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL
-);
+    acquired_at {real} NOT NULL,
+    heartbeat_at {real} NOT NULL
+)""", """
 CREATE TABLE IF NOT EXISTS session_summaries (
     session TEXT PRIMARY KEY,
     summary TEXT NOT NULL,
     through_run TEXT NOT NULL,     -- the last run folded into the summary
-    updated_at REAL NOT NULL
-);
-"""
+    updated_at {real} NOT NULL
+)""", """
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    run TEXT PRIMARY KEY,          -- a run some process asked to stop; its driver, wherever it runs, polls this
+    requested_at {real} NOT NULL,
+    requested_by TEXT NOT NULL     -- pid@host, for messages
+)""")
 
 _RUN_COLUMNS = ("id, session, request, inputs, status, plan, answer, answer_artifacts, error, created_at, updated_at, "
                 "answer_id")
@@ -239,7 +243,7 @@ class RunLease:
         if self.journal._held.get(self.run) is self:
             del self.journal._held[self.run]
         if not self.lost.is_set():
-            self.journal._db().execute("DELETE FROM leases WHERE run = ? AND token = ?", (self.run, self.token))
+            self.journal.database.execute("DELETE FROM leases WHERE run = ? AND token = ?", (self.run, self.token))
 
     def _beat(self) -> None:
         interval = max(0.02, self.lease_s / 4)
@@ -247,7 +251,7 @@ class RunLease:
             try:
                 if not self.renew():
                     return
-            except sqlite3.Error:  # a busy or briefly unreadable file: the next beat tries again
+            except self.journal.database.errors:  # a busy or briefly unreachable database: the next beat tries again
                 continue
 
     def renew(self) -> bool:
@@ -255,7 +259,7 @@ class RunLease:
         if self.lost.is_set():
             return False
         started = time.monotonic()
-        cursor = self.journal._db().execute("UPDATE leases SET heartbeat_at = ? WHERE run = ? AND token = ?",
+        cursor = self.journal.database.execute("UPDATE leases SET heartbeat_at = ? WHERE run = ? AND token = ?",
                                             (time.time(), self.run, self.token))
         if cursor.rowcount != 1:
             self.lost.set()
@@ -272,45 +276,25 @@ class RunLease:
 
 
 class RunJournal:
-    """Runs and their tasks in ``path`` (SQLite, WAL): safe from many threads and processes at once."""
+    """Runs and their tasks in ``path`` (SQLite, WAL), or in ``database=`` (any
+    :class:`~orchestrator.backends.protocols.Database`): safe from many threads and processes at once."""
 
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path).expanduser().resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, database: Database | None = None):
+        if (path is None) == (database is None):
+            raise ValueError("a RunJournal needs a file path or a database=, not both")
+        self.database = database if database is not None else SqliteDatabase(path)
+        self.path = getattr(self.database, "path", None)
         self._held: dict[str, RunLease] = {}  # the leases this object holds, by run
-        db = self._db()
-        db.executescript(_SCHEMA)
-        for table, columns in _ADDED_COLUMNS.items():
-            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-            for column, kind in columns.items():
-                if column not in present:
-                    try:
-                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                    except sqlite3.OperationalError as exc:  # another process added it first
-                        if "duplicate column" not in str(exc):
-                            raise
-
-    def _db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            enable_wal(conn)
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+        self.database.migrate("journal", _SCHEMA, _ADDED_COLUMNS)
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self.database.close()
 
     # ------------------------------------------------------------------ runs
 
     def create_run(self, run_id: str, session: str, request: str, inputs: list[str]) -> None:
         now = time.time()
-        self._db().execute(
+        self.database.execute(
             "INSERT INTO runs (id, session, request, inputs, status, answer_artifacts, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, 'planning', '[]', ?, ?)",
             (check_run_id(run_id), check_session_id(session), request, json.dumps(inputs), now, now),
@@ -326,12 +310,12 @@ class RunJournal:
         values = {k: json.dumps(v) if k in ("plan", "answer_artifacts") and v is not None else v for k, v in fields.items()}
         assignments = ", ".join(f"{k} = ?" for k in values)
         fence, fence_args = self._fence(check_run_id(run_id))
-        cursor = self._db().execute(f"UPDATE runs SET {assignments}, updated_at = ? WHERE id = ? AND {fence}",
+        cursor = self.database.execute(f"UPDATE runs SET {assignments}, updated_at = ? WHERE id = ? AND {fence}",
                                     (*values.values(), time.time(), run_id, *fence_args))
         self._fenced_out(run_id, cursor.rowcount)
 
     def get_run(self, run_id: str, *, session: str | None = None) -> RunRecord:
-        row = self._db().execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (check_run_id(run_id),)).fetchone()
+        row = self.database.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (check_run_id(run_id),)).fetchone()
         if row is None or (session is not None and row[1] != session):
             raise InvalidInputError(f"no run {run_id!r}" + (f" in session {session!r}" if session else ""))
         return self._run_from_row(row, self.tasks(run_id))
@@ -342,7 +326,8 @@ class RunJournal:
         if session is not None:
             query += " WHERE session = ?"
             args.append(session)
-        rows = self._db().execute(query + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, int(limit))).fetchall()
+        order = self.database.order_column
+        rows = self.database.execute(query + f" ORDER BY created_at DESC, {order} DESC LIMIT ?", (*args, int(limit))).fetchall()
         return [self._run_from_row(row, ()) for row in reversed(rows)]
 
     @staticmethod
@@ -366,7 +351,7 @@ class RunJournal:
         return RunLease(self, run_id, lease_s)
 
     def lease_holder(self, run_id: str) -> Lease | None:
-        row = self._db().execute("SELECT run, token, pid, host, acquired_at, heartbeat_at FROM leases WHERE run = ?",
+        row = self.database.execute("SELECT run, token, pid, host, acquired_at, heartbeat_at FROM leases WHERE run = ?",
                                  (check_run_id(run_id),)).fetchone()
         return Lease(*row) if row else None
 
@@ -386,20 +371,16 @@ class RunJournal:
             held.check()
 
     def _claim(self, lease: RunLease) -> None:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.database.transaction(lock=f"lease:{lease.run}") as db:
             row = db.execute("SELECT run, token, pid, host, acquired_at, heartbeat_at FROM leases WHERE run = ?",
                              (lease.run,)).fetchone()
             now = time.time()
             if row is not None and not Lease(*row).expired(lease.lease_s, now):
                 raise self._busy_error(Lease(*row), lease.lease_s)
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO leases (run, token, pid, host, acquired_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (run) DO UPDATE SET token = excluded.token, pid = excluded.pid, host = excluded.host, "
+                       "acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
                        (lease.run, lease.token, os.getpid(), _this_host(), now, now))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     @staticmethod
     def _busy_error(holder: Lease, lease_s: float) -> RunBusyError:
@@ -418,7 +399,7 @@ class RunJournal:
         object holds the run's lease, only if the lease is still this object's, checked in the write itself."""
         held = self._held.get(run_id)
         if held is None:
-            return "1", ()
+            return "1 = 1", ()
         return "EXISTS (SELECT 1 FROM leases WHERE run = ? AND token = ?)", (run_id, held.token)
 
     def _fenced_out(self, run_id: str, rowcount: int) -> None:
@@ -436,7 +417,7 @@ class RunJournal:
         # INSERT ... SELECT ... WHERE: the lease check and the write are one statement (WHERE also keeps
         # SQLite from reading ON CONFLICT as a join's ON).
         fence, fence_args = self._fence(run_id)
-        cursor = self._db().execute(
+        cursor = self.database.execute(
             "INSERT INTO tasks (run, task, tool, status, attempts, arguments, outputs, model, error, started_at, "
             f"finished_at, detail) SELECT ?, ?, ?, 'running', ?, ?, '{{}}', NULL, NULL, ?, NULL, NULL WHERE {fence} "
             "ON CONFLICT(run, task) DO UPDATE SET tool = excluded.tool, status = 'running', attempts = excluded.attempts, "
@@ -453,11 +434,11 @@ class RunJournal:
             raise ValueError(f"unknown task status {status!r}")
         now = time.time()
         fence, fence_args = self._fence(run_id)
-        cursor = self._db().execute(
+        cursor = self.database.execute(
             "INSERT INTO tasks (run, task, tool, status, attempts, arguments, outputs, model, error, started_at, "
             f"finished_at, detail) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ? WHERE {fence} "
             "ON CONFLICT(run, task) DO UPDATE SET tool = excluded.tool, status = excluded.status, "
-            "attempts = MAX(tasks.attempts, excluded.attempts), "
+            f"attempts = {self.database.greatest}(tasks.attempts, excluded.attempts), "
             "outputs = excluded.outputs, model = excluded.model, error = excluded.error, finished_at = excluded.finished_at, "
             "detail = COALESCE(excluded.detail, tasks.detail)",
             (run_id, task_id, tool, status, attempts, json.dumps(arguments or {}, default=str), json.dumps(outputs or {}),
@@ -467,25 +448,16 @@ class RunJournal:
 
     def task_repaired(self, run_id: str, task_id: str, earlier: dict[str, Any]) -> None:
         """Keep a failed call of a task (tool, arguments, error) before its repaired call starts."""
-        db = self._db()
         fence, fence_args = self._fence(run_id)
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if not db.execute(f"SELECT {fence}", fence_args).fetchone()[0]:
-                db.execute("ROLLBACK")
-                fenced_out = True
-            else:
-                fenced_out = False
+        with self.database.transaction() as db:
+            fenced_out = not db.execute(f"SELECT {fence}", fence_args).fetchone()[0]
+            if not fenced_out:
                 self._record_repair(db, run_id, task_id, earlier)
-                db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         if fenced_out:
             self._fenced_out(run_id, 0)
 
     @staticmethod
-    def _record_repair(db: sqlite3.Connection, run_id: str, task_id: str, earlier: dict[str, Any]) -> None:
+    def _record_repair(db: Executor, run_id: str, task_id: str, earlier: dict[str, Any]) -> None:
         row = db.execute("SELECT detail FROM tasks WHERE run = ? AND task = ?", (run_id, task_id)).fetchone()
         detail = json.loads(row[0]) if row and row[0] else {}
         detail.setdefault("repairs", []).append(earlier)
@@ -500,29 +472,44 @@ class RunJournal:
                        (json.dumps(detail, default=str), run_id, task_id))
 
     def tasks(self, run_id: str) -> list[TaskRecord]:
-        rows = self._db().execute(
+        rows = self.database.execute(
             "SELECT run, task, tool, status, attempts, arguments, outputs, model, error, started_at, finished_at, detail "
-            "FROM tasks WHERE run = ? ORDER BY rowid", (run_id,)).fetchall()
+            f"FROM tasks WHERE run = ? ORDER BY {self.database.order_column}", (run_id,)).fetchall()
         return [TaskRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6]), r[7], r[8], r[9], r[10],
                            json.loads(r[11]) if r[11] else {}) for r in rows]
 
     def forget_unfinished_tasks(self, run_id: str) -> None:
         """Tasks a crash left 'running' (their worker died with the process) are run again on resume."""
         fence, fence_args = self._fence(run_id)
-        if not self._db().execute(f"SELECT {fence}", fence_args).fetchone()[0]:
+        if not self.database.execute(f"SELECT {fence}", fence_args).fetchone()[0]:
             self._fenced_out(run_id, 0)
             return
-        self._db().execute("DELETE FROM tasks WHERE run = ? AND status IN ('running', 'cancelled', 'awaiting_approval') "
+        self.database.execute("DELETE FROM tasks WHERE run = ? AND status IN ('running', 'cancelled', 'awaiting_approval') "
                            f"AND {fence}", (run_id, *fence_args))
+
+    # ------------------------------------------------------------------ cancelling from anywhere
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask whichever process drives ``run_id`` (on any host sharing this journal) to cancel it."""
+        self.database.execute(
+            "INSERT INTO cancel_requests (run, requested_at, requested_by) VALUES (?, ?, ?) "
+            "ON CONFLICT (run) DO UPDATE SET requested_at = excluded.requested_at, requested_by = excluded.requested_by",
+            (check_run_id(run_id), time.time(), f"{os.getpid()}@{_this_host()}"))
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return self.database.execute("SELECT 1 FROM cancel_requests WHERE run = ?", (run_id,)).fetchone() is not None
+
+    def clear_cancel(self, run_id: str) -> None:
+        self.database.execute("DELETE FROM cancel_requests WHERE run = ?", (run_id,))
 
     # ------------------------------------------------------------------ session summaries
 
     def summary(self, session: str) -> tuple[str, str] | None:
-        row = self._db().execute("SELECT summary, through_run FROM session_summaries WHERE session = ?", (session,)).fetchone()
+        row = self.database.execute("SELECT summary, through_run FROM session_summaries WHERE session = ?", (session,)).fetchone()
         return (row[0], row[1]) if row else None
 
     def set_summary(self, session: str, summary: str, through_run: str) -> None:
-        self._db().execute(
+        self.database.execute(
             "INSERT INTO session_summaries VALUES (?, ?, ?, ?) ON CONFLICT(session) DO UPDATE SET "
             "summary = excluded.summary, through_run = excluded.through_run, updated_at = excluded.updated_at",
             (session, summary, through_run, time.time()),

@@ -1,26 +1,28 @@
-"""The artifact store: content-addressed files on disk plus a SQLite index.
+"""The artifact store: content-addressed blobs plus an index of rows.
 
-Layout under ``root``::
+Where they live is a back end's business (:mod:`orchestrator.backends`): by default, under ``root``::
 
     index.sqlite            one row per artifact (id, kind, mime, size, sha256, metadata, session, task)
                             plus a lineage table (child -> parents)
     blobs/ab/abcdef...      the bytes, named by their sha256, read-only once written
     tmp/                    in-flight writes; a file appears under blobs/ only by an atomic rename
 
+or blobs in S3-compatible object storage and the index in PostgreSQL, shared by every host.
+
 Safety properties the tests hold us to:
 
 * every input is validated (:func:`orchestrator.storage.codecs.inspect`) before anything is written, so a bad
   input changes nothing;
 * a crash mid-write leaves at most a temp file (removed at next open once its writer is dead) or an
-  unreferenced blob, never an index row pointing at partial bytes;
+  unreferenced blob, never an index row pointing at partial bytes: the blob is written (atomically)
+  before its row, on every back end;
 * ids are checked against a strict pattern before use and blob paths come from our own index, so no
   id can reach outside the store;
 * every read takes ``session=``: given, another session's artifact is reported as not found (one
   stored without a session is shared by all); ``None`` is owner-level access, for the local owner
   only (the CLI's ``artifacts`` commands, scripts on this machine). Code acting for someone else
   passes that caller's session, as :class:`~orchestrator.agent.Session` does;
-* SQLite in WAL mode with a busy timeout, one connection per thread and per process, makes
-  concurrent writers from threads and processes safe.
+* the database back end makes concurrent writers from threads and processes (and hosts) safe.
 """
 
 from __future__ import annotations
@@ -29,10 +31,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import sqlite3
-import tempfile
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -42,29 +40,33 @@ from ..errors import ArtifactNotFoundError, InvalidInputError
 from . import codecs
 from .artifacts import Artifact, ArtifactKind, check_artifact_id, new_artifact_id
 from .codecs import EXTENSION_KINDS, MediaLimits
+from ..backends.protocols import BlobMissingError, BlobStore, Database
+from ..backends.sqlite import LocalBlobStore, SqliteDatabase, enable_wal  # noqa: F401 - enable_wal re-exported
+from ..backends.sqlite import pid_alive as _pid_alive  # noqa: F401 - re-exported
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS artifacts (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS artifacts (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     mime TEXT NOT NULL,
-    size INTEGER NOT NULL,
+    size {bigint} NOT NULL,
     sha256 TEXT NOT NULL,
     metadata TEXT NOT NULL,
     session TEXT,
     task TEXT,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS lineage (
+    created_at {real} NOT NULL{order}
+)""",
+    """CREATE TABLE IF NOT EXISTS lineage (
     child TEXT NOT NULL REFERENCES artifacts(id),
     parent TEXT NOT NULL REFERENCES artifacts(id),
     position INTEGER NOT NULL,
     PRIMARY KEY (child, parent)
-);
-CREATE INDEX IF NOT EXISTS artifacts_session ON artifacts(session, created_at);
-CREATE INDEX IF NOT EXISTS artifacts_sha256 ON artifacts(sha256);
-CREATE INDEX IF NOT EXISTS lineage_parent ON lineage(parent);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS artifacts_session ON artifacts(session, created_at)",
+    "CREATE INDEX IF NOT EXISTS artifacts_sha256 ON artifacts(sha256)",
+    "CREATE INDEX IF NOT EXISTS lineage_parent ON lineage(parent)",
+)
+_COLUMNS = "id, kind, mime, size, sha256, metadata, session, task, created_at"
 
 _EXTENSIONS = {
     "image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp", "image/bmp": ".bmp",
@@ -82,92 +84,44 @@ def extension_for(mime: str) -> str:
     return ".txt" if mime.startswith("text/plain") else _EXTENSIONS.get(mime, ".bin")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
-    """Switch the index to write-ahead logging, which lets readers and one writer work at once.
-
-    The switch needs the database to itself and SQLite does not apply its busy timeout to it, so
-    processes opening a new store together would get 'database is locked'; the mode persists in
-    the file, so once any of them has switched it the others find it done.
-    """
-    for attempt in range(attempts):
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                return
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.01 + 0.002 * attempt)
-
-
 class ArtifactStore:
-    def __init__(self, root: str | os.PathLike[str], limits: MediaLimits | None = None):
-        self.root = Path(root).expanduser().resolve()
+    """Artifacts of every session. ``ArtifactStore(root)`` is the embedded store under ``root``; pass
+    ``blobs=`` and ``database=`` (see :mod:`orchestrator.backends`) for another back end."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, limits: MediaLimits | None = None, *,
+                 blobs: BlobStore | None = None, database: Database | None = None):
+        if root is None and (blobs is None or database is None):
+            raise ValueError("an ArtifactStore needs a root folder, or both blobs= and database=")
+        self.root = Path(root).expanduser().resolve() if root is not None else None
         self.limits = limits or MediaLimits()
-        self._blobs = self.root / "blobs"
-        self._tmp = self.root / "tmp"
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
-        self._db().executescript(_SCHEMA)  # executescript manages its own transaction
-        self._remove_stale_temp_files()
+        self.blobs = blobs if blobs is not None else LocalBlobStore(self.root)
+        self.database = database if database is not None else SqliteDatabase(self.root / "index.sqlite")
+        self.database.migrate("artifacts", _SCHEMA)
+        self.blobs.remove_stale_uploads()
 
-    # ------------------------------------------------------------------ connections
+    # The embedded store's blob folder and blob paths, as they were before back ends (tests reach for them).
+    @property
+    def _blobs(self) -> Path:
+        return self.blobs._blobs
 
-    def _db(self) -> sqlite3.Connection:
-        # sqlite3 connections must not cross threads, nor survive a fork.
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            conn = sqlite3.connect(self.root / "index.sqlite", timeout=60.0, isolation_level=None)
-            enable_wal(conn)
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+    @_blobs.setter
+    def _blobs(self, folder: Path) -> None:
+        self.blobs._blobs = folder
 
-    class _Tx:
-        def __init__(self, conn: sqlite3.Connection, lock: threading.Lock):
-            self.conn = conn
-            self.lock = lock
+    def _blob_path(self, digest: str) -> Path:
+        return self.blobs.local_path(self._check_digest(digest))
 
-        def __enter__(self) -> sqlite3.Connection:
-            self.lock.acquire()
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self.lock.release()
-                raise
-            return self.conn
+    @property
+    def _where(self) -> str:
+        return "on disk" if isinstance(self.blobs, LocalBlobStore) else f"in {self.blobs.location}"
 
-        def __exit__(self, exc_type, exc, tb) -> None:
-            try:
-                self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-            finally:
-                self.lock.release()
-
-    def _transaction(self) -> ArtifactStore._Tx:
-        # Writers of one process queue on a lock: contending for SQLite's own write lock instead makes
-        # its busy handler sleep (1, 2, 5, ... 100 ms), which measured up to 120 ms per write with 5
-        # concurrent tasks. Other processes still meet the busy timeout.
-        return self._Tx(self._db(), self._write_lock)
+    @property
+    def location(self) -> str:
+        """Where the store lives, for messages (never holds a password)."""
+        return f"{self.blobs.location} (index: {self.database.location})"
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self.database.close()
 
     # ------------------------------------------------------------------ writing
 
@@ -195,19 +149,17 @@ class ArtifactStore:
         except ValueError as exc:
             raise InvalidInputError(f"artifact metadata cannot be stored: {exc}") from None
 
-        digest = self._write_blob(data)
+        digest = self._write_blob(data)  # the bytes first: a crash before the row leaves an unreferenced blob
         created = time.time()
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             while True:
                 artifact_id = new_artifact_id(kind)
-                try:
-                    db.execute(
-                        "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (artifact_id, kind.value, mime, len(data), digest, metadata_json, session, task, created),
-                    )
-                    break
-                except sqlite3.IntegrityError:
-                    continue  # a 64-bit id collided; draw another
+                inserted = db.execute(
+                    f"INSERT INTO artifacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (artifact_id, kind.value, mime, len(data), digest, metadata_json, session, task, created),
+                )
+                if inserted.rowcount == 1:
+                    break  # else a 64-bit id collided; draw another
             db.executemany(
                 "INSERT INTO lineage VALUES (?, ?, ?)", [(artifact_id, parent, i) for i, parent in enumerate(parents)]
             )
@@ -258,49 +210,26 @@ class ArtifactStore:
 
     def _write_blob(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        final = self._blob_path(digest)
-        if final.is_file() and final.stat().st_size == len(data):
-            # Same content already stored (blobs are immutable). It may be an old unreferenced blob that
-            # collect_garbage is about to remove: a fresh mtime puts it back inside the grace period.
-            try:
-                os.utime(final)
-                return digest
-            except FileNotFoundError:
-                pass  # collected meanwhile: write it again
-        final.parent.mkdir(exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix=f"{os.getpid()}-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp_name, 0o444)
-            os.replace(tmp_name, final)  # atomic: readers see all of the blob or none of it
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        self._check_digest(digest)
+        if not self.blobs.contains(digest, len(data)):  # same content already stored: blobs are immutable
+            self.blobs.write(digest, data)
         return digest
 
-    def _blob_path(self, digest: str) -> Path:
+    @staticmethod
+    def _check_digest(digest: str) -> str:
         if not _SHA256.fullmatch(digest):
             raise InvalidInputError(f"corrupt index: {digest!r} is not a sha256 digest")
-        return self._blobs / digest[:2] / digest
-
-    def _remove_stale_temp_files(self) -> None:
-        for tmp in self._tmp.glob("*.part"):
-            pid = tmp.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                tmp.unlink(missing_ok=True)
+        return digest
 
     # ------------------------------------------------------------------ reading
 
     def get(self, artifact_id: str, *, session: str | None = None) -> Artifact:
         """The record of ``artifact_id``; another session's artifact is reported as not found."""
         artifact_id = check_artifact_id(artifact_id)
-        row = self._db().execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
+        row = self.database.execute(f"SELECT {_COLUMNS} FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
         if row is None or (session is not None and row[6] is not None and row[6] != session):
             raise ArtifactNotFoundError(f"no artifact {artifact_id!r}" + (f" in session {session!r}" if session else ""))
-        parents = self._db().execute(
+        parents = self.database.execute(
             "SELECT parent FROM lineage WHERE child = ? ORDER BY position", (artifact_id,)
         ).fetchall()
         return Artifact(
@@ -313,7 +242,7 @@ class ArtifactStore:
         if not artifact_ids:
             return
         marks = ", ".join("?" * len(artifact_ids))
-        owners = dict(self._db().execute(f"SELECT id, session FROM artifacts WHERE id IN ({marks})", artifact_ids).fetchall())
+        owners = dict(self.database.execute(f"SELECT id, session FROM artifacts WHERE id IN ({marks})", artifact_ids).fetchall())
         for artifact_id in artifact_ids:
             if artifact_id not in owners or (session is not None and owners[artifact_id] not in (None, session)):
                 raise ArtifactNotFoundError(f"no artifact {artifact_id!r}" + (f" in session {session!r}" if session else ""))
@@ -331,11 +260,11 @@ class ArtifactStore:
     def _read_blob(self, artifact: Artifact) -> bytes:
         artifact_id = artifact.id
         try:
-            data = self._blob_path(artifact.sha256).read_bytes()
-        except FileNotFoundError:
-            raise InvalidInputError(f"artifact {artifact_id!r} is missing on disk (no blob {artifact.sha256})") from None
+            data = self.blobs.read(self._check_digest(artifact.sha256))
+        except BlobMissingError:
+            raise InvalidInputError(f"artifact {artifact_id!r} is missing {self._where} (no blob {artifact.sha256})") from None
         if hashlib.sha256(data).hexdigest() != artifact.sha256:
-            raise InvalidInputError(f"artifact {artifact_id!r} is corrupted on disk (sha256 mismatch)")
+            raise InvalidInputError(f"artifact {artifact_id!r} is corrupted {self._where} (sha256 mismatch)")
         return data
 
     def load(self, artifact_id: str, *, session: str | None = None) -> Any:
@@ -348,7 +277,7 @@ class ArtifactStore:
 
     def blob_path(self, artifact_id: str, *, session: str | None = None) -> Path:
         """Where the (read-only) bytes live, for libraries that insist on a file path."""
-        return self._blob_path(self.get(artifact_id, session=session).sha256)
+        return self.blobs.local_path(self._check_digest(self.get(artifact_id, session=session).sha256))
 
     def export(self, artifact_id: str, destination: str | os.PathLike[str], *, session: str | None = None) -> Path:
         """Copy an artifact out. Into a folder (one that exists, or a name ending in '/', made if missing) it goes
@@ -363,7 +292,10 @@ class ArtifactStore:
                 target = target / f"{artifact.id}{extension_for(artifact.mime)}"
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self._blob_path(artifact.sha256), target)
+            data = self._read_blob(artifact)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
         except OSError as exc:  # a folder where a file is meant, no permission, a full disk
             where = named if len(named) <= 120 else named[:117] + "..."
             raise InvalidInputError(f"cannot export {artifact.id} to {where!r}: {exc.strerror or exc}") from None
@@ -380,18 +312,19 @@ class ArtifactStore:
         if kind is not None:
             query += " AND kind = ?"
             args.append(ArtifactKind.parse(kind).value)
-        query += f" ORDER BY created_at {'DESC' if newest else 'ASC'}, rowid {'DESC' if newest else 'ASC'} LIMIT ?"
+        order = self.database.order_column
+        query += f" ORDER BY created_at {'DESC' if newest else 'ASC'}, {order} {'DESC' if newest else 'ASC'} LIMIT ?"
         args.append(int(limit))
-        found = [self.get(row[0]) for row in self._db().execute(query, args).fetchall()]
+        found = [self.get(row[0]) for row in self.database.execute(query, args).fetchall()]
         return found[::-1] if newest else found
 
     def count(self) -> int:
-        return self._db().execute("SELECT COUNT(*) FROM artifacts").fetchone()[0]
+        return self.database.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0]
 
     def ancestors(self, artifact_id: str, *, session: str | None = None) -> list[Artifact]:
         """Every artifact this one was derived from, nearest first."""
         self.get(artifact_id, session=session)
-        rows = self._db().execute(
+        rows = self.database.execute(
             """
             WITH RECURSIVE up(id, depth) AS (
                 SELECT parent, 1 FROM lineage WHERE child = ?
@@ -410,10 +343,10 @@ class ArtifactStore:
 
         Blobs younger than ``grace_seconds`` are kept: another process may be about to index them.
         """
-        referenced = {row[0] for row in self._db().execute("SELECT DISTINCT sha256 FROM artifacts")}
-        removed, now = 0, time.time()
-        for blob in self._blobs.glob("??/*"):
-            if blob.name not in referenced and now - blob.stat().st_mtime > grace_seconds:
-                blob.unlink(missing_ok=True)
+        referenced = {row[0] for row in self.database.execute("SELECT DISTINCT sha256 FROM artifacts")}
+        removed = 0
+        for digest, age in list(self.blobs.ages()):
+            if digest not in referenced and age > grace_seconds:
+                self.blobs.delete(digest)
                 removed += 1
         return removed
