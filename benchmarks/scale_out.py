@@ -35,10 +35,10 @@ from orchestrator.backends.locations import RunnerSettings  # noqa: E402
 from orchestrator.config import Settings  # noqa: E402
 from orchestrator.execution.executor import ExecutionPolicy, PlanExecutor  # noqa: E402
 from orchestrator.execution.journal import RunJournal, new_run_id  # noqa: E402
-from orchestrator.planning.plan import Plan, validate_plan  # noqa: E402
-from orchestrator.tooling.registry import ToolRegistry  # noqa: E402
 from orchestrator.execution.runner import LocalTaskRunner, TaskSpec  # noqa: E402
+from orchestrator.planning.plan import Plan, validate_plan  # noqa: E402
 from orchestrator.storage.store import ArtifactStore  # noqa: E402
+from orchestrator.tooling.registry import ToolRegistry  # noqa: E402
 from orchestrator.tooling.stub_tools import STUB_TOOLS  # noqa: E402
 
 SESSION = "bench"
@@ -47,7 +47,7 @@ SESSION = "bench"
 def plan_of(width: int, seconds: float) -> dict:
     fan = [{"id": f"w{i}", "tool": "stub-wait", "args": {"label": f"w{i}", "seconds": seconds}} for i in range(width)]
     join_args = {"label": "join", "seconds": seconds}
-    join_args.update({name: f"<w{i}>" for i, name in zip(range(width), "abcd")})
+    join_args.update({name: f"<w{i}>" for i, name in enumerate("abcd"[:width])})
     return {"tasks": [*fan, {"id": "join", "tool": "stub-wait", "args": join_args}]}
 
 

@@ -401,7 +401,8 @@ class Orchestrator:
         if hasattr(workflow, "to_workflow"):
             workflow = workflow.to_workflow()
         if not isinstance(workflow, Workflow):
-            raise InvalidInputError(f"a workflow is a Workflow, a Pipeline or a workflow file's path, not {type(workflow).__name__}")
+            raise InvalidInputError(
+                f"a workflow is a Workflow, a Pipeline or a workflow file's path, not {type(workflow).__name__}")
         workflow.validate(self.registry)
         return workflow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.agent import Orchestrator  # noqa: E402
-from orchestrator.execution.compose import Composer  # noqa: E402
 from orchestrator.config import Settings  # noqa: E402
+from orchestrator.execution.compose import Composer  # noqa: E402
 from orchestrator.tooling.registry import ToolRegistry  # noqa: E402
 from orchestrator.tooling.stub_tools import STUB_TOOLS  # noqa: E402
 

@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 
 from orchestrator.agent import RECENT_TURNS, Orchestrator
-from orchestrator.execution.compose import Composer, strike_unknown_ids
 from orchestrator.errors import ArtifactNotFoundError, InvalidInputError
+from orchestrator.execution.compose import Composer, strike_unknown_ids
 from orchestrator.execution.events import Event
 from orchestrator.execution.journal import RUN_ID, RunJournal
 from orchestrator.planning.planner import Planner
 from orchestrator.planning.planner_retrieval import lexical_embedder
-from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.storage.store import ArtifactStore
+from orchestrator.tooling.registry import ToolRegistry
 from orchestrator.tooling.stub_tools import STUB_TOOLS
 
 TESTS = Path(__file__).resolve().parent
@@ -436,7 +436,7 @@ def test_long_histories_are_summarised_and_keep_every_artifact(orch: Orchestrato
     assert offered == [answers[-1], made[-1]]  # the last answer, the newest of each kind...
     _, named = orch.session_context(chat.id, f"repeat {made[0]} please")
     assert made[0] in named  # ...and any earlier one the request names by id
-    assert [a.id for a in chat.artifacts()] == [i for pair in zip(made, answers) for i in pair]
+    assert [a.id for a in chat.artifacts()] == [i for pair in zip(made, answers, strict=True) for i in pair]
     assert len(chat.history()) == turns
 
 

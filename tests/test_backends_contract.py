@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import ArtifactNotFoundError, ConfigError, InvalidInputError
 from orchestrator.execution.journal import LeaseLostError, RunBusyError, RunJournal, new_run_id
+from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.storage.store import ArtifactStore
-
-from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
 PNG_1x1 = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763f8cfc000"
                         "00030101001860e20f0000000049454e44ae426082")
@@ -415,7 +414,8 @@ def test_shared_state_settings_are_read_from_file_and_environment(tmp_path):
 
     config = tmp_path / "config.toml"
     config.write_text('store = "s3://anymoda-art/prod/"\ndatabase = "postgresql://anymoda@db:5432/anymoda"\n'
-                      '[runner]\nkind = "ray"\naddress = "ray://head:10001"\n[runner.resources.big-model]\nnum_gpus = 1\nmemory = "8GiB"\n')
+                      '[runner]\nkind = "ray"\naddress = "ray://head:10001"\n'
+                      '[runner.resources.big-model]\nnum_gpus = 1\nmemory = "8GiB"\n')
     settings = Settings.load(config, env={"ANYMODA_HOME": str(tmp_path)})
     assert settings.store == "s3://anymoda-art/prod/" and settings.database.endswith("@db:5432/anymoda")
     assert settings.runner.kind == "ray" and settings.runner.address == "ray://head:10001"

@@ -7,13 +7,13 @@ import json
 import pytest
 
 from orchestrator import ToolRegistry
-from orchestrator.storage.artifacts import Artifact, ArtifactKind
-from orchestrator.planning.bench_planner import planner_from_spec, run_case, virtual_artifacts
 from orchestrator.cli.commands import main
+from orchestrator.planning.bench_planner import planner_from_spec, run_case, virtual_artifacts
 from orchestrator.planning.local_llm import LocalLLMBackend
 from orchestrator.planning.plan_metrics import Case, Graph, Node, load_predictions
-from orchestrator.planning.planner import PlanningFailedError, Planner
+from orchestrator.planning.planner import Planner, PlanningFailedError
 from orchestrator.planning.planner_retrieval import DemoSelector, lexical_embedder, load_demos
+from orchestrator.storage.artifacts import Artifact, ArtifactKind
 
 from tiny_llms import CHATML
 from tiny_tokenizers import byte_level_bpe

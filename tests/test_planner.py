@@ -121,7 +121,8 @@ def test_each_kind_of_bad_plan_is_caught_and_repaired(endpoint_factory, registry
     assert photo.id in first["body"]["messages"][1]["content"] and "receipt.png" in first["body"]["messages"][1]["content"]
     # each repair turn shows the model its reply and the problems found in it
     repair = endpoint.requests[2]["body"]["messages"]
-    assert repair[-2] == {"role": "assistant", "content": json.dumps({"tasks": [{"id": "t1", "tool": "read-text", "args": {"image": photo.id}}]})}
+    first_reply = {"tasks": [{"id": "t1", "tool": "read-text", "args": {"image": photo.id}}]}
+    assert repair[-2] == {"role": "assistant", "content": json.dumps(first_reply)}
     assert "no tool named 'read-text'" in repair[-1]["content"]
 
 

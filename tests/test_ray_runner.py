@@ -17,14 +17,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
 from orchestrator.agent import Orchestrator
-from orchestrator.execution.compose import Composer
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
+from orchestrator.execution.compose import Composer
 from orchestrator.tooling.registry import ToolRegistry
-
-from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -115,7 +114,7 @@ def test_experts_stay_warm_and_progress_reaches_the_driver(settings):
         events = list(orch.stream("steps", plan={"tasks": [{"id": "s", "tool": "stub-steps", "args": {"steps": 4}}]}))
         progress = [e.data["done"] for e in events if e.type == "task_progress"]
         assert progress == [1, 2, 3, 4]
-        for round_ in range(3):
+        for _ in range(3):
             orch.run("again", plan={"tasks": [{"id": "s", "tool": "stub-steps", "args": {"steps": 1}}]})
         status = cluster_status(orch.settings.runner.namespace if orch.settings.runner else "anymoda")
         steps = [a for a in status["actors"] if a["tool"] == "stub-steps"]
@@ -227,8 +226,9 @@ def test_a_worker_node_killed_mid_run_the_run_finishes_and_keeps_finished_tasks(
             started_slow = {e.task for e in events if e.type == "task_started" and e.task.startswith("s")}
             if killed_at is None and len(started_slow) == 6:
                 time.sleep(1.0)  # the slow tasks are running on both nodes
+                tracked = orch.runner._tracked
                 on_worker = [t for t in started_slow
-                             if orch.runner._tracked and any(tr.replica.node == worker_node for tr in orch.runner._tracked.values())]
+                             if tracked and any(tr.replica.node == worker_node for tr in tracked.values())]
                 assert on_worker, "no slow task was running on the worker node"
                 local.kill(cluster["worker"])
                 killed_at = time.monotonic()

@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
 TESTS = Path(__file__).resolve().parent
@@ -117,8 +116,8 @@ def test_a_run_killed_mid_way_in_one_front_end_is_resumed_by_the_other_without_r
     assert tasks["one"]["resumed"] and tasks["two"]["resumed"]  # finished before the kill: kept, not re-run
     assert not tasks["slow"]["resumed"] and tasks["four"]["status"] == "done"
 
-    from orchestrator.execution.state import open_store
     from orchestrator.config import Settings
+    from orchestrator.execution.state import open_store
 
     os.environ.update(s3_env)
     store = open_store(Settings.load(home_b / "config.toml", env={"ANYMODA_HOME": str(home_b)}))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from orchestrator import ToolRegistry
-from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.errors import InvalidInputError
 from orchestrator.planning.plan import Plan, PlanTask, literal_provenance_problems
 from orchestrator.planning.planner_retrieval import NO_TOOL, lexical_embedder
@@ -22,6 +21,7 @@ from orchestrator.planning.tool_selection import (
     train_tool_selector,
     training_examples,
 )
+from orchestrator.storage.artifacts import ArtifactKind
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +184,9 @@ def test_a_file_that_came_with_the_request_is_read_by_some_tool(registry, phrase
 
 
 def test_chosen_tools_are_wired_by_kind_when_the_llm_cannot_fill_them(registry):
-    from orchestrator.storage.artifacts import Artifact
     from orchestrator.planning.plan import validate_plan
     from orchestrator.planning.planner import skeleton_plan
+    from orchestrator.storage.artifacts import Artifact
 
     audio = Artifact("audio-0123456789abcdef", ArtifactKind.AUDIO, "audio/wav", 1, "", {"name": "example.wav"})
     tools = [registry.get(n) for n in ("speech-recognition", "text-to-video", "named-entity-recognition")]
@@ -199,8 +199,8 @@ def test_chosen_tools_are_wired_by_kind_when_the_llm_cannot_fill_them(registry):
 
 
 def test_a_planner_whose_llm_keeps_making_text_up_falls_back_to_the_wired_tools(registry):
-    from orchestrator.storage.artifacts import Artifact
     from orchestrator.planning.planner import Planner
+    from orchestrator.storage.artifacts import Artifact
 
     class MakesTextUp:
         name = "scripted"
@@ -218,8 +218,8 @@ def test_a_planner_whose_llm_keeps_making_text_up_falls_back_to_the_wired_tools(
 
 
 def test_files_from_earlier_turns_are_not_new_inputs():
-    from orchestrator.storage.artifacts import Artifact
     from orchestrator.planning.planner import is_new_input
+    from orchestrator.storage.artifacts import Artifact
 
     def image(**metadata):
         return Artifact("image-0123456789abcdef", ArtifactKind.IMAGE, "image/png", 1, "", metadata)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..tooling.registry import ToolRegistry
     from ..execution.runner import ProgressReport, TaskOutcome, TaskRunner, TaskSpec
     from ..storage.store import ArtifactStore
+    from ..tooling.registry import ToolRegistry
 
 
 class DeferredRayRunner:

@@ -31,8 +31,8 @@ from ..backends import missing_extra
 from ..backends.locations import ExpertResources, RunnerSettings
 from ..config import Settings
 from ..errors import ConfigError
-from ..tooling.registry import ToolRegistry
 from ..execution.runner import ProgressReport, TaskOutcome, TaskSpec
+from ..tooling.registry import ToolRegistry
 from ..tooling.tool import WeightlessTool
 
 try:

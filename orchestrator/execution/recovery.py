@@ -380,7 +380,8 @@ def strip_ids(text: str) -> str:
 # ---------------------------------------------------------------------- repairs
 
 
-def repair_task(hooks: AgentHooks, task_id: str, tool: str, arguments: dict[str, Any], error: str) -> tuple[str, dict[str, Any]] | None:
+def repair_task(hooks: AgentHooks, task_id: str, tool: str, arguments: dict[str, Any],
+                error: str) -> tuple[str, dict[str, Any]] | None:
     """Ask the planner for one replacement call of ``task_id`` after it failed with ``error``.
 
     The planner is shown the failed call and the error (as data, in the conversation context), and the

@@ -164,7 +164,8 @@ class OpenAICompatibleBackend:
             try:
                 delta = json.loads(data.decode("utf-8"))["choices"][0].get("delta", {}).get("content")
             except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-                raise PlannerBackendError(f"planner endpoint {self.base_url} streamed an event that is not a chat chunk") from None
+                raise PlannerBackendError(
+                    f"planner endpoint {self.base_url} streamed an event that is not a chat chunk") from None
             if isinstance(delta, str) and delta:
                 pieces.append(delta)
                 on_text(delta)

@@ -36,13 +36,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..backends.protocols import BlobMissingError, BlobStore, Database
+from ..backends.sqlite import LocalBlobStore, SqliteDatabase, enable_wal  # noqa: F401 - enable_wal re-exported
+from ..backends.sqlite import pid_alive as _pid_alive  # noqa: F401 - re-exported
 from ..errors import ArtifactNotFoundError, InvalidInputError
 from . import codecs
 from .artifacts import Artifact, ArtifactKind, check_artifact_id, new_artifact_id
 from .codecs import EXTENSION_KINDS, MediaLimits
-from ..backends.protocols import BlobMissingError, BlobStore, Database
-from ..backends.sqlite import LocalBlobStore, SqliteDatabase, enable_wal  # noqa: F401 - enable_wal re-exported
-from ..backends.sqlite import pid_alive as _pid_alive  # noqa: F401 - re-exported
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS artifacts (

@@ -317,7 +317,8 @@ class Tool:
         if unknown:
             known = ", ".join(self.params) or "none"
             raise InvalidInputError(f"tool {self.name!r} has no param(s) {', '.join(sorted(unknown))}; its params: {known}")
-        return {name: spec.check(f"tool {self.name!r}", name, params.get(name, spec.default)) for name, spec in self.params.items()}
+        owner = f"tool {self.name!r}"
+        return {name: spec.check(owner, name, params.get(name, spec.default)) for name, spec in self.params.items()}
 
     def __call__(self, **arguments: Any) -> dict[str, Any]:
         """Run on in-memory values (str, PIL image, AudioClip, ...); returns output values by name.
@@ -349,7 +350,8 @@ class Tool:
             "name": cls.name,
             "task": cls.task,
             "description": cls.description,
-            "inputs": {n: {"kind": s.kind.value, "description": s.description, "required": s.required} for n, s in cls.inputs.items()},
+            "inputs": {n: {"kind": s.kind.value, "description": s.description, "required": s.required}
+                       for n, s in cls.inputs.items()},
             "outputs": {n: {"kind": s.kind.value, "description": s.description} for n, s in cls.outputs.items()},
             "params": {n: s.json_schema() for n, s in cls.params.items()},
             "default_model": cls.default_model,
