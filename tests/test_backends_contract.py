@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
 from orchestrator.errors import ArtifactNotFoundError, ConfigError, InvalidInputError
 from orchestrator.execution.journal import LeaseLostError, RunBusyError, RunJournal, new_run_id
 from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.storage.store import ArtifactStore
+
+from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
 PNG_1x1 = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763f8cfc000"
                         "00030101001860e20f0000000049454e44ae426082")

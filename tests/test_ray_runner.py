@@ -17,13 +17,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
 from orchestrator.agent import Orchestrator
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.execution.compose import Composer
 from orchestrator.tooling.registry import ToolRegistry
+
+from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from shared_servers import new_bucket, new_database, postgres_server, require_extra, s3_server
 
 TESTS = Path(__file__).resolve().parent
