@@ -137,7 +137,9 @@ def completion(state: ServerState, who: Caller, thread_id: str, run_id: str, com
         message["audio"] = audio
     return {"id": completion_id, "object": "chat.completion", "created": created, "model": MODEL_ID,
             "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            # A run's tokens are spread over the planner, the composer and LLM tools and are not counted yet:
+            # no usage at all (the field is optional) rather than zeros a client would take for a real count.
+            "usage": None,
             "conversation": thread_id, "anymoda": extension(thread_id, run_id, outcome)}
 
 
