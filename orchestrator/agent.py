@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import os
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings, current_settings
+from .config import DEFAULT, PartDefault, Settings, current_settings
 from .errors import AnymodaError, InvalidInputError
 from .execution.compose import ARTIFACT_ID_IN_TEXT, Composer
 from .execution.events import Event
@@ -53,15 +52,6 @@ from .tooling.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from .planning.planner import Planner
-
-
-class BuiltFromSettings(enum.Enum):
-    """The default of the planner and the composer: built from the settings when first needed (``None`` is "none")."""
-
-    FROM_SETTINGS = "built from the settings"
-
-
-FROM_SETTINGS = BuiltFromSettings.FROM_SETTINGS
 
 DEFAULT_SESSION = "default"
 RECENT_TURNS = 4  # turns shown verbatim to the planner and composer; older ones are summarised
@@ -117,8 +107,8 @@ class Orchestrator:
     """
 
     def __init__(self, *, settings: Settings | None = None, registry: ToolRegistry | None = None,
-                 store: ArtifactStore | None = None, planner: Planner | None | BuiltFromSettings = FROM_SETTINGS,
-                 composer: Composer | None | BuiltFromSettings = FROM_SETTINGS,
+                 store: ArtifactStore | None = None, planner: Planner | None | PartDefault = DEFAULT,
+                 composer: Composer | None | PartDefault = DEFAULT,
                  runner: TaskRunner | None = None, policy: ExecutionPolicy | None = None,
                  journal: RunJournal | None = None, checkpointer: Any = None, approve_before: Iterable[str] = ()):
         self.settings = settings or current_settings()
@@ -141,8 +131,8 @@ class Orchestrator:
             runner = build_runner(self.settings, self.registry, self.store)
         self.runner = runner
         self._planner_spec = planner
-        self._planner = None if planner is FROM_SETTINGS else planner
-        self._composer = None if composer is FROM_SETTINGS else (composer or Composer(None))
+        self._planner = None if planner is DEFAULT else planner
+        self._composer = None if composer is DEFAULT else (composer or Composer(None))
         self._checkpointer = checkpointer
         self._graph = None
         self._workflow_graph = None
@@ -154,7 +144,7 @@ class Orchestrator:
     @property
     def planner(self):
         with self._lock:
-            if self._planner is None and self._planner_spec is FROM_SETTINGS:
+            if self._planner is None and self._planner_spec is DEFAULT:
                 from tools.attachment_traits import attachment_traits
                 from tools.native_chat import planner_perception
 

@@ -31,6 +31,7 @@ Shared state and a cluster (the ``ray`` extra; see docs/ARCHITECTURE.md, "Scalin
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import re
@@ -42,6 +43,17 @@ from typing import Any
 
 from .errors import ConfigError
 from .storage.codecs import MediaLimits
+
+
+class PartDefault(enum.Enum):
+    """The default of a part that can be passed in (the Orchestrator's planner and composer, the Planner's demos and
+    tool-selector head): anymoda builds it when first needed, from the settings and the shipped data. ``None`` is
+    always "none"; a typed default rather than a string, so no value a caller passes can be mistaken for it."""
+
+    BUILT = "built by anymoda when first needed"
+
+
+DEFAULT = PartDefault.BUILT
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..config import LLMSettings, Settings, current_settings
+from ..config import DEFAULT, LLMSettings, PartDefault, Settings, current_settings
 from ..errors import AnymodaError, InvalidInputError
 from ..storage.artifacts import Artifact, ArtifactKind
 from ..storage.store import ArtifactStore
@@ -300,11 +300,11 @@ class Planner:
 
     def __init__(self, backend: PlannerBackend, registry: ToolRegistry, *, max_repairs: int = 2,
                  store: ArtifactStore | None = None, constrain: bool = True, syntax: str = "auto",
-                 demos: DemoSelector | None | str = "default", num_demos: int = 4, shortlist_size: int = 40,
+                 demos: DemoSelector | None | PartDefault = DEFAULT, num_demos: int = 4, shortlist_size: int = 40,
                  embedder: Embedder | None = None, prefer_available: bool | str = False, max_tasks: int = 8,
                  hints: bool = True, stop_bias: float = 2.0, prune: bool = True, settings: Settings | None = None,
                  perception: Callable[[Artifact], str | None] | None = None, follow_selection: bool = True,
-                 selector_head: SelectorHead | None | str = "default",
+                 selector_head: SelectorHead | None | PartDefault = DEFAULT,
                  traits: Callable[[Artifact], frozenset[str]] | None = None):
         if max_repairs < 0:
             raise ValueError("max_repairs must not be negative")
@@ -320,7 +320,7 @@ class Planner:
         self.compact = CompactSyntax()
         self.schema = plan_json_schema(registry) if constrain else None
         self._embedder = embedder
-        self.demos = DemoSelector(load_demos(), embedder) if demos == "default" else demos
+        self.demos = DemoSelector(load_demos(), embedder) if demos is DEFAULT else demos
         self.num_demos = num_demos
         self.shortlist_size = shortlist_size
         self.prefer_available = prefer_available
@@ -363,7 +363,7 @@ class Planner:
     def selector(self, tools: Sequence[type[Tool]]) -> ToolSelector:
         key = tuple(tool.name for tool in tools)
         if key not in self._selectors:
-            head = load_head() if self._selector_head == "default" else self._selector_head
+            head = load_head() if self._selector_head is DEFAULT else self._selector_head
             if isinstance(head, SelectorHead) and self.embedder(["probe"]).shape[1] != head.weights.shape[1]:
                 head = None  # trained on MiniLM embeddings; a lexical embedder falls back to nearest phrasings
             self._selectors[key] = ToolSelector(tools, self.embedder, head=head if isinstance(head, SelectorHead) else None)
