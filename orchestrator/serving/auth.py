@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..backends.sqlite import enable_wal
 from ..errors import InvalidInputError, shown
-from ..storage.store import enable_wal
 
 KEY_PREFIX = "amk_"
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")

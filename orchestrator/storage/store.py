@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.protocols import BlobMissingError, BlobStore, Database
-from ..backends.sqlite import LocalBlobStore, SqliteDatabase, enable_wal  # noqa: F401 - enable_wal re-exported
-from ..backends.sqlite import pid_alive as _pid_alive  # noqa: F401 - re-exported
+from ..backends.sqlite import LocalBlobStore, SqliteDatabase
 from ..errors import ArtifactNotFoundError, InvalidInputError
 from . import codecs
 from .artifacts import Artifact, ArtifactKind, check_artifact_id, new_artifact_id
