@@ -204,3 +204,19 @@ def test_unparseable_naive_output_scores_as_unparsed(tiny_llm, registry):
     case = Case("c", "Describe x.jpg", "single", ({"name": "x.jpg", "kind": "image"},), Graph((Node("n0", "image-to-text"),)))
     result = run_case(planner, case, registry)
     assert not result.parsed and not result.valid and result.predicted is None
+
+
+def test_int8_quantisation_on_cpu_prints_no_deprecation_notice(tiny_llm):
+    # A fresh process: torch emits the notice once per process, so an earlier test could hide it here.
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from orchestrator.planning.local_llm import LocalLLMBackend\n"
+            f"backend = LocalLLMBackend({str(tiny_llm)!r}, quantize='int8')\n"
+            "linear = backend.decoder.model.model.layers[0].mlp.up_proj\n"
+            "print(type(linear).__module__)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "quantized" in done.stdout  # the layers really were made int8
+    assert "quantize_per_tensor" not in done.stderr

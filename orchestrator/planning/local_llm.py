@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +77,11 @@ class LocalLLMBackend:
         dtype = torch.float32 if self.device == "cpu" else torch.float16
         model = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dtype).to(self.device).eval()
         if self.device == "cpu" and self.quantize in ("auto", "int8"):
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():
+                # torch 2.13 announces that its quantized tensor constructors will move to torchao; the int8
+                # layers still work, and the notice otherwise greets every user of `anymoda run` on stderr.
+                warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*", category=UserWarning)
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         return GrammarDecoder(model, tokenizer)
 
     def prompt_ids(self, messages: list[dict[str, str]], *, generation: bool = True) -> list[int]:
