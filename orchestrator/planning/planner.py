@@ -329,9 +329,9 @@ class Planner:
         self.stop_bias = stop_bias
         self.prune = prune
         self.settings = settings  # whose models and cache decide what runs here (None: the process's)
-        # What a trained native model perceives in an attached item, shown beside it (tools.native_chat).
+        # What a trained native model perceives in an attached item, shown beside it (native/chat.py).
         self.perception = perception
-        # What an attached file is (a document, speech: tools.attachment_traits), for the tool selection.
+        # What an attached file is (a document, speech: attachment_traits.py), for the tool selection.
         self.traits = traits
         # The tools chosen for a request (tool_selection) are shown as a hint and, with follow_selection,
         # are the only tools the grammar lets each line call, in order.

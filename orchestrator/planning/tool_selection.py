@@ -52,7 +52,7 @@ _CONTEXT = re.compile(
 CONTEXT_FACTOR = 0.3
 # A tool asked for twice in one request is rare; a second, non-adjacent use must be clearly asked for.
 REPEAT_FACTOR = 0.2
-# What an attached file is (tools.attachment_traits) changes what a request about it means: a question about
+# What an attached file is (planning/attachment_traits.py) changes what a request about it means: a question about
 # a receipt is a question about its text, one about a voicemail a question about what was said. Tools that
 # look at the wrong thing are scaled down, and what they lose goes to the file's reader, as does the share of
 # question-answering tools that cannot read this file.

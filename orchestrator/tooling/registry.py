@@ -106,10 +106,14 @@ def builtin_tools() -> list[type[Tool]]:
     return list(BUILTIN_TOOLS)
 
 
-def builtin_tool(name: str) -> type[Tool] | None:
+def builtin_tool(name: str, *, required: bool = False) -> type[Tool] | None:
     """One built-in tool's class by its name, for engine parts that use a built-in expert directly (the planner's
-    demo retrieval embeds with the built-in MiniLM whatever the run's registry holds)."""
-    return next((tool for tool in builtin_tools() if tool.name == name), None)
+    demo retrieval embeds with the built-in MiniLM whatever the run's registry holds; the native path encodes
+    with the experts' own front ends). None when there is none, or with ``required`` a ToolNotFoundError."""
+    found = next((tool for tool in builtin_tools() if tool.name == name), None)
+    if found is None and required:
+        raise ToolNotFoundError(f"the built-in tool {name!r} is not installed (the `tools` package of anymoda)")
+    return found
 
 
 def check_tool_class(tool: Any) -> None:

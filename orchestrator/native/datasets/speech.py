@@ -130,12 +130,10 @@ def spoken_sentences(n: int, seed: int, out_dir: str | os.PathLike[str] | None =
         path = folder / f"{name}.wav"
         duration = _cached_duration(path)
         if duration is None:
-            if speaker is None:
-                from tools.speech_synthesis import (
-                    TextToSpeech,  # loads the voice from the model pool once
-                )
+            if speaker is None:  # the built-in text-to-speech tool: loads the voice from the model pool once
+                from orchestrator.tooling.registry import builtin_tool
 
-                speaker = TextToSpeech(voice)
+                speaker = builtin_tool("text-to-speech", required=True)(voice)
             duration = _synthesise(speaker, text, speed, path)
         results.append(SpokenSentence(path, text, duration))
     return results

@@ -5,8 +5,9 @@ image captioning and "what time is the meeting?" over a voicemail to voice activ
 at the file settles it: a picture that is mostly lines of text is a document (its questions go to
 document QA), a recording that is mostly voice is speech (its questions go to speech recognition).
 
-The probe uses the OCR and voice activity tools when they can run here; a kind it cannot look at, or a
-failure, gives no trait (the selection then goes by the words alone, as before).
+The probe uses the built-in OCR and voice activity tools (reached through the registry) when they can run
+here; a kind it cannot look at, or a failure, gives no trait (the selection then goes by the words alone, as
+before).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.errors import AnymodaError
-from orchestrator.storage.artifacts import Artifact, ArtifactKind
+from ..errors import AnymodaError
+from ..storage.artifacts import Artifact, ArtifactKind
+from ..tooling.registry import builtin_tool
 
 DOCUMENT, PHOTO, SPEECH, SOUND = "document", "photo", "speech", "sound"
 # A page of text has many lines of words; a photo with a shop sign or a caption has one or two.
@@ -41,13 +43,11 @@ def speech_traits(segments: list[dict[str, float]], duration: float) -> frozense
 
 
 def attachment_traits(settings: Any, store: Any, pool: Any = None) -> TraitProbe:
-    """A probe from an attached artifact to its traits, with the OCR and voice activity tools as configured.
+    """A probe from an attached artifact to its traits, with the built-in OCR and voice activity tools as configured.
     Results are kept per artifact id: a re-plan or a later turn does not look again."""
-    from .ocr import OpticalCharacterRecognition
-    from .speech import VoiceActivityDetection
-
-    ocr = OpticalCharacterRecognition(settings=settings, pool=pool)
-    vad = VoiceActivityDetection(settings=settings, pool=pool)
+    ocr_class, vad_class = builtin_tool("ocr"), builtin_tool("voice-activity-detection")
+    ocr = ocr_class(settings=settings, pool=pool) if ocr_class is not None else None
+    vad = vad_class(settings=settings, pool=pool) if vad_class is not None else None
     seen: dict[str, frozenset[str]] = {}
 
     def probe(artifact: Artifact) -> frozenset[str]:
@@ -55,9 +55,9 @@ def attachment_traits(settings: Any, store: Any, pool: Any = None) -> TraitProbe
             return seen[artifact.id]
         traits: frozenset[str] = frozenset()
         try:
-            if artifact.kind is ArtifactKind.IMAGE and ocr.available():
+            if artifact.kind is ArtifactKind.IMAGE and ocr is not None and ocr.available():
                 traits = document_traits(ocr(image=store.decode(artifact))["text"])
-            elif artifact.kind is ArtifactKind.AUDIO and vad.available():
+            elif artifact.kind is ArtifactKind.AUDIO and vad is not None and vad.available():
                 clip = store.decode(artifact)
                 traits = speech_traits(vad(audio=clip)["segments"], clip.duration_s)
         except AnymodaError:
