@@ -211,3 +211,65 @@ def test_a_finished_run_leaves_no_lease_and_the_lease_is_a_setting(home, monkeyp
     for bad in ("0", "nan", "inf", "-1", "soon", True):
         with pytest.raises(ConfigError, match="run_lease_s"):
             Settings.from_dict({"run_lease_s": bad})
+
+
+def test_a_taken_over_driver_does_not_run_the_tasks_it_had_queued(home, monkeypatch):
+    """The scheduler hands every ready task to the runner at once; the runner's pool runs a few and queues
+    the rest. A driver taken over must not go on to run its queue (a fan-out of 120 text-to-speech lines:
+    the stalled owner, woken, spoke the 80 it had queued again): only what had already started may finish."""
+    from orchestrator.agent import Orchestrator
+    from orchestrator.execution.compose import Composer
+    from orchestrator.execution.executor import RunScheduler
+    from orchestrator.execution.runner import LocalTaskRunner
+    from orchestrator.storage.store import ArtifactStore
+    from orchestrator.tooling.registry import ToolRegistry
+    from orchestrator.tooling.stub_tools import STUB_TOOLS
+
+    lease_s = 0.6
+    settings = Settings.from_dict({"home": str(home), "offline": True, "device": "cpu", "run_lease_s": lease_s})
+    registry = ToolRegistry([*STUB_TOOLS, crash_child.GatedWait])
+    store = ArtifactStore(settings.store_dir)
+    orch = Orchestrator(settings=settings, registry=registry, store=store, planner=None, composer=Composer(None),
+                        runner=LocalTaskRunner(registry, store, settings=settings, max_workers=1))
+    log, gate = str(home / "executions.log"), str(home / "gate")
+    plan = {"tasks": [{"id": f"q{i}", "tool": "gated-wait", "args": {"label": f"q{i}", "log": log, "gate": gate}}
+                      for i in range(6)]}
+    # The driver stalls (as if suspended): no heartbeat, and its scheduler sleeps until the run is taken over.
+    monkeypatch.setattr("orchestrator.execution.journal.RunLease._beat", lambda self: None)
+    stall, taken = threading.Event(), threading.Event()
+    take_message = RunScheduler.take_message
+
+    def stalling_take_message(self) -> None:
+        if stall.is_set():
+            taken.wait(30)
+        take_message(self)
+    monkeypatch.setattr(RunScheduler, "take_message", stalling_take_message)
+    outcome: dict = {}
+
+    def drive() -> None:
+        try:
+            outcome["result"] = orch.run("six at once", plan=plan)
+        except Exception as exc:  # noqa: BLE001 - the test looks at it below
+            outcome["error"] = exc
+    driver = threading.Thread(target=drive)
+    driver.start()
+    successor = RunJournal(home / "runs.sqlite")
+    try:
+        deadline = time.monotonic() + 30
+        while not (home / "executions.log").exists():
+            assert time.monotonic() < deadline and driver.is_alive(), outcome
+            time.sleep(0.02)
+        run_id = orch.journal.runs(limit=1)[0].id
+        stall.set()
+        time.sleep(lease_s + 0.6)
+        with successor.lease(run_id, lease_s):  # taken over while q0 holds the only worker and q1..q5 wait
+            taken.set()
+            driver.join(30)
+            assert isinstance(outcome.get("error"), LeaseLostError), outcome
+    finally:
+        taken.set()
+        (home / "gate").touch()
+        driver.join(30)
+    time.sleep(1.0)  # a queued task that was not dropped would run now, on the freed worker
+    orch.runner.shutdown()
+    assert calls_of(home) == {"q0": 1}

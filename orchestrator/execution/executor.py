@@ -237,6 +237,17 @@ class RunScheduler:
         self.deferred: list[Callable[[], None]] = []
 
     def run(self) -> dict[str, TaskResult]:
+        try:
+            return self._turns()
+        except BaseException:
+            # Stopped early (taken over, a journal write refused, interrupted): the runner may still hold tasks
+            # it has not started (a pool runs a few and queues the rest). Drop them: whoever drives the run
+            # next runs them, and a driver taken over must not (a thread pool drains its queue even at exit).
+            for _, _, future in self.running.values():
+                future.cancel()
+            raise
+
+    def _turns(self) -> dict[str, TaskResult]:
         while True:
             # Taken over (this process stalled past its run lease): stop here and write nothing; the new
             # driver owns the journal. Tasks already running cannot be stopped (threads); their results are dropped.
