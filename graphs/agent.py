@@ -38,6 +38,7 @@ from orchestrator.execution.journal import FINISHED_RUN_STATUSES, RunJournal
 from orchestrator.execution.recovery import (
     AgentHooks,
     is_empty_result,
+    plan_takes,
     replaced_plan,
     with_stand_ins,
 )
@@ -97,10 +98,14 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
         artifacts += earlier_artifacts(parts.store, state["session"], state.get("context", []))
         try:
             run = state.get("run", "")
-            stream = {"on_text": lambda piece: _emit(Event("plan_token", run, data={"text": piece}))} \
-                if _takes_on_text(parts.planner) else {}
+            options = {"on_text": lambda piece: _emit(Event("plan_token", run, data={"text": piece}))} \
+                if plan_takes(parts.planner, "on_text") else {}
+            if plan_takes(parts.planner, "numbers_from"):
+                # Numeric settings come from the user's own words in this conversation, never from the answers.
+                earlier = [r.request for r in parts.journal.runs(session=state["session"], limit=40)]
+                options["numbers_from"] = [*earlier, state["request"]]
             result = parts.planner.plan(state["request"], artifacts=artifacts, session=state["session"],
-                                        context=state.get("history", ""), **stream)
+                                        context=state.get("history", ""), **options)
         except AnymodaError as exc:
             return {"error": f"planning failed: {exc}"}
         info = {"syntax": result.syntax, "attempts": len(result.attempts), "hint": list(result.hint),
@@ -257,16 +262,6 @@ def earlier_artifacts(store: ArtifactStore, session: str, ids: list[str]) -> lis
 
 PREVIOUS_ANSWER = "previous_answer"
 EARLIER_TURN = "from_earlier_turn"  # metadata key on artifacts offered from earlier turns (see Planner)
-
-
-def _takes_on_text(planner: Any) -> bool:
-    """Whether a planner streams its text (ours does; a caller's stand-in planner may not take on_text)."""
-    import inspect
-
-    try:
-        return "on_text" in inspect.signature(planner.plan).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def normalise_decision(decision: Any, pending: list[str]) -> dict[str, bool]:

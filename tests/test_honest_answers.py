@@ -594,7 +594,9 @@ def repairing_planner(store: ArtifactStore, registry: ToolRegistry, calls: list[
     first text or time series id offered."""
 
     def reply(messages: list[dict[str, str]]) -> str:
-        offered = messages[-1]["content"].split("Input artifacts:", 1)[1]
+        # The input list is in the request's message (a repair turn after it only lists the problems).
+        offered = next(m["content"] for m in reversed(messages) if "Input artifacts:" in m["content"])
+        offered = offered.split("Input artifacts:", 1)[1]
         found = re.search(r"(?:text|time_series)-[0-9a-f]{16}", offered)
         call = calls.pop(0)
         args = {k: (found.group(0) if v == "$input" else v) for k, v in call["args"].items()}
@@ -632,6 +634,23 @@ def test_a_bad_argument_is_repaired_once_and_the_journal_keeps_both_calls(settin
     assert "abcabc repeats every 2 letters" in result.answer
 
 
+def test_a_repair_may_not_take_its_numbers_from_the_error_or_the_failed_call(settings):
+    # The repair request quotes the error ("period (200) must be at most half ..."): a planner that copies
+    # the failed call back is refused, since 200 is no number the user gave; the next reply leaves it out.
+    store = ArtifactStore(settings.store_dir, settings.limits)
+    backend, planner = repairing_planner(store, REPAIR_REGISTRY, [
+        {"tool": "stub-period", "args": {"text": "$input", "period": 200}},
+        {"tool": "stub-period", "args": {"text": "$input"}},
+    ])
+    orch = make(settings, registry=REPAIR_REGISTRY, store=store, planner=planner)
+    plan = {"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period", "args": {"text": "<t1>", "period": 200}}]}
+    result = orch.run("find the cycle", plan=plan)
+
+    assert result.status == "done" and result.tasks["t2"].status == "done", result.failures
+    assert len(backend.calls) == 2 and "not a number the user gave" in backend.calls[1][-1]["content"]
+    assert result.plan["tasks"][1]["args"] == {"text": "<t1>"}
+
+
 def test_what_ran_before_a_failed_step_is_still_reported(orch: Orchestrator):
     plan = {"tasks": [wait("t1", "TOTAL 42.50"), wait("t2", "x", a="<t1>", fail=True)]}
     result = orch.run("read it and then fail", plan=plan)
@@ -662,12 +681,12 @@ def test_time_series_description_with_too_long_a_period_is_repaired(settings):
 
 def test_a_repair_that_fails_again_is_given_up_honestly(settings):
     store = ArtifactStore(settings.store_dir, settings.limits)
-    # The second call fails too (6 > half of 6); 6 is a number the planner was shown (in the error).
+    # The second call fails too (6 > half of 6); 6 is a number the user gave.
     backend, planner = repairing_planner(store, REPAIR_REGISTRY, [{"tool": "stub-period", "args": {"text": "$input",
                                                                                                    "period": 6}}])
     orch = make(settings, registry=REPAIR_REGISTRY, store=store, planner=planner)
     plan = {"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period", "args": {"text": "<t1>", "period": 200}}]}
-    result = orch.run("find the cycle", plan=plan)
+    result = orch.run("find the cycle, I think it is 6 letters", plan=plan)
     assert result.status == "partial" and result.tasks["t2"].status == "failed"
     assert len(backend.calls) == 1 and result.tasks["t2"].attempts == 2  # one repair, no more
     assert "(6)" in result.tasks["t2"].error and "(200)" in result.tasks["t2"].repairs[0]["error"]
@@ -681,8 +700,9 @@ def test_a_repair_that_repeats_the_failed_call_is_not_run(settings):
     backend, planner = repairing_planner(store, REPAIR_REGISTRY, [{"tool": "stub-period", "args": {"text": "$input",
                                                                                                    "period": 200}}])
     orch = make(settings, registry=REPAIR_REGISTRY, store=store, planner=planner)
-    result = orch.run("find the cycle", plan={"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period",
-                                                                                "args": {"text": "<t1>", "period": 200}}]})
+    # 200 is the user's own number, so the planner may write it again; the same call is then not run twice.
+    result = orch.run("find the cycle of 200", plan={"tasks": [wait("t1", "abcabc"), {"id": "t2", "tool": "stub-period",
+                                                                                       "args": {"text": "<t1>", "period": 200}}]})
     assert result.tasks["t2"].status == "failed" and result.tasks["t2"].attempts == 1 and len(backend.calls) == 1
 
 

@@ -136,6 +136,11 @@ def test_numbers_in_settings_must_be_ones_the_user_gave(registry):
     problems = literal_provenance_problems(guessed, registry, ["Describe the trend of this series and plot it"])
     assert [(p.task, p.argument) for p in problems] == [("t1", "period")]
     assert literal_provenance_problems(guessed, registry, ["the cycle is 200 steps long"]) == []
+    # In a conversation the assistant's own words ("200 daily points") describe; only the user's choose.
+    talk = ["can you plot it", "User: how are my sales?\nAssistant: 200 daily points, rising."]
+    assert literal_provenance_problems(guessed, registry, talk) == []  # the old, looser rule
+    problems = literal_provenance_problems(guessed, registry, talk, number_sources=["how are my sales?", "can you plot it"])
+    assert [(p.task, p.argument) for p in problems] == [("t1", "period")] and "the user gave" in problems[0].message
 
 
 def test_the_grammar_offers_numeric_settings_only_from_numbers_the_request_holds(registry):

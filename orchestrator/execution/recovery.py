@@ -18,6 +18,7 @@ under the same task id, and the journal keeps both attempts.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import re
 import threading
@@ -380,6 +381,15 @@ def strip_ids(text: str) -> str:
 # ---------------------------------------------------------------------- repairs
 
 
+def plan_takes(planner: Any, keyword: str) -> bool:
+    """Whether a planner's plan() takes ``keyword`` (ours takes on_text and numbers_from; a caller's
+    stand-in planner may take neither)."""
+    try:
+        return keyword in inspect.signature(planner.plan).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def repair_task(hooks: AgentHooks, task_id: str, tool: str, arguments: dict[str, Any],
                 error: str) -> tuple[str, dict[str, Any]] | None:
     """Ask the planner for one replacement call of ``task_id`` after it failed with ``error``.
@@ -407,7 +417,10 @@ def repair_task(hooks: AgentHooks, task_id: str, tool: str, arguments: dict[str,
                + (f" (leave out or change the argument the error names; its params: "
                   f"{', '.join(f'{n}={s.default!r}' for n, s in tool_class.params.items())})" if tool_class.params else ""))
     try:
-        result = planner.plan(request, artifacts=inputs, session=hooks.session, context=context)
+        # The failed call's numbers (and the error's) are no choice of the user's: a repair may keep only those
+        # the user gave, or leave the setting to its default.
+        numbers = {"numbers_from": [hooks.request]} if plan_takes(planner, "numbers_from") else {}
+        result = planner.plan(request, artifacts=inputs, session=hooks.session, context=context, **numbers)
     except (AnymodaError, ValueError):
         return None
     needed = {ref.output for ref in hooks.validated.references.values() if ref.task == task_id} \

@@ -344,7 +344,7 @@ def content_words(text: str) -> list[str]:
 
 
 def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Sequence[str], *,
-                                min_share: float = 0.75) -> list[Problem]:
+                                min_share: float = 0.75, number_sources: Sequence[str] | None = None) -> list[Problem]:
     """Text literals in a plan's arguments that come from nowhere the user can see.
 
     A literal must be written from the request, the conversation or a tool's output (``sources``):
@@ -353,12 +353,13 @@ def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Seq
     plan for "say that out loud". Text inputs are checked, and numeric settings (a number the user never
     gave, such as ``period=200`` on a 200-point series, is a guess; the default is the better one); other
     params (a language code for "French") the planner may rightly derive, and references and input ids
-    are not literals.
+    are not literals. ``number_sources`` (default: ``sources``) are the texts a numeric setting may come
+    from: what the user said, where the conversation also holds the assistant's own answers.
     """
     known = set()
     for source in sources:
         known.update(content_words(source))
-    said = [float(n) for n in _NUMBERS.findall(" ".join(sources))]
+    said = [float(n) for n in _NUMBERS.findall(" ".join(sources if number_sources is None else number_sources))]
     problems = []
     for task in plan.tasks:
         if task.tool not in registry:
@@ -369,8 +370,8 @@ def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Seq
             if param is not None and param.type in (int, float) and not isinstance(value, bool) \
                     and isinstance(value, (int, float)) and not param.choices and value != param.default \
                     and not any(_same_number(value, number) for number in said):
-                problems.append(Problem(task.id, name, f"{value!r} is not a number the request or the conversation "
-                                        "gives; leave the setting out to use its default"))
+                problems.append(Problem(task.id, name, f"{value!r} is not a number the user gave; "
+                                        "leave the setting out to use its default"))
                 continue
             if not isinstance(value, str) or parse_reference(value) is not None or is_artifact_id(value.strip()):
                 continue

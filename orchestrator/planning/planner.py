@@ -422,12 +422,18 @@ class Planner:
                 {"role": "assistant", "content": json.dumps(plan.to_json(), ensure_ascii=False)}]
 
     def plan(self, request: str, *, artifacts: Sequence[Artifact] = (), session: str | None = None,
-             context: str = "", on_text: Callable[[str], None] | None = None) -> PlanResult:
-        """``on_text`` receives the plan's text as the LLM writes it (each attempt), where the backend streams."""
+             context: str = "", on_text: Callable[[str], None] | None = None,
+             numbers_from: Sequence[str] | None = None) -> PlanResult:
+        """``on_text`` receives the plan's text as the LLM writes it (each attempt), where the backend streams.
+
+        ``numbers_from``: the texts whose numbers a tool's numeric setting may take (what the user said in
+        this conversation, this request included); by default the request and ``context``. A number from the assistant's own
+        answer ("60 daily points") is a description, not a choice, and made a plot fail as ``period=60``."""
         if not request or not request.strip():
             raise InvalidInputError("the request is empty")
         check_request_size(request, (self.settings or current_settings()).limits.max_request_tokens)
         request = request.strip()
+        said = (request, context) if numbers_from is None else tuple(numbers_from)
         inputs = plan_inputs(artifacts)
         tools = self.tools_for(request, [a.kind for a in artifacts])
         hint = self.hint(request, tools, [a.kind for a in artifacts], [a.kind for a in artifacts if is_new_input(a)],
@@ -442,14 +448,14 @@ class Planner:
         made_up: tuple[Plan, list] | None = None  # the last plan whose only fault was text from nowhere
         for _attempt in range(self.max_repairs + 1):
             started = time.perf_counter()
-            text = self._complete(messages, tools, inputs, hint, follow=follow, sources=(request, context), on_text=on_text,
+            text = self._complete(messages, tools, inputs, hint, follow=follow, numbers_from=said, on_text=on_text,
                                   answer_only=answer_only)
             problems: list[str]
             made_up = None
             try:
                 plan = self.parse(text, artifacts)
                 validated = validate_plan(plan, self.registry, store=self.store, session=session)
-                ungrounded = literal_provenance_problems(plan, self.registry, [request, context])
+                ungrounded = literal_provenance_problems(plan, self.registry, [request, context], number_sources=said)
                 if ungrounded:
                     made_up = (plan, ungrounded)
                     raise PlanError(ungrounded)
@@ -500,13 +506,13 @@ class Planner:
         )
 
     def _complete(self, messages: list[dict[str, str]], tools: Sequence[type[Tool]], inputs: Sequence[PlanInput],
-                  hint: Sequence[str] = (), *, follow: bool = True, sources: Sequence[str] = (),
+                  hint: Sequence[str] = (), *, follow: bool = True, numbers_from: Sequence[str] = (),
                   on_text: Callable[[str], None] | None = None, answer_only: bool = False) -> str:
         stream = {"on_text": on_text} if on_text is not None and getattr(self.backend, "streams", False) else {}
         if self.syntax == "compact" and self.constrain and getattr(self.backend, "accepts_grammar", False):
             sequence = list(hint) if follow and self.follow_selection and hint else None
 
-            numbers = numbers_in(*sources)
+            numbers = numbers_in(*numbers_from)
 
             def grammar(written: str) -> str | None:
                 return self.compact.segment_grammar(tools, inputs, written, max_tasks=self.max_tasks, sequence=sequence,
