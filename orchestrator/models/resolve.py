@@ -27,6 +27,7 @@ class PreparedOnFirstUse:
 
     prepare: Callable[[], Path | None]
     peek: Callable[[], "tuple[Path, bool] | None"]
+    first_use: str = "prepared"  # what first use does, in words: "prepared" (joined, converted), "sha256-checked"
 
     def __call__(self) -> Path | None:
         return self.prepare()
@@ -37,7 +38,8 @@ class ModelSource:
     model_id: str
     path: Path
     origin: str  # "local", "packaged", "hub-cache" or "hub"
-    prepared: bool = True  # False: packaged weights still to be joined or converted; ``path`` is where they will be
+    prepared: bool = True  # False: packaged weights still to be joined, converted or checked; ``path`` is where they will be
+    first_use: str = "prepared"  # when not prepared: what first use will do ("prepared", "sha256-checked")
 
     def describe(self) -> str:
         return f"{self.model_id} ({self.origin}: {self.path})"
@@ -85,7 +87,8 @@ def resolve_model(
         if not download and isinstance(locator, PreparedOnFirstUse):
             peeked = locator.peek()  # looking must not do the minutes of work that using does
             if peeked is not None:
-                return ModelSource(model_id, Path(peeked[0]), "packaged", prepared=bool(peeked[1]))
+                return ModelSource(model_id, Path(peeked[0]), "packaged", prepared=bool(peeked[1]),
+                                   first_use=locator.first_use)
         else:
             path = locator()
             if path is not None and Path(path).exists():

@@ -294,8 +294,9 @@ class Tool:
             return Availability(True, f"{self.model_id} will be downloaded from the Hugging Face hub on first use", source,
                                 summary="hub download on first use")
         if not source.prepared:
-            return Availability(True, f"{self.model_id} ships packaged and is prepared once, on first use (into "
-                                      f"{source.path})", source, summary="packaged, prepared on first use")
+            where = "into" if source.first_use == "prepared" else "at"
+            return Availability(True, f"{self.model_id} ships packaged and is {source.first_use} once, on first use "
+                                      f"({where} {source.path})", source, summary=f"packaged, {source.first_use} on first use")
         return Availability(True, f"{source.origin}: {source.path}", source, summary=source.origin)
 
     @contextmanager
