@@ -196,6 +196,25 @@ def test_graph_show_writes_a_name_with_slashes_into_the_current_folder(cli_home,
     assert [p.relative_to(cli_home) for p in cli_home.rglob("*.png")] == [Path("a/b/c/escaped.png")]
 
 
+def test_graph_show_never_overwrites_a_file_named_by_someone_elses_workflow(cli_home, monkeypatch, capsys):
+    """The default picture is named after the workflow, a name from the file: 'name: holiday' overwrote the
+    user's ./holiday.png. A name already taken gets -2, -3...; an -o the owner gives is theirs to overwrite."""
+    from orchestrator.cli.commands import main
+
+    monkeypatch.chdir(cli_home)
+    (cli_home / "holiday.png").write_bytes(b"the user's own photo")
+    path = cli_home / "holiday.yaml"
+    path.write_text("name: holiday\n" + GOOD_NODES)
+    assert main(["workflow", "show", str(path)]) == 0
+    assert main(["workflow", "show", str(path)]) == 0
+    assert (cli_home / "holiday.png").read_bytes() == b"the user's own photo"
+    made = sorted(p.name for p in cli_home.glob("*.png"))
+    assert made == ["holiday-2.png", "holiday-3.png", "holiday.png"], made
+    assert capsys.readouterr().err.count("picture: holiday-") == 2
+    assert main(["workflow", "show", str(path), "-o", "holiday.png"]) == 0  # asked for by name: replaced
+    assert (cli_home / "holiday.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_a_name_with_control_characters_or_too_long_is_refused():
     assert "'name' must be one line" in refused("name: \"a\\nb\"\n" + GOOD_NODES)[0]
     assert "at most 100 characters" in refused(f"name: {'n' * 200}\n" + GOOD_NODES)[0]
@@ -237,6 +256,32 @@ def test_a_batch_file_named_like_a_formula_is_text_in_results_csv(settings, tmp_
             assert all(Path(p).resolve().is_relative_to((tmp_path / "out").resolve()) for p in value["files"])
 
 
+def test_batch_files_named_like_the_batchs_own_files_get_folders_of_their_own(settings, tmp_path):
+    """A file's outputs go to a folder named after it, next to results.csv, results.jsonl and batch-state.jsonl:
+    'results.jsonl.png' made a folder results.jsonl that the table could not replace (a traceback), and
+    'batch-state.jsonl.png' failed on the state file. Names that differ only in case share a folder on macOS."""
+    orchestrator = Orchestrator(settings=settings, registry=REGISTRY, planner=None, composer=Composer(None))
+    names = ["results.jsonl.png", "results.csv.png", "batch-state.jsonl.png", "Results.CSV.jpg", "results.csv.part.png",
+             "Photo.png", "photo.png"]
+    try:
+        folder = tmp_path / "in"
+        folder.mkdir()
+        for number, name in enumerate(names):
+            Image.new("RGB", (32, 32), (number * 30, 0, 0)).save(folder / name, format="PNG")
+        workflow = Workflow.loads(GOOD_NODES + "outputs:\n  summary: $find.summary\n", registry=REGISTRY)
+        out = tmp_path / "out"
+        report = run_batch(orchestrator, workflow, folder, out, jobs=2)
+        again = run_batch(orchestrator, workflow, folder, out, jobs=2)  # the second invocation finds them done
+    finally:
+        orchestrator.runner.shutdown()
+    assert [r.status for r in report.rows] == ["done"] * len(names), [(r.file, r.error) for r in report.rows]
+    assert [r.status for r in again.rows] == ["skipped"] * len(names)
+    assert (out / "results.csv").is_file() and (out / "results.jsonl").is_file() and (out / "batch-state.jsonl").is_file()
+    folders = [Path(p).parent for row in report.rows for value in row.outputs.values() for p in value["files"]]
+    assert len({f.name.casefold() for f in folders}) == len(names)
+    assert all(f.parent == out for f in folders)
+
+
 def test_saved_outputs_of_a_workflow_built_in_code_stay_in_their_folder(settings, tmp_path):
     class Result:
         session = "s"
@@ -253,6 +298,29 @@ def test_saved_outputs_of_a_workflow_built_in_code_stay_in_their_folder(settings
         stored.runner.shutdown()
     [path] = saved["../../escape"]["files"]
     assert Path(path).parent == tmp_path / "out" and Path(path).name == "escape.txt"
+
+
+def test_outputs_whose_file_names_meet_are_all_saved(settings, tmp_path):
+    """Output 'x' (a list: x-0, x-1) and output 'x-0' of the same run, or 'Part' and 'part' on a
+    case-insensitive disk: the second file overwrote the first."""
+    from orchestrator.storage.artifacts import ArtifactKind
+
+    stored = Orchestrator(settings=settings, registry=REGISTRY, planner=None, composer=Composer(None))
+    try:
+        texts = {word: stored.store.put_value(ArtifactKind.TEXT, word, session="s").id
+                 for word in ("first", "second", "single", "upper", "lower")}
+
+        class Result:
+            session = "s"
+            outputs = {"x": [texts["first"], texts["second"]], "x-0": texts["single"], "Part": texts["upper"],
+                       "part": texts["lower"]}
+        saved = save_outputs(stored.store, Result(), tmp_path / "out")
+    finally:
+        stored.runner.shutdown()
+    paths = [Path(p) for value in saved.values() for p in value["files"]]
+    assert len({p.name.casefold() for p in paths}) == 5
+    assert sorted(p.read_text() for p in paths) == ["first", "lower", "second", "single", "upper"]
+    assert [p.name for p in paths] == ["x-0.txt", "x-1.txt", "x-0-2.txt", "Part.txt", "part-2.txt"]
 
 
 # ---------------------------------------------------------------------------------- --input values

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +205,15 @@ def _show(args: argparse.Namespace, console: Any, out: Any) -> int:
     title = workflow.name + (f" — {workflow.description}" if workflow.description else "")
     out.print(to_mermaid(nodes, edges, title=workflow.name), markup=False, highlight=False, soft_wrap=True)
     if not args.no_png:
-        # The name comes from the file, which may be someone else's: never a path of its own.
-        path = draw_png(nodes, edges, args.output or f"{safe_filename(workflow.name)}.png", title=title)
+        # The name comes from the file, which may be someone else's: never a path of its own, and never a
+        # file already here ('name: holiday' must not replace ./holiday.png). An -o is the owner's to choose.
+        destination = args.output
+        if not destination:
+            stem = safe_filename(workflow.name)
+            destination, n = f"{stem}.png", 2
+            while os.path.lexists(destination):
+                destination, n = f"{stem}-{n}.png", n + 1
+        path = draw_png(nodes, edges, destination, title=title)
         console.print(f"picture: {escape(str(path))}")
     return 0
 
@@ -264,7 +272,8 @@ def add_workflow_commands(commands: argparse._SubParsersAction) -> None:
     show = actions.add_parser("show", help="print the workflow as Mermaid and draw it as a PNG")
     show.add_argument("workflow")
     show.add_argument("--output", "-o",
-                      help="the PNG's path (default NAME.png in this folder, the name made safe as a file name)")
+                      help="the PNG's path (default NAME.png in this folder, the name made safe as a file name; "
+                           "NAME-2.png... when taken)")
     show.add_argument("--no-png", action="store_true", help="only print the Mermaid text")
     actions.add_parser("list", help="the shipped workflows")
     from_run = actions.add_parser("from-run", help="save a planned run as a workflow file, to re-run without the LLM")

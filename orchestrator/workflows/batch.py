@@ -173,6 +173,7 @@ def save_outputs(store: Any, result: Any, folder: Path) -> dict[str, Any]:
     """A run's named outputs as files in ``folder`` (``<name><ext>``, ``<name>-<i><ext>`` for lists);
     texts are also returned inline (shortened) for the results table."""
     saved: dict[str, Any] = {}
+    taken: set[str] = set()  # file names of this run, without regard to case: outputs 'x' (a list) and 'x-0' meet
     for name, value in result.outputs.items():
         if value is None:
             continue
@@ -181,10 +182,13 @@ def save_outputs(store: Any, result: Any, folder: Path) -> dict[str, Any]:
         for index, artifact_id in enumerate(ids):
             artifact = store.get(artifact_id, session=result.session)
             # Output names are checked when a workflow file is read, but a Workflow can be built in code.
-            stem = safe_filename(f"{name}-{index}" if isinstance(value, list) else name, fallback="output")
+            base = safe_filename(f"{name}-{index}" if isinstance(value, list) else name, fallback="output")
+            extension, stem, n = extension_for(artifact.mime), base, 2
+            while f"{stem}{extension}".casefold() in taken:
+                stem, n = f"{base}-{n}", n + 1
+            taken.add(f"{stem}{extension}".casefold())
             folder.mkdir(parents=True, exist_ok=True)
-            paths.append(str(store.export(artifact_id, folder / f"{stem}{extension_for(artifact.mime)}",
-                                          session=result.session)))
+            paths.append(str(store.export(artifact_id, folder / f"{stem}{extension}", session=result.session)))
             if artifact.kind is ArtifactKind.TEXT:
                 texts.append(str(store.load(artifact_id, session=result.session))[:INLINE_TEXT_CHARS])
         saved[name] = {"files": paths, **({"text": texts if isinstance(value, list) else texts[0]} if texts else {})}
@@ -211,15 +215,22 @@ def _resumable(orchestrator: Any, run_id: str) -> bool:
     return record.status in ("running", "cancelled", "planning")
 
 
+# What the batch itself writes in its output folder, beside one folder per file: no file's folder may take
+# these names ('results.jsonl.png' made a folder the table could not replace).
+OWN_FILES = (STATE_FILE, "results.csv", "results.jsonl", "results.csv.part", "results.jsonl.part")
+
+
 def _unique_stems(files: list[Path]) -> dict[Path, str]:
+    """Each file's output folder: its name made safe, unique without regard to case (one folder on macOS
+    and Windows), never one of :data:`OWN_FILES`."""
     stems: dict[Path, str] = {}
-    used: set[str] = set()
+    used: set[str] = {name.casefold() for name in OWN_FILES}
     for path in files:
         base = safe_filename(path.stem, fallback="file")
         stem, n = base, 2
-        while stem in used:
+        while stem.casefold() in used:
             stem, n = f"{base}-{n}", n + 1
-        used.add(stem)
+        used.add(stem.casefold())
         stems[path] = stem
     return stems
 
