@@ -275,6 +275,48 @@ def test_tool_output_into_a_folder_named_with_a_slash(home, tmp_path):
     assert saved.suffix == ".txt" and saved.read_text() == "hi"
 
 
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "pipe.json"
+    os.mkfifo(path)
+    return path
+
+
+def test_export_never_replaces_a_special_file(home, tmp_path, series_id, fifo):
+    """The export wrote a temporary file and renamed it over the FIFO (as root over /dev/null too)."""
+    one_line_error(*run_cli("artifacts", "export", series_id, fifo), "named pipe", "pipe.json")
+    assert fifo.is_fifo()
+    symlink = tmp_path / "null.json"
+    symlink.symlink_to("/dev/null")
+    one_line_error(*run_cli("artifacts", "export", series_id, symlink), "special file of the system")
+    assert symlink.is_symlink()
+    one_line_error(*run_cli("artifacts", "export", series_id, "/proc/self/anymoda.json"), "special file of the system")
+    os.mkfifo(tmp_path / "pipe.txt")
+    one_line_error(*run_cli("tool", "echo", "--text", "hi", "-o", tmp_path / "pipe.txt"), "-o", "named pipe")
+    assert (tmp_path / "pipe.txt").is_fifo()
+    picture = tmp_path / "null.png"
+    picture.symlink_to("/dev/null")
+    one_line_error(*run_cli("render", series_id, "-o", picture), "-o", "special file of the system")
+
+
+@pytest.mark.parametrize("name", ["x" * 300 + ".json", "deep/" + "y" * 300 + "/z.json"])
+def test_export_to_a_name_too_long_is_a_one_line_error(home, tmp_path, series_id, name, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(*run_cli("artifacts", "export", series_id, name), "File name too long")
+
+
+@pytest.mark.parametrize("where", ["{tmp}/pipe.png", "{tmp}/" + "w" * 300 + ".png", "/proc/self/graph.png",
+                                   "/dev/anymoda-graph.png"])
+def test_workflow_show_refuses_a_picture_path_it_cannot_write(home, tmp_path, where, monkeypatch):
+    os.mkfifo(tmp_path / "pipe.png")
+    monkeypatch.chdir(tmp_path)
+    workflow = tmp_path / "w.yaml"
+    workflow.write_text("name: w\ninputs: {t: text}\nnodes:\n  e: {tool: echo, args: {text: $t}}\noutputs: {o: $e.text}\n")
+    code, out, err = run_cli("workflow", "show", workflow, "-o", where.format(tmp=tmp_path))
+    one_line_error(code, "", err, "-o")
+    assert (tmp_path / "pipe.png").is_fifo() and not Path("/dev/anymoda-graph.png").exists()
+
+
 # ------------------------------------------------------------------------------------------ what a pipe gets
 
 

@@ -47,6 +47,7 @@ from ..storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from ..storage.codecs import (
     EXTENSION_KINDS,
     check_input_file,
+    check_output_file,
     file_reference,
     json_argument,
     text_argument,
@@ -196,7 +197,7 @@ def _hint_if_file(what: str, value: str) -> None:
 def _output_choice(outputs: dict[str, ArtifactKind], destination: str) -> str | None:
     """Which output ``-o destination`` saves: one output's name for a file, None for a folder (all of them).
     Known from the tool's declared outputs, so a destination that fits none is refused before the tool runs."""
-    target = Path(destination).expanduser()
+    target = check_output_file(destination, "-o")  # a FIFO, a device, a name too long: refused before running
     if not target.suffix or target.is_dir() or destination.endswith(("/", os.sep)):
         return None
     wanted = EXTENSION_KINDS.get(target.suffix.lower())
@@ -338,7 +339,7 @@ _PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WE
 
 def _picture_destination(destination: str) -> tuple[Path, str]:
     """Where ``render -o`` writes and in which format; refused before anything is loaded or drawn."""
-    target = Path(destination).expanduser()
+    target = check_output_file(destination, "-o")
     picture_format = _PICTURE_FORMATS.get(target.suffix.lower())
     if destination.endswith(("/", os.sep)) or target.is_dir():
         raise InvalidInputError(f"-o {shown_path(destination)} is a folder; name the picture file, e.g. {target / 'picture.png'}")

@@ -32,6 +32,7 @@ from ..storage.artifacts import ArtifactKind, is_artifact_id
 from ..storage.codecs import (
     MediaLimits,
     check_input_file,
+    check_output_file,
     file_reference,
     json_argument,
     text_argument,
@@ -208,7 +209,9 @@ def _show(args: argparse.Namespace, console: Any, out: Any) -> int:
         # The name comes from the file, which may be someone else's: never a path of its own, and never a
         # file already here ('name: holiday' must not replace ./holiday.png). An -o is the owner's to choose.
         destination = args.output
-        if not destination:
+        if destination:
+            check_output_file(destination, "-o")
+        else:
             stem = safe_filename(workflow.name)
             destination, n = f"{stem}.png", 2
             while os.path.lexists(destination):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import errno
 import io
 import json
 import math
@@ -194,6 +195,35 @@ def check_input_file(path: str | os.PathLike[str], max_bytes: int, what: str) ->
         raise InvalidInputError(f"{what}: {shown_path(text)} is {kind}, not a regular file")
     if info.st_size > max_bytes:
         raise InvalidInputError(f"{what}: {shown_path(text)} is {info.st_size:,} bytes, over the limit of {max_bytes:,}")
+    return file
+
+
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a file this program may create or replace, or an error naming what is wrong.
+
+    A file is written beside its destination and renamed over it, which would replace a FIFO, a device
+    or a socket with a plain file (as root, /dev/null too); opening one instead blocks or never ends.
+    Those, anything under /proc, /sys or /dev, and names the system refuses (too long, a NUL byte) are
+    refused before anything is made. Folders are the caller's to handle.
+    """
+    text = os.fspath(path)
+    if not text:
+        raise InvalidInputError(f"{what}: no file named (the path is empty)")
+    file = Path(text).expanduser()
+    try:
+        resolved = file.resolve()  # through symlinks: a link to /dev/null is /dev/null
+        info = os.lstat(resolved) if os.path.lexists(resolved) else None
+        for part in (file.name, *[p.name for p in file.parents]):
+            if len(os.fsencode(part)) > 255:
+                raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, a NUL byte
+        raise InvalidInputError(f"{what}: cannot write {shown_path(text)} ({getattr(exc, 'strerror', None) or exc})") from None
+    if any(resolved == root or root in resolved.parents for root in _PSEUDO_FILESYSTEMS):
+        raise InvalidInputError(f"{what}: {shown_path(text)} is a special file of the system ({resolved.parts[1]}); "
+                                "write to a regular file")
+    if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        kind = next((name for test, name in _FILE_TYPES if test(info.st_mode)), "not a regular file")
+        raise InvalidInputError(f"{what}: {shown_path(text)} is {kind}; write to a regular file")
     return file
 
 

@@ -41,7 +41,7 @@ from ..backends.sqlite import LocalBlobStore, SqliteDatabase
 from ..errors import ArtifactNotFoundError, InvalidInputError
 from . import codecs
 from .artifacts import Artifact, ArtifactKind, check_artifact_id, new_artifact_id
-from .codecs import EXTENSION_KINDS, MediaLimits
+from .codecs import EXTENSION_KINDS, MediaLimits, check_output_file
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS artifacts (
@@ -283,14 +283,12 @@ class ArtifactStore:
         as ``<id><ext>``; any other destination is the file to write."""
         artifact = self.get(artifact_id, session=session)
         named = os.fspath(destination)
-        target = Path(named).expanduser()
-        into_folder = named.endswith(("/", os.sep)) or target.is_dir()
+        what = f"cannot export {artifact.id}"
+        target = check_output_file(named, what)  # no FIFO, device, /proc... replaced; no name the system refuses
         try:
-            if into_folder:
-                target.mkdir(parents=True, exist_ok=True)
-                target = target / f"{artifact.id}{extension_for(artifact.mime)}"
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
+            if named.endswith(("/", os.sep)) or target.is_dir():  # into the folder (made if missing)
+                target = check_output_file(target / f"{artifact.id}{extension_for(artifact.mime)}", what)
+            target.parent.mkdir(parents=True, exist_ok=True)
             data = self._read_blob(artifact)
             tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
             tmp.write_bytes(data)

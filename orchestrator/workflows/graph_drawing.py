@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, shown_path
+from ..storage.codecs import check_output_file
 
 NODE_KINDS = ("input", "task", "output")
 EDGE_STYLES = ("data", "condition", "fan_out")
@@ -604,6 +605,7 @@ def draw_png(nodes: list[DrawNode], edges: list[DrawEdge], path, *, title: str =
     png_path = Path(path)
     if png_path.suffix.lower() != ".png":
         raise InvalidInputError(f"graph picture path {str(png_path)!r} must end in .png")
+    png_path = check_output_file(png_path, "graph picture")  # not a FIFO, a device, /proc; a name the system takes
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -636,6 +638,9 @@ def draw_png(nodes: list[DrawNode], edges: list[DrawEdge], path, *, title: str =
         _draw_node(axes, node, layout.x[v], y[v], layout.height[v])
     _draw_edges(axes, nodes, edges, layout, y, arch_base=top + shift)
     _draw_legend(axes, nodes, edges)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(png_path, format="png", dpi=dpi, facecolor="white")
+    try:
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(png_path, format="png", dpi=dpi, facecolor="white")
+    except OSError as exc:  # a file where a folder is meant, no permission, a full disk
+        raise InvalidInputError(f"graph picture: cannot write {shown_path(str(png_path))} ({exc.strerror or exc})") from None
     return png_path
