@@ -317,6 +317,38 @@ def test_workflow_show_refuses_a_picture_path_it_cannot_write(home, tmp_path, wh
     assert (tmp_path / "pipe.png").is_fifo() and not Path("/dev/anymoda-graph.png").exists()
 
 
+@pytest.mark.parametrize("command", [("runs", "list"), ("artifacts", "list")])
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("--limit", "99999999999999999999", "from 1 to 100,000"), ("--limit", "-1", "from 1 to 100,000"),
+    ("--limit", "0", "from 1 to 100,000"), ("--limit", "ten", "whole number"),
+    ("--session", "../other", "not a usable session id"), ("--session", "s" * 5000, "5000 characters"),
+])
+def test_listing_options_out_of_range_are_refused_by_name(home, capsys, command, option, value, words):
+    """--limit 99999999999999999999 overflowed SQLite in a traceback; -1 listed everything; a session that
+    no id could be was looked up anyway."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command, option, value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert f"error: argument {option}:" in last and words in last and len(last) < 400, last
+
+
+@pytest.mark.parametrize("command", [("runs", "show"), ("runs", "resume"), ("runs", "cancel")])
+def test_a_long_run_id_is_quoted_short(home, command):
+    line = one_line_error(*run_cli(*command, "run-" + "r" * 5000), "is not a run id", "5004 characters")
+    assert len(line) < 300
+
+
+@pytest.mark.parametrize("option", ["--rate", "--concurrent-runs"])
+@pytest.mark.parametrize("value", ["99999999999999999999", "9007199254740992", "0"])
+def test_key_limits_out_of_range_are_one_line_errors(home, option, value):
+    pytest.importorskip("fastapi")
+    one_line_error(*run_cli("keys", "create", "--tenant", "acme", option, value), "must be a whole number from 1 to")
+    code, out, err = run_cli("keys", "list")
+    assert code == 0 and "acme" not in out, (out, err)
+
+
 # ------------------------------------------------------------------------------------------ what a pipe gets
 
 

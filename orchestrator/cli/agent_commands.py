@@ -26,8 +26,10 @@ from rich.text import Text
 from rich.tree import Tree
 
 from ..agent import Orchestrator, RunResult
+from ..errors import InvalidInputError, shown
 from ..execution.compose import file_phrase
 from ..execution.events import Event
+from ..execution.journal import check_session_id
 from ..storage.store import extension_for
 from .approval import ask_approval
 
@@ -330,6 +332,29 @@ def cmd_chat(args: argparse.Namespace) -> int:
         _print_saved(orchestrator, result, save_artifacts(orchestrator, result, args.out, prefix=f"turn{turn}-"))
 
 
+MAX_LISTED = 100_000
+
+
+def listing_limit(text: str) -> int:
+    """A listing's --limit: a whole number from 1 to :data:`MAX_LISTED` (a 20-digit one overflowed SQLite
+    in a traceback; -1 listed everything)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number is expected, got {shown(text)}") from None
+    if not 1 <= value <= MAX_LISTED:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LISTED:,}, got {shown(text)}")
+    return value
+
+
+def session_argument(text: str) -> str:
+    """A --session that filters a listing: a session id, checked like any other before the lookup."""
+    try:
+        return check_session_id(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     orchestrator = _orchestrator(args)
     if args.action == "list":
@@ -436,8 +461,8 @@ def add_agent_commands(commands: argparse._SubParsersAction) -> None:
     runs = commands.add_parser("runs", help="list, show or resume runs")
     actions = runs.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="the latest runs")
-    listing.add_argument("--session")
-    listing.add_argument("--limit", type=int, default=30)
+    listing.add_argument("--session", type=session_argument)
+    listing.add_argument("--limit", type=listing_limit, default=30, help="how many (1 to 100,000; default 30)")
     show = actions.add_parser("show", help="a run's plan, tasks (status, timings, inputs, outputs, lineage), answer")
     show.add_argument("run")
     show.add_argument("--json", action="store_true")

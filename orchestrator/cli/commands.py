@@ -54,7 +54,7 @@ from ..storage.codecs import (
 )
 from ..storage.store import ArtifactStore
 from ..tooling.registry import ToolRegistry
-from .agent_commands import add_agent_commands, print_table
+from .agent_commands import add_agent_commands, listing_limit, print_table, session_argument
 from .model_commands import add_models_commands
 from .workflow_commands import add_workflow_commands
 
@@ -490,9 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     artifacts = commands.add_parser("artifacts", help="list, show or export stored artifacts")
     actions = artifacts.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list")
-    listing.add_argument("--session")
+    listing.add_argument("--session", type=session_argument)
     listing.add_argument("--kind")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=listing_limit, default=50, help="how many (1 to 100,000; default 50)")
     show = actions.add_parser("show")
     show.add_argument("id")
     export = actions.add_parser("export", help="copy an artifact out to a file, or into a folder (a name ending in / "

@@ -121,7 +121,7 @@ def new_run_id() -> str:
 
 def check_run_id(value: object) -> str:
     if not isinstance(value, str) or not RUN_ID.fullmatch(value):
-        raise InvalidInputError(f"{value!r} is not a run id (expected 'run-' and 16 hex digits)")
+        raise InvalidInputError(f"{shown(value)} is not a run id (expected 'run-' and 16 hex digits)")
     return value
 
 

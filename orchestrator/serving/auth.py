@@ -120,8 +120,9 @@ class KeyStore:
         check_tenant_name(tenant)
         for name, value in (("max upload bytes", limits.max_upload_bytes), ("requests per minute", limits.requests_per_minute),
                             ("concurrent runs", limits.max_concurrent_runs)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise InvalidInputError(f"{name} must be a whole number of at least 1, got {value!r}")
+            # At most 2**53 - 1: a 20-digit --rate overflowed SQLite's integers in a traceback.
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**53):
+                raise InvalidInputError(f"{name} must be a whole number from 1 to {2**53 - 1:,}, got {shown(value)}")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(f"key_{secrets.token_hex(6)}", tenant, time.time(), None, limits)
         self.database.write("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
