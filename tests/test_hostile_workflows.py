@@ -160,6 +160,43 @@ def test_conditions_that_would_fail_at_run_time_are_refused_when_read(condition,
     assert len(found[0]) < 400
 
 
+@pytest.mark.parametrize("condition, message", [
+    # How these are written makes them fail whatever the values: they validated, then failed every run.
+    ("count($find.summary) > 'a'", "compares a number with a text"),
+    ("'a' <= len($find.summary)", "compares a text with a number"),
+    ("(len($find.summary) > 1) >= 'x'", "compares a number with a text"),
+    ("$find.summary in 5", "'in' needs a text or a list on its right, not a number"),
+    ("$find.summary not in None", "'in' needs a text or a list on its right, not None"),
+    ("count($find.summary) in lower($find.summary)", "a number is never in a text"),
+    ("len(count($find.summary)) > 1", "len() of a number"),
+    ("len(5) > 1", "can never be evaluated"),
+    ("count(None) == 0", "can never be evaluated"),
+    ("int('abc') > 1", "can never be evaluated"),
+    ("'abc'[7] == 'c'", "can never be evaluated"),
+    ("-'a' == 1", "can never be evaluated"),
+    ("1 < 'a'", "can never be evaluated"),
+    ("-lower($find.summary) == 1", "minus of a text"),
+    ("len($find.summary)[0] == 1", "indexes a number"),
+    ("upper($find.summary)['label'] == 'A'", "a text is indexed by a whole number"),
+    ("float(None) > 1", "can never be evaluated"),
+    ("None > count($find.summary)", "compares None"),
+])
+def test_conditions_that_fail_by_how_they_are_written_are_refused_when_read(condition, message):
+    found = refused(GOOD_NODES + f"  check:\n    tool: stub-wait\n    when: {condition!r}\n")
+    assert len(found) == 1 and found[0].startswith("wf.yaml:6: node 'check':") and message in found[0], found
+    assert len(found[0]) < 400
+
+
+@pytest.mark.parametrize("condition", [
+    "count($find.summary) > 0 and $find.summary != 'cat'", "$find.summary[0] > 'a'", "$find.summary in 'abc'",
+    "'dog' in lower($find.summary)", "float($find.summary) > 2.5", "-count($find.summary) < 0", "not $find.summary",
+    "$find.summary[0]['label'] == 'x'", "$find.summary == None", "count($find.summary) == 'a'", "len('abc') == 3",
+    "int('12') > 1", "'abc'[-1] == 'c'", "lower($find.summary)[0] == 'x'", "$find.summary > 3",
+])
+def test_conditions_whose_outcome_depends_on_the_values_are_accepted(condition):
+    parse_condition(condition)
+
+
 def test_a_condition_that_validates_runs():
     parsed = parse_condition("int($a.b) > 2 and lower($c)[0] == 'x'")
     assert [str(r) for r in parsed.references] == ["$a.b", "$c"]

@@ -88,7 +88,70 @@ def parse_condition(text: str) -> Condition:
         if len(placeholders) < len(references):
             raise ValueError(f"condition {shown(text)}: a $reference inside quotes is not a value; write it unquoted")
         raise ValueError(f"condition {shown(text)}: names like __r0 are not allowed; references start with '$'")
+    _kind(tree.body, text)
     return Condition(text, tree, tuple(references))
+
+
+# What a part of a condition always is, where that is known without the values (None: it depends on them).
+_NUMBER, _TEXT, _NONE = "a number", "a text", "None"
+_ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+
+
+def _kind_of(value: Any) -> str | None:
+    if value is None:
+        return _NONE
+    if isinstance(value, str):
+        return _TEXT
+    return _NUMBER if isinstance(value, (bool, int, float)) else None
+
+
+def _kind(node: ast.AST, text: str) -> str | None:
+    """What ``node`` always evaluates to; a ValueError when it fails whatever the values are (``count($x) > 'a'``,
+    ``$x in 5``, ``int('abc')``): such a condition validated, then failed every run."""
+    def refuse(why: str) -> ValueError:
+        return ValueError(f"condition {shown(text)}: {why}")
+
+    if not any(isinstance(item, ast.Name) and item.id.startswith("__r") for item in ast.walk(node)):
+        try:  # no reference inside: its value is known now
+            return _kind_of(_evaluate(node, []))
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+            raise refuse(f"{shown(ast.unparse(node), 60)} can never be evaluated ({type(exc).__name__}: "
+                         f"{bounded(str(exc), 120)})") from None
+    if isinstance(node, ast.Call):
+        argument, name = _kind(node.args[0], text), node.func.id
+        if name in ("count", "len") and argument in (_NUMBER, _NONE):
+            raise refuse(f"{name}() of {argument}, which has no length")
+        if name in ("float", "int") and argument == _NONE:
+            raise refuse(f"{name}() of None")
+        return _TEXT if name in ("lower", "upper", "strip") else _NUMBER
+    if isinstance(node, ast.UnaryOp):
+        operand = _kind(node.operand, text)
+        if isinstance(node.op, ast.USub) and operand in (_TEXT, _NONE):
+            raise refuse(f"minus of {operand}")
+        return _NUMBER
+    if isinstance(node, ast.Subscript):
+        value, index = _kind(node.value, text), _evaluate(node.slice, [])  # the index is a constant (checked above)
+        if value in (_NUMBER, _NONE):
+            raise refuse(f"{shown(ast.unparse(node), 60)} indexes {value}")
+        if value == _TEXT and (not isinstance(index, int) or isinstance(index, bool)):
+            raise refuse(f"{shown(ast.unparse(node), 60)}: a text is indexed by a whole number, like [0]")
+        return _TEXT if value == _TEXT else None
+    if isinstance(node, ast.Compare):
+        kinds = [_kind(node.left, text)] + [_kind(c, text) for c in node.comparators]
+        for op, left, right in zip(node.ops, kinds, kinds[1:], strict=False):
+            if isinstance(op, _ORDERING) and _NONE in (left, right):
+                raise refuse("compares None with < or >; use == or !=")
+            if isinstance(op, _ORDERING) and left and right and left != right:
+                raise refuse(f"compares {left} with {right} by order, which always fails")
+            if isinstance(op, (ast.In, ast.NotIn)) and right in (_NUMBER, _NONE):
+                raise refuse(f"'in' needs a text or a list on its right, not {right}")
+            if isinstance(op, (ast.In, ast.NotIn)) and right == _TEXT and left in (_NUMBER, _NONE):
+                raise refuse(f"{left} is never in a text; compare texts, or use count() == ...")
+        return _NUMBER  # True or False
+    if isinstance(node, ast.BoolOp):
+        for value in node.values:
+            _kind(value, text)
+    return None
 
 
 
