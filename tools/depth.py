@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.extras import import_extra
 from orchestrator.models.resolve import ModelSource
 from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, Tool
@@ -30,11 +31,10 @@ class _DepthModel:
 
 
 def colorize(normalized: np.ndarray, colormap: str) -> Any:
-    """A [0, 1] array as an RGB image through a matplotlib colormap."""
-    from matplotlib import colormaps
+    """A [0, 1] array as an RGB image through a matplotlib colormap (the ``plot`` extra)."""
     from PIL import Image
 
-    rgba = colormaps[colormap](normalized, bytes=True)
+    rgba = import_extra("matplotlib", "the depth map's colours").colormaps[colormap](normalized, bytes=True)
     return Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
 
 
@@ -54,7 +54,7 @@ class DepthEstimation(Tool):
     }
     params = {"colormap": Param(str, "inferno", "colours of the visualization", choices=COLORMAPS)}
     default_model = "depth-anything/Depth-Anything-V2-Small-hf"
-    requires = ("torch", "transformers")
+    requires = ("torch", "transformers", "matplotlib")  # matplotlib: the visualization's colour map (the `plot` extra)
     uses_torch_device = True
 
     def load(self, source: ModelSource, device: str) -> _DepthModel:

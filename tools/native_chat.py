@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InvalidInputError, ModelNotAvailableError
+from orchestrator.extras import installed, missing_extra
 from orchestrator.models.resolve import HubLocation, ModelSource
 from orchestrator.native.chat import (  # the native path's own code; named here too, where callers have found them
     MEDIA_INPUTS,
@@ -112,6 +113,9 @@ class NativeChat(Tool):
             find_llm(_recorded_llm(metadata), purpose=self.name, download=False)
         except (ModelNotAvailableError, InvalidInputError) as exc:
             return Availability(False, f"the checkpoint's LLM is not here: {exc}", summary="its LLM is not here")
+        if metadata.get("lora") is not None and not installed("peft"):  # a stage-2 checkpoint carries a LoRA adapter
+            return Availability(False, str(missing_extra("loading a checkpoint with a LoRA adapter", "peft")),
+                                summary="needs peft")
         return availability
 
     def load(self, source: ModelSource, device: str) -> NativeModel:

@@ -42,7 +42,7 @@ from orchestrator.storage.media import (
     has_clock_times,
     time_text,
 )
-from orchestrator.storage.render import time_axis
+from orchestrator.storage.render import pyplot, time_axis
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param, WeightlessTool
 
 METHOD = "statistical"
@@ -620,11 +620,9 @@ def channel_text(name: str, report: dict[str, Any], time_unit: bool) -> str:
 
 def plot(series: TimeSeries, names: list[str], decompositions: list[Decomposition], max_panels: int = 8):
     """The series with its trend (dashed), spikes (red dots) and level shifts (orange lines), one panel per channel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
+
+    plt = pyplot("the time-series describer's plot")
 
     x = time_axis(series)
     values = series.values.reshape(series.length, -1)
@@ -675,6 +673,7 @@ class TimeSeriesDescription(WeightlessTool):
                         minimum=2.0, maximum=MAX_POINTS / 2, nullable=True),
     }
     default_model = METHOD
+    requires = ("matplotlib",)  # the plot output (the `plot` extra)
 
     def build_method(self) -> Any:
         return _Method()

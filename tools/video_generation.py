@@ -3,7 +3,7 @@
 Any diffusers text-to-video pipeline whose call takes ``prompt`` and ``num_frames`` and returns
 ``frames`` loads by model id (model_index.json names its class). The frames are encoded to an MP4
 (H.264, yuv420p, so browsers and phones play it) with PyAV, whose wheels bundle their own FFmpeg
-libraries: no system ffmpeg is needed.
+libraries: no system ffmpeg is needed (the ``video`` extra: ``pip install 'anymoda[video]'``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from orchestrator.errors import (
     ToolExecutionError,
     ToolUnavailableError,
 )
+from orchestrator.extras import import_extra
 from orchestrator.models.resolve import HubLocation, ModelSource
 from orchestrator.storage.artifacts import ArtifactKind
 from orchestrator.tooling.tool import Input, Output, OutputValue, Param
@@ -50,9 +51,10 @@ MAX_FRAME_PIXELS = 64 * 512 * 512
 def encode_mp4(frames: np.ndarray, fps: int) -> tuple[bytes, str]:
     """uint8 frames (n, height, width, 3) -> MP4 bytes and the codec used.
 
-    H.264 first (what every player expects); MPEG-4 Part 2 where a PyAV build lacks libx264.
+    H.264 first (what every player expects); MPEG-4 Part 2 where a PyAV build lacks libx264. PyAV is the
+    ``video`` extra.
     """
-    import av
+    av = import_extra("av", "writing a video file")
 
     _, height, width, _ = frames.shape
     last_error: Exception | None = None
@@ -123,8 +125,7 @@ class TextToVideo(PromptedTool):
         "seed": seed_param(),
     }
     default_model = "damo-vilab/text-to-video-ms-1.7b"
-    requires = ("torch", "diffusers", "transformers", "av")
-    install_hint = "pip install av"
+    requires = ("torch", "diffusers", "transformers", "av")  # av: the MP4 (the `video` extra)
     uses_torch_device = True
     thread_safe = False
 

@@ -28,6 +28,7 @@ from rich.table import Table
 from ..agent import Orchestrator
 from ..config import current_settings
 from ..errors import InvalidInputError, shown
+from ..extras import installed, missing_extra
 from ..storage.artifacts import ArtifactKind, is_artifact_id
 from ..storage.codecs import (
     MediaLimits,
@@ -205,6 +206,11 @@ def _show(args: argparse.Namespace, console: Any, out: Any) -> int:
     nodes, edges = workflow.drawing()
     title = workflow.name + (f" — {workflow.description}" if workflow.description else "")
     out.print(to_mermaid(nodes, edges, title=workflow.name), markup=False, highlight=False, soft_wrap=True)
+    if not args.no_png and not args.output and not installed("matplotlib"):
+        # The picture is drawn by default; without the plot extra the Mermaid text is the answer (an -o asked for
+        # one, and is refused below in one line naming the extra).
+        console.print(f"no picture: {escape(str(missing_extra('a workflow picture', 'matplotlib')))}")
+        return 0
     if not args.no_png:
         # The name comes from the file, which may be someone else's: never a path of its own, and never a
         # file already here ('name: holiday' must not replace ./holiday.png). An -o is the owner's to choose.

@@ -209,7 +209,7 @@ def models_of(tool: Tool) -> list[str]:
 
 def _local_fetch_command(tool: Tool, why: str, models: Sequence[str] | None = None) -> str:
     if why == "runtime":
-        return tool.install_hint
+        return tool.runtime_install_hint()
     if why == "gpu":
         return ""
     models = models if models is not None else models_of(tool)

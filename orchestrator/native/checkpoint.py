@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import AnymodaError, InvalidInputError
+from ..extras import import_extra
 from .connectors import connector_from_spec
 from .metadata import CHECKPOINT_FORMAT, FORMAT_VERSION, METADATA_FILE, read_metadata
 from .multimodal_lm import PLACEHOLDERS, MultimodalLM
@@ -237,19 +238,17 @@ def _load_lora(folder: Path, recorded: dict[str, Any], model: MultimodalLM) -> N
     lora_folder = folder / LORA_FOLDER
     if not lora_folder.is_dir():
         raise InvalidInputError(f"checkpoint {folder}: it records LoRA settings but {LORA_FOLDER}/ is missing")
+    peft = import_extra("peft", "loading a checkpoint with a LoRA adapter")
     if model.lora_settings is None:
-        from peft import PeftModel
-
-        model.llm = PeftModel.from_pretrained(model.llm, str(lora_folder), is_trainable=True)
+        model.llm = peft.PeftModel.from_pretrained(model.llm, str(lora_folder), is_trainable=True)
         model.lora_settings = dict(recorded)
         return
     for field in ("r", "alpha", "target_modules"):
         if recorded.get(field) != model.lora_settings.get(field):
             raise _mismatch(folder, "LoRA adapter", field, recorded.get(field), model.lora_settings.get(field))
-    from peft import set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
-    result = set_peft_model_state_dict(model.llm, load_peft_weights(str(lora_folder), device="cpu"))
+    result = peft.set_peft_model_state_dict(model.llm, load_peft_weights(str(lora_folder), device="cpu"))
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
         raise CheckpointMismatchError(f"checkpoint {folder}: LoRA adapter: weights the model has no place for: {unexpected[:5]}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
+from ..extras import missing_extra
 from .llm import QWEN_DEFAULT, build_model, load_llm
 from .tasks import TASKS, TIMESERIES_KINDS, TIMESERIES_LABELLED_ENCODER, prepare_task
 
@@ -308,6 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for name, value in result.final_eval.metrics.items():
             table.add_row(f"held-out {name}", f"{value:.3f}")
     Console().print(table)
-    console.print(f"checkpoint: {result.checkpoint}\nloss curve: {result.loss_curve}\nsummary:    {result.summary_path}"
+    curve = result.loss_curve or f"not drawn ({missing_extra('drawing it', 'matplotlib')})"
+    console.print(f"checkpoint: {result.checkpoint}\nloss curve: {curve}\nsummary:    {result.summary_path}"
                   + (f"\nexported:   {exported}" if exported else ""))
     return 0

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..extras import import_extra
 from .connectors import Connector
 
 PLACEHOLDERS = {"image": "<image>", "audio": "<audio>", "ts": "<ts>"}
@@ -132,13 +133,13 @@ class MultimodalLM(nn.Module):
                 raise InvalidInputError(f"LoRA {name} must be a positive integer, got {value!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise InvalidInputError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
-        from peft import LoraConfig, get_peft_model
+        peft = import_extra("peft", "LoRA (stage-2 training with lora_r > 0)")
 
         # "all-linear" = every linear layer of the blocks but not the output head, as in LLaVA's LoRA runs.
         targets = "all-linear" if target_modules is None else target_modules
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=float(dropout), target_modules=targets,
-                            task_type="CAUSAL_LM")
-        self.llm = get_peft_model(self.llm, config)  # freezes the base weights, adapters trainable
+        config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=float(dropout), target_modules=targets,
+                                 task_type="CAUSAL_LM")
+        self.llm = peft.get_peft_model(self.llm, config)  # freezes the base weights, adapters trainable
         self.connectors.requires_grad_(True)
         self.lora_settings = {"r": r, "alpha": alpha, "dropout": float(dropout),
                               "target_modules": targets if isinstance(targets, str) else sorted(targets)}

@@ -20,7 +20,7 @@ What a run does, in order:
    :func:`~orchestrator.native.checkpoint.save_checkpoint`) plus ``trainer_state.pt``: optimiser,
    scheduler, scaler, step, random states and the loss history, so a resumed run continues the same
    trajectory and the same curve;
-5. a loss-curve PNG and ``summary.json`` in the output folder.
+5. a loss-curve PNG (where the ``plot`` extra is installed) and ``summary.json`` in the output folder.
 
 The order of training examples is a pure function of (seed, position): the n-th example drawn is the
 n-th entry of a stream of per-epoch permutations. A resumed run therefore needs no sampler state to
@@ -44,6 +44,8 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..extras import installed
+from ..storage.render import pyplot
 from .metadata import FINAL_CHECKPOINT
 
 TRAINER_STATE = "trainer_state.pt"
@@ -649,8 +651,9 @@ def train_connector(
         metrics = final_eval.record() if final_eval else {}
         run.extra = {**extra, "wall_seconds": round(earlier_seconds + result.seconds, 1)}
         checkpoint = _save(run, output_dir / FINAL_CHECKPOINT, {**run.extra, "eval": metrics})
-        loss_curve = plot_loss_curve(run.history, run.evals, output_dir / LOSS_CURVE_NAME,
-                                     title=f"stage {config.stage}, {trainable:,} trainable parameters")
+        if installed("matplotlib"):  # the picture is the `plot` extra's; the run's numbers are in summary.json anyway
+            loss_curve = plot_loss_curve(run.history, run.evals, output_dir / LOSS_CURVE_NAME,
+                                         title=f"stage {config.stage}, {trainable:,} trainable parameters")
         result.checkpoint, result.loss_curve = checkpoint, loss_curve
         summary_path = output_dir / SUMMARY_NAME
         result.summary_path = summary_path
@@ -746,11 +749,8 @@ def _optimiser_step(run: _Run, examples: Sequence[Any]) -> float:
 
 def plot_loss_curve(history: Sequence[dict[str, float]], evals: Sequence[dict[str, float]], path: Path,
                     *, title: str = "") -> Path:
-    """Train loss per step (raw and smoothed) and held-out loss at each evaluation, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Train loss per step (raw and smoothed) and held-out loss at each evaluation, as a PNG (the ``plot`` extra)."""
+    plt = pyplot("the loss curve")
 
     figure, axis = plt.subplots(figsize=(8, 4.5))
     if history:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..extras import import_extra, installed
 from .media import TIME_UNIT_EPOCH, AudioClip, Detections, Masks, TimeSeries
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -19,12 +21,24 @@ def _colour(label: str) -> tuple[int, int, int]:
     return _PALETTE[sum(label.encode("utf-8")) % len(_PALETTE)]
 
 
-def dejavu_font(size: int, *, mono: bool = False) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans (or Sans Mono) at ``size`` px: matplotlib, a dependency, ships it on every platform."""
-    import matplotlib
+def pyplot(what: str = "plotting") -> Any:
+    """matplotlib's pyplot on the Agg back end (no display needed), or MissingExtraError naming the ``plot`` extra."""
+    matplotlib = import_extra("matplotlib", what)
+    matplotlib.use("Agg")
+    return import_extra("matplotlib.pyplot", what)
 
+
+def dejavu_font(size: int, *, mono: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans (or Sans Mono) at ``size`` px, from matplotlib's copy (the ``plot`` extra ships it on every
+    platform; found without importing matplotlib). Without it, Pillow's own scalable default font, so labels and
+    the sample receipt are still drawn (in another typeface)."""
     name = "DejaVuSansMono.ttf" if mono else "DejaVuSans.ttf"
-    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+    spec = importlib.util.find_spec("matplotlib") if installed("matplotlib") else None
+    if spec is not None and spec.submodule_search_locations:
+        font = Path(next(iter(spec.submodule_search_locations))) / "mpl-data" / "fonts" / "ttf" / name
+        if font.is_file():
+            return ImageFont.truetype(str(font), size)
+    return ImageFont.load_default(size)
 
 
 def draw_detections(image: Image.Image, detections: Detections, *, min_score: float = 0.0) -> Image.Image:
@@ -68,8 +82,7 @@ def overlay_masks(image: Image.Image, masks: Masks, *, alpha: float = 0.5) -> Im
 
 
 def _figure_to_image(figure: Any) -> Image.Image:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
@@ -77,12 +90,8 @@ def _figure_to_image(figure: Any) -> Image.Image:
 
 
 def spectrogram(audio: AudioClip, *, title: str | None = None) -> Image.Image:
-    """A log-magnitude spectrogram (dB) with time and frequency axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """A log-magnitude spectrogram (dB) with time and frequency axes (the ``plot`` extra)."""
+    plt = pyplot("a spectrogram picture")
     samples = audio.mono().samples
     n_fft = 1024 if audio.sample_rate >= 16_000 else 512
     hop = n_fft // 4
@@ -112,11 +121,8 @@ def time_axis(series: TimeSeries) -> np.ndarray:
 
 
 def plot_time_series(series: TimeSeries, *, title: str | None = None) -> Image.Image:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The series' channels over time (the ``plot`` extra)."""
+    plt = pyplot("a time-series plot")
     x = time_axis(series)
     values = series.values.reshape(series.length, -1)
     names = series.channel_names or [f"channel {i}" for i in range(values.shape[1])]

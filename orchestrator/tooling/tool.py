@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 from ..config import Settings, current_settings
 from ..errors import InvalidInputError, ModelNotAvailableError, ToolUnavailableError
+from ..extras import extra_of, install_command, installed
 from ..models.pool import ModelPool, default_pool
 from ..models.resolve import (
     HubLocation,
@@ -247,14 +248,20 @@ class Tool:
         return pick_device(self._device_preference) if self.uses_torch_device else "cpu"
 
     def missing_runtime(self) -> list[str]:
-        return [module for module in self.requires if importlib.util.find_spec(module.split(".")[0]) is None]
+        return [module for module in self.requires if not installed(module)]
+
+    def runtime_install_hint(self) -> str:
+        """The command that installs what :meth:`missing_runtime` lists: the extra that ships an optional package
+        (``pip install 'anymoda[plot]'`` for matplotlib), else the tool's ``install_hint``."""
+        commands = [install_command(extra) if (extra := extra_of(module)) else self.install_hint
+                    for module in self.missing_runtime()]
+        return " && ".join(dict.fromkeys(commands)) or self.install_hint
 
     def resolve(self, *, download: bool = True) -> ModelSource:
         missing = self.missing_runtime()
         if missing:
-            raise ToolUnavailableError(
-                f"tool {self.name!r} needs the Python package(s) {', '.join(missing)}; install them with {self.install_hint}"
-            )
+            raise ToolUnavailableError(f"tool {self.name!r} needs the Python package(s) {', '.join(missing)}; "
+                                       f"install them with {self.runtime_install_hint()}")
         if self._source is not None:
             return self._source
         try:

@@ -1,4 +1,4 @@
-"""Pictures of workflow graphs: Mermaid text and a PNG drawn with matplotlib.
+"""Pictures of workflow graphs: Mermaid text and a PNG drawn with matplotlib (the ``plot`` extra).
 
 This module knows nothing about workflows. Callers describe a graph with ``DrawNode`` and ``DrawEdge``
 (inputs, tasks and outputs; data, condition and fan-out edges) and get back either Mermaid flowchart
@@ -19,6 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from ..errors import InvalidInputError, shown_path
+from ..extras import import_extra
 from ..storage.codecs import check_output_file
 
 NODE_KINDS = ("input", "task", "output")
@@ -607,6 +608,7 @@ def draw_png(nodes: list[DrawNode], edges: list[DrawEdge], path, *, title: str =
         raise InvalidInputError(f"graph picture path {str(png_path)!r} must end in .png")
     png_path = check_output_file(png_path, "graph picture")  # not a FIFO, a device, /proc; a name the system takes
 
+    import_extra("matplotlib", "a workflow picture (PNG; Mermaid text needs nothing)")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
