@@ -131,6 +131,28 @@ def test_literals_must_come_from_the_request_or_the_conversation(registry):
     assert literal_provenance_problems(chained, registry, ["read it"]) == []
 
 
+def test_a_text_that_only_points_back_is_the_previous_answer(registry):
+    from orchestrator.planning.plan import instruction_only
+    from orchestrator.planning.planner import pointing_texts_resolved
+    from orchestrator.storage.artifacts import Artifact
+
+    for pointer in ("ok say that out loud", "Read it back to me, please!", "now say it again", "draw it"):
+        assert instruction_only(pointer), pointer
+    for content in ("say hello world out loud", "the total is 22.83", "read me the tax", ""):
+        assert not instruction_only(content), content
+    echoed = Plan((PlanTask("t1", "text-to-speech", {"text": "ok say that out loud"}),))
+    # Without an answer to point at, the plan is refused (and repaired by the planner) rather than spoken.
+    problems = literal_provenance_problems(echoed, registry, ["ok say that out loud", ""])
+    assert [(p.task, p.argument) for p in problems] == [("t1", "text")] and "only says what to do" in problems[0].message
+    previous = Artifact(id="text-0123456789abcdef", kind=ArtifactKind.TEXT, mime="text/plain", size=4, sha256="0" * 64,
+                        metadata={"name": "previous_answer"})
+    resolved = pointing_texts_resolved(echoed, registry, [previous])
+    assert resolved.tasks[0].args == {"text": "text-0123456789abcdef"}
+    assert literal_provenance_problems(resolved, registry, ["ok say that out loud", ""]) == []
+    said = Plan((PlanTask("t1", "text-to-speech", {"text": "say hello world"}),))
+    assert pointing_texts_resolved(said, registry, [previous]) == said  # it has words of its own
+
+
 def test_numbers_in_settings_must_be_ones_the_user_gave(registry):
     guessed = Plan((PlanTask("t1", "time-series-description", {"series": "time_series-0123456789abcdef", "period": 200}),))
     problems = literal_provenance_problems(guessed, registry, ["Describe the trend of this series and plot it"])

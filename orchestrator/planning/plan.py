@@ -343,6 +343,20 @@ def content_words(text: str) -> list[str]:
     return [w for w in _WORDS.findall(text.lower()) if w not in _FILLER]
 
 
+# Words that ask for something or point at something said before, but say nothing themselves: "ok say that
+# out loud", "read it back to me please", "draw it again".
+_INSTRUCTION = frozenset(
+    "ok okay okey now again just then so pls plz please can could would will you say read speak tell repeat "
+    "aloud loud loudly voice back draw make show play give do turn put write answer result reply response "
+    "said told".split())
+
+
+def instruction_only(text: str) -> bool:
+    """Whether ``text`` only asks or points ("say that out loud") and holds nothing to say, draw or read."""
+    words = _WORDS.findall(text.lower())
+    return bool(words) and all(w in _FILLER or w in _INSTRUCTION for w in words)
+
+
 def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Sequence[str], *,
                                 min_share: float = 0.75, number_sources: Sequence[str] | None = None) -> list[Problem]:
     """Text literals in a plan's arguments that come from nowhere the user can see.
@@ -379,6 +393,10 @@ def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Seq
             # Only text inputs carry content; params (a language code for "French", a label set) are settings
             # the planner may rightly derive.
             if spec_input is None or spec_input.kind is not ArtifactKind.TEXT:
+                continue
+            if instruction_only(value):
+                problems.append(Problem(task.id, name, f"the text {value[:80]!r} only says what to do, not what to "
+                                        "use; give the text it points at (the previous answer or an earlier output)"))
                 continue
             words = content_words(value)
             if not words:
