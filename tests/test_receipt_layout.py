@@ -109,3 +109,41 @@ def test_a_total_with_its_extras_is_the_total_and_dates_come_in_many_shapes():
     for printed in ("2024.10.05", "2024/10/05", "5-Oct-2024", "05.10.2024"):
         text = HARDWARE.replace("Date: 11/03/2025 14:20", f"Date: {printed}")
         assert ask(text, "wen did i get this").answer == printed
+
+
+CHIPPY = """SEASIDE CHIPPY
+2025-06-01 19:02
+Haddock 9.80
+Curry sauce 1.90
+Tea 1.20
+TOTAL 12.90
+CASH 15.00
+CHANGE 2.10"""
+
+GARAGE_INVOICE = """NORTHGATE MOTORS
+INVOICE 5521
+Date: 02 May 2025
+MOT test 54.85
+Wiper blades 18.00
+Labour 30.00
+AMOUNT DUE 102.85
+Bank transfer"""
+
+
+@pytest.mark.parametrize("text, question, expected, kind", [
+    # Which of two ways, whatever small words sit between them.
+    (CHIPPY, "Did I pay for this with cash or on card?", "CASH 15.00", "payment"),
+    (CHIPPY, "was it card or cash", "CASH 15.00", "payment"),
+    (CHIPPY, "did i pay by cash", "CASH 15.00", "payment"),
+    # What is owed on an invoice is its total; 'owe' and 'invoice' name no item.
+    (GARAGE_INVOICE, "how much do I owe on this invoice?", "102.85", "total"),
+    (GARAGE_INVOICE, "what's due?", "102.85", "total"),
+])
+def test_how_it_was_paid_and_what_is_owed(text, question, expected, kind):
+    found = ask(text, question)
+    assert found is not None and (found.answer, found.kind) == (expected, kind)
+
+
+def test_when_something_is_due_is_a_date():
+    found = ask(GARAGE_INVOICE, "when is it due?")
+    assert found is not None and found.kind == "date" and found.answer == "02 May 2025"

@@ -153,6 +153,21 @@ def test_a_text_that_only_points_back_is_the_previous_answer(registry):
     assert pointing_texts_resolved(said, registry, [previous]) == said  # it has words of its own
 
 
+def test_a_chart_drawn_earlier_is_not_offered_beside_its_series():
+    from orchestrator.planning.planner import without_charts_of_held_data
+    from orchestrator.storage.artifacts import Artifact
+
+    def made(kind, id_, parents=(), **metadata):
+        return Artifact(id=id_, kind=kind, mime="x", size=1, sha256="0" * 64, metadata=metadata, parents=parents)
+
+    series = made(ArtifactKind.TIME_SERIES, "time_series-0000000000000001", from_earlier_turn=True)
+    chart = made(ArtifactKind.IMAGE, "image-0000000000000002", (series.id,), from_earlier_turn=True, output="plot")
+    photo = made(ArtifactKind.IMAGE, "image-0000000000000003", from_earlier_turn=True)
+    new_chart = made(ArtifactKind.IMAGE, "image-0000000000000004", (series.id,))  # sent with this request: kept
+    assert without_charts_of_held_data([series, chart, photo, new_chart]) == [series, photo, new_chart]
+    assert without_charts_of_held_data([chart, photo]) == [chart, photo]  # its series is not offered: keep it
+
+
 def test_numbers_in_settings_must_be_ones_the_user_gave(registry):
     guessed = Plan((PlanTask("t1", "time-series-description", {"series": "time_series-0123456789abcdef", "period": 200}),))
     problems = literal_provenance_problems(guessed, registry, ["Describe the trend of this series and plot it"])

@@ -135,6 +135,7 @@ pls tell say give show read out loud aloud just only buy bought get got purchase
 thing things stuff money euros dollars pounds did leave left have had can could would will shop store
 come came incl including inclusive plus after before excluding excl without damage whats how's
 place restaurant cafe station pharmacy chemist market supermarket bakery bar pub diner garage business company
+invoice owe owed owing due
 """.split())
 
 
@@ -146,7 +147,9 @@ overall whole sum fill refill haul purchase purchases
 
 
 def _content_words(text: str) -> list[str]:
-    return [w for w in _WORDS.findall(text.lower()) if w not in _QUESTION_WORDS]
+    # A lone letter is what is left of a contraction ("what's", "didn't"), not a thing asked about.
+    return [w for w in _WORDS.findall(text.lower()) if w not in _QUESTION_WORDS and (len(w) > 1 or w.isdigit())
+            and w not in ("ll", "re", "ve")]
 
 
 def _stem(word: str) -> str:
@@ -180,7 +183,8 @@ _ASK_SHOP = re.compile(
     r"seller|supermarket|market|bakery|bar|pub|diner|garage|who\b.*\b(?:from|issued|sold))\b|\bwhere\b.*\b(?:from|buy|get|"
     r"bought|got|shop|eat|ate|go|went)\b|\bname of\b|\bwho (?:is|was) it from\b", re.I)
 _ASK_PAYMENT = re.compile(r"\bhow (?:did|do|was|were|is)\b.*\bpa(?:y|id)\b|\bpayment (?:method|type)\b|"
-                          r"\bpa(?:y|id) (?:by|with|in) (?:card|cash)\b|\b(?:card|cash) or (?:card|cash)\b", re.I)
+                          r"\bpa(?:y|id) (?:by|with|in|on) (?:card|cash)\b|"
+                          r"\b(?:card|cash) or (?:by |on |with |in |a |my )?(?:card|cash)\b", re.I)
 _ASK_AMOUNT = re.compile(r"\b(how much|price|cost|costs|spend|spent|pay|paid|charge|charged|total|amount|owe|bill|"
                          r"tip|tax|vat|service|discount|change|subtotal|damage|c[oa]me to)\b", re.I)
 
@@ -196,7 +200,8 @@ def answer(receipt: Receipt, question: str) -> LayoutAnswer | None:
         if paid is None:
             return LayoutAnswer("", (), "payment", note="the receipt does not say how it was paid")
         return LayoutAnswer(paid.text, (paid.index,), "payment")
-    asks_amount = bool(_ASK_AMOUNT.search(q))
+    # "what's due?" asks for the amount; "when is it due?" for a date.
+    asks_amount = bool(_ASK_AMOUNT.search(q)) or bool(re.search(r"\bdue\b", q, re.I) and not _ASK_DATE.search(q))
     if _ASK_COUNT.search(q) and not re.search(r"\bhow many (?:times|days|hours|minutes|people|persons|guests)\b", q, re.I):
         if asks_amount and not re.search(r"\b(items?|things?|products?|lines?|different|distinct|articles?)\b", q, re.I):
             return None

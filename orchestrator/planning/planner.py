@@ -434,6 +434,7 @@ class Planner:
             raise InvalidInputError("the request is empty")
         check_request_size(request, (self.settings or current_settings()).limits.max_request_tokens)
         request = request.strip()
+        artifacts = without_charts_of_held_data(artifacts)
         said = (request, context) if numbers_from is None else tuple(numbers_from)
         inputs = plan_inputs(artifacts)
         tools = self.tools_for(request, [a.kind for a in artifacts])
@@ -588,6 +589,17 @@ def pointing_texts_resolved(plan: Plan, registry: ToolRegistry, artifacts: Seque
                 for name, value in task.args.items()}
         tasks.append(dataclasses.replace(task, args=args) if args != task.args else task)
     return dataclasses.replace(plan, tasks=tuple(tasks))
+
+
+def without_charts_of_held_data(artifacts: Sequence[Artifact]) -> list[Artifact]:
+    """``artifacts`` less the pictures an earlier turn drew of a series that is offered too.
+
+    "which month was the priciest?" after "plot it" is a question about the data; offered the chart as
+    well, the selector read it as a document (it has words on it) and asked document QA about the
+    axis labels. The series answers it, and a question about the picture itself is the rarer case."""
+    offered = {a.id for a in artifacts if a.kind is ArtifactKind.TIME_SERIES}
+    return [a for a in artifacts if is_new_input(a) or a.kind is not ArtifactKind.IMAGE
+            or not offered.intersection(a.parents)]
 
 
 def is_new_input(artifact: Artifact) -> bool:
