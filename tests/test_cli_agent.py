@@ -122,6 +122,19 @@ def test_chat_turns_build_on_earlier_outputs(agent_cli, capsys, monkeypatch, tmp
     assert painted.id in err and "does not exist" in err  # /artifacts listed it; the bad /attach did not end the chat
 
 
+def test_chat_commands_mistyped_or_missing_their_arguments_are_not_sent_as_requests(agent_cli, capsys, monkeypatch):
+    """'/save' alone, '/attach' alone and '/histroy' went to the planner as requests (and were answered)."""
+    lines = iter(["/save", "/attach", "/histroy", "/save a b c", "/etc/hosts: what is in this file?", "/quit"])
+    monkeypatch.setattr(agent_commands.console, "input", lambda prompt="": next(lines))
+    code, out, err = run_cli(capsys, "chat", "--session", "typos")
+    assert code == 0, err
+    requests = [r.request for r in agent_cli["made"][-1].journal.runs(session="typos")]
+    assert requests == ["/etc/hosts: what is in this file?"]  # a path that starts a request is still a request
+    said = " ".join(err.split())
+    assert "usage: /save ARTIFACT_ID PATH" in said and "usage: /attach FILE" in said
+    assert "error: unknown command /histroy; the commands: /attach FILE, /artifacts, /history, /save ID PATH, /quit" in said
+
+
 def test_planner_option_chooses_the_llm_and_the_composer_follows(settings, monkeypatch, capsys):
     import argparse
 

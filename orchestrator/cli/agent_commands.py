@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -274,12 +275,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _report(orchestrator, result, args)
 
 
+CHAT_COMMANDS = "/attach FILE, /artifacts, /history, /save ID PATH, /quit"
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     orchestrator = _orchestrator(args)
     session = orchestrator.session(args.session)
     attached: list[str] = []
-    console.print(f"[bold]anymoda chat[/] session [cyan]{escape(session.id)}[/]. /attach FILE, /artifacts, /history, "
-                  "/save ID PATH, /quit")
+    console.print(f"[bold]anymoda chat[/] session [cyan]{escape(session.id)}[/]. {CHAT_COMMANDS}")
     while True:
         try:
             line = console.input("[bold green]you>[/] ").strip()
@@ -290,6 +293,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
             continue
         if line in ("/quit", "/exit"):
             return 0
+        command = re.match(r"/([A-Za-z]+)(?:\s|$)", line)  # '/etc/hosts: what is this?' is a request
+        if command and command[1] not in ("attach", "artifacts", "history", "save", "quit", "exit"):
+            name = command[1] if len(command[1]) <= 40 else command[1][:40] + "…"
+            console.print(f"[red]error:[/] unknown command /{name}; the commands: {CHAT_COMMANDS}")
+            continue
+        if line in ("/attach", "/save"):
+            console.print("usage: /attach FILE" if line == "/attach" else "usage: /save ARTIFACT_ID PATH")
+            continue
         if line.startswith("/attach "):
             try:
                 for artifact in session.attach(_checked_files([line.split(" ", 1)[1].strip()], "/attach")):
