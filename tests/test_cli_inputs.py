@@ -275,6 +275,16 @@ def test_tool_output_into_a_folder_named_with_a_slash(home, tmp_path):
     assert saved.suffix == ".txt" and saved.read_text() == "hi"
 
 
+def test_an_image_pillow_cannot_identify_is_named_without_a_memory_address(home, tmp_path):
+    """'cannot identify image file <_io.BytesIO object at 0x7ff499d0e110>': Pillow's message named its buffer."""
+    path = tmp_path / "broken.gif"
+    path.write_bytes(b"GIF89a\x01\x00garbage")
+    line = one_line_error(*run_cli("tool", "echo", "--text", "hi", "--image", path), "not a readable image",
+                          "cannot identify")
+    assert "0x" not in line and "BytesIO" not in line
+    assert store(home).count() == 0
+
+
 @pytest.fixture
 def fifo(tmp_path: Path) -> Path:
     path = tmp_path / "pipe.json"

@@ -347,7 +347,10 @@ def _open_image(data: bytes, limits: MediaLimits):
             image = Image.open(io.BytesIO(data))  # reads the header only
         except Image.DecompressionBombError as exc:
             raise InvalidInputError(f"image refused as a decompression bomb: {exc}") from None
-        except Exception as exc:  # PIL raises UnidentifiedImageError, SyntaxError, struct.error...
+        except Image.UnidentifiedImageError:  # its message names the in-memory buffer: '<_io.BytesIO object at 0x...>'
+            raise InvalidInputError(f"not a readable image ({describe_content(data)}): Pillow cannot identify its "
+                                    "format from its first bytes") from None
+        except Exception as exc:  # SyntaxError, struct.error...
             raise InvalidInputError(f"not a readable image ({describe_content(data)}): {exc}") from None
         if image.format not in _IMAGE_FORMATS:
             raise InvalidInputError(f"unsupported image format {image.format}; supported: {', '.join(_IMAGE_FORMATS)}")
