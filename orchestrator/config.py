@@ -234,7 +234,13 @@ class Settings:
         for name, value in env.items():
             if name.startswith("ANYMODA_LIMIT_") and isinstance(values.setdefault("limits", {}), dict):
                 values["limits"][name[len("ANYMODA_LIMIT_"):].lower()] = value
-        return cls.from_dict(values, source=str(path))
+        # Where a bad value may have come from: the file (when there is one) and the variables that were set.
+        variables = sorted(n for n in env if n.startswith("ANYMODA_") and n not in ("ANYMODA_HOME", "ANYMODA_CONFIG")
+                           and env[n] != "")
+        sources = [str(path)] if path.is_file() else []
+        if variables:
+            sources.append(f"the environment ({', '.join(variables[:4])}{', ...' if len(variables) > 4 else ''})")
+        return cls.from_dict(values, source=" or ".join(sources) or str(path))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "settings") -> Settings:

@@ -214,6 +214,21 @@ def test_bad_environment_values_are_clear_errors(tmp_path: Path, env: dict[str, 
         assert word in str(caught.value), f"{word!r} not in {caught.value}"
 
 
+def test_a_bad_environment_value_is_blamed_on_the_environment_not_on_a_missing_file(tmp_path: Path):
+    """'/home/me/.anymoda/config.toml: limits.max_request_tokens must be a number' sent people to a file that did
+    not exist: the value came from ANYMODA_LIMIT_MAX_REQUEST_TOKENS."""
+    env = {"ANYMODA_HOME": str(tmp_path), "ANYMODA_LIMIT_MAX_REQUEST_TOKENS": "abc", "ANYMODA_OFFLINE": "1"}
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(env=env)
+    message = str(caught.value)
+    assert message.startswith("the environment (ANYMODA_LIMIT_MAX_REQUEST_TOKENS, ANYMODA_OFFLINE): "), message
+    assert "config.toml" not in message
+    (tmp_path / "config.toml").write_text("[limits]\nmax_bytes = '1GiB'\n")
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(env=env)
+    assert str(caught.value).startswith(f"{tmp_path / 'config.toml'} or the environment (ANYMODA_LIMIT_MAX_REQUEST"), caught
+
+
 def test_environment_limit_over_a_malformed_file_table_is_a_clear_error(tmp_path: Path):
     path = config_file(tmp_path, "limits = 5\n")
     with pytest.raises(ConfigError, match=r"\[limits\]"):
