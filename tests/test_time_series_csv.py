@@ -289,8 +289,8 @@ def test_cli_describes_a_dated_csv_with_gaps(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "tool", "time-series-description", "--series", str(path)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert ("visitors (24 points, one per day, from 2024-03-01 to 2024-03-24; values 103 to 172): an upward trend of +3 "
-            "per step") in done.stdout
+    assert ("visitors (24 points, one per day, from 2024-03-01 to 2024-03-24; lowest 103 at 2024-03-01, highest 172 at "
+            "2024-03-24): an upward trend of +3 per step") in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     [artifact] = ArtifactStore(tmp_path / "home" / "artifacts").list(kind="time_series")
     assert artifact.metadata["missing_filled"] == 3

@@ -499,6 +499,8 @@ def _describe_channel(y: np.ndarray, timestamps: np.ndarray | None, params: dict
                   "short_term_sd": _number(d.short_term_noise), "wanders": bool(d.noise > 1.5 * max(d.short_term_noise, 1e-300))},
         "spikes": {"count": len(spikes), "threshold_z": params["spike_threshold"], "items": spikes[:MAX_LISTED]},
         "level_shifts": {"count": len(shifts), "items": shifts[:MAX_LISTED]},
+        # Where the extremes fall ("when was the peak?", "which month was the priciest?"); the first of ties.
+        "highest": where(int(np.argmax(y))), "lowest": where(int(np.argmin(y))),
     }
     if dated:
         report["span"] = {"from": time_text(float(timestamps[0]), time_unit, clock),
@@ -612,7 +614,8 @@ def channel_text(name: str, report: dict[str, Any], time_unit: bool) -> str:
         if "step" in report:  # '1 day' -> 'one per day'; '2.5 hours' -> 'one every 2.5 hours'
             every = f", one per {report['step'][2:]}" if report["step"].startswith("1 ") else f", one every {report['step']}"
         head = (f"{name} ({report['length']} points{every}, from {report['span']['from']} to {report['span']['to']}; "
-                f"values {report['min']:g} to {report['max']:g})")
+                f"lowest {report['min']:g} at {_place_text(report['lowest'])}, "
+                f"highest {report['max']:g} at {_place_text(report['highest'])})")
     else:
         head = f"{name} ({report['length']} points, {report['min']:g} to {report['max']:g})"
     return f"{head}: " + "; ".join(parts) + "."
