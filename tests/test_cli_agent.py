@@ -135,6 +135,15 @@ def test_chat_commands_mistyped_or_missing_their_arguments_are_not_sent_as_reque
     assert "error: unknown command /histroy; the commands: /attach FILE, /artifacts, /history, /save ID PATH, /quit" in said
 
 
+@pytest.mark.parametrize("command", [("run", "paint it red"), ("chat",), ("runs", "resume", "run-0123456789abcdef")])
+def test_an_out_that_cannot_be_a_folder_is_refused_before_anything_runs(agent_cli, capsys, tmp_path: Path, command):
+    (tmp_path / "plain.txt").write_text("keep me")
+    code, out, err = run_cli(capsys, *command, "--out", tmp_path / "plain.txt")
+    assert code == 2 and "Traceback" not in out + err
+    assert " ".join(err.split()).startswith("error: --out:") and "is a file, not a folder" in " ".join(err.split())
+    assert not agent_cli["made"] and (tmp_path / "plain.txt").read_text() == "keep me"
+
+
 def test_planner_option_chooses_the_llm_and_the_composer_follows(settings, monkeypatch, capsys):
     import argparse
 

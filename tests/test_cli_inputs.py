@@ -327,6 +327,22 @@ def test_workflow_show_refuses_a_picture_path_it_cannot_write(home, tmp_path, wh
     assert (tmp_path / "pipe.png").is_fifo() and not Path("/dev/anymoda-graph.png").exists()
 
 
+@pytest.mark.parametrize("where", ["{tmp}/pipe", "{tmp}/plain.txt", "{tmp}/plain.txt/inside", "/proc/self/outputs",
+                                   "{tmp}/" + "o" * 300, ""])
+def test_workflow_run_refuses_an_out_folder_it_cannot_make_before_running(home, tmp_path, where, monkeypatch):
+    """A file, a FIFO, /proc or a name too long as --out: a traceback after the run had been done."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "plain.txt").write_text("keep me")
+    workflow = tmp_path / "w.yaml"
+    workflow.write_text("name: w\ninputs: {t: text}\nnodes:\n  e: {tool: echo, args: {text: $t}}\noutputs: {o: $e.text}\n")
+    monkeypatch.setattr(Echo, "run", lambda *a: pytest.fail("ran with an --out it could not honour"))
+    one_line_error(*run_cli("workflow", "run", workflow, "--input", "t=hi", "--out", where.format(tmp=tmp_path)), "--out")
+    assert (tmp_path / "plain.txt").read_text() == "keep me" and (tmp_path / "pipe").is_fifo()
+    assert store(home).count() == 0
+    one_line_error(*run_cli("workflow", "run", workflow, "--batch", tmp_path, "--out", where.format(tmp=tmp_path)),
+                   "--out")
+
+
 @pytest.mark.parametrize("command", [("runs", "list"), ("artifacts", "list")])
 @pytest.mark.parametrize(("option", "value", "words"), [
     ("--limit", "99999999999999999999", "from 1 to 100,000"), ("--limit", "-1", "from 1 to 100,000"),

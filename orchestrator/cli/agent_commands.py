@@ -27,7 +27,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from ..agent import Orchestrator, RunResult
-from ..errors import InvalidInputError, shown
+from ..errors import InvalidInputError, shown, shown_path
 from ..execution.compose import file_phrase
 from ..execution.events import Event
 from ..execution.journal import check_session_id
@@ -186,7 +186,10 @@ def save_artifacts(orchestrator: Orchestrator, result: RunResult, destination: s
     if not destination or not result.artifacts:
         return []
     folder = Path(destination).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # checked before the run (_check_out); no permission, a full disk
+        raise InvalidInputError(f"--out: cannot make {shown_path(destination)} ({exc.strerror or exc})") from None
     saved = []
     for artifact in result.artifacts:
         task = (artifact.task or "").rsplit("/", 1)[-1] or "input"
@@ -254,7 +257,16 @@ def _checked_files(paths: list[str], what: str) -> list[str]:
     return [str(check_input_file(path, limit, what)) for path in paths]
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """--out is checked before any work: a file, a FIFO, /proc or a name too long failed after the run, in a traceback."""
+    if getattr(args, "out", None) is not None:
+        from ..storage.codecs import check_output_folder
+
+        check_output_folder(args.out, "--out")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _check_out(args)
     args.file = _checked_files(args.file or [], "--file")
     orchestrator = _orchestrator(args)
     events = orchestrator.stream(args.request, files=args.file or [], session=args.session)
@@ -279,6 +291,7 @@ CHAT_COMMANDS = "/attach FILE, /artifacts, /history, /save ID PATH, /quit"
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    _check_out(args)
     orchestrator = _orchestrator(args)
     session = orchestrator.session(args.session)
     attached: list[str] = []
@@ -367,6 +380,7 @@ def session_argument(text: str) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    _check_out(args)
     orchestrator = _orchestrator(args)
     if args.action == "list":
         table = Table(title="runs (newest last)")

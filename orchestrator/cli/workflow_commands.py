@@ -34,6 +34,7 @@ from ..storage.codecs import (
     MediaLimits,
     check_input_file,
     check_output_file,
+    check_output_folder,
     file_reference,
     json_argument,
     text_argument,
@@ -123,6 +124,8 @@ def _run(args: argparse.Namespace, console: Any, out: Any) -> int:
     from .agent_commands import show_run
     from .approval import ask_approval
 
+    if args.out is not None:  # before any work: a file or a FIFO here failed after the run, in a traceback
+        check_output_folder(args.out, "--out")
     orchestrator = _orchestrator(args)
     workflow = Workflow.load(workflow_path(args.workflow), orchestrator.registry)
     inputs = parse_inputs(workflow, args.input or [])

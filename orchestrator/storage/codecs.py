@@ -198,17 +198,17 @@ def check_input_file(path: str | os.PathLike[str], max_bytes: int, what: str) ->
     return file
 
 
-def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+def check_output_file(path: str | os.PathLike[str], what: str, *, noun: str = "file") -> Path:
     """``path`` as a file this program may create or replace, or an error naming what is wrong.
 
     A file is written beside its destination and renamed over it, which would replace a FIFO, a device
     or a socket with a plain file (as root, /dev/null too); opening one instead blocks or never ends.
     Those, anything under /proc, /sys or /dev, and names the system refuses (too long, a NUL byte) are
-    refused before anything is made. Folders are the caller's to handle.
+    refused before anything is made. Folders are the caller's to handle (:func:`check_output_folder`).
     """
     text = os.fspath(path)
     if not text:
-        raise InvalidInputError(f"{what}: no file named (the path is empty)")
+        raise InvalidInputError(f"{what}: no {noun} named (the path is empty)")
     file = Path(text).expanduser()
     try:
         resolved = file.resolve()  # through symlinks: a link to /dev/null is /dev/null
@@ -219,12 +219,27 @@ def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
     except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, a NUL byte
         raise InvalidInputError(f"{what}: cannot write {shown_path(text)} ({getattr(exc, 'strerror', None) or exc})") from None
     if any(resolved == root or root in resolved.parents for root in _PSEUDO_FILESYSTEMS):
-        raise InvalidInputError(f"{what}: {shown_path(text)} is a special file of the system ({resolved.parts[1]}); "
-                                "write to a regular file")
+        raise InvalidInputError(f"{what}: {shown_path(text)} is a special file of the system ({resolved.parts[1]}), "
+                                f"not a {noun} to write to")
     if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
         kind = next((name for test, name in _FILE_TYPES if test(info.st_mode)), "not a regular file")
-        raise InvalidInputError(f"{what}: {shown_path(text)} is {kind}; write to a regular file")
+        raise InvalidInputError(f"{what}: {shown_path(text)} is {kind}, not a {noun} to write to")
     return file
+
+
+def check_output_folder(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a folder this program may write files into (made if missing), checked before any work is done:
+    not a file, nothing :func:`check_output_file` refuses, and not under a file."""
+    folder = check_output_file(path, what, noun="folder")
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInputError(f"{what}: {shown_path(os.fspath(path))} is a file, not a folder")
+    ancestor = folder.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InvalidInputError(f"{what}: {shown_path(os.fspath(path))} cannot be made: {shown_path(str(ancestor))} "
+                                "is a file")
+    return folder
 
 
 def read_input_file(path: str | os.PathLike[str], max_bytes: int, what: str) -> bytes:

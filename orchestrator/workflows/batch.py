@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AnymodaError, InvalidInputError
+from ..errors import AnymodaError, InvalidInputError, shown_path
 from ..execution.journal import new_run_id
 from ..storage.artifacts import ArtifactKind
+from ..storage.codecs import check_output_folder
 from ..storage.store import extension_for
 from .definition import Workflow, safe_filename
 
@@ -124,8 +125,11 @@ def run_batch(orchestrator: Any, workflow: Workflow, folder: str | os.PathLike[s
     fixed = dict(fixed_inputs or {})
     name = batch_input(workflow, fixed, input_name)
     files = batch_files(folder, pattern)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out, "batch output folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # no permission, a full disk
+        raise InvalidInputError(f"batch output folder {shown_path(str(out))} cannot be made ({exc.strerror or exc})") from None
     state = _State(out / STATE_FILE)
     fingerprint = workflow.fingerprint() + hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     stems = _unique_stems(files)
@@ -187,7 +191,11 @@ def save_outputs(store: Any, result: Any, folder: Path) -> dict[str, Any]:
             while f"{stem}{extension}".casefold() in taken:
                 stem, n = f"{base}-{n}", n + 1
             taken.add(f"{stem}{extension}".casefold())
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file where the folder is meant, no permission, a full disk
+                raise InvalidInputError(f"cannot save the outputs in {shown_path(str(folder))} "
+                                        f"({exc.strerror or exc})") from None
             paths.append(str(store.export(artifact_id, folder / f"{stem}{extension}", session=result.session)))
             if artifact.kind is ArtifactKind.TEXT:
                 texts.append(str(store.load(artifact_id, session=result.session))[:INLINE_TEXT_CHARS])
