@@ -341,6 +341,7 @@ def test_workflow_run_refuses_an_out_folder_it_cannot_make_before_running(home, 
     assert store(home).count() == 0
     one_line_error(*run_cli("workflow", "run", workflow, "--batch", tmp_path, "--out", where.format(tmp=tmp_path)),
                    "--out")
+    one_line_error(*run_cli("demo", "--out", where.format(tmp=tmp_path)), "--out")
 
 
 @pytest.mark.parametrize("command", [("runs", "list"), ("artifacts", "list")])

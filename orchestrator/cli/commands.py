@@ -48,6 +48,7 @@ from ..storage.codecs import (
     EXTENSION_KINDS,
     check_input_file,
     check_output_file,
+    check_output_folder,
     file_reference,
     json_argument,
     text_argument,
@@ -408,7 +409,7 @@ def _shown_database(url: str) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out))
+    return run_demo(check_output_folder(args.out, "--out"))  # a file or a FIFO here was a traceback
 
 
 def cmd_bench_planner(args: argparse.Namespace) -> int:
