@@ -344,6 +344,24 @@ def test_workflow_run_refuses_an_out_folder_it_cannot_make_before_running(home, 
     one_line_error(*run_cli("demo", "--out", where.format(tmp=tmp_path)), "--out")
 
 
+@pytest.mark.parametrize(("option", "where", "words"), [
+    ("--out", "{tmp}/pipe", "named pipe"), ("--out", "{tmp}", "is a folder"), ("--out", "/dev/anymoda-head.npz", "special file"),
+    ("--phrases", "/proc/self/environ", "special file"), ("--phrases", "{tmp}/pipe", "named pipe"),
+    ("--phrases", "{tmp}", "is a directory"),
+])
+def test_train_planner_refuses_its_files_before_loading_anything(home, tmp_path, monkeypatch, option, where, words):
+    """--phrases /proc/self/environ was read; --out a FIFO was found out only after the minute of embedding."""
+    import orchestrator.planning.planner_retrieval as retrieval
+
+    os.mkfifo(tmp_path / "pipe")
+    monkeypatch.setattr(retrieval, "minilm_embedder", lambda: pytest.fail("loaded MiniLM before checking the files"))
+    argv = ["train", "planner", option, where.format(tmp=tmp_path)]
+    if option == "--phrases":
+        argv += ["--out", str(tmp_path / "head.npz")]
+    one_line_error(*run_cli(*argv), option, words)
+    assert not Path("/dev/anymoda-head.npz").exists()
+
+
 @pytest.mark.parametrize("command", [("runs", "list"), ("artifacts", "list")])
 @pytest.mark.parametrize(("option", "value", "words"), [
     ("--limit", "99999999999999999999", "from 1 to 100,000"), ("--limit", "-1", "from 1 to 100,000"),

@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 from ..config import current_settings
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, shown_path
 from ..planning.planner_retrieval import PHRASES_FILE
 from ..planning.tool_selection import HEAD_FILE, train_tool_selector
+from ..storage.codecs import check_output_file, read_input_file
+
+MAX_PHRASES_BYTES = 16 * 1024 * 1024  # the shipped file is about 100 KB
 
 
 def add_train_planner_parser(what: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,11 +37,14 @@ def add_train_planner_parser(what: argparse._SubParsersAction) -> argparse.Argum
 def cmd_train_planner(args: argparse.Namespace) -> int:
     from ..planning.planner_retrieval import minilm_embedder
 
+    # Both checked before the embedder loads: a FIFO, /proc, a folder or a name too long, each in one line.
+    out = check_output_file(args.out, "--out")
+    if out.is_dir():
+        raise InvalidInputError(f"--out {shown_path(args.out)} is a folder; name the head's file, e.g. {out / 'head.npz'}")
     phrases = Path(args.phrases).expanduser()
-    if not phrases.is_file():
-        raise InvalidInputError(f"--phrases {args.phrases!r} is not a file")
+    raw = read_input_file(phrases, MAX_PHRASES_BYTES, "--phrases")
     try:
-        data = json.loads(phrases.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInputError(f"--phrases {args.phrases}: not JSON ({exc})") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(t, str) for t in v)
@@ -59,7 +65,7 @@ def cmd_train_planner(args: argparse.Namespace) -> int:
             shown[stage] = tenth
             print(f"{stage}: {done}/{total}" + (f" loss {loss:.3f}" if loss else ""), file=sys.stderr, flush=True)
 
-    report = train_tool_selector(embedder, Path(args.out).expanduser(), phrases_file=phrases, epochs=args.epochs,
+    report = train_tool_selector(embedder, out, phrases_file=phrases, epochs=args.epochs,
                                  seed=args.seed, cache_dir=current_settings().cache_dir / "tool-selector",
                                  progress=progress)
     summary = {"examples": report.examples, "labels": report.labels, "final_loss": round(report.loss, 4),
