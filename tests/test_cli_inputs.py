@@ -362,6 +362,14 @@ def test_train_planner_refuses_its_files_before_loading_anything(home, tmp_path,
     assert not Path("/dev/anymoda-head.npz").exists()
 
 
+@pytest.mark.parametrize(("where", "words"), [("/dev/zero", "special file"), ("{tmp}/pipe", "named pipe"),
+                                              ("{tmp}", "is a directory"), ("{tmp}/missing.jsonl", "does not exist")])
+def test_bench_planner_refuses_a_case_file_that_is_no_file(home, tmp_path, where, words):
+    """/dev/zero or a FIFO as --cases hung; a folder or a missing file was a traceback."""
+    os.mkfifo(tmp_path / "pipe")
+    one_line_error(*run_cli("bench", "planner", "--cases", where.format(tmp=tmp_path)), "--cases", words)
+
+
 @pytest.mark.parametrize("command", [("runs", "list"), ("artifacts", "list")])
 @pytest.mark.parametrize(("option", "value", "words"), [
     ("--limit", "99999999999999999999", "from 1 to 100,000"), ("--limit", "-1", "from 1 to 100,000"),

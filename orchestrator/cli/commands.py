@@ -421,6 +421,10 @@ def cmd_bench_planner(args: argparse.Namespace) -> int:
         score,
     )
 
+    # Checked first: a FIFO or /dev/zero as --cases hung, a folder or a missing file was a traceback.
+    check_input_file(args.cases, 64 * 1024 * 1024, "--cases")
+    if args.save_predictions:
+        check_output_file(args.save_predictions, "--save-predictions")
     cases = load_cases(args.cases)
     if args.limit is not None:
         if args.limit < 1:
