@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
 from .storage.codecs import MediaLimits
 
 
@@ -126,7 +126,7 @@ class LLMSettings:
                 url, _, model = rest.partition("#")
                 value = {"backend": "openai", "base_url": url, "model": model}
             else:
-                raise ConfigError(f"{source}: write local, local:MODEL or openai:BASE_URL#MODEL, got {value!r}")
+                raise ConfigError(f"{source}: write local, local:MODEL or openai:BASE_URL#MODEL, got {shown(value)}")
         if not isinstance(value, dict):
             raise ConfigError(f"{source} must be a table or a spec string")
         known = {f.name for f in fields(cls)}

@@ -370,6 +370,19 @@ def test_bench_planner_refuses_a_case_file_that_is_no_file(home, tmp_path, where
     one_line_error(*run_cli("bench", "planner", "--cases", where.format(tmp=tmp_path)), "--cases", words)
 
 
+LONG = "m" * 20_000
+
+
+@pytest.mark.parametrize("argv", [("tool", LONG), ("workflow", "run", LONG), ("workflow", "show", LONG),
+                                  ("workflow", "validate", LONG), ("models", "pull", LONG), ("models", "remove", LONG),
+                                  ("artifacts", "list", "--kind", LONG), ("run", "hello", "--planner", LONG)])
+def test_a_huge_name_is_quoted_short_in_its_error(home, argv):
+    """Each of these echoed a 20,000-character argument whole; 'workflow run NAME' was an OSError traceback
+    (File name too long) before it could say there is no such workflow."""
+    line = one_line_error(*run_cli(*argv))
+    assert len(line) < 1000 and "20000 characters" in line, line[:300]
+
+
 @pytest.mark.parametrize("command", [("runs", "list"), ("artifacts", "list")])
 @pytest.mark.parametrize(("option", "value", "words"), [
     ("--limit", "99999999999999999999", "from 1 to 100,000"), ("--limit", "-1", "from 1 to 100,000"),

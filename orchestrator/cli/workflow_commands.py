@@ -51,7 +51,7 @@ def shipped_workflows() -> dict[str, Path]:
 
 def workflow_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.is_file():
+    if os.path.isfile(path):  # False, not OSError, for a name too long to be a path
         return path
     shipped = shipped_workflows()
     if name_or_path in shipped:

@@ -34,7 +34,7 @@ class ArtifactKind(str, Enum):
             return cls(str(value).strip().lower().replace("-", "_"))
         except ValueError:
             known = ", ".join(k.value for k in cls)
-            raise InvalidInputError(f"unknown artifact kind {value!r}; known kinds: {known}") from None
+            raise InvalidInputError(f"unknown artifact kind {shown(value)}; known kinds: {known}") from None
 
 
 # Ids carry their kind so that a person or an LLM reading a plan can tell an image from a sound.

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from importlib.metadata import entry_points
 from typing import Any
 
-from ..errors import ToolNotFoundError
+from ..errors import ToolNotFoundError, shown
 from ..storage.artifacts import ArtifactKind
 from .tool import TOOL_NAME, Input, Output, Param, Tool
 
@@ -47,7 +47,7 @@ class ToolRegistry:
         if tool is None:
             close = difflib.get_close_matches(str(name), list(self._tools), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known tools: {', '.join(sorted(self._tools))}"
-            raise ToolNotFoundError(f"no tool named {name!r}{hint}")
+            raise ToolNotFoundError(f"no tool named {shown(name)}{hint}")
         return tool
 
     def origin(self, name: str) -> str:

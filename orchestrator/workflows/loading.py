@@ -8,6 +8,7 @@ before anything looks at the values.
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -137,7 +138,7 @@ def _line(mapping: Any, key: str | None = None, fallback: int = 1) -> int:
 def load_workflow(path: str | Path, registry: ToolRegistry | None = None) -> Workflow:
     """Read and validate a workflow file (against ``registry``, the default one if None)."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.isfile(path):  # False, not OSError, for a name too long to be a path
         raise InvalidInputError(f"workflow file {shown(str(path))} does not exist or is not a regular file")
     try:
         with open(path, "rb") as handle:
