@@ -5,6 +5,8 @@ bounded, one-line-per-problem message (exit code 2 on the command line), never a
 from __future__ import annotations
 
 import csv
+import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -335,6 +337,33 @@ def test_saved_outputs_of_a_workflow_built_in_code_stay_in_their_folder(settings
         stored.runner.shutdown()
     [path] = saved["../../escape"]["files"]
     assert Path(path).parent == tmp_path / "out" and Path(path).name == "escape.txt"
+
+
+def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(settings, tmp_path):
+    """Two 'workflow run --batch' into one --out at once: files the first had not reached ran twice, the second
+    recorded the first's live run as failed (busy) and the last to finish wrote a results table saying so."""
+    import fcntl
+
+    from orchestrator.execution.journal import RunBusyError
+
+    orchestrator = Orchestrator(settings=settings, registry=REGISTRY, planner=None, composer=Composer(None))
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), "red").save(folder / "a.png")
+    workflow = Workflow.loads(GOOD_NODES + "outputs:\n  summary: $find.summary\n", registry=REGISTRY)
+    out.mkdir()
+    try:
+        with open(out / ".batch.lock", "a+") as held:  # as the first invocation holds it while it runs
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.write(f"{os.getpid()} {socket.gethostname()}\n")
+            held.flush()
+            with pytest.raises(RunBusyError, match=rf"batch output folder .* is being written by process {os.getpid()} on "):
+                run_batch(orchestrator, workflow, folder, out, jobs=1)
+            assert orchestrator.journal.runs() == [] and not (out / "batch-state.jsonl").exists()
+        report = run_batch(orchestrator, workflow, folder, out, jobs=1)  # the first has ended: the folder is free
+    finally:
+        orchestrator.runner.shutdown()
+    assert [r.status for r in report.rows] == ["done"]
 
 
 def test_outputs_whose_file_names_meet_are_all_saved(settings, tmp_path):

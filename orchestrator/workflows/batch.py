@@ -17,22 +17,30 @@ import csv
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import AnymodaError, InvalidInputError, shown_path
-from ..execution.journal import new_run_id
+from ..execution.journal import RunBusyError, new_run_id
 from ..storage.artifacts import ArtifactKind
 from ..storage.codecs import check_output_folder
 from ..storage.store import extension_for
 from .definition import Workflow, safe_filename
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 STATE_FILE = "batch-state.jsonl"
+LOCK_FILE = ".batch.lock"  # a leading dot: no file's output folder can have this name (safe_filename)
 FILE_KINDS = (ArtifactKind.IMAGE, ArtifactKind.AUDIO, ArtifactKind.VIDEO, ArtifactKind.TIME_SERIES)
 INLINE_TEXT_CHARS = 500
 
@@ -130,6 +138,46 @@ def run_batch(orchestrator: Any, workflow: Workflow, folder: str | os.PathLike[s
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # no permission, a full disk
         raise InvalidInputError(f"batch output folder {shown_path(str(out))} cannot be made ({exc.strerror or exc})") from None
+    with _folder_lock(out):
+        return _run_batch(orchestrator, workflow, files, out, fixed, name, jobs, on_row)
+
+
+@contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """One batch at a time per output folder. Two into one folder ran the files the first had not reached twice,
+    took the first's live runs for crashed ones (RunBusyError rows) and raced on the results table. The lock is
+    the kernel's (flock), so a batch killed with -9 leaves nothing to clean up; where there is no flock
+    (Windows), there is no lock."""
+    if fcntl is None:
+        yield
+        return
+    path = out / LOCK_FILE
+    try:
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(f"batch output folder {shown_path(str(out))}: cannot open {LOCK_FILE} "
+                                f"({exc.strerror or exc})") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = " ".join(handle.read(200).split()[:2]) or "?"
+            pid, _, host = owner.partition(" ")
+            raise RunBusyError(f"batch output folder {shown_path(str(out))} is being written by process {pid} on "
+                               f"{host or '?'}; wait for that batch to finish, or give another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_batch(orchestrator: Any, workflow: Workflow, files: list[Path], out: Path, fixed: dict[str, Any], name: str,
+               jobs: int, on_row: Callable[[BatchRow], None] | None) -> BatchReport:
     state = _State(out / STATE_FILE)
     fingerprint = workflow.fingerprint() + hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     stems = _unique_stems(files)
