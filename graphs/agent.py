@@ -166,7 +166,7 @@ def build_agent_graph(parts: AgentParts) -> StateGraph:
             state["request"], validated, results, parts.store, session,
             inputs=[*state.get("inputs", []), *state.get("context", [])], history=state.get("history", ""),
             on_token=lambda piece: _emit(Event("answer_token", run, data={"text": piece})), turns=earlier_turns,
-            registry=parts.registry)
+            registry=parts.registry, planned=bool(state.get("planner")))
         answer_id = store_answer(parts.store, session, run, answer.text, answer.artifacts)
         data = answer.to_json()
         if answer_id:

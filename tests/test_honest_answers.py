@@ -802,6 +802,30 @@ def test_a_direct_answer_never_keeps_an_artifact_id_the_planner_made_up(settings
     assert result.composed_by == "plan" and not result.artifacts
 
 
+@pytest.mark.parametrize("fresh, expected, by", [
+    ("Paris is the capital of France.", "Paris is the capital of France.", "scripted"),
+    ("", "I have no tool for this request and could not answer it here.", "template"),  # never the demo's 42.50
+])
+def test_a_tool_less_request_is_answered_afresh_not_with_the_planners_demo_text(settings, fresh, expected, by):
+    # The planner writes its direct answer among worked examples, and a 0.5B model copies from them.
+    store = ArtifactStore(settings.store_dir, settings.limits)
+
+    def reply(messages):
+        if messages[0]["content"].startswith("You are anymoda"):
+            return fresh
+        return json.dumps({"tasks": [], "answer": "The total is 42.50."})
+
+    backend = ScriptedBackend(reply)
+    orch = make(settings, store=store, planner=scripted_planner(backend, REGISTRY, store), composer=Composer(backend))
+    result = orch.run("what is the capital of france?")
+    assert (result.answer, result.composed_by) == (expected, by) and "42.50" not in result.answer
+    asked = backend.calls[-1]
+    assert [m["role"] for m in asked] == ["system", "user"] and asked[1]["content"] == "what is the capital of france?"
+    # A plan the caller wrote keeps its answer: that is no LLM's guess.
+    given = orch.run("hello", plan={"tasks": [], "answer": "Hi, send me a file."})
+    assert (given.answer, given.composed_by) == ("Hi, send me a file.", "plan")
+
+
 def test_a_request_too_long_for_the_planner_is_refused_before_a_run(settings, capsys):
     from orchestrator.planning.token_budget import check_request_size, estimate_tokens
 
