@@ -132,7 +132,7 @@ class Orchestrator:
         self.runner = runner
         self._planner_spec = planner
         self._planner = None if planner is DEFAULT else planner
-        self._composer = None if composer is DEFAULT else (composer or Composer(None))
+        self._composer = None if composer is DEFAULT else (composer or self._new_composer(None))
         self._checkpointer = checkpointer
         self._graph = None
         self._workflow_graph = None
@@ -164,11 +164,14 @@ class Orchestrator:
             if self.settings.composer is not None:  # [composer] configured apart from the planner
                 from .planning.planner import llm_backend
 
-                self._composer = Composer(llm_backend(self.settings.composer, self.settings))
+                self._composer = self._new_composer(llm_backend(self.settings.composer, self.settings))
             else:
                 planner = self.planner
-                self._composer = Composer(planner.backend if planner is not None else None)
+                self._composer = self._new_composer(planner.backend if planner is not None else None)
         return self._composer
+
+    def _new_composer(self, backend: Any) -> Composer:
+        return Composer(backend, max_results_tokens=self.settings.limits.max_results_tokens)
 
     @property
     def graph(self):

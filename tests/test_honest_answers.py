@@ -379,6 +379,23 @@ def test_a_reply_that_copies_the_result_lines_falls_back(settings, reply: str):
     no_ids_or_result_lines(result.answer)
 
 
+def test_the_results_shown_to_the_answer_writer_fit_a_token_budget(settings):
+    from orchestrator.planning.token_budget import estimate_tokens
+
+    backend = ScriptedBackend("Done.")
+    long_words = " ".join(["abundant"] * 170)  # about 1,500 characters, a few hundred tokens
+    plan = {"tasks": [wait(f"t{i}", f"{i} {long_words}") for i in range(8)]}
+    make(settings, composer=Composer(backend, max_results_tokens=800)).run("say them all", plan=plan)
+    block = backend.calls[-1][-1]["content"].split("<results>", 1)[1].split("</results>", 1)[0]
+    assert estimate_tokens(block) <= 800 + 20  # the budget, and one line counting the texts it could not quote
+    assert block.count("abundant abundant") >= 1 and "more text results not shown: the results are long" in block
+    # The budget is a setting: [limits] max_results_tokens (here from the environment).
+    from orchestrator.config import DEFAULT, Settings
+
+    configured = Settings.load(env={"ANYMODA_HOME": str(settings.home), "ANYMODA_LIMIT_MAX_RESULTS_TOKENS": "1234"})
+    assert make(configured, composer=DEFAULT).composer.max_results_tokens == 1234
+
+
 def test_ungrounded_finds_numbers_and_names_with_tolerant_normalisation():
     sources = Sources(["TOTAL 42.50 EUR, 1,234.5 points; score 0.8734", "meet Anna in the park"], extra_numbers=[3])
     assert ungrounded("The total is 42.5 and 1234.50 points, 87% sure, 3 items.", sources) == []
@@ -831,6 +848,13 @@ def test_a_request_too_long_for_the_planner_is_refused_before_a_run(settings, ca
 
     assert estimate_tokens("What is the total on this receipt?") == 9  # "receipt" is two pieces
     assert estimate_tokens("internationalisation") == 4  # long words cost several tokens
+    # What words alone let through: whitespace, digits (one token each for Qwen), CJK, punctuation runs.
+    assert estimate_tokens(" \t\n" * 1000) == 3000 and estimate_tokens("7" * 3000) == 3000
+    assert estimate_tokens("总金额是多少" * 500) == 3000 and estimate_tokens("?!" * 1500) == 3000
+    for hostile in (" \t\n\r" * 20_000, "31415926" * 10_000, "收据" * 40_000, "ab" * 40_000):
+        assert estimate_tokens(hostile) >= len(hostile) / 6  # never under six characters a token
+        with pytest.raises(InvalidInputError, match="max_request_tokens"):
+            check_request_size(hostile, 2000)
     orch = make(settings)
     with pytest.raises(InvalidInputError, match=r"about [\d,]+ tokens; at most 2,000 .*max_request_tokens"):
         orch.run("please " * 3000)

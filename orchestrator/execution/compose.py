@@ -30,7 +30,9 @@ from typing import Any
 
 from ..errors import AnymodaError
 from ..planning.plan import ValidatedPlan
+from ..planning.token_budget import estimate_tokens
 from ..storage.artifacts import Artifact, ArtifactKind
+from ..storage.codecs import MediaLimits
 from ..storage.store import ArtifactStore
 from .executor import TaskResult
 from .recovery import ARTIFACT_ID_IN_TEXT, Unavailable
@@ -524,9 +526,11 @@ class Composer:
     """Writes answers with ``backend`` (anything with ``complete(messages, schema=None)``), or from a
     template when there is none or its reply fails a check (see the module docstring)."""
 
-    def __init__(self, backend: Any | None = None, *, max_new_tokens: int = 160):
+    def __init__(self, backend: Any | None = None, *, max_new_tokens: int = 160,
+                 max_results_tokens: int = MediaLimits.max_results_tokens):
         self.backend = backend
         self.max_new_tokens = max_new_tokens
+        self.max_results_tokens = max_results_tokens  # [limits] max_results_tokens: the <results> block's budget
 
     @property
     def name(self) -> str:
@@ -544,7 +548,8 @@ class Composer:
                      delivered: Sequence[str]) -> list[str]:
         """How the finished tasks' outputs are shown to the model: texts quoted, label lists with scores,
         files as what they are (never ids or byte counts: those get parroted)."""
-        lines = []
+        lines: list[str] = []
+        left, hidden = self.max_results_tokens, 0
         for task_id in validated.order:
             result = results.get(task_id)
             if result is None or result.status != "done":
@@ -556,7 +561,13 @@ class Composer:
                     text = str(store.load(artifact_id, session=session))
                     if len(text) > MAX_RESULT_CHARS:
                         text = text[:MAX_RESULT_CHARS] + f" [... {len(text) - MAX_RESULT_CHARS} more characters]"
-                    lines.append(f"{label}: {json.dumps(text, ensure_ascii=False)}")
+                    quoted = f"{label}: {json.dumps(text, ensure_ascii=False)}"
+                    cost = estimate_tokens(quoted) + 1  # and its line break
+                    if cost > left:  # the budget is spent: counted, not quoted (the template still quotes it)
+                        hidden += 1
+                        continue
+                    left -= cost
+                    lines.append(quoted)
                     continue
                 items = _label_items(store.load(artifact_id, session=session)) if artifact.kind is ArtifactKind.JSON else None
                 if items:
@@ -565,6 +576,8 @@ class Composer:
                     facts = _file_facts(artifact)
                     lines.append(f"{label}: {_KIND_WORDS[artifact.kind.value]}{', ' + facts if facts else ''}"
                                  f"{', attached to the reply' if artifact_id in delivered else ''}")
+        if hidden:
+            lines.append(f"- ({hidden} more text result{'s' if hidden > 1 else ''} not shown: the results are long)")
         return lines
 
     def compose(self, request: str, validated: ValidatedPlan, results: dict[str, TaskResult], store: ArtifactStore,

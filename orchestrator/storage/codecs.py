@@ -76,6 +76,9 @@ class MediaLimits:
     # What one request may hold for the planner's LLM (estimated tokens, see token_budget): a 100,000-character
     # request once planned for ten minutes at 6.6 GB; a request has a few sentences, a document goes in a file.
     max_request_tokens: int = 2_000
+    # What the answer writer is shown of the tools' outputs in one prompt (estimated tokens): each text result is
+    # cut at 1,500 characters, and past this budget the rest are named, not quoted (a 64-task plan of long texts).
+    max_results_tokens: int = 3_000
 
 
 def describe_content(data: bytes) -> str:
