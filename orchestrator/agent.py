@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import DEFAULT, PartDefault, Settings, current_settings
-from .errors import AnymodaError, InvalidInputError
+from .errors import AnymodaError, InvalidInputError, shown
 from .execution.compose import ARTIFACT_ID_IN_TEXT, Composer
 from .execution.events import Event
 from .execution.executor import ExecutionPolicy, PlanExecutor, TaskResult
@@ -120,7 +120,8 @@ class Orchestrator:
         self.journal = journal or open_journal(self.settings)
         unknown = [name for name in approve_before if name not in self.registry]
         if unknown:
-            raise InvalidInputError(f"approve_before names unknown tool(s): {', '.join(unknown)}")
+            raise InvalidInputError(f"approve_before names unknown tool(s): {', '.join(shown(n, 60) for n in unknown[:8])}"
+                                    + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""))
         policy = policy or ExecutionPolicy()
         if approve_before:
             policy = dataclasses.replace(policy, approve_before=policy.approve_before | frozenset(approve_before))
@@ -219,7 +220,12 @@ class Orchestrator:
     # ------------------------------------------------------------------ inputs
 
     def ingest(self, files: Iterable[str | os.PathLike[str] | Artifact], session: str) -> list[Artifact]:
-        """Files (paths), stored artifacts or their ids, as artifacts of ``session``."""
+        """Files (paths), stored artifacts or their ids, as artifacts of ``session``. Every path is checked before
+        any is stored: a refused file leaves nothing of the others behind."""
+        files = list(files)
+        for item in files:
+            if not isinstance(item, Artifact) and not (isinstance(item, str) and is_artifact_id(item)):
+                self.store.check_file(item)
         artifacts = []
         for item in files:
             if isinstance(item, Artifact):
@@ -329,7 +335,7 @@ class Orchestrator:
         """What a run has produced so far (finished or not).
 
         Owner-level: without ``session`` any run of any session is read, as the local owner (the CLI,
-        a script on this machine) may. Anything acting for someone else (the coming HTTP server) must
+        a script on this machine) may. Anything acting for someone else (the HTTP server in serving/) must
         go through that caller's :class:`Session` (``session.result(run_id)``), which passes its id
         here, so a run of another session is reported as not found."""
         record = self.journal.get_run(check_run_id(run_id), session=session)

@@ -643,3 +643,29 @@ def test_the_plan_streams_as_plan_token_events(settings, tmp_path):
     assert len(pieces) > 2 and json.loads("".join(pieces))["tasks"][0]["tool"] == "stub-paint"
     types = [e.type for e in events]
     assert types.index("plan_token") < types.index("plan_ready")
+
+
+def test_a_refused_file_leaves_nothing_of_the_others_behind(orch: Orchestrator, tmp_path: Path):
+    from PIL import Image
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.gif"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(good)
+    bad.write_bytes(b"GIF89a" + b"\x00" * 20)  # a GIF header and nothing a decoder can read
+    before = orch.store.count()
+    with pytest.raises(InvalidInputError, match="bad.gif"):
+        orch.run("paint it red", files=[good, bad], plan=PAINT_PLAN)
+    assert orch.store.count() == before and orch.journal.runs(limit=5) == []
+
+
+def test_names_from_outside_are_echoed_bounded(settings):
+    from orchestrator.planning.plan import Plan
+
+    with pytest.raises(InvalidInputError) as caught:
+        Plan.from_json({"tasks": [{"id": "t" * 20_000, "tool": "x", "args": {}}]})
+    assert len(str(caught.value)) < 400 and "20000 characters" in str(caught.value)
+    with pytest.raises(InvalidInputError) as caught:
+        Plan.from_json({"tasks": [], **{f"k{i}" * 500: 1 for i in range(50)}})
+    assert len(str(caught.value)) < 1_000 and "and 42 more" in str(caught.value)
+    with pytest.raises(InvalidInputError) as caught:
+        make(settings, approve_before=["n" * 50_000, *(f"x{i}" for i in range(30))])
+    assert len(str(caught.value)) < 600 and "and 23 more" in str(caught.value)

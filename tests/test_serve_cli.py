@@ -52,3 +52,15 @@ def test_serve_without_the_extra_names_it_in_one_line(monkeypatch, capsys):
     assert err.count("\n") == 1 and "pip install 'anymoda[serve]'" in err and "fastapi" in err
     code, _, err = run(capsys, "mcp")
     assert code == 2 and "anymoda[serve]" in err
+
+
+def test_serve_refuses_worker_and_limit_counts_out_of_range_in_one_line(tmp_path, capsys):
+    before = current_settings()
+    use_settings(Settings.from_dict({"home": str(tmp_path / "home"), "offline": True}))
+    try:  # each is refused before a server starts
+        for option, value in (("--workers", "99999999999999999999"), ("--workers", "0"), ("--rate", "-5"),
+                              ("--concurrent-runs", "10000001")):
+            code, out, err = run(capsys, "serve", "--port", "8799", option, value)
+            assert code == 2 and err.count("\n") == 1 and option in err and "must be from 1 to" in err, (option, err)
+    finally:
+        use_settings(before)

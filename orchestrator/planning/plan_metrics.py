@@ -2,8 +2,9 @@
 
 A planner's output and the gold answer are both reduced to a :class:`Graph`: nodes carrying a
 Hugging Face task tag and links ``[source, target]`` meaning "target consumes source's output"
-(the definition of ``../shared/eval/README.md``). Scores compare tags, never node ids or tool names,
-so a planner is free to number its tasks as it likes and to pick any tool of the right task.
+(the shape of the cases in ``benchmarks/planner_dev.jsonl``, the dev cases shipped with the project). Scores
+compare tags, never node ids or tool names, so a planner is free to number its tasks as it likes and to pick
+any tool of the right task.
 
 Metrics (percentages, 0-100):
 

@@ -91,9 +91,10 @@ def build_state(args: argparse.Namespace, orchestrator: Any = None):
     from .state import ServerState
     from .tenancy import Tenancy
 
-    for name in ("workers", "rate", "concurrent_runs"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    # Each worker is a thread that may hold a run's models: more than a few hundred is a typo, not a plan.
+    for name, most in (("workers", 256), ("rate", 1_000_000), ("concurrent_runs", 10_000)):
+        if not 1 <= getattr(args, name) <= most:
+            raise ConfigError(f"--{name.replace('_', '-')} must be from 1 to {most:,}, got {getattr(args, name):,}")
     limits = ServeLimits(max_body_bytes=parse_size(args.max_body, "--max-body"),
                          max_upload_bytes=parse_size(args.max_upload, "--max-upload"),
                          requests_per_minute=args.rate, max_concurrent_runs=args.concurrent_runs)

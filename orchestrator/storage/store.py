@@ -179,6 +179,19 @@ class ArtifactStore:
         metadata: dict[str, Any] | None = None,
     ) -> Artifact:
         """Store a user's file. Its content decides its kind; an extension that disagrees is an error."""
+        chosen, data = self._read_user_file(path, kind)
+        return self.put(chosen, data, metadata={"name": Path(path).name, **(metadata or {})}, session=session)
+
+    def check_file(self, path: str | os.PathLike[str], kind: ArtifactKind | str | None = None) -> None:
+        """Raise what :meth:`ingest_file` would raise for ``path``, storing nothing: a request's files are all
+        checked before the first is stored, so a bad second file leaves no orphan of the first."""
+        chosen, data = self._read_user_file(path, kind)
+        try:
+            codecs.inspect(chosen, data, self.limits)
+        except InvalidInputError as exc:  # which of the request's files it was
+            raise InvalidInputError(f"input file {Path(path).name!r}: {exc}") from None
+
+    def _read_user_file(self, path: str | os.PathLike[str], kind: ArtifactKind | str | None) -> tuple[ArtifactKind, bytes]:
         path = Path(path)
         if not path.is_file():
             raise InvalidInputError(f"input file {str(path)!r} does not exist or is not a regular file")
@@ -205,7 +218,7 @@ class ArtifactStore:
         if chosen is None:
             raise InvalidInputError(
                 f"cannot tell what kind of input {path.name!r} is ({codecs.describe_content(data)}); name its kind")
-        return self.put(chosen, data, metadata={"name": path.name, **(metadata or {})}, session=session)
+        return chosen, data
 
     def _write_blob(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
