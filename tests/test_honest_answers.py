@@ -896,11 +896,16 @@ def test_text_generation_in_a_conversation_gets_the_conversation_as_context(sett
      "talks about answering"),
     ("The damage is a complex problem that requires a comprehensive understanding of the situation. The damage is a "
      "complex problem that requires a comprehensive understanding of the situation.", "repeats itself"),
+    # An outline of an answer that never comes (seen on held-out 2's "hows my subscriber count doing").
+    ("To calculate the water use over time, we need to:\nThe water data is:\nThe description provides:",
+     "talks about answering"),
+    ("Spikes on 2024-04-13:\nThe usage data:\nMore below:", "talks about answering"),
 ])
 def test_a_reply_that_does_not_answer_falls_back_to_the_template(settings, reply: str, reason: str):
-    from orchestrator.execution.compose import META_TALK, repeats_itself
+    from orchestrator.execution.compose import META_TALK, is_outline, repeats_itself
 
-    assert bool(META_TALK.search(reply)) or repeats_itself(reply)
+    assert bool(META_TALK.search(reply)) or repeats_itself(reply) or is_outline(reply)
+    assert not is_outline("Yes: the usage rose.\nIt peaked on 2024-04-13.") and not is_outline("Total: 52.32")
     assert not META_TALK.search("The total is 52.32.") and not repeats_itself("It rained. It rained.")
     store = ArtifactStore(settings.store_dir, settings.limits)
     orch = make(settings, store=store, composer=Composer(ScriptedBackend(reply)))

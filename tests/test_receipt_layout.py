@@ -147,3 +147,8 @@ def test_how_it_was_paid_and_what_is_owed(text, question, expected, kind):
 def test_when_something_is_due_is_a_date():
     found = ask(GARAGE_INVOICE, "when is it due?")
     assert found is not None and found.kind == "date" and found.answer == "02 May 2025"
+
+
+def test_this_one_names_no_item():
+    found = ask(HARDWARE, "whats the damage on this one")
+    assert found is not None and (found.answer, found.kind) == ("38.22", "total")

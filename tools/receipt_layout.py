@@ -135,7 +135,7 @@ pls tell say give show read out loud aloud just only buy bought get got purchase
 thing things stuff money euros dollars pounds did leave left have had can could would will shop store
 come came incl including inclusive plus after before excluding excl without damage whats how's
 place restaurant cafe station pharmacy chemist market supermarket bakery bar pub diner garage business company
-invoice owe owed owing due
+invoice owe owed owing due one ones
 """.split())
 
 

@@ -45,8 +45,14 @@ REFUSAL = re.compile(r"^\W*(?:i'?m sorry|i am sorry|sorry|i can(?:no|')t|i canno
 # A small model that talks about answering instead of answering ("To answer this request, I'll need to
 # analyze the data...") has not answered, whatever words of the results it repeats.
 META_TALK = re.compile(r"\b(?:to answer (?:this|the|your)\b|i(?:'ll| will| would)? need to (?:analy[sz]e|look|check|know)"
-                       r"|we (?:would|will) need to\b|in order to (?:determine|answer)|let me (?:analy[sz]e|check|look))",
+                       r"|we (?:would |will )?need to\b|in order to (?:determine|answer)|let me (?:analy[sz]e|check|look))",
                        re.IGNORECASE)
+
+
+def is_outline(text: str) -> bool:
+    """A reply whose lines mostly announce what follows ("The subscriber count data is:") and say nothing."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return len(lines) >= 2 and sum(line.endswith(":") for line in lines) * 2 >= len(lines)
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
 MAX_RESULT_CHARS = 1500  # per text result shown to the composer: a small model's context is short
 MAX_QUOTE_CHARS = 4000  # per text quoted by the template
@@ -630,7 +636,7 @@ class Composer:
             return "the language model wrote nothing"
         if REFUSAL.match(text):
             return "the language model declined"
-        if META_TALK.search(text):
+        if META_TALK.search(text) or is_outline(text):
             return "the reply talks about answering instead of answering"
         if repeats_itself(text):
             return "the reply repeats itself"
