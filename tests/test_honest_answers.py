@@ -499,32 +499,38 @@ def test_what_did_i_ask_first_is_answered_from_the_history(settings):
 
     def plan_reply(messages: list[dict[str, str]]) -> str:
         request = messages[-1]["content"].rsplit("Request:", 1)[1].strip()
-        if request.startswith("what did I ask"):
+        if request.startswith(("what did I", "which colours")):
             return json.dumps({"tasks": [], "answer": "I am a helpful assistant."})  # the canned line
         return json.dumps({"tasks": [said("t1", request.split()[-1])]})
 
-    composer_llm = ScriptedBackend(lambda messages: "You first asked me to paint it red." if "<conversation>" in
+    composer_llm = ScriptedBackend(lambda messages: "We used red, then blue." if "<conversation>" in
                                    messages[-1]["content"] else "Done.")
     orch = make(settings, registry=TRUTH_REGISTRY, store=store, composer=Composer(composer_llm),
                 planner=scripted_planner(ScriptedBackend(plan_reply), TRUTH_REGISTRY, store))
     chat = orch.session("memory")
     chat.send("paint it red")
     chat.send("now in blue")
+    calls = len(composer_llm.calls)
+    # The user's own words are quoted from the record (a 0.5B model once answered with a voicemail's content).
     third = chat.send("what did I ask you first?")
-    assert third.status == "done" and third.composed_by == "scripted"
-    assert third.answer == "You first asked me to paint it red."
+    assert (third.status, third.composed_by) == ("done", "history") and len(composer_llm.calls) == calls
+    assert third.answer == "You first asked: \u201cpaint it red\u201d."
+    assert chat.send("what did I just ask you to do?").answer == "You just asked: \u201cwhat did I ask you first?\u201d."
+    # Other questions about the conversation go to the model, shown the conversation, not the canned line.
+    colours = chat.send("which colours did we use?")
+    assert (colours.answer, colours.composed_by) == ("We used red, then blue.", "scripted")
     prompt = composer_llm.calls[-1][-1]["content"]
     assert "paint it red" in prompt and "now in blue" in prompt and "I am a helpful assistant" not in prompt
 
-    # Without a model (or when the model invents), the template quotes the first request.
+    # Without a model, or when the model invents, the template quotes the requests.
     plain = make(settings, registry=TRUTH_REGISTRY, store=store, composer=Composer(None),
                  planner=scripted_planner(ScriptedBackend(plan_reply), TRUTH_REGISTRY, store))
-    answer = plain.session("memory").send("what did I ask you first?")
+    answer = plain.session("memory").send("which colours did we use?")
     assert answer.composed_by == "template" and answer.answer.startswith("You first asked: \u201cpaint it red\u201d.")
     inventing = make(settings, registry=TRUTH_REGISTRY, store=store,
-                     composer=Composer(ScriptedBackend("You first asked about Paris.")),
+                     composer=Composer(ScriptedBackend("We used Paris green.")),
                      planner=scripted_planner(ScriptedBackend(plan_reply), TRUTH_REGISTRY, store))
-    answer = inventing.session("memory").send("what did I ask you first?")
+    answer = inventing.session("memory").send("which colours did we use?")
     assert answer.composed_by == "template" and "Paris" in answer.fallback_reason
     assert "paint it red" in answer.answer
 

@@ -528,6 +528,24 @@ def _readable(store: ArtifactStore, session: str, artifact: Artifact) -> tuple[s
 # ---------------------------------------------------------------------- the composer
 
 
+_ASKS_OWN_WORDS = re.compile(
+    r"\bwhat (?:did|was|were|have) (?:i|my)\b.{0,30}?\b(?:ask|asked|say|said|request|requested|question|want|wanted)\b"
+    r"|\bwhat (?:was|were) my (?:first |last |previous )?(?:question|request)s?\b", re.IGNORECASE)
+
+
+def recall_requests(request: str, asked: Sequence[str]) -> str | None:
+    """The answer to "what did I ask (first / just)?" from the requests on record, or None for other questions."""
+    if not asked or not _ASKS_OWN_WORDS.search(request):
+        return None
+    if re.search(r"\b(?:first|start|begin|beginning|earliest)\b", request, re.IGNORECASE):
+        return f"You first asked: {_quote(asked[0], 500)}."
+    if re.search(r"\b(?:just|last|previous|before|latest|recent|just now)\b", request, re.IGNORECASE):
+        return f"You just asked: {_quote(asked[-1], 500)}."
+    if len(asked) == 1:
+        return f"You asked: {_quote(asked[0], 500)}."
+    return "You asked, in order: " + "; then ".join(_quote(q, 200) for q in asked[-10:]) + "."
+
+
 class Composer:
     """Writes answers with ``backend`` (anything with ``complete(messages, schema=None)``), or from a
     template when there is none or its reply fails a check (see the module docstring)."""
@@ -695,6 +713,10 @@ class Composer:
             if planned and self.backend is not None:
                 return self.answer_afresh(request, direct, on_token)
             return Answer(direct, (), (), "plan", tuple(struck))
+        if turns and (recalled := recall_requests(request, [q for q, _ in turns])):
+            # The user's own words are on record: quoted, not paraphrased by a model that mixed a request up with
+            # what a tool had read ("what did I just ask you to do?" -> the voicemail's content).
+            return Answer(recalled, (), (), "history")
         reason = "no language model"
         if self.backend is not None:
             conversation = history.strip() or "\n".join(f"User: {q}\nAssistant: {a}" for q, a in turns)
