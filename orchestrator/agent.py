@@ -45,7 +45,7 @@ from .execution.journal import (
 from .execution.recovery import Unavailable
 from .execution.runner import TaskRunner
 from .planning.plan import Plan
-from .planning.token_budget import check_request_size
+from .planning.token_budget import check_request_size, estimate_tokens
 from .storage.artifacts import Artifact, ArtifactKind, is_artifact_id
 from .storage.store import ArtifactStore
 from .tooling.registry import ToolRegistry
@@ -461,7 +461,8 @@ class Orchestrator:
         recent_text = "\n".join(
             f"User: {r.request}\nAssistant: {(r.answer or '').strip()[:400]}"
             + (f" [made: {', '.join(r.answer_artifacts)}]" if r.answer_artifacts else "") for r in recent)
-        history = (f"Summary of earlier turns:\n{summary}\n" if summary else "") + recent_text
+        history = fit_history((f"Summary of earlier turns:\n{summary}\n" if summary else "") + recent_text,
+                              self.settings.limits.max_history_tokens)
         # The previous turn's answer first ("now say that out loud"), then the newest artifact of each kind.
         answered = next((r.answer_id for r in reversed(runs) if r.answer_id), None)  # a failed turn has none
         offered: list[str] = [answered] if answered and self.store.exists(answered, session=session) else []
@@ -561,6 +562,24 @@ class Orchestrator:
 
 def is_workflow_run(record: RunRecord) -> bool:
     return isinstance(record.plan, dict) and "workflow" in record.plan
+
+
+def fit_history(history: str, max_tokens: int) -> str:
+    """``history`` cut from its oldest lines until it fits ``max_tokens`` (estimated), saying that it was:
+    the newest turns matter most to "say that again" and "what did I just ask"."""
+    if estimate_tokens(history) <= max_tokens:
+        return history
+    lines = history.splitlines()
+    note = "(earlier lines of this conversation not shown: over [limits] max_history_tokens)"
+    budget = max_tokens - estimate_tokens(note) - 1
+    kept: list[str] = []
+    for line in reversed(lines):
+        cost = estimate_tokens(line) + 1
+        if cost > budget:
+            break
+        kept.append(line)
+        budget -= cost
+    return "\n".join([note, *reversed(kept)])
 
 
 def summary_line(record: RunRecord) -> str:

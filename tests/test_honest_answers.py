@@ -919,3 +919,19 @@ def test_a_reply_that_does_not_answer_falls_back_to_the_template(settings, reply
                       plan={"tasks": [said("t1", "spikes on 2024-04-13")]})
     assert result.composed_by == "template" and reason in result.fallback_reason
     assert "2024-04-13" in result.answer
+
+
+def test_the_history_shown_to_the_llm_fits_its_token_budget(settings):
+    import dataclasses
+
+    from orchestrator.planning.token_budget import estimate_tokens
+
+    small = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, max_history_tokens=200))
+    orch = make(small)
+    for turn in range(6):
+        orch.run(f"turn {turn} " + "words " * 60, session="long", plan={"tasks": [said("t1", f"made{turn}")]})
+    history, _ = orch.session_context("long", "and now?")
+    assert estimate_tokens(history) <= 200 and history.startswith("(earlier lines of this conversation not shown")
+    assert "turn 5 " in history and "turn 0 " not in history  # the newest kept, the oldest dropped
+    roomy, _ = make(settings).session_context("long", "and now?")
+    assert "not shown" not in roomy and "turn 2 " in roomy  # under the default budget nothing is cut

@@ -79,6 +79,9 @@ class MediaLimits:
     # What the answer writer is shown of the tools' outputs in one prompt (estimated tokens): each text result is
     # cut at 1,500 characters, and past this budget the rest are named, not quoted (a 64-task plan of long texts).
     max_results_tokens: int = 3_000
+    # What the planner and the writer are shown of earlier turns (estimated tokens): the newest four turns as
+    # they were and a line per older one, cut from the oldest end past this.
+    max_history_tokens: int = 2_000
 
 
 def describe_content(data: bytes) -> str:
