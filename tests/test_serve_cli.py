@@ -64,3 +64,28 @@ def test_serve_refuses_worker_and_limit_counts_out_of_range_in_one_line(tmp_path
             assert code == 2 and err.count("\n") == 1 and option in err and "must be from 1 to" in err, (option, err)
     finally:
         use_settings(before)
+
+
+def test_a_part_the_server_lacks_is_a_501_naming_the_extra():
+    # The request was fine; the server was installed without the plot extra (or the weights): not a 4xx.
+    import types
+
+    from fastapi.testclient import TestClient
+
+    from orchestrator.errors import MissingExtraError
+    from orchestrator.serving.app import create_app
+    from orchestrator.serving.limits import ServeLimits
+    from orchestrator.serving.state import Metrics
+
+    class Lacking(types.SimpleNamespace):
+        def __getattr__(self, name):  # the parts this route never reaches
+            return None
+
+    app = create_app(Lacking(metrics=Metrics(), limits=ServeLimits()))
+
+    @app.get("/lacking")
+    def lacking():
+        raise MissingExtraError("plotting needs matplotlib: pip install 'anymoda[plot]'")
+
+    answer = TestClient(app).get("/lacking")
+    assert answer.status_code == 501 and "anymoda[plot]" in answer.json()["error"]["message"]

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import AnymodaError, ArtifactNotFoundError, InvalidInputError
+from ..errors import AnymodaError, ArtifactNotFoundError, InvalidInputError, ToolUnavailableError
 from .errors import ApiError
 from .limits import BODY_EXCEEDED, BodySizeLimit, body_too_large_message, retry_after
 from .media_input import PayloadTooLarge
@@ -64,6 +64,8 @@ def create_app(state: ServerState) -> FastAPI:
 
         if isinstance(exc, RunBusyError):
             return reply(ApiError(409, str(exc), "conflict"))
+        if isinstance(exc, ToolUnavailableError):  # the request is fine; this server lacks the part (an extra, weights)
+            return reply(ApiError(501, str(exc), "not_implemented_error"))
         return reply(ApiError(422, str(exc), "unprocessable_error"))
 
     @app.exception_handler(RequestValidationError)
