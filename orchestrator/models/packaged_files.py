@@ -21,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelNotAvailableError
+from ..storage.atomic_files import write_atomically
 from .resolve import PreparedOnFirstUse
 
 CHECKED_FOLDER = "checked"  # under the cache folder: one marker per installed package whose files were checked
@@ -93,7 +93,7 @@ class PackagedWeights:
                 raise PackagedWeightsError(
                     f"the packaged weights of {self.distribution} {self.version} are not the released files: "
                     f"{pinned.path} {problem}; reinstall the package: {self.reinstall}")
-        _write_atomically(marker, json.dumps({"distribution": self.distribution, "version": self.version,
+        write_atomically(marker, json.dumps({"distribution": self.distribution, "version": self.version,
                                               "folder": str(folder), "files": self._stats(folder)}, indent=1))
         return target
 
@@ -160,11 +160,3 @@ def _mismatch(path: Path, pinned: PinnedFile) -> str | None:
     return None
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)

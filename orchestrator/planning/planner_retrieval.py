@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..storage.artifacts import ArtifactKind
+from ..storage.atomic_files import partial_path
 from ..storage.jsonl import read_json_lines
 from ..tooling.registry import builtin_tool
 from ..tooling.tool import Tool
@@ -173,7 +173,7 @@ def cached_vectors(embedder: Embedder, texts: list[str], name: str) -> np.ndarra
     vectors = embedder(texts)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+        temporary = partial_path(path, ".npy")  # np.save would add .npy to any other name
         np.save(temporary, vectors)
         temporary.replace(path)  # atomic: a concurrent reader never sees half a file
     except OSError:

@@ -41,6 +41,7 @@ from ..backends.sqlite import LocalBlobStore, SqliteDatabase
 from ..errors import ArtifactNotFoundError, InvalidInputError
 from . import codecs
 from .artifacts import Artifact, ArtifactKind, check_artifact_id, new_artifact_id
+from .atomic_files import partial_path
 from .codecs import EXTENSION_KINDS, MediaLimits, check_output_file
 
 _SCHEMA = (
@@ -303,7 +304,7 @@ class ArtifactStore:
                 target = check_output_file(target / f"{artifact.id}{extension_for(artifact.mime)}", what)
             target.parent.mkdir(parents=True, exist_ok=True)
             data = self._read_blob(artifact)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+            tmp = partial_path(target, ".part")
             tmp.write_bytes(data)
             os.replace(tmp, target)
         except OSError as exc:  # a folder where a file is meant, no permission, a full disk
