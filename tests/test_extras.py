@@ -28,7 +28,11 @@ HEAVY = tuple(EXTRA_OF)  # matplotlib, av, peft
 
 
 def hide(monkeypatch, *modules: str) -> None:
+    # The package and every submodule an earlier test imported (import_module would hand back a loaded
+    # matplotlib.pyplot whatever sys.modules says of matplotlib itself).
     for module in modules:
+        for loaded in [name for name in sys.modules if name.startswith(module + ".")]:
+            monkeypatch.setitem(sys.modules, loaded, None)
         monkeypatch.setitem(sys.modules, module, None)
 
 
