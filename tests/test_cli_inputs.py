@@ -454,3 +454,11 @@ def test_an_error_after_the_live_tree_starts_on_its_own_line(capsys):
 
 if sys.platform == "win32":  # FIFOs and /proc are POSIX
     pytest.skip("POSIX special files", allow_module_level=True)
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\n\t"])
+def test_an_empty_text_is_refused_before_anything_is_stored(home, value: str):
+    before = store(home).count()
+    code, out, err = run_cli("tool", "echo", "--text", value)
+    assert code == 2 and out == "" and err.strip() == "error: --text is empty"
+    assert store(home).count() == before

@@ -162,6 +162,8 @@ def _input_argument(store: ArtifactStore, name: str, kind: ArtifactKind, value: 
     if kind in (ArtifactKind.TEXT, ArtifactKind.JSON):
         if kind is ArtifactKind.TEXT:
             text, file_name = text_argument(value, what, store.limits)
+            if not text.strip():  # refused here, before anything is stored for it (no tool reads an empty text)
+                raise InvalidInputError(f"{what} is empty" + (f" (the file {file_name!r} has no text)" if file_name else ""))
             if file_name is None:
                 _hint_if_file(what, value)
                 return text
