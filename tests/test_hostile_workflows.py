@@ -266,6 +266,9 @@ def test_a_name_with_control_characters_or_too_long_is_refused():
     ("=HYPERLINK(\"http://x\",\"y\").png", "'=HYPERLINK(\"http://x\",\"y\").png"), ("+1", "'+1"), ("-1", "'-1"),
     ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx"), ("photo.png", "photo.png"), ("", ""), (None, ""),
     ("a=b", "a=b"),
+    # Full-width twins, and a formula behind invisible format characters or spaces.
+    ("\uff1dSUM(A1)", "'\uff1dSUM(A1)"), ("\uff0b1", "'\uff0b1"), ("\u202e=cmd", "'\u202e=cmd"),
+    ("\u200b@x", "'\u200b@x"), ("  =1", "'  =1"), ("\u202eplain", "\u202eplain"),
 ])
 def test_csv_cells_that_a_spreadsheet_would_run_get_a_quote(cell, expected):
     assert csv_cell(cell) == expected

@@ -254,9 +254,17 @@ def save_outputs(store: Any, result: Any, folder: Path) -> dict[str, Any]:
 def csv_cell(value: Any) -> str:
     """A cell a spreadsheet shows as text: one that starts with = + - @, a tab or a carriage return (a
     batch file named ``=HYPERLINK(...).csv``, an OCR'd formula) would be run as a formula, so it gets a
-    leading ``'``, as OWASP's CSV-injection advice says."""
+    leading ``'``, as OWASP's CSV-injection advice says. The full-width forms (＝ ＋ － ＠), which some
+    spreadsheets in East Asian locales read as their ASCII twins, and invisible format characters in front
+    of one (a right-to-left override before ``=``) count too."""
     text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    lead = text.lstrip("".join(_INVISIBLE_LEADS))[:1]
+    return "'" + text if lead in _FORMULA_LEADS or text[:1] in ("\t", "\r") else text
+
+
+_FORMULA_LEADS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
+_INVISIBLE_LEADS = ("\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d",
+                    "\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\ufeff", " ")
 
 
 def _saved_outputs_exist(row: dict[str, Any]) -> bool:
