@@ -935,3 +935,17 @@ def test_the_history_shown_to_the_llm_fits_its_token_budget(settings):
     assert "turn 5 " in history and "turn 0 " not in history  # the newest kept, the oldest dropped
     roomy, _ = make(settings).session_context("long", "and now?")
     assert "not shown" not in roomy and "turn 2 " in roomy  # under the default budget nothing is cut
+
+
+@pytest.mark.parametrize("reply, falls_back", [
+    ("The day we sell the most loaves is 2024-10-07.", True),   # a date from the results, not the weekday asked
+    ("Saturdays: the series is highest on Saturdays.", False),
+])
+def test_a_reply_must_name_the_weekday_or_month_asked_for(settings, reply: str, falls_back: bool):
+    orch = make(settings, composer=Composer(ScriptedBackend(reply)))
+    result = orch.run("which day of the week do we sell the most loaves?",
+                      plan={"tasks": [said("t1", "loaves from 2024-10-07, highest on Saturdays")]})
+    assert (result.composed_by == "template") is falls_back, result.fallback_reason
+    assert "Saturdays" in result.answer
+    if falls_back:
+        assert "names no weekday" in result.fallback_reason

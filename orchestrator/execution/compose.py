@@ -49,6 +49,24 @@ META_TALK = re.compile(r"\b(?:to answer (?:this|the|your)\b|i(?:'ll| will| would
                        re.IGNORECASE)
 
 
+_WEEKDAY = re.compile(r"\b(?:mon|tues|wednes|thurs|fri|satur|sun)days?\b", re.IGNORECASE)
+_MONTH = re.compile(r"\b(?:january|february|march|april|may|june|july|august|september|october|november|december)\b",
+                    re.IGNORECASE)
+# Questions whose answer is a weekday or a month by its name; a reply giving a date instead ("the day we sell
+# the most loaves is 2024-10-07", when the description says "highest on Saturdays") passes the grounding
+# check (the date is in the results) without answering.
+_ASKS_KIND = (("weekday", re.compile(r"\b(?:day of the week|weekday|which day|what day)\b", re.IGNORECASE), _WEEKDAY),
+              ("month", re.compile(r"\b(?:which|what) month\b", re.IGNORECASE), _MONTH))
+
+
+def unanswered_kind(request: str, reply: str, found: Sequence[str]) -> str | None:
+    """The kind of answer (weekday, month) the request asks for and a tool's text names, but the reply does not."""
+    for kind, asks, names in _ASKS_KIND:
+        if asks.search(request) and any(names.search(text) for text in found) and not names.search(reply):
+            return kind
+    return None
+
+
 def is_outline(text: str) -> bool:
     """A reply whose lines mostly announce what follows ("The subscriber count data is:") and say nothing."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -700,6 +718,8 @@ class Composer:
         missing = ungrounded(text, Sources(texts, counts))
         if missing:
             return "the reply names what no tool found: " + ", ".join(missing[:8])
+        if (kind := unanswered_kind(request, text, found)) is not None:
+            return f"the reply names no {kind}, which the question asks for and the tools found"
         return None
 
     def converse(self, request: str, direct: str | None, history: str, turns: Sequence[tuple[str, str]],
