@@ -464,7 +464,9 @@ class Orchestrator:
         history = fit_history((f"Summary of earlier turns:\n{summary}\n" if summary else "") + recent_text,
                               self.settings.limits.max_history_tokens)
         # The previous turn's answer first ("now say that out loud"), then the newest artifact of each kind.
-        answered = next((r.answer_id for r in reversed(runs) if r.answer_id), None)  # a failed turn has none
+        # A turn that failed has no answer to build on: at most an "I can't draw that here" (a poem "about it"
+        # written from that apology was a refusal), so the answer before it is offered.
+        answered = next((r.answer_id for r in reversed(runs) if r.answer_id and r.status != "failed"), None)
         offered: list[str] = [answered] if answered and self.store.exists(answered, session=session) else []
         kinds_seen: set[str] = set()
         for r in reversed(runs):

@@ -320,7 +320,7 @@ class StubSpeak(WeightlessTool):
         return {"audio": AudioClip(np.zeros(1600, dtype=np.float32), 16000)}
 
 
-TRUTH_REGISTRY = ToolRegistry((*STUB_TOOLS, StubClassify, StubSpeak))
+TRUTH_REGISTRY = ToolRegistry((*STUB_TOOLS, StubClassify, StubSpeak, StubCutout))
 
 
 def test_a_reply_with_a_number_no_tool_produced_falls_back_to_the_template(settings):
@@ -491,6 +491,16 @@ def test_say_that_out_loud_speaks_the_previous_answer(settings):
     # A turn that failed (no plan, no answer) does not hide the last answer there was.
     orch.run("this one fails", session="talk", plan={"tasks": [{"id": "t1", "tool": "stub-nope", "args": {}}]})
     _, offered = orch.session_context("talk", "say it again")
+    assert offered[0] == second.answer_id
+    # Nor does one that only said it could not be done: "write a poem about it instead" after "I can't cut
+    # out the dog here" must not be written from the apology.
+    from PIL import Image
+
+    photo = store.put_value("image", Image.new("RGB", (8, 8)), session="talk").id
+    apology = orch.run("cut out the dog", session="talk", plan={"tasks": [
+        {"id": "t1", "tool": "stub-cutout", "args": {"image": photo, "labels": "dog"}}]})
+    assert apology.status == "failed" and apology.answer_id and "can't" in apology.answer
+    _, offered = orch.session_context("talk", "fine, write a poem about it instead")
     assert offered[0] == second.answer_id
 
 

@@ -138,8 +138,10 @@ def test_a_text_that_only_points_back_is_the_previous_answer(registry):
 
     for pointer in ("ok say that out loud", "Read it back to me, please!", "now say it again", "draw it"):
         assert instruction_only(pointer), pointer
-    for content in ("say hello world out loud", "the total is 22.83", "read me the tax", ""):
+    for content in ("say hello world out loud", "the total is 22.83", "read me the tax", "", "thank you"):
         assert not instruction_only(content), content
+    assert instruction_only("fine") and instruction_only("fine, do it instead")  # "fine, write a poem about it"
+    assert not instruction_only("alright then", ['say "alright then" out loud'])  # quoted: the words wanted
     echoed = Plan((PlanTask("t1", "text-to-speech", {"text": "ok say that out loud"}),))
     # Without an answer to point at, the plan is refused (and repaired by the planner) rather than spoken.
     problems = literal_provenance_problems(echoed, registry, ["ok say that out loud", ""])

@@ -355,13 +355,18 @@ def content_words(text: str) -> list[str]:
 _INSTRUCTION = frozenset(
     "ok okay okey now again just then so pls plz please can could would will you say read speak tell repeat "
     "aloud loud loudly voice back draw make show play give do turn put write answer result reply response "
-    "said told".split())
+    "said told fine alright right well sure instead".split())
 
 
-def instruction_only(text: str) -> bool:
-    """Whether ``text`` only asks or points ("say that out loud") and holds nothing to say, draw or read."""
+def instruction_only(text: str, sources: Sequence[str] = ()) -> bool:
+    """Whether ``text`` only asks or points ("say that out loud") and holds nothing to say, draw or read. A text
+    the user put in quotes in one of ``sources`` (say "alright then" out loud) is what they want, whatever it is."""
     words = _WORDS.findall(text.lower())
-    return bool(words) and all(w in _FILLER or w in _INSTRUCTION for w in words)
+    if not words or not all(w in _FILLER or w in _INSTRUCTION for w in words):
+        return False
+    quoted = text.strip()
+    return not any(f"{a}{quoted}{b}" in source for source in sources
+                   for a, b in (('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("\u2018", "\u2019")))
 
 
 def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Sequence[str], *,
@@ -401,7 +406,7 @@ def literal_provenance_problems(plan: Plan, registry: ToolRegistry, sources: Seq
             # the planner may rightly derive.
             if spec_input is None or spec_input.kind is not ArtifactKind.TEXT:
                 continue
-            if instruction_only(value):
+            if instruction_only(value, sources):
                 problems.append(Problem(task.id, name, f"the text {value[:80]!r} only says what to do, not what to "
                                         "use; give the text it points at (the previous answer or an earlier output)"))
                 continue

@@ -455,7 +455,7 @@ class Planner:
             problems: list[str]
             made_up = None
             try:
-                plan = pointing_texts_resolved(self.parse(text, artifacts), self.registry, artifacts)
+                plan = pointing_texts_resolved(self.parse(text, artifacts), self.registry, artifacts, request)
                 validated = validate_plan(plan, self.registry, store=self.store, session=session)
                 ungrounded = literal_provenance_problems(plan, self.registry, [request, context], number_sources=said)
                 if ungrounded:
@@ -573,7 +573,7 @@ def skeleton_plan(tools: Sequence[type[Tool]], artifacts: Sequence[Artifact], re
     return Plan(tuple(task for task, _ in made)) if made else None
 
 
-def pointing_texts_resolved(plan: Plan, registry: ToolRegistry, artifacts: Sequence[Artifact]) -> Plan:
+def pointing_texts_resolved(plan: Plan, registry: ToolRegistry, artifacts: Sequence[Artifact], request: str = "") -> Plan:
     """``plan`` with each text argument that only points back ("ok say that out loud" written as the text to
     speak) replaced by the previous answer, when the conversation has one. A 0.5B planner copies the request
     into the text slot instead of choosing ``previous_answer``; what "that" means is not in doubt."""
@@ -585,7 +585,7 @@ def pointing_texts_resolved(plan: Plan, registry: ToolRegistry, artifacts: Seque
     for task in plan.tasks:
         tool = registry.get(task.tool) if task.tool in registry else None
         args = {name: (previous if tool is not None and name in tool.inputs and tool.inputs[name].kind is ArtifactKind.TEXT
-                       and isinstance(value, str) and instruction_only(value) else value)
+                       and isinstance(value, str) and instruction_only(value, [request]) else value)
                 for name, value in task.args.items()}
         tasks.append(dataclasses.replace(task, args=args) if args != task.args else task)
     return dataclasses.replace(plan, tasks=tuple(tasks))
