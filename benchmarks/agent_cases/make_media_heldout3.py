@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import make_media_heldout2 as h2  # noqa: E402
-from make_media_heldout2 import Recording, _found  # noqa: E402
+from make_media_heldout2 import Recording  # noqa: E402
 
 import make_media as base  # noqa: E402  (also puts the repository on sys.path)
 from make_media import MEDIA, Receipt, _write_csv  # noqa: E402
@@ -138,11 +138,6 @@ def make_recordings(only: set[str] | None = None) -> None:
 # ---------------------------------------------------------------------------------------------- time series
 
 
-def _days(start: str, count: int, step: int = 1) -> list[str]:
-    first = datetime.date.fromisoformat(start)
-    return [(first + datetime.timedelta(days=step * i)).isoformat() for i in range(count)]
-
-
 def make_series() -> None:
     import numpy as np
 
@@ -153,17 +148,17 @@ def make_series() -> None:
     bill = 80 + 60 * np.cos(2 * np.pi * month_of_year / 12) + 1.2 * np.arange(36) + rng.normal(0, 1.5, 36)
     _write_csv("h3-gas-bill.csv", ["month", "gas_bill"], [[m, f"{v:.2f}"] for m, v in zip(months, bill, strict=True)])
     # Savings balance each day for two months, slipping from about 5200 to about 3100.
-    days = _days("2024-09-01", 60)
+    days = h2._days("2024-09-01", 60)
     balance = 5200 - 35 * np.arange(60) + rng.normal(0, 60, 60)
     _write_csv("h3-savings-balance.csv", ["date", "balance"], [[d, f"{v:.2f}"] for d, v in zip(days, balance, strict=True)])
     # Swimming pool visitors a day, about 250 (more at weekends), one heatwave day of 910 on 2024-07-19.
-    days = _days("2024-07-01", 45)
+    days = h2._days("2024-07-01", 45)
     weekend = np.array([datetime.date.fromisoformat(d).weekday() >= 5 for d in days])
     visitors = 250 + 60 * weekend + rng.normal(0, 20, 45)
     visitors[days.index("2024-07-19")] = 910
     _write_csv("h3-pool-visitors.csv", ["date", "visitors"], [[d, f"{v:.0f}"] for d, v in zip(days, visitors, strict=True)])
     # Loaves a bakery sold each day for six weeks, with the weekday written next to the date; Saturdays best.
-    days = _days("2024-10-07", 42)
+    days = h2._days("2024-10-07", 42)
     weekday = [datetime.date.fromisoformat(d).strftime("%a") for d in days]
     effect = {"Mon": 0, "Tue": -5, "Wed": 0, "Thu": 5, "Fri": 20, "Sat": 75, "Sun": -30}
     loaves = [120 + effect[w] + rng.normal(0, 6) for w in weekday]
@@ -176,7 +171,7 @@ def make_series() -> None:
     level[crest] += 0.05
     _write_csv("h3-river-level.csv", ["time", "level_m"], [[h, f"{v:.2f}"] for h, v in zip(hours, level, strict=True)])
     # Followers of a small account each day, climbing from about 1200 to about 1900.
-    days = _days("2024-01-01", 50)
+    days = h2._days("2024-01-01", 50)
     followers = 1200 + 14 * np.arange(50) + rng.normal(0, 10, 50)
     _write_csv("h3-followers.csv", ["date", "followers"], [[d, f"{v:.0f}"] for d, v in zip(days, followers, strict=True)])
 
@@ -314,34 +309,8 @@ def check_cases() -> list[str]:
 
 
 def check(receipts: bool = True, recordings: bool = True, photos: bool = True) -> list[str]:
-    import soundfile
-    from PIL import Image
-
-    from orchestrator.storage.media import AudioClip
-
     problems = _sums_add_up() + check_series()
-    if receipts:
-        from tools.ocr import OpticalCharacterRecognition as OCR
-
-        reader = OCR()
-        for receipt in RECEIPTS:
-            with Image.open(MEDIA / receipt.name) as image:
-                text = reader(image=image.convert("RGB"))["text"]
-            missed = [fact for fact in receipt.facts if not _found(fact, text)]
-            print(f"{receipt.name:34} ocr {f'MISSED {missed}' if missed else 'ok'}: {' | '.join(text.splitlines())}")
-            if missed:
-                problems.append(f"{receipt.name}: OCR missed {missed}")
-    if recordings:
-        from tools.speech import SpeechRecognition
-
-        listener = SpeechRecognition()
-        for recording in RECORDINGS:
-            samples, rate = soundfile.read(str(MEDIA / recording.name), dtype="float32")
-            text = listener(audio=AudioClip(samples, rate))["text"]
-            missed = [fact for fact in recording.facts if not _found(fact, text)]
-            print(f"{recording.name:34} asr {f'MISSED {missed}' if missed else 'ok'}: {text.strip()}")
-            if missed:
-                problems.append(f"{recording.name}: Whisper missed {missed}")
+    problems += h2.check_readable(RECEIPTS if receipts else (), RECORDINGS if recordings else ())
     if photos:
         problems += check_photos()
     return problems + check_cases()
