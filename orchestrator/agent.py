@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import DEFAULT, PartDefault, Settings, current_settings
-from .errors import AnymodaError, InvalidInputError, shown
+from .errors import AnymodaError, InvalidInputError, shown_names
 from .execution.compose import ARTIFACT_ID_IN_TEXT, Composer
 from .execution.events import Event
 from .execution.executor import ExecutionPolicy, PlanExecutor, TaskResult
@@ -120,8 +120,7 @@ class Orchestrator:
         self.journal = journal or open_journal(self.settings)
         unknown = [name for name in approve_before if name not in self.registry]
         if unknown:
-            raise InvalidInputError(f"approve_before names unknown tool(s): {', '.join(shown(n, 60) for n in unknown[:8])}"
-                                    + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""))
+            raise InvalidInputError(f"approve_before names unknown tool(s): {shown_names(unknown)}")
         policy = policy or ExecutionPolicy()
         if approve_before:
             policy = dataclasses.replace(policy, approve_before=policy.approve_before | frozenset(approve_before))

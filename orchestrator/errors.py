@@ -8,6 +8,7 @@ the planner's repair loop can show it to a person or an LLM as it is.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -73,6 +74,14 @@ def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
         return f"{value[:limit]!r}… ({len(value)} characters)"
     text = _SHOWN.repr(value)
     return text if len(text) <= limit + 20 else f"{text[:limit]}… ({type(value).__name__})"
+
+
+def shown_names(names: Iterable[Any], most: int = 8, limit: int = 60) -> str:
+    """Names from outside (keys, tool names) listed for a message: the first ``most``, each quoted within
+    ``limit`` characters, then how many more there were."""
+    names = list(names)
+    listed = ", ".join(shown(name, limit) for name in names[:most])
+    return listed + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def shown_path(path: Any, limit: int = 120) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ArtifactNotFoundError, InvalidInputError, ToolNotFoundError, shown
+from ..errors import ArtifactNotFoundError, InvalidInputError, ToolNotFoundError, shown, shown_names
 from ..storage.artifacts import ArtifactKind, is_artifact_id, kind_of_id
 from ..storage.store import ArtifactStore
 from ..tooling.registry import ToolRegistry
@@ -50,7 +50,8 @@ class Plan:
                 f"a plan must be a JSON object with 'tasks' (and optionally 'answer'), got {type(data).__name__}")
         unknown = set(data) - {"tasks", "answer"}
         if unknown:
-            raise InvalidInputError(f"a plan has only 'tasks' and 'answer'; unexpected key(s): {_keys(unknown)}")
+            raise InvalidInputError(
+                f"a plan has only 'tasks' and 'answer'; unexpected key(s): {shown_names(sorted(unknown, key=str))}")
         answer = data.get("answer")
         if answer is not None and not isinstance(answer, str):
             raise InvalidInputError("the plan's 'answer' must be text")
@@ -67,7 +68,7 @@ class Plan:
             extra = set(raw) - {"id", "tool", "args", "deps"}
             if extra:
                 raise InvalidInputError(
-                    f"{where} has unexpected key(s): {_keys(extra)} (allowed: id, tool, args, deps)")
+                    f"{where} has unexpected key(s): {shown_names(sorted(extra, key=str))} (allowed: id, tool, args, deps)")
             task_id, tool, args, deps = raw.get("id"), raw.get("tool"), raw.get("args", {}), raw.get("deps", [])
             if not isinstance(task_id, str) or not TASK_ID.match(task_id):
                 raise InvalidInputError(f"{where}: id must be a short name like 't1', got {shown(task_id)}")
@@ -85,12 +86,6 @@ class Plan:
         if self.answer is not None:
             data["answer"] = self.answer
         return data
-
-
-def _keys(keys: set[Any]) -> str:
-    """Unexpected keys of a plan, named for a message: the first few, each bounded."""
-    listed = sorted(keys, key=str)
-    return ", ".join(shown(k, 60) for k in listed[:8]) + (f" and {len(listed) - 8} more" if len(listed) > 8 else "")
 
 
 @dataclass(frozen=True)
