@@ -219,21 +219,14 @@ class Orchestrator:
     # ------------------------------------------------------------------ inputs
 
     def ingest(self, files: Iterable[str | os.PathLike[str] | Artifact], session: str) -> list[Artifact]:
-        """Files (paths), stored artifacts or their ids, as artifacts of ``session``. Every path is checked before
-        any is stored: a refused file leaves nothing of the others behind."""
+        """Files (paths), stored artifacts or their ids, as artifacts of ``session``, in their order. The paths
+        are stored all or none (:meth:`ArtifactStore.ingest_files`): a refused file leaves nothing of the others."""
         files = list(files)
-        for item in files:
-            if not isinstance(item, Artifact) and not (isinstance(item, str) and is_artifact_id(item)):
-                self.store.check_file(item)
-        artifacts = []
-        for item in files:
-            if isinstance(item, Artifact):
-                artifacts.append(self.store.get(item.id, session=session))
-            elif isinstance(item, str) and is_artifact_id(item):
-                artifacts.append(self.store.get(item, session=session))
-            else:
-                artifacts.append(self.store.ingest_file(item, session=session))
-        return artifacts
+        known = {i: self.store.get(item.id if isinstance(item, Artifact) else item, session=session)
+                 for i, item in enumerate(files)
+                 if isinstance(item, Artifact) or (isinstance(item, str) and is_artifact_id(item))}
+        stored = iter(self.store.ingest_files([item for i, item in enumerate(files) if i not in known], session=session))
+        return [known[i] if i in known else next(stored) for i in range(len(files))]
 
     # ------------------------------------------------------------------ running
 

@@ -141,6 +141,12 @@ class ArtifactStore:
             raise InvalidInputError(f"artifact content must be bytes, got {type(data).__name__}")
         data = bytes(data)
         mime, inspected = codecs.inspect(kind, data, self.limits)
+        return self._insert(kind, data, mime, inspected, metadata=metadata, session=session, task=task, parents=parents)
+
+    def _insert(self, kind: ArtifactKind, data: bytes, mime: str, inspected: dict[str, Any], *,
+                metadata: dict[str, Any] | None, session: str | None, task: str | None = None,
+                parents: Iterable[str] = ()) -> Artifact:
+        """Store ``data`` that :func:`codecs.inspect` has passed as ``kind`` (giving ``mime`` and ``inspected``)."""
         parents = tuple(dict.fromkeys(check_artifact_id(p) for p in parents))
         self._check_visible(parents, session)
         merged = {**inspected, **(metadata or {})}
@@ -180,17 +186,28 @@ class ArtifactStore:
         metadata: dict[str, Any] | None = None,
     ) -> Artifact:
         """Store a user's file. Its content decides its kind; an extension that disagrees is an error."""
-        chosen, data = self._read_user_file(path, kind)
-        return self.put(chosen, data, metadata={"name": Path(path).name, **(metadata or {})}, session=session)
+        return self.ingest_files([path], kind, session=session, metadata=metadata)[0]
 
-    def check_file(self, path: str | os.PathLike[str], kind: ArtifactKind | str | None = None) -> None:
-        """Raise what :meth:`ingest_file` would raise for ``path``, storing nothing: a request's files are all
-        checked before the first is stored, so a bad second file leaves no orphan of the first."""
-        chosen, data = self._read_user_file(path, kind)
-        try:
-            codecs.inspect(chosen, data, self.limits)
-        except InvalidInputError as exc:  # which of the request's files it was
-            raise InvalidInputError(f"input file {Path(path).name!r}: {exc}") from None
+    def ingest_files(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        kind: ArtifactKind | str | None = None,
+        *,
+        session: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[Artifact]:
+        """Store a request's files, all or none: every file is read and checked before the first is stored, so a
+        bad second file leaves no orphan of the first (each refusal names its file)."""
+        checked = []
+        for path in paths:
+            chosen, data = self._read_user_file(path, kind)
+            try:
+                mime, inspected = codecs.inspect(chosen, data, self.limits)
+            except InvalidInputError as exc:  # which of the request's files it was
+                raise InvalidInputError(f"input file {Path(path).name!r}: {exc}") from None
+            checked.append((Path(path).name, chosen, data, mime, inspected))
+        return [self._insert(chosen, data, mime, inspected, metadata={"name": name, **(metadata or {})}, session=session)
+                for name, chosen, data, mime, inspected in checked]
 
     def _read_user_file(self, path: str | os.PathLike[str], kind: ArtifactKind | str | None) -> tuple[ArtifactKind, bytes]:
         path = Path(path)
