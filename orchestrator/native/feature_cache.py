@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 
 from orchestrator.config import current_settings
 from orchestrator.errors import InvalidInputError
+from orchestrator.storage.atomic_files import partial_path
 from orchestrator.storage.media import AudioClip, TimeSeries
 
 from .encoders import FeatureEncoder, MediaFeatures
@@ -118,7 +118,7 @@ class FeatureCache:
         if features.token_texts is not None:
             metadata["token_texts"] = json.dumps(list(features.token_texts))
             metadata["token_texts_after"] = "1" if features.token_texts_after else "0"
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        partial = partial_path(path)
         try:
             save_file(tensors, str(partial), metadata=metadata)
             os.replace(partial, path)  # atomic: readers see the old entry or the whole new one

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from orchestrator.config import current_settings
 from orchestrator.errors import InvalidInputError
+from orchestrator.storage.atomic_files import partial_path
 from orchestrator.storage.media import AudioClip
 
 from . import check_count
@@ -144,7 +144,7 @@ def _synthesise(speaker, text: str, speed: float, path: Path) -> float:
 
     clip = speaker(text=text, speed=speed)["audio"]
     samples = clip.for_model(SPEECH_RATE)  # mono, soxr-resampled from the voice's own rate
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    partial = partial_path(path)
     try:
         soundfile.write(str(partial), np.clip(samples, -1.0, 1.0), SPEECH_RATE, subtype="PCM_16", format="WAV")
         os.replace(partial, path)  # atomic: a half-written wav never looks finished
